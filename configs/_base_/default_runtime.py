@@ -1,0 +1,19 @@
+# Runtime shared by every rsrefseg-mm config.
+default_scope = 'mmseg'
+# Registers RSRefSeg's models, datasets, transforms and metrics.
+custom_imports = dict(imports=['rsrefseg_mm'], allow_failed_imports=False)
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='ReferringVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+
+tta_model = dict(type='SegTTAModel')

@@ -1,0 +1,56 @@
+"""Visualization hook that also works for in-memory (synthetic) samples."""
+import os.path as osp
+from typing import Sequence
+
+import mmcv
+import numpy as np
+from mmengine import fileio
+from mmengine.runner import Runner
+from mmseg.engine.hooks import SegVisualizationHook
+from mmseg.registry import HOOKS
+from mmseg.structures import SegDataSample
+
+
+@HOOKS.register_module()
+class ReferringVisualizationHook(SegVisualizationHook):
+    """Draw validation/test predictions with their expression.
+
+    Like :class:`SegVisualizationHook`, but samples without an image file
+    (``SyntheticReferringDataset``) are drawn from the packed input tensor,
+    resized back to ``ori_shape``; window names carry the sample's ref/sent
+    ids so that several expressions of one image do not overwrite each other.
+    """
+
+    def _after_iter(self,
+                    runner: Runner,
+                    batch_idx: int,
+                    data_batch: dict,
+                    outputs: Sequence[SegDataSample],
+                    mode: str = 'val') -> None:
+        if self.draw is False or mode == 'train':
+            return
+        if not self.every_n_inner_iters(batch_idx, self.interval):
+            return
+        for i, output in enumerate(outputs):
+            img_path = output.get('img_path')
+            if img_path is not None:
+                img_bytes = fileio.get(img_path, backend_args=self.backend_args)
+                img = mmcv.imfrombytes(img_bytes, channel_order='rgb')
+                stem = osp.splitext(osp.basename(img_path))[0]
+            else:
+                # packed input: (3, h, w) BGR, as LoadImageFromFile gives
+                img = data_batch['inputs'][i].permute(1, 2, 0).cpu().numpy()
+                img = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
+                oh, ow = output.ori_shape[:2]
+                img = mmcv.imresize(img, (ow, oh))
+                stem = f'image{output.get("image_id", batch_idx)}'
+            ids = [str(output.get(k)) for k in ('ref_id', 'sent_id')
+                   if output.get(k) is not None]
+            window_name = '_'.join([f'{mode}_{stem}'] + ids)
+            self._visualizer.add_datasample(
+                window_name,
+                img,
+                data_sample=output,
+                show=self.show,
+                wait_time=self.wait_time,
+                step=runner.iter)
