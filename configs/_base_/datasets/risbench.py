@@ -1,0 +1,58 @@
+# RISBench (Dong et al. 2024): 52,472 image-expression pairs, 512x512.
+# data/risbench/
+#   img_rgb/<image_id>  mask/<image_id>  output_phrase_{train,val,test}.txt
+# Phrase-file ids carry the extension (e.g. "test_0_0.png <sentence>").
+# Same recipe as RRSIS-D: resize to 1024x1024, no augmentation; the test
+# pipeline keeps the ground truth at the original size.
+dataset_type = 'RISBenchDataset'
+data_root = 'data/risbench'
+crop_size = (1024, 1024)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='PackReferringInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline))
+# batch 1: mmseg's inference() needs equal ori_shape within a batch
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='val',
+        test_mode=True,
+        pipeline=test_pipeline))
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        test_mode=True,
+        pipeline=test_pipeline))
+val_evaluator = dict(type='ReferringIoUMetric')
+test_evaluator = val_evaluator

@@ -1,0 +1,71 @@
+# RRSIS-D (RMSIN release, REFER layout): 12,181 / 1,740 / 3,481 expressions
+# (train / val / test), 800x800 images. Check a download with
+#   python tools/dataset_converters/rrsisd.py data/rrsisd
+# data/rrsisd/
+#   refs(unc).p  instances.json  images/rrsisd/JPEGImages/*.jpg
+# RSRefSeg's recipe: resize to 1024x1024 without keeping the aspect ratio, no
+# augmentation. The test pipeline decodes the mask after Resize, so the
+# ground truth stays at the original size, where ReferringIoUMetric scores.
+dataset_type = 'RRSISDDataset'
+data_root = 'data/rrsisd'
+crop_size = (1024, 1024)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='PackReferringInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        ann_file='refs(unc).p',
+        instances_file='instances.json',
+        data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
+        pipeline=train_pipeline))
+# batch 1: mmseg's inference() needs equal ori_shape within a batch
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='val',
+        ann_file='refs(unc).p',
+        instances_file='instances.json',
+        data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
+        test_mode=True,
+        pipeline=test_pipeline))
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        ann_file='refs(unc).p',
+        instances_file='instances.json',
+        data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
+        test_mode=True,
+        pipeline=test_pipeline))
+# oIoU / mIoU / Pr@0.5..0.9 at the original size; eval_size=(480, 480)
+# compares with LAVT / RMSIN numbers.
+val_evaluator = dict(type='ReferringIoUMetric')
+test_evaluator = val_evaluator

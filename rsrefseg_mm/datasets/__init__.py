@@ -1,0 +1,16 @@
+from .mask_utils import (binarize_mask_file, decode_segmentation,
+                         encode_mask, rle_string_to_counts,
+                         validate_segmentation)
+from .phrase_datasets import (PhraseMaskDataset, RefSegRSDataset,
+                              RISBenchDataset, first_category)
+from .rrsisd import REFERRING_METAINFO, RRSISDDataset
+from .synthetic import SyntheticReferringDataset
+from .transforms import *  # noqa: F401,F403
+
+__all__ = [
+    'RRSISDDataset', 'RefSegRSDataset', 'RISBenchDataset',
+    'PhraseMaskDataset', 'SyntheticReferringDataset', 'REFERRING_METAINFO',
+    'LoadReferringAnnotations', 'PackReferringInputs', 'decode_segmentation',
+    'encode_mask', 'validate_segmentation', 'binarize_mask_file',
+    'rle_string_to_counts', 'first_category'
+]

@@ -1,0 +1,320 @@
+"""RRSIS-D referring remote-sensing segmentation dataset (REFER layout)."""
+import json
+import os.path as osp
+import pickle
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
+
+import mmengine.fileio as fileio
+from mmengine.fileio import join_path
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+from .mask_utils import validate_segmentation
+
+REFERRING_METAINFO = dict(
+    classes=('background', 'target'), palette=[[0, 0, 0], [255, 64, 64]])
+
+
+def check_expression(text, where: str) -> str:
+    """Return ``text`` stripped, or raise naming ``where`` if it is empty."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f'{where}: empty or missing referring expression '
+                         f'({text!r})')
+    return text.strip()
+
+
+@DATASETS.register_module()
+class RRSISDDataset(BaseSegDataset):
+    """RRSIS-D: referring image segmentation in remote sensing.
+
+    Dataset of `Rotated Multi-Scale Interaction Network for Referring Remote
+    Sensing Image Segmentation <https://arxiv.org/abs/2312.12470>`_ (RMSIN),
+    as used by `RSRefSeg <https://arxiv.org/abs/2501.06809>`_. One sample per
+    (reference, sentence) pair; the target is the referenced object's mask,
+    labelled 1 on a 0 background (``classes=('background', 'target')``).
+
+    Two annotation formats are read:
+
+    1. The REFER layout of the RMSIN release (``ann_file`` a pickle)::
+
+        data/rrsisd/
+        ├── refs(unc).p       # list of refs: ref_id, ann_id, image_id,
+        │                     # split, file_name, category_id, sentences
+        ├── instances.json    # COCO-like: images, categories,
+        │                     # annotations (key spelled `categories_id`)
+        └── images/rrsisd/JPEGImages/*.jpg
+
+    2. RSRefSeg's converted jsonl (``ann_file`` ending in ``.jsonl``), one
+       sample per line with keys ``split, image_id, sent, file_name,
+       category_id, category_name, ann_id, bbox, segmentation, area``
+       (``ref_id`` and ``sent_id`` are used when present, as written by
+       ``tools/dataset_converters/rrsisd.py --out-jsonl``; otherwise
+       ``ref_id`` falls back to ``ann_id`` and ``sent_id`` to the line
+       number). Lines whose ``split`` differs from ``split`` are skipped.
+
+    The mask stays encoded in the data info (``segmentation``; picklable, so
+    ``serialize_data`` and ``lazy_init`` work) and is decoded by
+    :class:`LoadReferringAnnotations`. Each data info carries the metainfo
+    keys ``text, ref_id, ann_id, image_id, sent_id, category`` (category
+    name) and ``category_id``.
+
+    Errors never fall back to another sample: a missing or unreadable
+    annotation file, a ref whose ``ann_id`` is absent from
+    ``instances.json``, a malformed segmentation or an empty expression raise
+    an error naming the file and ref id.
+
+    Args:
+        split (str): ``'train'``, ``'val'`` or ``'test'``. Defaults to
+            ``'train'``. RRSIS-D has 12,181 / 1,740 / 3,481 expressions.
+        ann_file (str): ``refs(unc).p`` (REFER) or a ``.jsonl`` file,
+            relative to ``data_root``. Defaults to ``'refs(unc).p'``.
+        instances_file (str): COCO-like instances file (REFER layout only),
+            relative to ``data_root``. Defaults to ``'instances.json'``.
+        data_prefix (dict): ``img_path`` is the image folder. Defaults to
+            ``dict(img_path='images/rrsisd/JPEGImages')``.
+        img_suffix (str): Unused (file names come from the annotations);
+            kept for BaseSegDataset compatibility.
+        metainfo (dict, optional): Overrides :attr:`METAINFO`.
+        **kwargs: Other :class:`mmseg.datasets.BaseSegDataset` arguments
+            (``data_root``, ``pipeline``, ``test_mode``, ``indices``,
+            ``lazy_init``, ``serialize_data``, ``backend_args``, ...).
+    """
+    METAINFO = REFERRING_METAINFO
+    SPLITS = ('train', 'val', 'test')
+
+    def __init__(self,
+                 split: str = 'train',
+                 ann_file: str = 'refs(unc).p',
+                 instances_file: str = 'instances.json',
+                 data_prefix: dict = dict(
+                     img_path='images/rrsisd/JPEGImages'),
+                 img_suffix: str = '.jpg',
+                 **kwargs) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(f'split must be one of {self.SPLITS}, got '
+                             f'{split!r}')
+        self.split = split
+        self.instances_file = instances_file
+        data_root = kwargs.get('data_root')
+        if data_root and instances_file and not osp.isabs(instances_file):
+            self.instances_file = join_path(data_root, instances_file)
+        super().__init__(
+            ann_file=ann_file,
+            data_prefix=data_prefix,
+            img_suffix=img_suffix,
+            **kwargs)
+
+    # ------------------------------------------------------------------ io
+    def _read_bytes(self, path: str, what: str) -> bytes:
+        try:
+            return fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'{type(self).__name__}: {what} {path} not found. Download '
+                'RRSIS-D (https://github.com/Lsan2401/RMSIN) and check it '
+                'with `python tools/dataset_converters/rrsisd.py '
+                '<data_root>`.') from None
+
+    def _load_refs(self) -> List[dict]:
+        raw = self._read_bytes(self.ann_file, 'annotation file')
+        try:
+            refs = pickle.loads(raw)
+        except Exception as e:
+            raise ValueError(f'{type(self).__name__}: cannot unpickle '
+                             f'annotation file {self.ann_file}: {e!r}')
+        if not isinstance(refs, list):
+            raise ValueError(f'{self.ann_file}: expected a list of refs, got '
+                             f'{type(refs).__name__}')
+        return refs
+
+    def _load_instances(self) -> dict:
+        raw = self._read_bytes(self.instances_file, 'instances file')
+        try:
+            instances = json.loads(raw)
+        except Exception as e:
+            raise ValueError(f'{type(self).__name__}: cannot parse instances '
+                             f'file {self.instances_file}: {e!r}')
+        if not isinstance(instances, dict) or \
+                'annotations' not in instances:
+            raise ValueError(f'{self.instances_file}: expected a dict with '
+                             '"annotations" (COCO layout)')
+        return instances
+
+    # ------------------------------------------------------------- parsing
+    def _make_info(self, *, file_name: str, segmentation, text: str,
+                   ref_id, ann_id, image_id, sent_id, category_id,
+                   category: Optional[str], height: Optional[int],
+                   width: Optional[int], where: str) -> dict:
+        try:
+            validate_segmentation(segmentation)
+        except ValueError as e:
+            raise ValueError(f'{where}: malformed segmentation: {e}')
+        if not isinstance(file_name, str) or not file_name:
+            raise ValueError(f'{where}: missing "file_name"')
+        return dict(
+            img_path=join_path(self.data_prefix.get('img_path', ''),
+                               file_name),
+            seg_map_path=None,
+            segmentation=segmentation,
+            seg_size=(int(height), int(width))
+            if height is not None and width is not None else None,
+            mask_source=where,
+            text=check_expression(text, where),
+            ref_id=ref_id,
+            ann_id=ann_id,
+            image_id=image_id,
+            sent_id=sent_id,
+            category_id=category_id,
+            category=category,
+            label_map=self.label_map,
+            reduce_zero_label=self.reduce_zero_label,
+            seg_fields=[])
+
+    def _load_refer(self) -> List[dict]:
+        refs = self._load_refs()
+        instances = self._load_instances()
+        anns = {a['id']: a for a in instances['annotations']}
+        images = {im['id']: im for im in instances.get('images', [])}
+        cat_names = {c['id']: c['name']
+                     for c in instances.get('categories', [])}
+        data_list = []
+        for ref in refs:
+            if ref.get('split') != self.split:
+                continue
+            ref_id = ref.get('ref_id')
+            where = f'{self.ann_file} ref_id={ref_id}'
+            ann_id = ref.get('ann_id')
+            if ann_id not in anns:
+                raise KeyError(f'{where}: ann_id={ann_id} is not in '
+                               f'{self.instances_file}')
+            ann = anns[ann_id]
+            image_id = ref.get('image_id', ann.get('image_id'))
+            # RRSIS-D spells the annotation key `categories_id`
+            category_id = ref.get(
+                'category_id', ann.get('category_id',
+                                       ann.get('categories_id')))
+            image = images.get(image_id, {})
+            file_name = ref.get('file_name', image.get('file_name'))
+            sentences = ref.get('sentences') or []
+            if not sentences:
+                raise ValueError(f'{where}: no sentences')
+            for i, sent in enumerate(sentences):
+                sent_id = sent.get('sent_id', i)
+                text = sent.get('sent', sent.get('raw'))
+                data_list.append(
+                    self._make_info(
+                        file_name=file_name,
+                        segmentation=ann.get('segmentation'),
+                        text=text,
+                        ref_id=ref_id,
+                        ann_id=ann_id,
+                        image_id=image_id,
+                        sent_id=sent_id,
+                        category_id=category_id,
+                        category=cat_names.get(category_id),
+                        height=image.get('height'),
+                        width=image.get('width'),
+                        where=f'{where} sent_id={sent_id}'))
+        return data_list
+
+    def _load_jsonl(self) -> List[dict]:
+        raw = self._read_bytes(self.ann_file, 'annotation file')
+        try:
+            lines = raw.decode('utf-8').splitlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f'{self.ann_file}: not UTF-8 text: {e}')
+        data_list = []
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f'{self.ann_file}:{lineno}'
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{where}: invalid JSON: {e}')
+            if item.get('split', self.split) != self.split:
+                continue
+            ann_id = item.get('ann_id')
+            ref_id = item.get('ref_id', ann_id if ann_id is not None
+                              else lineno)
+            sent_id = item.get('sent_id', lineno)
+            size = None
+            seg = item.get('segmentation')
+            if isinstance(seg, dict):
+                size = seg.get('size')
+            elif isinstance(seg, list) and seg and isinstance(seg[0], dict):
+                size = seg[0].get('size')
+            h, w = (size if isinstance(size, (list, tuple)) and
+                    len(size) == 2 else (item.get('height'),
+                                         item.get('width')))
+            data_list.append(
+                self._make_info(
+                    file_name=item.get('file_name'),
+                    segmentation=seg,
+                    text=item.get('sent'),
+                    ref_id=ref_id,
+                    ann_id=ann_id,
+                    image_id=item.get('image_id'),
+                    sent_id=sent_id,
+                    category_id=item.get('category_id'),
+                    category=item.get('category_name'),
+                    height=h,
+                    width=w,
+                    where=f'{where} ref_id={ref_id}'))
+        return data_list
+
+    def _available_splits(self) -> Dict[str, int]:
+        """Count samples per split (for the empty-split error message)."""
+        counts: Counter = Counter()
+        try:
+            if self.ann_file.endswith('.jsonl'):
+                raw = self._read_bytes(self.ann_file, 'annotation file')
+                for line in raw.decode('utf-8').splitlines():
+                    if line.strip():
+                        counts[json.loads(line).get('split')] += 1
+            else:
+                for ref in self._load_refs():
+                    counts[ref.get('split')] += len(ref.get('sentences', []))
+        except Exception:  # only used to enrich an error message
+            pass
+        return dict(counts)
+
+    def load_data_list(self) -> List[dict]:
+        """Load one data info per (ref, sentence) of ``self.split``.
+
+        Returns:
+            list[dict]: Data infos (see the class docstring).
+        """
+        if self.ann_file.endswith('.jsonl'):
+            data_list = self._load_jsonl()
+        else:
+            data_list = self._load_refer()
+        if not data_list:
+            raise ValueError(
+                f'{type(self).__name__}: no samples for split='
+                f'{self.split!r} in {self.ann_file}; samples per split '
+                f'there: {self._available_splits()}. (val and test are '
+                'distinct RRSIS-D splits.)')
+        return data_list
+
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """Category id of the referred object (for class-balanced wrappers).
+
+        Args:
+            idx (int): Sample index.
+
+        Returns:
+            list[int]: ``[category_id]`` or ``[]`` when unknown.
+        """
+        cat = self.get_data_info(idx).get('category_id')
+        return [] if cat is None else [cat]
+
+    @property
+    def categories(self) -> Sequence[str]:
+        """Sorted category names present in the loaded split."""
+        return sorted({
+            self.get_data_info(i)['category']
+            for i in range(len(self))
+            if self.get_data_info(i)['category'] is not None
+        })

@@ -1,0 +1,4 @@
+from .formatting import PackReferringInputs
+from .loading import LoadReferringAnnotations
+
+__all__ = ['LoadReferringAnnotations', 'PackReferringInputs']

@@ -1,0 +1,153 @@
+"""Loading of referring-segmentation ground truth."""
+from typing import Optional
+
+import mmcv
+import mmengine.fileio as fileio
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmseg.registry import TRANSFORMS
+
+from ..mask_utils import binarize_mask_file, decode_segmentation
+
+
+def _describe(results: dict) -> str:
+    """Name a sample for error messages (annotation source, ids, image)."""
+    parts = []
+    if results.get('mask_source'):
+        parts.append(str(results['mask_source']))
+    for key in ('ref_id', 'sent_id'):
+        if results.get(key) is not None and key not in ' '.join(parts):
+            parts.append(f'{key}={results[key]}')
+    if results.get('img_path'):
+        parts.append(f'image {results["img_path"]}')
+    return ', '.join(parts) or 'sample'
+
+
+@TRANSFORMS.register_module()
+class LoadReferringAnnotations(BaseTransform):
+    """Decode the referred object's mask into ``results['gt_seg_map']``.
+
+    The mask source is taken from the first present of:
+
+    1. ``referring_mask``: an in-memory (H, W) array (synthetic data),
+       nonzero = target, ``ignore_index`` kept;
+    2. ``segmentation``: COCO compressed RLE (``counts`` str or bytes),
+       uncompressed RLE, a list of those, or polygons (RRSIS-D, jsonl);
+       polygons use ``seg_size`` (h, w) or the image's ``ori_shape``;
+    3. ``seg_map_path``: a mask image file (RefSegRS, RISBench), binarised
+       by :func:`binarize_mask_file` with ``mask_mode``.
+
+    The decoded mask must have the original image size (``ori_shape``, set by
+    ``LoadImageFromFile``). Place this transform *before* ``Resize`` for
+    training (the mask is resized with the image) and *after* it for testing
+    (the ground truth stays at the original size, where the metric scores).
+
+    Required keys: one of the sources above; ``ori_shape`` (optional, for
+    the size check). Added keys: ``gt_seg_map`` (uint8, 0 background,
+    1 target, ``ignore_index`` ignore), ``seg_fields``.
+
+    Args:
+        mask_mode (str): How mask files are read: ``'auto'``, ``'binary'``
+            or ``'label'`` (see :func:`binarize_mask_file`). Defaults to
+            ``'auto'``.
+        ignore_index (int): Ignore label. Defaults to 255.
+        check_size (bool): Raise when the mask size differs from the image's
+            original size. Defaults to True.
+        imdecode_backend (str): Backend for mask files. Defaults to
+            ``'pillow'`` (reads TIFF / PNG without colour conversion).
+        backend_args (dict, optional): File backend arguments.
+
+    Raises:
+        ValueError / FileNotFoundError: Naming the annotation source, ref id
+            and image, for a malformed RLE, a missing or unreadable mask file
+            or a mask/image size mismatch.
+    """
+
+    def __init__(self,
+                 mask_mode: str = 'auto',
+                 ignore_index: int = 255,
+                 check_size: bool = True,
+                 imdecode_backend: str = 'pillow',
+                 backend_args: Optional[dict] = None) -> None:
+        if mask_mode not in ('auto', 'binary', 'label'):
+            raise ValueError(f"mask_mode must be 'auto', 'binary' or "
+                             f"'label', got {mask_mode!r}")
+        self.mask_mode = mask_mode
+        self.ignore_index = ignore_index
+        self.check_size = check_size
+        self.imdecode_backend = imdecode_backend
+        self.backend_args = backend_args.copy() if backend_args else None
+
+    def _from_file(self, path: str, results: dict) -> np.ndarray:
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'mask file {path} not found ({_describe(results)})') from None
+        try:
+            mask = mmcv.imfrombytes(
+                data, flag='unchanged', backend=self.imdecode_backend)
+        except Exception as e:
+            raise ValueError(f'cannot decode mask file {path} '
+                             f'({_describe(results)}): {e!r}') from e
+        if mask is None or mask.size == 0:
+            raise ValueError(f'cannot decode mask file {path} '
+                             f'({_describe(results)})')
+        try:
+            return binarize_mask_file(
+                np.squeeze(mask) if mask.ndim == 3 and mask.shape[2] == 1
+                else mask, self.mask_mode, self.ignore_index, source=path)
+        except ValueError as e:
+            raise ValueError(f'{e} ({_describe(results)})') from e
+
+    def transform(self, results: dict) -> dict:
+        """Decode the mask of ``results`` into ``gt_seg_map``.
+
+        Args:
+            results (dict): Result dict from the dataset / previous
+                transforms.
+
+        Returns:
+            dict: ``results`` with ``gt_seg_map`` and ``seg_fields``.
+        """
+        ori_shape = results.get('ori_shape')
+        if results.get('referring_mask') is not None:
+            mask = np.asarray(results['referring_mask'])
+            if mask.ndim != 2:
+                raise ValueError(f'referring_mask must be (H, W), got '
+                                 f'{mask.shape} ({_describe(results)})')
+            keep = mask == self.ignore_index
+            mask = (mask > 0).astype(np.uint8)
+            mask[keep] = self.ignore_index
+        elif results.get('segmentation') is not None:
+            size = results.get('seg_size') or (
+                tuple(ori_shape[:2]) if ori_shape is not None else None)
+            h, w = size if size is not None else (None, None)
+            try:
+                mask = decode_segmentation(results['segmentation'], h, w)
+            except ValueError as e:
+                raise ValueError(f'malformed segmentation in '
+                                 f'{_describe(results)}: {e}') from e
+        elif results.get('seg_map_path'):
+            mask = self._from_file(results['seg_map_path'], results)
+        else:
+            raise KeyError('LoadReferringAnnotations found no mask source '
+                           '(referring_mask, segmentation or seg_map_path) '
+                           f'in {_describe(results)}')
+
+        if self.check_size and ori_shape is not None and \
+                tuple(mask.shape[:2]) != tuple(ori_shape[:2]):
+            raise ValueError(
+                f'mask size {tuple(mask.shape[:2])} differs from image size '
+                f'{tuple(ori_shape[:2])} in {_describe(results)}')
+        results['gt_seg_map'] = mask
+        seg_fields = results.setdefault('seg_fields', [])
+        if 'gt_seg_map' not in seg_fields:
+            seg_fields.append('gt_seg_map')
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(mask_mode={self.mask_mode!r}, '
+                f'ignore_index={self.ignore_index}, '
+                f'check_size={self.check_size}, '
+                f'imdecode_backend={self.imdecode_backend!r})')

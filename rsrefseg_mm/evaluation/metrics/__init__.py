@@ -1,0 +1,3 @@
+from .referring_iou_metric import ReferringIoUMetric
+
+__all__ = ['ReferringIoUMetric']

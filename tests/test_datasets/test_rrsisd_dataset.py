@@ -1,0 +1,231 @@
+"""RRSISDDataset on a REFER-layout fixture (see conftest.py)."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
+
+import rsrefseg_mm  # noqa: F401
+
+TRAIN_PIPELINE = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs'),
+]
+# as in configs/_base_/datasets/rrsisd.py: gt decoded after Resize
+TEST_PIPELINE = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64), keep_ratio=False),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs'),
+]
+
+
+def build(root, split, pipeline=TRAIN_PIPELINE, **kwargs):
+    init_default_scope('mmseg')
+    return DATASETS.build(
+        dict(type='RRSISDDataset', data_root=str(root), split=split,
+             pipeline=pipeline, **kwargs))
+
+
+def key_of(meta, split):
+    return (split, meta['ref_id'], meta['sent_id'])
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'test'])
+def test_counts_and_masks(refer_fixture, split):
+    ds = build(refer_fixture['root'], split)
+    assert len(ds) == refer_fixture['counts'][split]
+    seen = set()
+    for i in range(len(ds)):
+        out = ds[i]
+        meta = out['data_samples'].metainfo
+        exp = refer_fixture['samples'][key_of(meta, split)]
+        seen.add(key_of(meta, split))
+        assert meta['text'] == exp['text']
+        assert meta['ann_id'] == exp['ann_id']
+        assert meta['image_id'] == exp['image_id']
+        assert meta['category'] == exp['category']
+        assert meta['img_path'].endswith(exp['file_name'])
+        gt = out['data_samples'].gt_sem_seg.data[0].numpy()
+        assert gt.shape == exp['shape']
+        np.testing.assert_array_equal(gt, exp['mask'])
+        assert tuple(out['inputs'].shape) == (3, ) + exp['shape']
+    assert len(seen) == len(ds)  # one sample per (ref, sentence)
+
+
+def test_counts_match_splits(refer_fixture):
+    assert refer_fixture['counts'] == {'train': 4, 'val': 2, 'test': 3}
+
+
+def test_test_pipeline_keeps_gt_at_original_size(refer_fixture):
+    ds = build(refer_fixture['root'], 'test', TEST_PIPELINE, test_mode=True)
+    out = ds[0]
+    meta = out['data_samples'].metainfo
+    exp = refer_fixture['samples'][key_of(meta, 'test')]
+    assert tuple(out['inputs'].shape[1:]) == (64, 64)
+    assert tuple(meta['ori_shape']) == exp['shape']
+    np.testing.assert_array_equal(
+        out['data_samples'].gt_sem_seg.data[0].numpy(), exp['mask'])
+
+
+def test_lazy_init_and_serialization(refer_fixture):
+    ds = build(refer_fixture['root'], 'train', lazy_init=True)
+    ds.full_init()
+    assert ds.serialize_data and len(ds) == 4
+    info = ds.get_data_info(0)
+    assert info['segmentation'] is not None and info['text']
+    ds2 = build(refer_fixture['root'], 'train', serialize_data=False)
+    assert pickle.loads(pickle.dumps(ds2.data_list))  # picklable infos
+    assert ds.metainfo['classes'] == ('background', 'target')
+
+
+def write_rsrefseg_jsonl(fixture, split, path):
+    """RSRefSeg's converter format (no ref_id / sent_id keys)."""
+    anns = {a['id']: a for a in json.load(
+        open(fixture['root'] / 'instances.json'))['annotations']}
+    names = {0: 'airplane', 1: 'ship', 2: 'storagetank'}
+    with open(path, 'w') as f:
+        for ref in fixture['refs']:
+            if ref['split'] != split:
+                continue
+            ann = anns[ref['ann_id']]
+            for sent in ref['sentences']:
+                f.write(json.dumps(dict(
+                    split=split, image_id=ref['image_id'],
+                    sent=sent['sent'], file_name=ref['file_name'],
+                    category_id=ref['category_id'],
+                    category_name=names[ref['category_id']],
+                    ann_id=ref['ann_id'], bbox=ann['bbox'],
+                    segmentation=ann['segmentation'],
+                    area=ann['area'])) + '\n')
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_jsonl_gives_same_samples(refer_fixture, tmp_path, split):
+    jsonl = tmp_path / f'rrsisd_{split}.jsonl'
+    write_rsrefseg_jsonl(refer_fixture, split, jsonl)
+    ds_refer = build(refer_fixture['root'], split)
+    ds_jsonl = build(refer_fixture['root'], split, ann_file=str(jsonl))
+    assert len(ds_jsonl) == len(ds_refer)
+    for i in range(len(ds_refer)):
+        a, b = ds_refer[i], ds_jsonl[i]
+        ma, mb = a['data_samples'].metainfo, b['data_samples'].metainfo
+        for k in ('text', 'ann_id', 'image_id', 'category', 'img_path'):
+            assert ma[k] == mb[k], k
+        assert mb['ref_id'] == mb['ann_id']  # documented fallback
+        np.testing.assert_array_equal(a['data_samples'].gt_sem_seg.data,
+                                      b['data_samples'].gt_sem_seg.data)
+
+
+def test_jsonl_wrong_split_names_available_splits(refer_fixture, tmp_path):
+    jsonl = tmp_path / 'rrsisd_test.jsonl'
+    write_rsrefseg_jsonl(refer_fixture, 'test', jsonl)
+    with pytest.raises(ValueError, match=r"split='val'.*'test': 3"):
+        build(refer_fixture['root'], 'val', ann_file=str(jsonl))
+
+
+def test_bad_split_name(refer_fixture):
+    with pytest.raises(ValueError, match='split must be one of'):
+        build(refer_fixture['root'], 'testA')
+
+
+# ------------------------------------------------------------ bad input
+def test_missing_annotation_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'refs\(unc\)\.p'):
+        build(tmp_path, 'train')
+
+
+def test_corrupt_annotation_file(refer_copy):
+    (refer_copy['root'] / 'refs(unc).p').write_bytes(b'not a pickle')
+    with pytest.raises(ValueError, match=r'refs\(unc\)\.p'):
+        build(refer_copy['root'], 'train')
+
+
+def test_corrupt_instances_file(refer_copy):
+    (refer_copy['root'] / 'instances.json').write_text('{"annotations": [')
+    with pytest.raises(ValueError, match='instances.json'):
+        build(refer_copy['root'], 'train')
+
+
+def test_missing_instances_file(refer_copy):
+    (refer_copy['root'] / 'instances.json').unlink()
+    with pytest.raises(FileNotFoundError, match='instances.json'):
+        build(refer_copy['root'], 'train')
+
+
+def _rewrite_refs(root, fn):
+    path = root / 'refs(unc).p'
+    refs = pickle.load(open(path, 'rb'))
+    fn(refs)
+    pickle.dump(refs, open(path, 'wb'))
+
+
+def test_ref_with_absent_ann_id(refer_copy):
+    def fn(refs):
+        refs[1]['ann_id'] = 12345
+    _rewrite_refs(refer_copy['root'], fn)
+    with pytest.raises(KeyError, match=r'ref_id=901.*ann_id=12345'):
+        build(refer_copy['root'], 'train')
+
+
+def test_empty_expression(refer_copy):
+    def fn(refs):
+        refs[0]['sentences'][1]['sent'] = '   '
+    _rewrite_refs(refer_copy['root'], fn)
+    with pytest.raises(ValueError, match=r'ref_id=900 sent_id=2001.*empty'):
+        build(refer_copy['root'], 'train')
+
+
+def _rewrite_ann(root, ann_id, seg):
+    path = root / 'instances.json'
+    inst = json.load(open(path))
+    for a in inst['annotations']:
+        if a['id'] == ann_id:
+            a['segmentation'] = seg
+    json.dump(inst, open(path, 'w'))
+
+
+@pytest.mark.parametrize('counts', ['\x7f\x7f', 'PPPP', '0123'])
+def test_malformed_rle_named_at_load(refer_copy, counts):
+    # structurally fine (a dict with size + counts) but the runs are wrong:
+    # caught when decoding, with the ref named
+    _rewrite_ann(refer_copy['root'], 500, [{'size': [40, 48],
+                                            'counts': counts}])
+    ds = build(refer_copy['root'], 'train')
+    idx = [i for i in range(len(ds))
+           if ds.get_data_info(i)['ref_id'] == 900][0]
+    with pytest.raises(ValueError, match=r'ref_id=900'):
+        ds[idx]
+
+
+def test_malformed_segmentation_structure(refer_copy):
+    _rewrite_ann(refer_copy['root'], 500, {'counts': 'abc'})
+    with pytest.raises(ValueError, match=r'ref_id=900.*malformed'):
+        build(refer_copy['root'], 'train')
+
+
+def test_missing_image_names_file(refer_copy):
+    (refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg').unlink()
+    ds = build(refer_copy['root'], 'train')
+    with pytest.raises(FileNotFoundError, match='00100.jpg'):
+        ds[0]
+
+
+def test_corrupt_image_names_file(refer_copy):
+    (refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg').write_bytes(
+        b'garbage' * 10)
+    ds = build(refer_copy['root'], 'train')
+    with pytest.raises(Exception, match='00100.jpg'):
+        ds[0]
+
+
+def test_mask_image_size_mismatch(refer_copy):
+    import cv2
+    path = refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg'
+    cv2.imwrite(str(path), np.zeros((20, 20, 3), np.uint8))
+    ds = build(refer_copy['root'], 'train')
+    with pytest.raises(ValueError, match=r'mask size.*ref_id=900.*00100'):
+        ds[0]
