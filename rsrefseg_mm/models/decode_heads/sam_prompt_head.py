@@ -1,0 +1,345 @@
+"""SAM as a promptable decode head (RSRefSeg, https://arxiv.org/abs/2501.06809).
+"""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.losses import DiceLoss
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import SampleList
+from torch import Tensor
+
+from ..utils.sam_builder import (SAM_PIXEL_MEAN, SAM_PIXEL_STD,
+                                 build_sam_modules, load_sam_checkpoint,
+                                 sam_arch_settings)
+from ..utils.sam_fast_attention import enable_fast_attention
+from ..utils.tuning import apply_tuning, is_trainable
+
+DEFAULT_ENCODER_TUNING = dict(
+    mode='lora',
+    rank=16,
+    alpha=16,
+    drop_rate=0.1,
+    targets=['qkv', 'proj', 'lin1', 'lin2'])
+
+
+@MODELS.register_module()
+class SAMPromptHead(BaseDecodeHead):
+    """Segment Anything (SAM) decoding a referring mask from text prompts.
+
+    RSRefSeg (`arXiv 2501.06809 <https://arxiv.org/abs/2501.06809>`_) feeds
+    the prompts of :class:`~rsrefseg_mm.models.necks.TextFilterNeck` to SAM:
+    the image is encoded by SAM's ViT (resized to SAM's input size without
+    keeping the ratio, normalised with SAM's pixel mean/std here), the dense
+    prompt goes through the prompt encoder's mask branch
+    (``mask_downscaling``; ``no_mask_embed`` when there is none) and the mask
+    decoder predicts a single mask (``multimask_output=False``) from the
+    sparse prompts. Image ``i`` is decoded with prompt ``i``
+    (:class:`~rsrefseg_mm.models.utils.sam_mask_decoder.PairedMaskDecoder`).
+
+    The head outputs one channel (``out_channels=1``, ``num_classes=2``):
+    sigmoid logits thresholded at ``threshold`` in mmseg's
+    ``postprocess_result``. ``BaseDecodeHead.conv_seg`` is removed (it would
+    be an unused parameter under DDP).
+
+    Order in ``__init__``: build SAM -> load ``checkpoint`` -> fast attention
+    -> tuning of the image encoder (LoRA wraps loaded layers). The prompt
+    encoder and mask decoder stay fully trainable. Parameters that never
+    receive a gradient remain (point/box embeddings, IoU head, the unused
+    multimask tokens), so distributed training needs
+    ``find_unused_parameters=True`` (set in ``configs/_base_/models``).
+
+    Args:
+        sam_arch (str | dict): ``'vit_b'``, ``'vit_l'``, ``'vit_h'`` or a dict
+            of :data:`~rsrefseg_mm.models.utils.sam_builder.SAM_DEFAULTS`
+            keys (tiny demo models).
+        checkpoint (str, optional): Official SAM state dict, e.g.
+            ``checkpoints/sam_vit_b_01ec64.pth``. None keeps the random init.
+        encoder_tuning (dict): ``mode`` in ``'frozen' | 'lora' | 'full'`` plus
+            LoRA ``rank``, ``alpha``, ``drop_rate``, ``targets`` (default
+            ``['qkv', 'proj', 'lin1', 'lin2']``); see
+            :func:`~rsrefseg_mm.models.utils.tuning.apply_tuning`.
+        fast_attn (bool): Encoder attention through
+            ``F.scaled_dot_product_attention``. Defaults to True.
+        with_cp (bool): Activation checkpointing of the encoder blocks while
+            training (only when the encoder is trainable). Defaults to False.
+        multimask_output (bool): Must stay False (one referring mask).
+        num_classes (int): 2 (background / target).
+        out_channels (int): 1 (sigmoid logits).
+        threshold (float): Foreground threshold on the sigmoid. 0.5.
+        loss_decode (dict | list[dict]): mmseg losses. ``CrossEntropyLoss``
+            with ``use_sigmoid=True`` sees pred (B,1,H,W) vs label (B,H,W),
+            ignores 255; mmseg ``DiceLoss`` gets a (B,1,H,W) binary target
+            with ignored pixels removed (see :meth:`loss_by_feat`).
+        ignore_index (int): Ignored label. 255.
+        align_corners (bool): For resizing logits. False.
+        init_cfg (dict, optional): Must not re-initialise SAM; None.
+    """
+
+    def __init__(self,
+                 sam_arch: Union[str, dict] = 'vit_b',
+                 checkpoint: Optional[str] = None,
+                 encoder_tuning: dict = DEFAULT_ENCODER_TUNING,
+                 fast_attn: bool = True,
+                 with_cp: bool = False,
+                 multimask_output: bool = False,
+                 num_classes: int = 2,
+                 out_channels: int = 1,
+                 threshold: float = 0.5,
+                 loss_decode: Union[dict, Sequence[dict]] = dict(
+                     type='CrossEntropyLoss',
+                     use_sigmoid=True,
+                     avg_non_ignore=True,
+                     loss_weight=5.0),
+                 ignore_index: int = 255,
+                 align_corners: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        if num_classes != 2 or out_channels != 1:
+            raise ValueError('SAMPromptHead predicts one binary mask: use '
+                             'num_classes=2, out_channels=1, got '
+                             f'{num_classes}, {out_channels}')
+        if multimask_output:
+            raise ValueError('RSRefSeg decodes a single mask per expression; '
+                             'multimask_output must be False')
+        settings = sam_arch_settings(sam_arch)
+        dim = settings['prompt_embed_dim']
+        super().__init__(
+            in_channels=dim,
+            channels=dim,
+            num_classes=num_classes,
+            out_channels=out_channels,
+            threshold=threshold,
+            dropout_ratio=0,
+            loss_decode=loss_decode,
+            ignore_index=ignore_index,
+            align_corners=align_corners,
+            init_cfg=init_cfg)
+        # BaseDecodeHead always builds a 1x1 classifier; SAM's decoder is the
+        # classifier here, so drop it (unused parameters break DDP).
+        del self.conv_seg
+        self.sam_arch = sam_arch
+        self.multimask_output = multimask_output
+        self.with_cp = with_cp
+        self.image_size = settings['image_size']
+
+        sam = build_sam_modules(settings)
+        if checkpoint is not None:
+            load_sam_checkpoint(
+                sam,
+                checkpoint,
+                arch_name=sam_arch if isinstance(sam_arch, str) else None)
+        self.image_encoder = sam['image_encoder']
+        self.prompt_encoder = sam['prompt_encoder']
+        self.mask_decoder = sam['mask_decoder']
+        if fast_attn:
+            enable_fast_attention(self.image_encoder)
+        self.fast_attn = fast_attn
+
+        tuning = dict(encoder_tuning or dict(mode='full'))
+        mode = tuning.pop('mode', 'lora')
+        if mode == 'lora':
+            tuning.setdefault('targets', DEFAULT_ENCODER_TUNING['targets'])
+        unknown = set(tuning) - {'rank', 'alpha', 'drop_rate', 'targets'}
+        if unknown:
+            raise ValueError(f'encoder_tuning: unknown keys {sorted(unknown)}')
+        apply_tuning(
+            self.image_encoder, mode=mode, name='SAM image encoder', **tuning)
+        self.encoder_tuning = dict(mode=mode, **tuning)
+        self.prompt_encoder.requires_grad_(True)
+        self.mask_decoder.requires_grad_(True)
+
+        self.register_buffer(
+            'pixel_mean',
+            torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1),
+            persistent=False)
+        self.register_buffer(
+            'pixel_std',
+            torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1),
+            persistent=False)
+
+    def cls_seg(self, feat: Tensor) -> Tensor:
+        """Not used: SAM's mask decoder replaces ``conv_seg``."""
+        raise NotImplementedError('SAMPromptHead has no conv_seg; masks come '
+                                  'from the SAM mask decoder')
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Resize to SAM's input size (ratio not kept) and normalise.
+
+        Args:
+            images (Tensor): RGB pixel values 0-255 (B, 3, H, W).
+
+        Returns:
+            Tensor: (B, 3, S, S) with S = SAM image size.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError('SAMPromptHead expects RGB images (B, 3, H, W), '
+                             f'got {tuple(images.shape)}')
+        images = images.float()
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            images = F.interpolate(
+                images,
+                size=(self.image_size, self.image_size),
+                mode='bilinear',
+                align_corners=False)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def _encode(self, x: Tensor) -> Tensor:
+        """SAM ``ImageEncoderViT.forward`` with optional checkpointing."""
+        enc = self.image_encoder
+        x = enc.patch_embed(x)
+        if enc.pos_embed is not None:
+            x = x + enc.pos_embed
+        use_cp = self.with_cp and self.training and torch.is_grad_enabled()
+        for blk in enc.blocks:
+            if use_cp:
+                x = cp.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return enc.neck(x.permute(0, 3, 1, 2))
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """SAM image embeddings.
+
+        A frozen encoder runs under ``torch.no_grad`` (no autograd graph).
+
+        Args:
+            images (Tensor): RGB 0-255 (B, 3, H, W).
+
+        Returns:
+            Tensor: (B, C, S/16, S/16), C = prompt_embed_dim.
+        """
+        x = self.preprocess(images)
+        if is_trainable(self.image_encoder):
+            return self._encode(x)
+        with torch.no_grad():
+            return self._encode(x)
+
+    def embed_dense(self, dense_prompts: Optional[Tensor],
+                    batch_size: int) -> Tensor:
+        """Encode the dense prompt with SAM's mask branch.
+
+        Args:
+            dense_prompts (Tensor | None): Mask logits (B, 1, Hm, Wm); (Hm, Wm)
+                must be the prompt encoder's ``mask_input_size``.
+            batch_size (int): B, used when there is no dense prompt.
+
+        Returns:
+            Tensor: (B, C, h, w) dense embeddings (``no_mask_embed`` when
+            ``dense_prompts`` is None).
+        """
+        pe = self.prompt_encoder
+        if dense_prompts is None:
+            h, w = pe.image_embedding_size
+            return pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+                batch_size, -1, h, w)
+        expected = tuple(pe.mask_input_size)
+        if tuple(dense_prompts.shape[1:]) != (1, ) + expected:
+            raise ValueError(
+                f'dense prompts must be (B, 1, {expected[0]}, {expected[1]}) '
+                f'for SAM image size {self.image_size} (set the neck\'s '
+                f'dense_prompt_size), got {tuple(dense_prompts.shape)}')
+        return pe.mask_downscaling(dense_prompts)
+
+    def forward(self, inputs: Dict[str, Tensor]) -> Tensor:
+        """Decode low-resolution mask logits.
+
+        Args:
+            inputs (dict): ``images`` RGB 0-255 (B, 3, H, W),
+                ``sparse_prompts`` (B, N, C), optional ``dense_prompts``
+                (B, 1, Hm, Wm) or None (other neck outputs are ignored).
+
+        Returns:
+            Tensor: Mask logits (B, 1, Hm, Wm) (256x256 for SAM at 1024).
+        """
+        if not isinstance(inputs, dict) or 'images' not in inputs or \
+                'sparse_prompts' not in inputs:
+            raise KeyError('SAMPromptHead.forward expects a dict with '
+                           '`images` and `sparse_prompts` (RSRefSeg.'
+                           'extract_feat output)')
+        images = inputs['images']
+        sparse = inputs['sparse_prompts']
+        B = images.shape[0]
+        if sparse.dim() != 3 or sparse.shape[0] != B or \
+                sparse.shape[2] != self.prompt_encoder.embed_dim:
+            raise ValueError(
+                f'sparse prompts must be (B={B}, N, '
+                f'{self.prompt_encoder.embed_dim}), got {tuple(sparse.shape)}')
+        image_embeddings = self.encode_image(images)
+        dense = self.embed_dense(inputs.get('dense_prompts'), B)
+        masks, _ = self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=self.multimask_output)
+        return masks
+
+    def loss_by_feat(self, seg_logits: Tensor,
+                     batch_data_samples: SampleList) -> dict:
+        """Binary losses on logits upsampled to the label size.
+
+        Follows ``BaseDecodeHead.loss_by_feat`` with two binary fixes:
+        mmseg's ``DiceLoss`` one-hot encodes a (B,H,W) label against a
+        1-channel prediction as the *background* channel, so Dice losses get
+        the (B,1,H,W) foreground target with ignored pixels pushed out
+        (logit -> -1e4, target 0); and ``acc_seg`` is the thresholded pixel
+        accuracy (top-1 over a single channel is meaningless).
+
+        Args:
+            seg_logits (Tensor): (B, 1, Hm, Wm) logits.
+            batch_data_samples (list[SegDataSample]): With ``gt_sem_seg``
+                (0 background, 1 target, 255 ignore).
+
+        Returns:
+            dict[str, Tensor]: Loss terms and ``acc_seg``.
+        """
+        seg_label = self._stack_batch_gt(batch_data_samples)  # (B,1,H,W)
+        seg_logits = resize(
+            input=seg_logits.float(),
+            size=seg_label.shape[2:],
+            mode='bilinear',
+            align_corners=self.align_corners)
+        seg_label = seg_label.squeeze(1).long()  # (B,H,W)
+        valid = seg_label != self.ignore_index
+        losses_decode = self.loss_decode if isinstance(
+            self.loss_decode, nn.ModuleList) else [self.loss_decode]
+        loss = dict()
+        for loss_fn in losses_decode:
+            if isinstance(loss_fn, DiceLoss):
+                target = (seg_label == 1) & valid
+                pred = seg_logits.masked_fill(~valid[:, None], -1e4)
+                value = loss_fn(
+                    pred,
+                    target[:, None].long(),
+                    ignore_index=self.ignore_index)
+            else:
+                value = loss_fn(
+                    seg_logits, seg_label, ignore_index=self.ignore_index)
+            if loss_fn.loss_name in loss:
+                loss[loss_fn.loss_name] = loss[loss_fn.loss_name] + value
+            else:
+                loss[loss_fn.loss_name] = value
+        with torch.no_grad():
+            pred = (seg_logits[:, 0].sigmoid() > self.threshold).long()
+            n_valid = valid.sum().clamp(min=1)
+            loss['acc_seg'] = ((pred == seg_label) & valid).sum().float() \
+                * 100.0 / n_valid
+        return loss
+
+    def predict_by_feat(self, seg_logits: Tensor,
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Resize logits to the (padded) input size, as mmseg does.
+
+        Args:
+            seg_logits (Tensor): (B, 1, Hm, Wm).
+            batch_img_metas (list[dict]): Image metas.
+
+        Returns:
+            Tensor: (B, 1, H, W) logits; the segmentor resizes them to
+            ``ori_shape`` and thresholds the sigmoid.
+        """
+        return super().predict_by_feat(seg_logits.float(), batch_img_metas)

@@ -1,0 +1,3 @@
+from .text_filter_neck import TextFilterNeck
+
+__all__ = ['TextFilterNeck']

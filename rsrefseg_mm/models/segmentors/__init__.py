@@ -1,0 +1,3 @@
+from .rsrefseg import RSRefSeg, count_parameters
+
+__all__ = ['RSRefSeg', 'count_parameters']

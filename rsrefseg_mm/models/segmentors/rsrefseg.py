@@ -1,0 +1,181 @@
+"""RSRefSeg segmentor (https://arxiv.org/abs/2501.06809)."""
+from typing import Dict, List, Optional, Tuple
+
+import torch.nn as nn
+from mmengine.config import ConfigDict
+from mmengine.logging import print_log
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         OptSampleList, SampleList)
+from torch import Tensor
+
+
+def count_parameters(module: nn.Module) -> Tuple[int, int]:
+    """Return (trainable, total) parameter counts of ``module``."""
+    total = trainable = 0
+    for p in module.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+@MODELS.register_module()
+class RSRefSeg(EncoderDecoder):
+    """Referring segmentation with CLIP prompts for SAM.
+
+    `RSRefSeg: Referring Remote Sensing Image Segmentation with Foundation
+    Models <https://arxiv.org/abs/2501.06809>`_. Keeps mmseg
+    ``EncoderDecoder``'s ``loss`` / ``predict`` / ``_forward`` flow; the
+    features are a dict instead of a tuple of maps:
+
+    .. code:: text
+
+        texts = [meta['text'] for meta in batch_img_metas]
+        backbone(inputs, texts) -> neck -> dict(images=inputs, **prompts)
+        -> decode_head (SAM) -> (B, 1, Hm, Wm) logits
+
+    Only whole-image inference is supported and there is no auxiliary head.
+    Trainable / total parameter counts per component are logged at init.
+
+    Args:
+        backbone (dict): Image+text backbone config (``CLIPBackbone``).
+        neck (dict): Prompter config (``TextFilterNeck``).
+        decode_head (dict): Head config (``SAMPromptHead``).
+        train_cfg (dict, optional): Unused, kept for mmseg.
+        test_cfg (dict, optional): ``dict(mode='whole')`` (default).
+        data_preprocessor (dict, optional): ``SegDataPreProcessor`` with
+            ``mean=None, std=None, bgr_to_rgb=True`` (RGB 0-255 inputs).
+        auxiliary_head: Must be None.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 backbone: ConfigType,
+                 neck: ConfigType,
+                 decode_head: ConfigType,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = dict(mode='whole'),
+                 data_preprocessor: OptConfigType = None,
+                 auxiliary_head: OptConfigType = None,
+                 init_cfg: OptMultiConfig = None) -> None:
+        if neck is None:
+            raise ValueError('RSRefSeg needs a neck (the text-filter prompter)')
+        if auxiliary_head is not None:
+            raise ValueError('RSRefSeg does not support an auxiliary head')
+        test_cfg = ConfigDict(mode='whole') if test_cfg is None else \
+            ConfigDict(test_cfg)
+        if test_cfg.get('mode', 'whole') != 'whole':
+            raise NotImplementedError(
+                'RSRefSeg supports whole-image inference only '
+                f"(test_cfg.mode='whole'), got {test_cfg.get('mode')!r}")
+        super().__init__(
+            backbone=backbone,
+            decode_head=decode_head,
+            neck=neck,
+            train_cfg=train_cfg,
+            test_cfg=test_cfg,
+            data_preprocessor=data_preprocessor,
+            init_cfg=init_cfg)
+        self.log_parameter_counts()
+
+    def parameter_counts(self) -> Dict[str, Tuple[int, int]]:
+        """(trainable, total) per component and per direct sub-module."""
+        counts = {'all': count_parameters(self)}
+        for comp in ('backbone', 'neck', 'decode_head'):
+            module = getattr(self, comp)
+            counts[comp] = count_parameters(module)
+            for name, child in module.named_children():
+                n = count_parameters(child)
+                if n[1]:
+                    counts[f'{comp}.{name}'] = n
+        return counts
+
+    def log_parameter_counts(self) -> None:
+        """Log trainable / total parameters of each component."""
+        lines = [
+            f'  {name:<36s} trainable {t / 1e6:9.3f} M / total '
+            f'{n / 1e6:9.3f} M' for name, (t, n) in
+            self.parameter_counts().items()
+        ]
+        print_log('RSRefSeg parameters:\n' + '\n'.join(lines),
+                  logger='current')
+
+    @staticmethod
+    def _texts(batch_img_metas: Optional[List[dict]],
+               batch_size: int) -> List[str]:
+        if batch_img_metas is None:
+            raise ValueError(
+                'RSRefSeg needs the referring expressions: pass data_samples '
+                "whose metainfo has 'text' (PackReferringInputs adds it)")
+        if len(batch_img_metas) != batch_size:
+            raise ValueError(f'{len(batch_img_metas)} metas for a batch of '
+                             f'{batch_size} images')
+        texts = []
+        for i, meta in enumerate(batch_img_metas):
+            text = meta.get('text') if hasattr(meta, 'get') else None
+            if not isinstance(text, str):
+                where = meta.get('img_path', f'sample {i}') if hasattr(
+                    meta, 'get') else f'sample {i}'
+                raise ValueError(
+                    f"RSRefSeg: metainfo of {where} has no 'text' string "
+                    f'(got {text!r}); pack samples with PackReferringInputs '
+                    "or add 'text' to PackSegInputs(meta_keys=...)")
+            texts.append(text)
+        return texts
+
+    def extract_feat(self,
+                     inputs: Tensor,
+                     batch_img_metas: Optional[List[dict]] = None
+                     ) -> Dict[str, Tensor]:
+        """Run backbone and prompter.
+
+        Args:
+            inputs (Tensor): RGB 0-255 (B, 3, H, W).
+            batch_img_metas (list[dict]): Metas with ``text``.
+
+        Returns:
+            dict: ``images`` (the inputs) and the neck outputs
+            (``sparse_prompts``, ``dense_prompts``, ``local_maps``,
+            ``global_map``).
+        """
+        texts = self._texts(batch_img_metas, inputs.shape[0])
+        feats = self.backbone(inputs, texts)
+        prompts = self.neck(feats)
+        return dict(images=inputs, **prompts)
+
+    def encode_decode(self, inputs: Tensor,
+                      batch_img_metas: List[dict]) -> Tensor:
+        """Logits (B, 1, H, W) at the padded input size."""
+        x = self.extract_feat(inputs, batch_img_metas)
+        return self.decode_head.predict(x, batch_img_metas, self.test_cfg)
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
+        metas = [ds.metainfo for ds in data_samples]
+        x = self.extract_feat(inputs, metas)
+        return self._decode_head_forward_train(x, data_samples)
+
+    def _forward(self,
+                 inputs: Tensor,
+                 data_samples: OptSampleList = None) -> Tensor:
+        """Low-resolution logits (B, 1, Hm, Wm) without post-processing."""
+        metas = None if data_samples is None else [
+            ds.metainfo for ds in data_samples
+        ]
+        x = self.extract_feat(inputs, metas)
+        return self.decode_head.forward(x)
+
+    def slide_inference(self, inputs: Tensor,
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Not supported: one expression refers to the whole image."""
+        raise NotImplementedError(
+            'RSRefSeg supports whole-image inference only; sliding windows '
+            "would cut the referred object. Use test_cfg=dict(mode='whole')")
+
+    def inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """Whole-image inference (slide raises NotImplementedError)."""
+        if self.test_cfg.get('mode', 'whole') != 'whole':
+            return self.slide_inference(inputs, batch_img_metas)
+        return super().inference(inputs, batch_img_metas)

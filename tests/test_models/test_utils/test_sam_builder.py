@@ -1,0 +1,81 @@
+"""Building SAM parts and loading SAM checkpoints."""
+import pytest
+import torch
+
+from rsrefseg_mm.models.utils.sam_builder import (SAM_DEFAULTS,
+                                                  build_sam_modules,
+                                                  load_sam_checkpoint,
+                                                  sam_arch_settings)
+
+TINY = dict(
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1, ),
+    encoder_window_size=4,
+    image_size=128,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32)
+
+
+def test_arch_settings():
+    assert sam_arch_settings('vit_l')['encoder_depth'] == 24
+    assert sam_arch_settings('vit_h')['encoder_embed_dim'] == 1280
+    assert sam_arch_settings(TINY)['decoder_depth'] == SAM_DEFAULTS[
+        'decoder_depth']
+    with pytest.raises(ValueError, match='Unknown SAM arch'):
+        sam_arch_settings('vit_x')
+    with pytest.raises(ValueError, match='embed_dims'):
+        sam_arch_settings(dict(embed_dims=3))
+
+
+def test_build_matches_segment_anything_layout():
+    from segment_anything import sam_model_registry
+    torch.manual_seed(0)
+    ours = build_sam_modules('vit_b').state_dict()
+    theirs = sam_model_registry['vit_b'](checkpoint=None).state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_load_roundtrip_and_reports(tmp_path):
+    torch.manual_seed(0)
+    src = build_sam_modules(TINY)
+    state = src.state_dict()
+    path = tmp_path / 'sam_tiny.pth'
+    torch.save(state, path)
+    torch.manual_seed(1)
+    dst = build_sam_modules(TINY)
+    res = load_sam_checkpoint(dst, str(path))
+    assert res == dict(missing_keys=[], unexpected_keys=[])
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # missing and unexpected keys are reported, not fatal
+    state.pop('mask_decoder.iou_token.weight')
+    state['extra.weight'] = torch.zeros(1)
+    torch.save(dict(state_dict=state), path)  # wrapped state dicts work
+    res = load_sam_checkpoint(build_sam_modules(TINY), str(path))
+    assert res['missing_keys'] == ['mask_decoder.iou_token.weight']
+    assert res['unexpected_keys'] == ['extra.weight']
+
+
+def test_wrong_arch_is_a_clear_error(tmp_path):
+    path = tmp_path / 'sam_tiny.pth'
+    torch.save(build_sam_modules(TINY).state_dict(), path)
+    other = build_sam_modules(dict(TINY, encoder_embed_dim=48))
+    with pytest.raises(ValueError, match='does not fit arch'):
+        load_sam_checkpoint(other, str(path), arch_name='vit_b')
+    torch.save({'foo.weight': torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match='shares no key'):
+        load_sam_checkpoint(other, str(path))
+
+
+def test_missing_file_says_what_to_download(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_sam_checkpoint(
+            build_sam_modules(TINY), str(tmp_path / 'nope.pth'),
+            arch_name='vit_b')
+    msg = str(err.value)
+    assert 'sam_vit_b_01ec64.pth' in msg
+    assert 'checkpoints/sam_vit_b_01ec64.pth' in msg
