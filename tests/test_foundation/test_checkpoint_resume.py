@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import rsrefseg_mm  # noqa: F401  (registers the checkpoint loader)
-from mmseg.registry import METRICS, MODELS
+from mmseg.registry import DATASETS, METRICS, MODELS
 
 
 @MODELS.register_module(force=True)
@@ -26,8 +26,6 @@ class _ToyRegressor(BaseModel):
         self.linear = nn.Linear(2, 1)
 
     def forward(self, inputs, targets, mode='tensor'):
-        inputs = torch.stack(inputs)
-        targets = torch.stack(targets)
         pred = self.linear(inputs)
         if mode == 'loss':
             return dict(loss=((pred - targets)**2).mean())
@@ -47,6 +45,7 @@ class _ToyMAE(BaseMetric):
         return dict(mae=float(np.mean(results)))
 
 
+@DATASETS.register_module(force=True)
 class _ToyData(Dataset):
 
     def __init__(self, n=16):
@@ -63,7 +62,7 @@ class _ToyData(Dataset):
 
 def _cfg(work_dir, max_iters):
     loader = dict(
-        dataset=_ToyData(),
+        dataset=dict(type='_ToyData'),
         sampler=dict(type='DefaultSampler', shuffle=True),
         collate_fn=dict(type='default_collate'),
         batch_size=4,
