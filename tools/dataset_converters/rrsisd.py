@@ -1,0 +1,219 @@
+"""Check an RRSIS-D download and optionally write RSRefSeg-style jsonl.
+
+Every file the refs point at must exist and decode; the script prints exactly
+what is missing or broken and exits non-zero on any problem::
+
+    python tools/dataset_converters/rrsisd.py data/rrsisd
+    python tools/dataset_converters/rrsisd.py data/rrsisd --out-jsonl data/rrsisd
+
+Expected layout (RMSIN release, https://github.com/Lsan2401/RMSIN)::
+
+    data/rrsisd/
+    ├── refs(unc).p
+    ├── instances.json
+    └── images/rrsisd/JPEGImages/*.jpg
+
+Expected expression counts: train 12,181, val 1,740, test 3,481
+(``--skip-count-check`` for subsets or other REFER-style data).
+
+``--out-jsonl DIR`` writes ``rrsisd_{train,val,test}.jsonl`` in RSRefSeg's
+converted format (``split, image_id, sent, file_name, category_id,
+category_name, ann_id, bbox, segmentation, area``) plus ``ref_id`` and
+``sent_id``, one line per (ref, sentence); ``RRSISDDataset`` reads them with
+``ann_file='rrsisd_<split>.jsonl'``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import pickle
+import sys
+from collections import Counter, defaultdict
+from typing import Dict, List
+
+import cv2
+
+try:
+    from rsrefseg_mm.datasets import decode_segmentation
+except ImportError:  # running from a clone without `pip install -e .`
+    sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
+    from rsrefseg_mm.datasets import decode_segmentation
+
+EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
+DOWNLOAD_HINT = (
+    'RRSIS-D comes from the RMSIN release (https://github.com/Lsan2401/RMSIN,'
+    ' links in its README). Put refs(unc).p and instances.json in the data '
+    'root and the images in <data_root>/images/rrsisd/JPEGImages/.')
+
+
+class Report:
+    """Collects problems by kind; prints the first few of each."""
+
+    def __init__(self, show: int = 20) -> None:
+        self.problems: Dict[str, List[str]] = defaultdict(list)
+        self.show = show
+
+    def add(self, kind: str, msg: str) -> None:
+        self.problems[kind].append(msg)
+
+    def print(self) -> None:
+        for kind, msgs in self.problems.items():
+            print(f'\n[{kind}] {len(msgs)} problem(s):')
+            for m in msgs[:self.show]:
+                print(f'  {m}')
+            if len(msgs) > self.show:
+                print(f'  ... and {len(msgs) - self.show} more')
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+
+def check(args: argparse.Namespace) -> int:
+    root = args.data_root
+    ann_path = osp.join(root, args.ann_file)
+    inst_path = osp.join(root, args.instances)
+    img_dir = osp.join(root, args.img_dir)
+    report = Report(args.show)
+
+    missing = [p for p in (ann_path, inst_path) if not osp.isfile(p)]
+    if not osp.isdir(img_dir):
+        missing.append(img_dir + '/')
+    if missing:
+        print('RRSIS-D check FAILED: missing ' + ', '.join(missing))
+        print(DOWNLOAD_HINT)
+        return 1
+    try:
+        with open(ann_path, 'rb') as f:
+            refs = pickle.load(f)
+        assert isinstance(refs, list), f'expected a list, got {type(refs)}'
+    except Exception as e:
+        print(f'RRSIS-D check FAILED: cannot read {ann_path}: {e!r}')
+        print(DOWNLOAD_HINT)
+        return 1
+    try:
+        with open(inst_path) as f:
+            inst = json.load(f)
+        anns = {a['id']: a for a in inst['annotations']}
+    except Exception as e:
+        print(f'RRSIS-D check FAILED: cannot read {inst_path}: {e!r}')
+        print(DOWNLOAD_HINT)
+        return 1
+    images = {im['id']: im for im in inst.get('images', [])}
+    cat_names = {c['id']: c['name'] for c in inst.get('categories', [])}
+
+    counts: Counter = Counter()
+    lines: Dict[str, List[dict]] = defaultdict(list)
+    checked_images: Dict[str, tuple] = {}
+    for ref in refs:
+        ref_id = ref.get('ref_id')
+        split = ref.get('split')
+        where = f'ref_id={ref_id}'
+        if split not in EXPECTED:
+            report.add('bad split', f'{where}: split={split!r}')
+            continue
+        file_name = ref.get('file_name')
+        img_path = osp.join(img_dir, str(file_name))
+        if file_name not in checked_images:
+            if not osp.isfile(img_path):
+                checked_images[file_name] = None
+                report.add('missing image', img_path)
+            elif args.skip_decode:
+                checked_images[file_name] = ()
+            else:
+                img = cv2.imread(img_path, cv2.IMREAD_COLOR)
+                checked_images[file_name] = None if img is None \
+                    else img.shape[:2]
+                if img is None:
+                    report.add('corrupt image', img_path)
+        ann = anns.get(ref.get('ann_id'))
+        if ann is None:
+            report.add('missing annotation',
+                       f'{where}: ann_id={ref.get("ann_id")} not in '
+                       f'{inst_path}')
+            continue
+        image = images.get(ref.get('image_id'), {})
+        seg = ann.get('segmentation')
+        if not args.skip_decode:
+            try:
+                mask = decode_segmentation(seg, image.get('height'),
+                                           image.get('width'))
+                shape = checked_images.get(file_name)
+                if shape and tuple(mask.shape) != tuple(shape):
+                    report.add('size mismatch',
+                               f'{where}: mask {mask.shape} vs image '
+                               f'{shape} ({img_path})')
+            except ValueError as e:
+                report.add('bad mask', f'{where} ann_id={ann["id"]}: {e}')
+        category_id = ref.get('category_id',
+                              ann.get('categories_id',
+                                      ann.get('category_id')))
+        sentences = ref.get('sentences') or []
+        if not sentences:
+            report.add('no expression', where)
+        for s in sentences:
+            text = s.get('sent', s.get('raw'))
+            if not isinstance(text, str) or not text.strip():
+                report.add('empty expression',
+                           f'{where} sent_id={s.get("sent_id")}')
+                continue
+            counts[split] += 1
+            lines[split].append(
+                dict(split=split, image_id=ref.get('image_id'),
+                     sent=text.strip(), file_name=file_name,
+                     category_id=category_id,
+                     category_name=cat_names.get(category_id),
+                     ann_id=ann['id'], bbox=ann.get('bbox'),
+                     segmentation=seg, area=ann.get('area'),
+                     ref_id=ref_id, sent_id=s.get('sent_id')))
+
+    print(f'RRSIS-D at {root}: {len(refs)} refs, {len(checked_images)} '
+          f'images, {len(anns)} annotations')
+    for split, n in EXPECTED.items():
+        note = '' if args.skip_count_check else f' (expected {n})'
+        print(f'  {split:5s}: {counts[split]} expressions{note}')
+        if not args.skip_count_check and counts[split] != n:
+            report.add('count mismatch',
+                       f'{split}: {counts[split]} expressions, RRSIS-D has '
+                       f'{n} (use --skip-count-check for subsets)')
+    if report:
+        report.print()
+        print('\nRRSIS-D check FAILED. ' + DOWNLOAD_HINT)
+        return 1
+    print('RRSIS-D check passed.')
+    if args.out_jsonl:
+        os.makedirs(args.out_jsonl, exist_ok=True)
+        for split, items in lines.items():
+            path = osp.join(args.out_jsonl, f'rrsisd_{split}.jsonl')
+            with open(path, 'w') as f:
+                for item in items:
+                    f.write(json.dumps(item) + '\n')
+            print(f'wrote {len(items)} lines to {path}')
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Check an RRSIS-D download (and write jsonl)')
+    parser.add_argument('data_root', help='RRSIS-D root, e.g. data/rrsisd')
+    parser.add_argument('--ann-file', default='refs(unc).p')
+    parser.add_argument('--instances', default='instances.json')
+    parser.add_argument('--img-dir', default='images/rrsisd/JPEGImages')
+    parser.add_argument(
+        '--out-jsonl', help='write rrsisd_{split}.jsonl to this folder')
+    parser.add_argument(
+        '--skip-decode', action='store_true',
+        help='only check that files exist (do not decode images and masks)')
+    parser.add_argument(
+        '--skip-count-check', action='store_true',
+        help='do not compare the split sizes with 12,181 / 1,740 / 3,481')
+    parser.add_argument(
+        '--show', type=int, default=20, help='problems listed per kind')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    return check(parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
