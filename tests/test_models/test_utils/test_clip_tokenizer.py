@@ -42,6 +42,9 @@ SPECIAL = [
     ' '.join(['the long expression'] * 40), 'a',
     'straße groß ÄÖÜ äöü', 'naïve coöperate', 'µm ångström ℃ ²³',
     '<start_of_text> literal special <end_of_text>',
+    # ftfy leaves HTML alone when '<' or '>' is present: tests the two
+    # explicit html.unescape passes
+    '<b>bold</b> &amp;amp; double-escaped', '<i> &amp;lt;tank&amp;gt; &#x27;',
 ]
 
 
