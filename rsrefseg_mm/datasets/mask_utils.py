@@ -8,7 +8,7 @@ decoder does not check that the runs fit the declared size (a malformed RLE
 overruns memory), so every RLE is validated here before it reaches
 pycocotools, and every error names the sample it came from.
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 

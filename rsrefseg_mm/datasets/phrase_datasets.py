@@ -130,7 +130,7 @@ class RefSegRSDataset(PhraseMaskDataset):
         data/refsegrs/
         ├── images/<image_id>.tif
         ├── masks/<image_id>.tif     # binary mask, 0 / 255 (or 0 / 1)
-        └── output_phrase_{train,val,test}.txt   # "<image_id> <sentence>"
+        └── output_phrase_{train,val,test}.txt  # "<image_id> <sentence>"
 
     Assumptions: ``image_id`` has no extension in the phrase file; masks are
     single-channel (multi-channel masks are reduced with ``max``) and every
@@ -177,7 +177,7 @@ class RISBenchDataset(PhraseMaskDataset):
         data/risbench/
         ├── img_rgb/<image_id>       # e.g. test_0_0.png (512 x 512)
         ├── mask/<image_id>          # binary mask, 0 / 255 (or 0 / 1)
-        └── output_phrase_{train,val,test}.txt   # "<image_id> <sentence>"
+        └── output_phrase_{train,val,test}.txt  # "<image_id> <sentence>"
 
     Hence ``img_suffix`` and ``seg_map_suffix`` default to ``''``. Categories
     are RISBench's 26 classes, found in the expression by

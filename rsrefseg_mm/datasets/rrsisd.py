@@ -53,6 +53,10 @@ class RRSISDDataset(BaseSegDataset):
        ``ref_id`` falls back to ``ann_id`` and ``sent_id`` to the line
        number). Lines whose ``split`` differs from ``split`` are skipped.
 
+    Masks are looked up per ref through its ``ann_id`` (not per image), so
+    every expression of an image with several referred objects gets its own
+    object's mask.
+
     The mask stays encoded in the data info (``segmentation``; picklable, so
     ``serialize_data`` and ``lazy_init`` work) and is decoded by
     :class:`LoadReferringAnnotations`. Each data info carries the metainfo

@@ -362,12 +362,14 @@ class SyntheticReferringDataset(BaseSegDataset):
 
     ``shuffle_expressions=True`` is a control experiment: every image is
     paired with the expression of another sample of the split (a seeded
-    derangement) while the ground truth stays the target of the image's own
-    expression. The text then carries no information about the target, so a
-    model can only score by guessing; comparing a model's score with and
-    without shuffling measures how much it relies on the expression (a
-    model that ignores the text scores the same on both, and neither can be
-    scored well by a text-ignoring model, since several objects compete).
+    derangement; ``text_source`` gives the sample the text came from) while
+    the ground truth stays the target of the image's *own* expression. The
+    text then says nothing about which object is the target. Since every
+    scene has 3+ objects and the target is only identified by the words, a
+    model that ignores the text cannot score well on the normal data either;
+    a model that reads it scores well on normal data and drops to guessing
+    level on shuffled data. Training or evaluating with shuffled expressions
+    therefore measures how much a model relies on the expression.
 
     Args:
         split (str): ``'train'``, ``'val'`` or ``'test'``.

@@ -4,7 +4,8 @@ Every file the refs point at must exist and decode; the script prints exactly
 what is missing or broken and exits non-zero on any problem::
 
     python tools/dataset_converters/rrsisd.py data/rrsisd
-    python tools/dataset_converters/rrsisd.py data/rrsisd --out-jsonl data/rrsisd
+    python tools/dataset_converters/rrsisd.py data/rrsisd \
+        --out-jsonl data/rrsisd
 
 Expected layout (RMSIN release, https://github.com/Lsan2401/RMSIN)::
 

@@ -4,8 +4,8 @@ The output is read by ``RRSISDDataset`` exactly like a real RRSIS-D
 download, so the file-based loading path (pickle + instances.json +
 compressed RLE + JPEG images) can be exercised without the real data::
 
-    python tools/dataset_converters/synthetic_to_rrsisd.py data/synthetic_rrsisd \
-        --num-train 200 --num-val 50 --num-test 50
+    python tools/dataset_converters/synthetic_to_rrsisd.py \
+        data/synthetic_rrsisd --num-train 200 --num-val 50 --num-test 50
 
     data/synthetic_rrsisd/
     ├── refs(unc).p       # one ref (one sentence) per scene
@@ -104,7 +104,8 @@ def write_rrsisd(out_dir: str,
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Write synthetic referring scenes in the RRSIS-D layout')
-    parser.add_argument('out_dir', help='output root (RRSISDDataset data_root)')
+    parser.add_argument(
+        'out_dir', help='output root (RRSISDDataset data_root)')
     parser.add_argument('--num-train', type=int, default=200)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--num-test', type=int, default=50)

@@ -48,8 +48,8 @@ class ReferringIoUMetric(BaseMetric):
       LAVT / RMSIN code counts it as 0; RRSIS-D has no empty targets, so
       the choice does not change RRSIS-D numbers);
     - ``oIoU`` (overall / cumulative IoU, "cIoU") =
-      ``Σ|P_i ∩ G_i| / Σ|P_i ∪ G_i|``, equal to mmseg ``IoUMetric``'s IoU of
-      the foreground class on the same predictions;
+      ``Σ|P_i ∩ G_i| / Σ|P_i ∪ G_i|``, equal to mmseg ``IoUMetric``'s
+      IoU of the foreground class on the same predictions;
     - ``mIoU`` (mean IoU, "gIoU") = mean of ``IoU_i`` over expressions;
     - ``Pr@X`` = share of expressions with ``IoU_i >= X`` (``inclusive``;
       LAVT / RMSIN use ``>=``, RSRefSeg's released code uses ``>``, set
@@ -190,6 +190,7 @@ class ReferringIoUMetric(BaseMetric):
                 raise ValueError(f'{self._name(sample)}: pred_sem_seg must '
                                  f'be one (H, W) map, got {tuple(pred.shape)}')
             if self.output_dir:
+                mkdir_or_exist(self.output_dir)  # also on non-main ranks
                 out = (pred.cpu().numpy() == 1).astype(np.uint8) * 255
                 Image.fromarray(out).save(self._output_path(sample))
             if self.format_only:
