@@ -7,7 +7,11 @@ computes the same function with PyTorch's fused scaled-dot-product attention,
 passing the decomposed relative positions as an additive attention mask
 (the memory-efficient kernel accepts one). Measured on 2 CPU threads for the
 whole SAM ViT-B encoder at 1024: ~18 s stock vs ~9.5 s fused, max abs
-difference 4e-6 (design.md, section 7).
+difference 4e-6 (design.md, section 7). On one H100 (torch 2.11, bf16
+autocast, SAM ViT-B encoder, batch 4 at 1024, random weights): inference
+82 -> 48 ms (peak memory 8.7 -> 4.2 GiB); forward + backward with every
+encoder weight trainable 204 -> 151 ms (34.6 -> 15.7 GiB); fp32 max abs
+difference 5e-4 on outputs of magnitude ~5 (GPU kernels).
 
 The subclass adds no parameter or buffer and keeps the names ``qkv``,
 ``proj``, ``rel_pos_h`` and ``rel_pos_w``, so official SAM checkpoints load

@@ -243,3 +243,15 @@ def test_with_real_tiny_clip_backbone():
     with torch.no_grad():
         out = model(inputs, samples, mode='predict')
     assert out[0].pred_sem_seg.shape == (80, 100)
+
+
+def test_init_weights_keeps_sam_weights():
+    """The runner calls init_weights after __init__ (where SAM is loaded)."""
+    model = build()
+    before = {
+        k: v.clone()
+        for k, v in model.decode_head.state_dict().items()
+    }
+    model.init_weights()
+    for k, v in model.decode_head.state_dict().items():
+        assert torch.equal(v, before[k]), k
