@@ -6,7 +6,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from rsrefseg_mm.utils import use_gloo_without_cuda
+from rsrefseg_mm.utils import drop_pretrained_checkpoints, use_gloo_without_cuda
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,6 +100,9 @@ def main() -> None:
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    # The trained checkpoint holds every weight: the pretrained CLIP/SAM
+    # files named for training are not needed (nor read) for testing.
+    drop_pretrained_checkpoints(cfg.model)
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

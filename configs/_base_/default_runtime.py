@@ -11,7 +11,7 @@ env_cfg = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(
     type='ReferringVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(by_epoch=False)
+# log_processor comes with the schedule (epoch- or iter-based).
 log_level = 'INFO'
 load_from = None
 resume = False

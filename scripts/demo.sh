@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make demo`: train the tiny RSRefSeg on synthetic referring scenes (CPU),
+# test it, test it again with shuffled expressions (the words must drive the
+# mask), and run the image+text demo on one held-out scene.
+# Outputs: work_dirs/demo/{iter_*.pth, best_*.pth, <timestamp>/ logs,
+#          test/, test_shuffled/, overlays/, image_demo/}
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+CONFIG=configs/rsrefseg/rsrefseg-tiny_clip-tiny-sam-tiny_1xb16-adamw-600it_synthetic-128x128.py
+WORK=${DEMO_WORK_DIR:-work_dirs/demo}
+start=$(date +%s)
+
+echo "== [1/4] train $CONFIG -> $WORK"
+$PY tools/train.py "$CONFIG" --work-dir "$WORK" "$@"
+CKPT="$WORK/$(cat "$WORK/last_checkpoint" | xargs basename)"
+
+echo "== [2/4] test $CKPT on the held-out synthetic test split"
+$PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" \
+    --show-dir overlays
+echo "== [3/4] test again with every image paired with another sample's expression"
+$PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test_shuffled" \
+    --cfg-options test_dataloader.dataset.shuffle_expressions=True
+
+echo "== [4/4] image + text inference on one held-out scene"
+$PY tools/dataset_converters/synthetic_to_rrsisd.py "$WORK/scenes" \
+    --num-train 0 --num-val 0 --num-test 2 > /dev/null
+IMG=$(ls "$WORK"/scenes/images/rrsisd/JPEGImages/* | head -1)
+TEXT=$($PY - "$WORK/scenes" "$IMG" <<'PYEOF'
+import os.path as osp, pickle, sys
+refs = pickle.load(open(osp.join(sys.argv[1], 'refs(unc).p'), 'rb'))
+name = osp.basename(sys.argv[2])
+print(next(r['sentences'][0]['sent'] for r in refs if r['file_name'] == name))
+PYEOF
+)
+$PY demo/image_demo.py "$IMG" "$TEXT" "$CONFIG" "$CKPT" \
+    --out-dir "$WORK/image_demo"
+
+$PY - "$WORK" "$(( $(date +%s) - start ))" <<'PYEOF'
+import glob, json, os.path as osp, sys
+work, seconds = sys.argv[1], int(sys.argv[2])
+def metrics(sub):
+    files = sorted(glob.glob(osp.join(work, sub, '*', '*.json')))
+    return json.load(open(files[-1]))
+rows = [('test', metrics('test')), ('test, shuffled expressions',
+                                    metrics('test_shuffled'))]
+keys = ['refer/oIoU', 'refer/mIoU', 'refer/Pr@0.5', 'refer/Pr@0.7',
+        'refer/Pr@0.9']
+print('\n| split | ' + ' | '.join(k.split('/')[1] for k in keys) + ' |')
+print('|---|' + '---|' * len(keys))
+for name, m in rows:
+    print(f'| {name} | ' + ' | '.join(f'{m[k]:.2f}' for k in keys) + ' |')
+ratio = rows[1][1]['refer/mIoU'] / max(rows[0][1]['refer/mIoU'], 1e-9)
+print(f'\nshuffled / true mIoU = {ratio:.2f} (the words drive the mask when '
+      f'well below 1); demo wall time {seconds} s; outputs in {work}/')
+PYEOF
