@@ -71,10 +71,9 @@ def read_pairs(path: str) -> List[Tuple[str, str]]:
 
 
 def save_outputs(img_path: str, text: str, result, out_dir: Path,
-                 opacity: float) -> None:
+                 opacity: float, stem: str) -> None:
     img = mmcv.imread(img_path, channel_order='rgb')
     mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
-    stem = Path(img_path).stem
     mmcv.imwrite((mask * 255).astype(np.uint8), str(out_dir / f'{stem}_mask.png'))
     overlay = img.copy()
     overlay[mask] = ((1 - opacity) * img[mask] +
@@ -101,9 +100,12 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = init_referring_model(config, checkpoint, device=args.device)
-    for img_path, text in pairs:
+    for i, (img_path, text) in enumerate(pairs):
         result = inference_referring(model, img_path, text)
-        save_outputs(img_path, text, result, out_dir, args.opacity)
+        # in batch mode an image may come with several expressions
+        stem = Path(img_path).stem if not args.batch else \
+            f'{i:05d}_{Path(img_path).stem}'
+        save_outputs(img_path, text, result, out_dir, args.opacity, stem)
 
 
 if __name__ == '__main__':

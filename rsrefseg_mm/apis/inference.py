@@ -107,8 +107,9 @@ def inference_referring(
 
     Returns:
         SegDataSample | list[SegDataSample]: Per sample ``pred_sem_seg``
-        (1, H, W) 0/1 mask and ``seg_logits`` (1, H, W) at the original
-        image size, ``global_map`` (1, H, W) the global text-filter
+        (1, H, W) 0/1 mask and ``seg_logits`` (1, H, W) foreground
+        probability (mmseg stores the sigmoid for one-channel heads) at the
+        original image size, ``global_map`` (1, H, W) the global text-filter
         activation in [0, 1], and the ``text`` in its metainfo.
     """
     single = isinstance(texts, str)

@@ -48,6 +48,8 @@ class RSRefSeg(EncoderDecoder):
         data_preprocessor (dict, optional): ``SegDataPreProcessor`` with
             ``mean=None, std=None, bgr_to_rgb=True`` (RGB 0-255 inputs).
         auxiliary_head: Must be None.
+        pretrained: Must be None (mmseg's ``init_model`` passes None); use
+            the backbone's and head's ``checkpoint``.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -59,7 +61,13 @@ class RSRefSeg(EncoderDecoder):
                  test_cfg: OptConfigType = dict(mode='whole'),
                  data_preprocessor: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
+                 pretrained: Optional[str] = None,
                  init_cfg: OptMultiConfig = None) -> None:
+        if pretrained is not None:
+            raise ValueError(
+                'RSRefSeg takes its pretrained weights from '
+                '`backbone.checkpoint` (CLIP) and `decode_head.checkpoint` '
+                f'(SAM), not from `pretrained` (got {pretrained!r})')
         if neck is None:
             raise ValueError('RSRefSeg needs a neck (the text-filter prompter)')
         if auxiliary_head is not None:

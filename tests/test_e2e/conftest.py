@@ -1,0 +1,17 @@
+import os
+
+import pytest
+from e2e_utils import REPO, TINY_CONFIG
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope='session')
+def env():
+    e = dict(os.environ)
+    e['PYTHONPATH'] = str(REPO)
+    e['OMP_NUM_THREADS'] = '1'
+    return e
