@@ -163,8 +163,8 @@ class SAMPromptHead(BaseDecodeHead):
 
     def cls_seg(self, feat: Tensor) -> Tensor:
         """Not used: SAM's mask decoder replaces ``conv_seg``."""
-        raise NotImplementedError('SAMPromptHead has no conv_seg; masks come '
-                                  'from the SAM mask decoder')
+        raise RuntimeError('SAMPromptHead has no conv_seg; masks come '
+                           'from the SAM mask decoder')
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize to SAM's input size (ratio not kept) and normalise.

@@ -75,7 +75,7 @@ class RSRefSeg(EncoderDecoder):
         test_cfg = ConfigDict(mode='whole') if test_cfg is None else \
             ConfigDict(test_cfg)
         if test_cfg.get('mode', 'whole') != 'whole':
-            raise NotImplementedError(
+            raise ValueError(
                 'RSRefSeg supports whole-image inference only '
                 f"(test_cfg.mode='whole'), got {test_cfg.get('mode')!r}")
         super().__init__(
@@ -178,12 +178,12 @@ class RSRefSeg(EncoderDecoder):
     def slide_inference(self, inputs: Tensor,
                         batch_img_metas: List[dict]) -> Tensor:
         """Not supported: one expression refers to the whole image."""
-        raise NotImplementedError(
+        raise ValueError(
             'RSRefSeg supports whole-image inference only; sliding windows '
             "would cut the referred object. Use test_cfg=dict(mode='whole')")
 
     def inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
-        """Whole-image inference (slide raises NotImplementedError)."""
+        """Whole-image inference (slide raises ValueError)."""
         if self.test_cfg.get('mode', 'whole') != 'whole':
             return self.slide_inference(inputs, batch_img_metas)
         return super().inference(inputs, batch_img_metas)

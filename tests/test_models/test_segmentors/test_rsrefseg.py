@@ -165,14 +165,14 @@ def test_texts_are_required():
 
 
 def test_unsupported_options():
-    with pytest.raises(NotImplementedError, match='whole'):
+    with pytest.raises(ValueError, match="whole"):
         build(test_cfg=dict(mode='slide', crop_size=(32, 32), stride=(16, 16)))
     with pytest.raises(ValueError, match='auxiliary'):
         build(auxiliary_head=dict(type='FCNHead'))
     model = build()
     model.test_cfg.mode = 'slide'
     inputs, samples = batch(B=1)
-    with pytest.raises(NotImplementedError, match='whole'):
+    with pytest.raises(ValueError, match="whole"):
         model(inputs, samples, mode='predict')
 
 
