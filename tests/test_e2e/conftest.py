@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 from e2e_utils import REPO, TINY_CONFIG
@@ -14,4 +15,5 @@ def env():
     e = dict(os.environ)
     e['PYTHONPATH'] = str(REPO)
     e['OMP_NUM_THREADS'] = '1'
+    e['PYTHON'] = sys.executable
     return e

@@ -27,7 +27,8 @@ def train(config, work_dir, env, max_iters, extra=(), resume=False):
     if resume:
         args.append('--resume')
     args += ['--cfg-options', *FAST, f'train_cfg.max_iters={max_iters}',
-             'default_hooks.checkpoint.interval=3', *extra]
+             'default_hooks.checkpoint.interval=3',
+             'default_hooks.checkpoint.max_keep_ckpts=3', *extra]
     return run(args, env)
 
 
