@@ -3,7 +3,7 @@
 # test it, test it again with shuffled expressions (the words must drive the
 # mask), and run the image+text demo on one held-out scene.
 # Outputs: work_dirs/demo/{iter_*.pth, best_*.pth, <timestamp>/ logs,
-#          test/, test_shuffled/, overlays/, image_demo/}
+#          test/ (+ test/overlays/), test_shuffled/, image_demo/}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

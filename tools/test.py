@@ -27,9 +27,9 @@ def parse_args() -> argparse.Namespace:
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
-        help='directory where painted images (overlay + expression) will be '
-        'saved. If specified, it will be automatically saved to the '
-        'work_dir/timestamp/show_dir')
+        help='directory where painted images (image | ground truth | '
+        'prediction, captioned with the expression) will be saved; a '
+        'relative path is taken under --work-dir')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
@@ -72,7 +72,7 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
             visualization_hook['wait_time'] = args.wait_time
         if args.show_dir:
             visualizer = cfg.visualizer
-            visualizer['save_dir'] = args.show_dir
+            visualizer['save_dir'] = osp.join(cfg.work_dir, args.show_dir)
     else:
         raise RuntimeError(
             'VisualizationHook must be included in default_hooks.'
