@@ -67,20 +67,23 @@ def main() -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    # enable automatic-mixed-precision training
+    # enable automatic-mixed-precision training (bf16 by default);
+    # AnyDeviceAmpOptimWrapper (rsrefseg_mm.engine) also runs on CPU, where
+    # mmengine's AmpOptimWrapper asserts a GPU.
     if args.amp is True:
         optim_wrapper = cfg.optim_wrapper.type
-        if optim_wrapper == 'AmpOptimWrapper':
+        if optim_wrapper in ('AmpOptimWrapper', 'AnyDeviceAmpOptimWrapper'):
             print_log(
-                'AMP training is already enabled in your config.',
+                'AMP training is already enabled in your config; using '
+                'AnyDeviceAmpOptimWrapper.',
                 logger='current',
                 level=logging.WARNING)
         else:
             assert optim_wrapper == 'OptimWrapper', (
                 '`--amp` is only supported when the optimizer wrapper type is '
                 f'`OptimWrapper` but got {optim_wrapper}.')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+        cfg.optim_wrapper.type = 'AnyDeviceAmpOptimWrapper'
 
     # resume training
     cfg.resume = args.resume

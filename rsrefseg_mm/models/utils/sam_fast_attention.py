@@ -47,8 +47,14 @@ def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
     Rh = get_rel_pos(height, height, rel_pos_h).to(q.dtype)  # (H, H, C)
     Rw = get_rel_pos(width, width, rel_pos_w).to(q.dtype)  # (W, W, C)
     r_q = q.reshape(B, nH, height, width, C)
-    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh)  # (B,nH,H,W,kH)
-    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw)  # (B,nH,H,W,kW)
+    # einsum returns permuted (non-contiguous) views; the broadcast add
+    # would follow their strides and the final reshape would copy the
+    # (B,nH,N,N) bias once more (~0.5 s per global block of SAM-B at 1024
+    # on 2 CPU threads). Contiguous inputs give a contiguous bias.
+    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q,
+                         Rh).contiguous()  # (B,nH,H,W,kH)
+    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q,
+                         Rw).contiguous()  # (B,nH,H,W,kW)
     bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B,nH,H,W,kH,kW)
     return bias.reshape(B, nH, height * width, height * width)
 

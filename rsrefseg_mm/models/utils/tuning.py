@@ -10,7 +10,9 @@ from typing import Optional, Sequence
 
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmpretrain.models.peft.lora import LoRALinear
+from mmpretrain.models.peft.lora import LoRALinear  # noqa: F401
+
+from .lora_linear import MergedInferenceLoRALinear
 
 TUNING_MODES = ('frozen', 'lora', 'full')
 
@@ -49,8 +51,10 @@ def apply_lora(module: nn.Module,
     for name in hits:
         parent_name, _, child = name.rpartition('.')
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child,
-                LoRALinear(getattr(parent, child), alpha, rank, drop_rate))
+        setattr(
+            parent, child,
+            MergedInferenceLoRALinear(
+                getattr(parent, child), alpha, rank, drop_rate))
     return len(hits)
 
 

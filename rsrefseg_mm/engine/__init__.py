@@ -1,0 +1,6 @@
+from .optim_wrapper import (AnyDeviceAmpOptimWrapper, IdentityLossScaler,
+                            model_device_type)
+
+__all__ = [
+    'AnyDeviceAmpOptimWrapper', 'IdentityLossScaler', 'model_device_type'
+]

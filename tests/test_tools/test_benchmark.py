@@ -1,0 +1,138 @@
+"""tools/analysis_tools/benchmark.py and the GPU-run helpers on tiny models."""
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rsrefseg_mm  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / 'tools' / 'analysis_tools'
+# the tiny demo config (its schedule part of the name may change)
+TINY_CFG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py'))[0])
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  TOOLS / f'{name}.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bm = load_tool('benchmark')
+
+
+def test_flop_counter_counts_cpu_sdpa():
+    """torch counts only the CUDA SDPA kernels; ours also counts the CPU
+    one, forward and backward (2 * 2 * B * nH * N * N * C forward)."""
+    q = torch.randn(1, 2, 64, 32, requires_grad=True)
+    mask = torch.randn(1, 2, 64, 64)
+    with bm.flop_counter() as fc:
+        out = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    forward = 2 * 2 * 2 * 64 * 64 * 32
+    assert fc.get_total_flops() == forward
+    with bm.flop_counter() as fc:
+        out.sum().backward()
+    assert fc.get_total_flops() == int(2.5 * forward)
+
+
+def test_inference_and_stock_comparison(capsys):
+    out = bm.main([
+        TINY_CFG, '--batch-size', '2', '--repeats', '2', '--warmup', '1',
+        '--compare-stock', '--device', 'cpu'
+    ])
+    inf = out['inference']
+    assert set(inf['stages']) == set(bm.STAGES)
+    assert all(t > 0 for t in inf['stages'].values())
+    assert sum(inf['stages'].values()) <= inf['latency']['median'] * 1.5
+    assert inf['images_per_s'] == pytest.approx(
+        2 / inf['latency']['median'])
+    # stage FLOPs per image == the SAM encoder counted on its own
+    cfg = bm.load_config(TINY_CFG)
+    model = bm.build_model(cfg, 'cpu')
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad(), bm.flop_counter() as fc:
+        model.decode_head.encode_image(x)
+    assert inf['flops']['SAM encoder'] == fc.get_total_flops() > 0
+    assert all(inf['flops'][s] > 0 for s in bm.STAGES)
+    stock = out['stock']
+    assert set(stock['medians']) == {'stock', 'stock+sdpa'}
+    assert stock['max_abs_diff']['stock+sdpa'] < 1e-4
+    assert len(stock['times']['stock']) == 2
+    text = capsys.readouterr().out
+    assert '| images/s |' in text and '| SAM encoder |' in text
+    assert 'speed-up vs stock' in text
+
+
+def test_merged_lora_weights_give_the_stock_encoder():
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from rsrefseg_mm.models.utils.sam_builder import build_sam_modules
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    arch = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+                encoder_global_attn_indexes=(1, ), encoder_window_size=4,
+                image_size=64, prompt_embed_dim=32)
+    head = MODELS.build(
+        dict(type='SAMPromptHead', sam_arch=arch,
+             encoder_tuning=dict(mode='lora', rank=4, alpha=8,
+                                 drop_rate=0.))).eval()
+    with torch.no_grad():  # LoRA-B starts at zero: make the update count
+        for name, p in head.image_encoder.named_parameters():
+            if 'lora_up' in name or 'rel_pos' in name:
+                p.normal_(std=0.2)
+    stock = build_sam_modules(arch)['image_encoder'].eval()
+    stock.load_state_dict(bm.merged_sam_state_dict(head.image_encoder))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = head.image_encoder(x), stock(x)
+        plain = copy.deepcopy(stock)
+        plain.load_state_dict({
+            k.replace('.original_layer', ''): v
+            for k, v in head.image_encoder.state_dict().items()
+            if 'lora_' not in k
+        })
+        without_lora = plain(x)
+    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - without_lora).abs().max() > 1e-2  # LoRA was merged
+
+
+def test_train_mode_runs_one_subprocess_per_with_cp(capsys, monkeypatch):
+    """Also the GPU-machine path: the workers run with the mmcv.ops shim."""
+    monkeypatch.setenv('RSREFSEG_MMCV_OPS_SHIM', '1')
+    out = bm.main([
+        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '1',
+        '--warmup', '1', '--device', 'cpu'
+    ])['train']
+    assert [r['with_cp'] for r in out] == [False, True]
+    assert [r['with_cp_model'] for r in out] == [False, True]
+    assert all(r['mmcv_ops_shim'] for r in out)
+    for r in out:
+        assert r['memory']['peak'] > 0 and r['step']['median'] > 0
+        assert r['flops_per_image'] > 0
+    # a backward pass executes more FLOPs than the forward alone
+    assert out[0]['flops_per_image'] > 1.5 * out[0]['forward_flops']
+    text = capsys.readouterr().out
+    assert '| SAM encoder with_cp |' in text and 'activation memory' in text
+
+
+def test_mmcv_ops_shim_point_sample_matches_mmcv():
+    mmcv_ops = pytest.importorskip('mmcv.ops')
+    shim = load_tool('mmcv_ops_shim')
+    torch.manual_seed(0)
+    feats = torch.randn(2, 3, 9, 11)
+    for points in (torch.rand(2, 5, 2), torch.rand(2, 4, 6, 2)):
+        for align in (False, True):
+            ref = mmcv_ops.point_sample(feats, points, align_corners=align)
+            ours = shim.point_sample(feats, points, align_corners=align)
+            assert torch.allclose(ref, ours, atol=1e-6)
+    with pytest.raises(NotImplementedError, match='CrissCrossAttention'):
+        shim._getattr('CrissCrossAttention')(8)
+    with pytest.raises(AttributeError):
+        shim._getattr('__path__')  # mmcv.ops is no package: submodules fail
