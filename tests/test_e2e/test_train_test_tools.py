@@ -80,7 +80,8 @@ def test_single_and_two_process_test_agree(trained, tmp_path, tiny_config,
     ckpt = str(trained / 'iter_6.pth')
     one = tmp_path / 'one'
     run([PY, 'tools/test.py', tiny_config, ckpt, '--work-dir', str(one),
-         '--show-dir', 'vis', '--cfg-options', *FAST], env)
+         '--show-dir', 'vis', '--cfg-options', *FAST,
+         'default_hooks.visualization.interval=1'], env)
     two = tmp_path / 'two'
     run(['bash', 'tools/dist_test.sh', tiny_config, ckpt, '2', '--work-dir',
          str(two), '--cfg-options', *FAST],

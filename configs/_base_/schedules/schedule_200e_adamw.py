@@ -5,8 +5,10 @@ max_epochs = 200
 warmup_epochs = 5
 val_interval = 5
 
+# AnyDeviceAmpOptimWrapper = mmengine's AmpOptimWrapper that also runs bf16
+# on CPU (rsrefseg_mm/engine); on GPUs it behaves the same.
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    type='AnyDeviceAmpOptimWrapper',
     dtype='bfloat16',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
 )
