@@ -8,7 +8,7 @@ time (``point_sample``, ``sigmoid_focal_loss``). RSRefSeg uses no mmcv op.
 
 :func:`install` registers a module ``mmcv.ops`` whose ``point_sample`` is
 mmcv's own pure-PyTorch version (``F.grid_sample``) and whose every other
-name is a stub that raises ``NotImplementedError`` when called. Enabled by
+name is a stub that raises ``RuntimeError`` when called. Enabled by
 ``RSREFSEG_MMCV_OPS_SHIM=1`` in the benchmark scripts; never imported by the
 ``rsrefseg_mm`` package. Do not use it for training or testing runs.
 """
@@ -50,7 +50,7 @@ def _stub(name: str):
         """Placeholder of an mmcv op that needs the compiled ``mmcv._ext``."""
 
         def __init__(self, *args, **kwargs):
-            raise NotImplementedError(
+            raise RuntimeError(
                 f'mmcv.ops.{name} is not available: {SHIM_NAME} replaces '
                 'mmcv.ops (no compiled mmcv._ext on this machine)')
 
