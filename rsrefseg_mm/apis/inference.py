@@ -75,20 +75,26 @@ def _build_pipeline(cfg: Config, from_file: bool) -> Compose:
     return Compose(pipeline)
 
 
-def _prepare(img: ImageType, text: str, cfg: Config, index: int) -> dict:
+def _prepare(img: ImageType, text: str, pipelines: dict, cfg: Config,
+             index: int) -> dict:
+    """Run the test pipeline; ``pipelines`` caches the two variants."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f'sample {index}: the expression is empty ({text!r})')
-    if isinstance(img, (str, Path)):
+    from_file = isinstance(img, (str, Path))
+    if from_file:
         if not Path(img).is_file():
             raise FileNotFoundError(f'sample {index}: image {img} not found')
         results = dict(img_path=str(img), text=text)
-        return _build_pipeline(cfg, from_file=True)(results)
-    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
+    elif isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3:
+        results = dict(
+            img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
+            text=text)
+    else:
         raise ValueError(f'sample {index}: expected an image path or an '
                          f'(H, W, 3) BGR array, got {type(img)}')
-    results = dict(
-        img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], text=text)
-    return _build_pipeline(cfg, from_file=False)(results)
+    if from_file not in pipelines:
+        pipelines[from_file] = _build_pipeline(cfg, from_file)
+    return pipelines[from_file](results)
 
 
 @torch.no_grad()
@@ -117,11 +123,11 @@ def inference_referring(
         imgs, texts = [imgs], [texts]
     if len(imgs) != len(texts):
         raise ValueError(f'{len(imgs)} images but {len(texts)} expressions')
-    results = []
+    results, pipelines = [], {}
     # one sample per forward: images of different sizes cannot be batched
     # by mmseg's post-processing
     for i, (img, text) in enumerate(zip(imgs, texts)):
-        data = pseudo_collate([_prepare(img, text, model.cfg, i)])
+        data = pseudo_collate([_prepare(img, text, pipelines, model.cfg, i)])
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
         metas = [s.metainfo for s in samples]

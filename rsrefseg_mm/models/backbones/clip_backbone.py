@@ -117,20 +117,9 @@ class CLIPBackbone(BaseModule):
             text_num_heads=12,
             context_length=77,
             vocab_size=49408),
-        'ViT-L/14@336':
-        dict(
-            image_size=336,
-            patch_size=14,
-            embed_dims=1024,
-            num_layers=24,
-            num_heads=16,
-            output_dims=768,
-            text_embed_dims=768,
-            text_num_layers=12,
-            text_num_heads=12,
-            context_length=77,
-            vocab_size=49408),
     }
+    # same weights layout as ViT-L/14, fine-tuned at 336 px
+    arch_zoo['ViT-L/14@336'] = dict(arch_zoo['ViT-L/14'], image_size=336)
     arch_aliases = {
         'ViT-B-16': 'ViT-B/16',
         'ViT-L-14': 'ViT-L/14',
