@@ -618,6 +618,13 @@ def env_line(device: str) -> str:
     else:
         dev = f'{platform.processor() or platform.machine()}, ' \
               f'{torch.get_num_threads()} threads'
+        # the allocator decides how often big tensors are page-faulted in,
+        # which dominates stock SAM's time on some machines: print it
+        alloc = [
+            f'{k}={v}' for k, v in sorted(os.environ.items())
+            if k.startswith('MALLOC_') or k == 'LD_PRELOAD'
+        ]
+        dev += ', allocator: ' + (' '.join(alloc) or 'default')
     return f'torch {torch.__version__}, {device} ({dev})'
 
 

@@ -2,7 +2,8 @@ from .clip_tokenizer import CLIPTokenizer
 from .sam_builder import (SAM_ARCHS, SAM_CHECKPOINTS, SAM_DEFAULTS,
                           build_sam_modules, load_sam_checkpoint,
                           sam_arch_settings)
-from .sam_fast_attention import (SAMFastAttention, decomposed_rel_pos_bias,
+from .sam_fast_attention import (SAMFastAttention, chunked_rel_pos_attention,
+                                 decomposed_rel_pos_bias,
                                  enable_fast_attention)
 from .sam_mask_decoder import PairedMaskDecoder
 from .tuning import TUNING_MODES, apply_lora, apply_tuning, is_trainable
@@ -10,7 +11,8 @@ from .tuning import TUNING_MODES, apply_lora, apply_tuning, is_trainable
 __all__ = [
     'CLIPTokenizer', 'SAM_ARCHS', 'SAM_CHECKPOINTS', 'SAM_DEFAULTS',
     'build_sam_modules', 'load_sam_checkpoint', 'sam_arch_settings',
-    'SAMFastAttention', 'decomposed_rel_pos_bias', 'enable_fast_attention',
+    'SAMFastAttention', 'chunked_rel_pos_attention', 'decomposed_rel_pos_bias',
+    'enable_fast_attention',
     'PairedMaskDecoder', 'TUNING_MODES', 'apply_lora', 'apply_tuning',
     'is_trainable'
 ]

@@ -17,7 +17,7 @@ The subclass adds no parameter or buffer and keeps the names ``qkv``,
 ``proj``, ``rel_pos_h`` and ``rel_pos_w``, so official SAM checkpoints load
 unchanged and LoRA targets (``qkv``, ``proj``) still match.
 """
-from typing import Optional
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -25,13 +25,47 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 
 
+def decomposed_rel_pos_terms(
+        q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
+        height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-query height and width terms of the decomposed relative positions.
+
+    The bias of query ``i`` towards key ``(kh, kw)`` is
+    ``rel_h[..., i, kh] + rel_w[..., i, kw]`` (segment-anything's
+    ``add_decomposed_rel_pos``; queries and keys share the spatial size).
+
+    Args:
+        q (Tensor): Unscaled queries (B, nH, H*W, C).
+        rel_pos_h (Tensor): Relative positions along height (2H-1, C).
+        rel_pos_w (Tensor): Relative positions along width (2W-1, C).
+        height (int): Token grid height H.
+        width (int): Token grid width W.
+
+    Returns:
+        tuple[Tensor, Tensor]: Contiguous ``rel_h`` (B, nH, H*W, H) and
+        ``rel_w`` (B, nH, H*W, W) in ``q``'s dtype.
+    """
+    B, nH, _, C = q.shape
+    Rh = get_rel_pos(height, height, rel_pos_h).to(q.dtype)  # (H, H, C)
+    Rw = get_rel_pos(width, width, rel_pos_w).to(q.dtype)  # (W, W, C)
+    r_q = q.reshape(B, nH, height, width, C)
+    # einsum returns permuted (non-contiguous) views; the broadcast add
+    # would follow their strides and the final reshape would copy the
+    # (B,nH,N,N) bias once more (~0.5 s per global block of SAM-B at 1024
+    # on 2 CPU threads). Contiguous terms give a contiguous bias.
+    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh).contiguous()
+    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw).contiguous()
+    return (rel_h.view(B, nH, height * width, height),
+            rel_w.view(B, nH, height * width, width))
+
+
 def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
                             rel_pos_w: torch.Tensor, height: int,
                             width: int) -> torch.Tensor:
     """Decomposed relative position bias (MViTv2) as an attention mask.
 
-    Same terms as segment-anything's ``add_decomposed_rel_pos`` (queries and
-    keys share the spatial size), returned instead of added in place.
+    Same terms as segment-anything's ``add_decomposed_rel_pos``, returned
+    instead of added in place.
 
     Args:
         q (Tensor): Unscaled queries (B, nH, H*W, C).
@@ -43,20 +77,70 @@ def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
     Returns:
         Tensor: Additive bias (B, nH, H*W, H*W) in ``q``'s dtype.
     """
-    B, nH, _, C = q.shape
-    Rh = get_rel_pos(height, height, rel_pos_h).to(q.dtype)  # (H, H, C)
-    Rw = get_rel_pos(width, width, rel_pos_w).to(q.dtype)  # (W, W, C)
-    r_q = q.reshape(B, nH, height, width, C)
-    # einsum returns permuted (non-contiguous) views; the broadcast add
-    # would follow their strides and the final reshape would copy the
-    # (B,nH,N,N) bias once more (~0.5 s per global block of SAM-B at 1024
-    # on 2 CPU threads). Contiguous inputs give a contiguous bias.
-    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q,
-                         Rh).contiguous()  # (B,nH,H,W,kH)
-    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q,
-                         Rw).contiguous()  # (B,nH,H,W,kW)
-    bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B,nH,H,W,kH,kW)
-    return bias.reshape(B, nH, height * width, height * width)
+    B, nH, N, _ = q.shape
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, height,
+                                            width)
+    bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B,nH,N,H,W)
+    return bias.view(B, nH, N, N)
+
+
+def chunked_rel_pos_attention(q: torch.Tensor,
+                              k: torch.Tensor,
+                              v: torch.Tensor,
+                              rel_h: torch.Tensor,
+                              rel_w: torch.Tensor,
+                              max_mask_bytes: int = 4 << 20) -> torch.Tensor:
+    """SDPA with the decomposed relative positions, one mask slice at a time.
+
+    Equal to ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias)``
+    with the full bias of :func:`decomposed_rel_pos_bias`, but the
+    (B, nH, N, N) bias is never materialised: groups of heads (and, when
+    one head's bias exceeds ``max_mask_bytes``, its queries) of each image
+    are processed in slices whose bias is written into one reused buffer
+    that stays in the CPU cache. The full bias of a global-attention block of
+    SAM ViT-B at 1024 is 805 MB per image; writing it to memory and reading
+    it back cost more than the attention itself on one CPU core (0.98 s vs
+    0.64 s chunked, per block). Inference only: the buffer is overwritten,
+    so autograd could not keep it.
+
+    Args:
+        q (Tensor): Queries (B, nH, N, C).
+        k (Tensor): Keys (B, nH, N, C).
+        v (Tensor): Values (B, nH, N, C).
+        rel_h (Tensor): Height terms (B, nH, N, kH) with kH * kW == N.
+        rel_w (Tensor): Width terms (B, nH, N, kW).
+        max_mask_bytes (int): Size of the bias buffer. Default: 4 MiB.
+
+    Returns:
+        Tensor: Attention output (B, nH, N, C).
+    """
+    B, nH, N, C = q.shape
+    kH, kW = rel_h.shape[-1], rel_w.shape[-1]
+    row_bytes = N * q.element_size()
+    # whole heads per slice when one head's bias fits, else query blocks
+    heads = max(1, min(nH, max_mask_bytes // (row_bytes * N)))
+    queries = N if heads > 1 else max(1, min(N, max_mask_bytes // row_bytes))
+    buf = q.new_empty(heads * queries * N)
+    # SDPA's CPU kernel returns (B, N, nH, C) memory seen as (B, nH, N, C);
+    # the same layout here keeps the caller's token reshape a view
+    out = q.new_empty(B, N, nH, v.shape[-1]).transpose(1, 2)
+    for b in range(B):
+        for h0 in range(0, nH, heads):
+            h = slice(h0, min(h0 + heads, nH))
+            for q0 in range(0, N, queries):
+                i = slice(q0, min(q0 + queries, N))
+                mask = buf[:(h.stop - h.start) * (i.stop - i.start) * N]
+                mask = mask.view(h.stop - h.start, i.stop - i.start, kH, kW)
+                torch.add(
+                    rel_h[b, h, i, :, None], rel_w[b, h, i, None, :],
+                    out=mask)
+                out[b, h, i] = F.scaled_dot_product_attention(
+                    q[b, h, i],
+                    k[b, h],
+                    v[b, h],
+                    attn_mask=mask.view(h.stop - h.start, i.stop - i.start,
+                                        N))
+    return out
 
 
 class SAMFastAttention(Attention):
@@ -65,7 +149,15 @@ class SAMFastAttention(Attention):
     Drop-in replacement of segment-anything's ``Attention`` (same
     constructor, same parameter names); see :func:`enable_fast_attention` to
     convert the blocks of an existing encoder in place.
+
+    With relative positions, CPU inference (no autograd graph) runs
+    :func:`chunked_rel_pos_attention` with a bias buffer of
+    ``max_mask_bytes``; training and CUDA pass the full bias as the mask.
     """
+
+    #: bias buffer of the chunked CPU inference path (class attribute: the
+    #: instances are converted in place and carry no extra state)
+    max_mask_bytes: int = 4 << 20
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention over a token grid.
@@ -80,12 +172,19 @@ class SAMFastAttention(Attention):
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads,
                                   -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, nH, H*W, C')
-        attn_mask: Optional[torch.Tensor] = None
-        if self.use_rel_pos:
+        # default scale of SDPA is head_dim ** -0.5 == self.scale
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif q.device.type == 'cpu' and not (torch.is_grad_enabled()
+                                             and q.requires_grad):
+            rel_h, rel_w = decomposed_rel_pos_terms(q, self.rel_pos_h,
+                                                    self.rel_pos_w, H, W)
+            out = chunked_rel_pos_attention(q, k, v, rel_h, rel_w,
+                                            self.max_mask_bytes)
+        else:
             attn_mask = decomposed_rel_pos_bias(q, self.rel_pos_h,
                                                 self.rel_pos_w, H, W)
-        # default scale of SDPA is head_dim ** -0.5 == self.scale
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.view(B, self.num_heads, H, W,
                        -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
         return self.proj(out)

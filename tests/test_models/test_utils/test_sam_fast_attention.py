@@ -5,11 +5,13 @@ from functools import partial
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention
 
 from rsrefseg_mm.models.utils.sam_fast_attention import (
-    SAMFastAttention, enable_fast_attention)
+    SAMFastAttention, chunked_rel_pos_attention, decomposed_rel_pos_bias,
+    decomposed_rel_pos_terms, enable_fast_attention)
 
 
 def tiny_encoder(img_size=128):
@@ -78,3 +80,83 @@ def test_single_attention_layer(use_rel_pos):
     enable_fast_attention(fast)
     x = torch.randn(3, 5, 7, 32)
     assert torch.allclose(stock(x), fast(x), atol=1e-5)
+
+
+def _full_mask_attention(q, k, v, rel_pos_h, rel_pos_w, H, W):
+    bias = decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, H, W)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+@pytest.mark.parametrize(
+    'B, nH, H, W, max_mask_bytes',
+    [
+        (3, 5, 4, 6, 2 * (24 * 24 * 4)),  # 2 heads per slice, 5 = 2+2+1
+        (2, 3, 5, 7, 10 * 35 * 4),  # 10 queries per slice, 35 = 3*10+5
+        (1, 4, 6, 6, 1),  # one query per slice
+        (2, 2, 3, 4, 1 << 30),  # every head of an image in one slice
+    ])
+def test_chunked_attention_equals_full_mask(B, nH, H, W, max_mask_bytes):
+    torch.manual_seed(0)
+    C = 8
+    qkv = torch.randn(B, H * W, 3, nH, C).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # permuted views, as in the attention layer
+    rel_pos_h, rel_pos_w = torch.randn(2 * H - 1, C), torch.randn(2 * W - 1, C)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, H, W)
+    out = chunked_rel_pos_attention(q, k, v, rel_h, rel_w, max_mask_bytes)
+    ref = _full_mask_attention(q, k, v, rel_pos_h, rel_pos_w, H, W)
+    assert out.shape == ref.shape == (B, nH, H * W, C)
+    assert torch.allclose(out, ref, atol=1e-5)
+    # stored as (B, N, nH, C): merging the heads back is a view
+    assert out.transpose(1, 2).is_contiguous()
+
+
+def test_chunked_attention_never_materialises_the_full_bias():
+    from test_sam_rel_pos_bias_copies import BigOutputs
+    torch.manual_seed(0)
+    B, nH, H, W, C = 1, 4, 8, 8, 16
+    N = H * W
+    q, k, v = (torch.randn(B, nH, N, C) for _ in range(3))
+    rel_pos_h, rel_pos_w = torch.randn(2 * H - 1, C), torch.randn(2 * W - 1, C)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, H, W)
+    big = nH * N * N // 2  # elements: half of the full bias
+    with BigOutputs(big) as rec:
+        # a bias buffer of 8 query rows of one head (2 KiB)
+        chunked_rel_pos_attention(q, k, v, rel_h, rel_w, 8 * N * 4)
+    assert rec.ops == [], rec.ops
+    with BigOutputs(big) as rec:
+        _full_mask_attention(q, k, v, rel_pos_h, rel_pos_w, H, W)
+    assert 'aten::add' in rec.ops  # the recorder does see a full bias
+
+
+def test_layer_uses_chunks_for_cpu_inference_only(monkeypatch):
+    """No autograd graph on CPU -> chunked path; training -> full mask."""
+    from rsrefseg_mm.models.utils import sam_fast_attention as module
+    calls = []
+    chunked = module.chunked_rel_pos_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return chunked(*args, **kwargs)
+
+    monkeypatch.setattr(module, 'chunked_rel_pos_attention', spy)
+    torch.manual_seed(2)
+    stock = Attention(32, num_heads=4, use_rel_pos=True, input_size=(6, 5))
+    nn.init.normal_(stock.rel_pos_h)
+    nn.init.normal_(stock.rel_pos_w)
+    fast = copy.deepcopy(stock)
+    enable_fast_attention(fast)
+    fast.max_mask_bytes = 3 * 30 * 4  # several query blocks per head
+    x = torch.randn(2, 6, 5, 32)
+    with torch.no_grad():
+        ref = stock(x)
+        out = fast(x)
+    assert calls == [(2, 4, 30, 8)]
+    assert torch.allclose(out, ref, atol=1e-5)
+    out = fast(x)  # parameters require grad: the full-mask path
+    assert len(calls) == 1
+    assert out.requires_grad
+    assert torch.allclose(out, ref, atol=1e-5)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out_bf16 = fast(x)
+    assert len(calls) == 2 and out_bf16.dtype == torch.bfloat16
+    assert (out_bf16.float() - ref).abs().max() < 0.1 * ref.abs().max()
