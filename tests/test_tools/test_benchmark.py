@@ -136,3 +136,12 @@ def test_mmcv_ops_shim_point_sample_matches_mmcv():
         shim._getattr('CrissCrossAttention')(8)
     with pytest.raises(AttributeError):
         shim._getattr('__path__')  # mmcv.ops is no package: submodules fail
+
+
+def test_env_line_names_threads_and_allocator(monkeypatch):
+    for key in list(bm.os.environ):
+        if key.startswith('MALLOC_') or key == 'LD_PRELOAD':
+            monkeypatch.delenv(key)
+    assert bm.env_line('cpu').endswith('threads, allocator: default)')
+    monkeypatch.setenv('MALLOC_MMAP_MAX_', '0')
+    assert 'allocator: MALLOC_MMAP_MAX_=0)' in bm.env_line('cpu')

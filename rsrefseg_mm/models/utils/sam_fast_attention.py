@@ -4,14 +4,17 @@ segment-anything's :class:`~segment_anything.modeling.image_encoder.Attention`
 materialises the (N, N) attention matrix in the input dtype, adds the
 decomposed relative positions and runs a softmax. :class:`SAMFastAttention`
 computes the same function with PyTorch's fused scaled-dot-product attention,
-passing the decomposed relative positions as an additive attention mask
-(the memory-efficient kernel accepts one). Measured on 2 CPU threads for the
-whole SAM ViT-B encoder at 1024: ~18 s stock vs ~9.5 s fused, max abs
-difference 4e-6 (design.md, section 7). On one H100 (torch 2.11, bf16
-autocast, SAM ViT-B encoder, batch 4 at 1024, random weights): inference
-82 -> 48 ms (peak memory 8.7 -> 4.2 GiB); forward + backward with every
-encoder weight trainable 204 -> 151 ms (34.6 -> 15.7 GiB); fp32 max abs
-difference 5e-4 on outputs of magnitude ~5 (GPU kernels).
+passing the decomposed relative positions as an additive attention mask; for
+CPU inference the mask is built one cache-sized slice at a time
+(:func:`chunked_rel_pos_attention`). Measured side by side on this 2-core
+CPU for the SAM ViT-B encoder at 1024 (docs/benchmark.md): 38.0 s stock vs
+10.0 s fused at 1 thread, max abs difference 4.8e-6; most of stock's time
+there is page-faulting its (heads, N, N) fp32 tensors back in, and with an
+allocator that keeps freed memory the two are 11.2 s vs 9.1 s. On one H100
+(torch 2.11, bf16 autocast, SAM ViT-B encoder, batch 4 at 1024, random
+weights): inference 82 -> 48 ms (peak memory 8.7 -> 4.2 GiB); forward +
+backward with every encoder weight trainable 204 -> 151 ms (34.6 -> 15.7
+GiB); fp32 max abs difference 5e-4 on outputs of magnitude ~5 (GPU kernels).
 
 The subclass adds no parameter or buffer and keeps the names ``qkv``,
 ``proj``, ``rel_pos_h`` and ``rel_pos_w``, so official SAM checkpoints load
