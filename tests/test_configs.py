@@ -49,6 +49,11 @@ def test_config_builds(path):
         assert loader is not None, f'{path.name}: no {split}_dataloader'
         ds_type = loader.dataset.type
         assert DATASETS.get(ds_type) is not None, ds_type
+        pipeline = loader.dataset.pipeline
+        if ds_type != 'SyntheticReferringDataset':  # reads image files
+            # the loader whose errors name the sample, not mmcv's own
+            assert pipeline[0].type == 'LoadReferringImageFromFile'
+        assert all(t.type != 'LoadImageFromFile' for t in pipeline)
         if ds_type == 'SyntheticReferringDataset':
             ds = DATASETS.build(loader.dataset)
             sample = ds[0]

@@ -26,6 +26,7 @@ from ..utils import drop_pretrained_checkpoints
 ImageType = Union[str, Path, np.ndarray]
 # Transforms that need annotations; dropped for inference.
 ANNOTATION_TRANSFORMS = ('LoadReferringAnnotations', 'LoadAnnotations')
+IMAGE_LOADERS = ('LoadReferringImageFromFile', 'LoadImageFromFile')
 
 
 def init_referring_model(config: Union[str, Path, Config],
@@ -67,9 +68,9 @@ def _build_pipeline(cfg: Config, from_file: bool) -> Compose:
         t for t in cfg.test_dataloader.dataset.pipeline
         if t['type'] not in ANNOTATION_TRANSFORMS
     ]
-    has_loader = pipeline and pipeline[0]['type'] == 'LoadImageFromFile'
+    has_loader = pipeline and pipeline[0]['type'] in IMAGE_LOADERS
     if from_file and not has_loader:
-        pipeline = [dict(type='LoadImageFromFile')] + pipeline
+        pipeline = [dict(type='LoadReferringImageFromFile')] + pipeline
     elif not from_file and has_loader:
         pipeline = pipeline[1:]
     return Compose(pipeline)

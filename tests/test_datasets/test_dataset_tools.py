@@ -16,7 +16,7 @@ from rsrefseg_mm.datasets import SyntheticReferringDataset
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
 ]

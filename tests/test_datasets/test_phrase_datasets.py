@@ -9,7 +9,7 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import first_category
 
 PIPELINE = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
 ]

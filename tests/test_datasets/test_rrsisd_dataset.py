@@ -10,13 +10,13 @@ from mmseg.registry import DATASETS
 import rsrefseg_mm  # noqa: F401
 
 TRAIN_PIPELINE = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
 ]
 # as in configs/_base_/datasets/rrsisd.py: gt decoded after Resize
 TEST_PIPELINE = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='Resize', scale=(64, 64), keep_ratio=False),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
@@ -214,12 +214,30 @@ def test_missing_image_names_file(refer_copy):
         ds[0]
 
 
-def test_corrupt_image_names_file(refer_copy):
-    (refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg').write_bytes(
-        b'garbage' * 10)
+@pytest.mark.parametrize('content, error', [
+    (b'garbage' * 10, OSError),  # mmcv: decoder returns None (assert)
+    (b'', OSError),  # mmcv: cv2.error from imdecode, no file name
+    ('truncated', OSError),  # first 100 bytes of a real JPEG
+    (None, FileNotFoundError),  # deleted
+])
+def test_bad_image_names_file_and_sample(refer_copy, content, error):
+    path = refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg'
+    if content is None:
+        path.unlink()
+    elif content == 'truncated':
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_bytes(content)
     ds = build(refer_copy['root'], 'train')
-    with pytest.raises(Exception, match='00100.jpg'):
-        ds[0]
+    idx = next(i for i in range(len(ds))
+               if ds.get_data_info(i)['img_path'].endswith('00100.jpg'))
+    info = ds.get_data_info(idx)
+    with pytest.raises(error) as exc:
+        ds[idx]
+    msg = str(exc.value)
+    assert '00100.jpg' in msg
+    assert f"ref_id={info['ref_id']}" in msg
+    assert f"sent_id={info['sent_id']}" in msg
 
 
 def test_mask_image_size_mismatch(refer_copy):

@@ -11,13 +11,13 @@ data_root = 'data/rrsisd'
 crop_size = (1024, 1024)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='LoadReferringAnnotations'),
     dict(type='Resize', scale=crop_size, keep_ratio=False),
     dict(type='PackReferringInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadReferringImageFromFile'),
     dict(type='Resize', scale=crop_size, keep_ratio=False),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),

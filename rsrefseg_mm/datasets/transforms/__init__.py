@@ -1,4 +1,7 @@
 from .formatting import PackReferringInputs
-from .loading import LoadReferringAnnotations
+from .loading import LoadReferringAnnotations, LoadReferringImageFromFile
 
-__all__ = ['LoadReferringAnnotations', 'PackReferringInputs']
+__all__ = [
+    'LoadReferringAnnotations', 'LoadReferringImageFromFile',
+    'PackReferringInputs'
+]

@@ -1,10 +1,10 @@
-"""Loading of referring-segmentation ground truth."""
+"""Loading of referring-segmentation images and ground truth."""
 from typing import Optional
 
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
-from mmcv.transforms import BaseTransform
+from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmseg.registry import TRANSFORMS
 
 from ..mask_utils import binarize_mask_file, decode_segmentation
@@ -21,6 +21,35 @@ def _describe(results: dict) -> str:
     if results.get('img_path'):
         parts.append(f'image {results["img_path"]}')
     return ', '.join(parts) or 'sample'
+
+
+@TRANSFORMS.register_module()
+class LoadReferringImageFromFile(LoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` whose errors name the sample.
+
+    mmcv re-raises the decoder's exception as is; for a zero-byte or
+    truncated file that is OpenCV's ``cv2.error`` (an assertion inside
+    ``imdecode``) or a bare ``AssertionError``, neither of which says which
+    image or expression failed. Here every read/decode failure raises
+    :class:`OSError` (:class:`FileNotFoundError` for a missing file) with
+    the image path and the referring ids. ``ignore_empty=True`` keeps
+    mmcv's behaviour of returning ``None``, on which mmengine's training
+    datasets silently fetch another sample: leave it off (the default).
+    Same arguments as ``LoadImageFromFile``; adds the keys ``img``,
+    ``img_shape`` and ``ori_shape``.
+    """
+
+    def transform(self, results: dict) -> Optional[dict]:
+        """Read and decode ``results['img_path']``."""
+        try:
+            return super().transform(results)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f'image not found for {_describe(results)}: {e}') from e
+        except Exception as e:  # cv2.error, AssertionError, PIL, IO errors
+            raise OSError(f'cannot read or decode the image of '
+                          f'{_describe(results)} '
+                          f'({type(e).__name__}: {e})') from e
 
 
 @TRANSFORMS.register_module()
