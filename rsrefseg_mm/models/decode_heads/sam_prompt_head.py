@@ -16,7 +16,8 @@ from torch import Tensor
 from ..utils.sam_builder import (SAM_PIXEL_MEAN, SAM_PIXEL_STD,
                                  build_sam_modules, load_sam_checkpoint,
                                  sam_arch_settings)
-from ..utils.sam_fast_attention import enable_fast_attention
+from ..utils.sam_fast_attention import (REL_POS_MODES, SAMFastAttention,
+                                        enable_fast_attention)
 from ..utils.tuning import apply_tuning, is_trainable
 
 DEFAULT_ENCODER_TUNING = dict(
@@ -65,6 +66,12 @@ class SAMPromptHead(BaseDecodeHead):
             :func:`~rsrefseg_mm.models.utils.tuning.apply_tuning`.
         fast_attn (bool): Encoder attention through
             ``F.scaled_dot_product_attention``. Defaults to True.
+        rel_pos_mode (str, optional): How the fused attention applies SAM's
+            relative positions: ``'mask'``, ``'chunked'`` (inference only),
+            ``'augmented'``, or None to choose per device and autograd
+            state; see
+            :class:`~rsrefseg_mm.models.utils.sam_fast_attention.SAMFastAttention`.
+            Defaults to None.
         with_cp (bool): Activation checkpointing of the encoder blocks while
             training (only when the encoder is trainable). Defaults to False.
         multimask_output (bool): Must stay False (one referring mask).
@@ -85,6 +92,7 @@ class SAMPromptHead(BaseDecodeHead):
                  checkpoint: Optional[str] = None,
                  encoder_tuning: dict = DEFAULT_ENCODER_TUNING,
                  fast_attn: bool = True,
+                 rel_pos_mode: Optional[str] = None,
                  with_cp: bool = False,
                  multimask_output: bool = False,
                  num_classes: int = 2,
@@ -135,8 +143,16 @@ class SAMPromptHead(BaseDecodeHead):
         self.image_encoder = sam['image_encoder']
         self.prompt_encoder = sam['prompt_encoder']
         self.mask_decoder = sam['mask_decoder']
+        if rel_pos_mode not in (None, ) + REL_POS_MODES:
+            raise ValueError(f'rel_pos_mode must be one of {REL_POS_MODES} '
+                             f'or None, got {rel_pos_mode!r}')
         if fast_attn:
             enable_fast_attention(self.image_encoder)
+            for m in self.image_encoder.modules():
+                if isinstance(m, SAMFastAttention):
+                    m.rel_pos_mode = rel_pos_mode
+        elif rel_pos_mode is not None:
+            raise ValueError('rel_pos_mode needs fast_attn=True')
         self.fast_attn = fast_attn
 
         tuning = dict(encoder_tuning or dict(mode='full'))

@@ -173,6 +173,35 @@ def test_with_cp_same_output_and_grads():
     assert torch.allclose(ga, gb, atol=1e-5)
 
 
+def test_rel_pos_modes_same_output_and_grads():
+    """rel_pos_mode reaches every block; 'mask' and 'augmented' train alike
+    (the encoder's rel-pos tables are trained here, so they get grads)."""
+    heads = {
+        mode: tiny_head(encoder_tuning=dict(mode='full'),
+                        rel_pos_mode=mode).train()
+        for mode in ('mask', 'augmented')
+    }
+    heads['augmented'].load_state_dict(heads['mask'].state_dict())
+    for mode, head in heads.items():
+        assert all(b.attn.rel_pos_mode == mode
+                   for b in head.image_encoder.blocks)
+        with torch.no_grad():
+            for b in head.image_encoder.blocks:  # random init: zeros
+                torch.manual_seed(0)
+                b.attn.rel_pos_h.normal_()
+                b.attn.rel_pos_w.normal_()
+    x = head_inputs(B=1)
+    a, b = heads['mask'](x), heads['augmented'](x)
+    assert torch.allclose(a, b, atol=1e-4)
+    a.sum().backward()
+    b.sum().backward()
+    for name in ('rel_pos_h', 'qkv.weight'):
+        ga = heads['mask'].image_encoder.blocks[-1].attn.get_parameter(name)
+        gb = heads['augmented'].image_encoder.blocks[-1].attn.get_parameter(
+            name)
+        assert torch.allclose(ga.grad, gb.grad, atol=1e-4, rtol=1e-3), name
+
+
 def test_loss_binary_with_ignore():
     head = tiny_head(loss_decode=[
         dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
@@ -236,3 +265,7 @@ def test_bad_config():
         tiny_head(num_classes=3, out_channels=3)
     with pytest.raises(FileNotFoundError, match='sam_vit_b_01ec64'):
         tiny_head(checkpoint='does/not/exist.pth')
+    with pytest.raises(ValueError, match='rel_pos_mode'):
+        tiny_head(rel_pos_mode='flash')
+    with pytest.raises(ValueError, match='needs fast_attn'):
+        tiny_head(fast_attn=False, rel_pos_mode='mask')

@@ -10,8 +10,8 @@ from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention
 
 from rsrefseg_mm.models.utils.sam_fast_attention import (
-    SAMFastAttention, chunked_rel_pos_attention, decomposed_rel_pos_bias,
-    decomposed_rel_pos_terms, enable_fast_attention)
+    SAMFastAttention, augmented_rel_pos_attention, chunked_rel_pos_attention,
+    decomposed_rel_pos_bias, decomposed_rel_pos_terms, enable_fast_attention)
 
 
 def tiny_encoder(img_size=128):
@@ -128,35 +128,111 @@ def test_chunked_attention_never_materialises_the_full_bias():
     assert 'aten::add' in rec.ops  # the recorder does see a full bias
 
 
-def test_layer_uses_chunks_for_cpu_inference_only(monkeypatch):
-    """No autograd graph on CPU -> chunked path; training -> full mask."""
+def _spy_modes(monkeypatch):
+    """Record which rel-pos implementation each forward uses."""
     from rsrefseg_mm.models.utils import sam_fast_attention as module
     calls = []
-    chunked = module.chunked_rel_pos_attention
+    for name in ('chunked_rel_pos_attention', 'augmented_rel_pos_attention',
+                 'decomposed_rel_pos_bias'):
+        fn = getattr(module, name)
 
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return chunked(*args, **kwargs)
+        def spy(*args, _fn=fn, _name=name, **kwargs):
+            calls.append(_name.split('_')[0])
+            return _fn(*args, **kwargs)
 
-    monkeypatch.setattr(module, 'chunked_rel_pos_attention', spy)
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def _layer_pair(input_size=(6, 5)):
     torch.manual_seed(2)
-    stock = Attention(32, num_heads=4, use_rel_pos=True, input_size=(6, 5))
+    stock = Attention(32, num_heads=4, use_rel_pos=True, input_size=input_size)
     nn.init.normal_(stock.rel_pos_h)
     nn.init.normal_(stock.rel_pos_w)
     fast = copy.deepcopy(stock)
     enable_fast_attention(fast)
+    return stock, fast
+
+
+def test_default_mode_per_autograd_state(monkeypatch):
+    """CPU: no graph -> chunked mask slices; training -> folded into q/k."""
+    calls = _spy_modes(monkeypatch)
+    stock, fast = _layer_pair()
     fast.max_mask_bytes = 3 * 30 * 4  # several query blocks per head
     x = torch.randn(2, 6, 5, 32)
     with torch.no_grad():
         ref = stock(x)
         out = fast(x)
-    assert calls == [(2, 4, 30, 8)]
+    assert calls == ['chunked']
     assert torch.allclose(out, ref, atol=1e-5)
-    out = fast(x)  # parameters require grad: the full-mask path
-    assert len(calls) == 1
+    out = fast(x)  # parameters require grad
+    assert calls == ['chunked', 'augmented']
     assert out.requires_grad
     assert torch.allclose(out, ref, atol=1e-5)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out_bf16 = fast(x)
-    assert len(calls) == 2 and out_bf16.dtype == torch.bfloat16
+    assert calls[-1] == 'chunked' and out_bf16.dtype == torch.bfloat16
     assert (out_bf16.float() - ref).abs().max() < 0.1 * ref.abs().max()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out_bf16 = fast(x)
+    assert calls[-1] == 'augmented' and out_bf16.dtype == torch.bfloat16
+    assert (out_bf16.float() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.parametrize('mode', ['mask', 'augmented'])
+def test_forced_modes_match_stock_with_gradients(monkeypatch, mode):
+    calls = _spy_modes(monkeypatch)
+    stock, fast = _layer_pair((7, 4))
+    fast.rel_pos_mode = mode
+    x = torch.randn(3, 7, 4, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out_stock, out_fast = stock(x), fast(x2)
+    assert calls == [{'mask': 'decomposed'}.get(mode, mode)]
+    assert torch.allclose(out_stock, out_fast, atol=1e-5)
+    out_stock.square().sum().backward()
+    out_fast.square().sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    for name in ('rel_pos_h', 'rel_pos_w', 'qkv.weight', 'proj.weight'):
+        g1 = stock.get_parameter(name).grad
+        g2 = fast.get_parameter(name).grad
+        assert torch.allclose(g1, g2, atol=1e-4, rtol=1e-4), name
+
+
+def test_chunked_mode_refuses_gradients():
+    _, fast = _layer_pair()
+    fast.rel_pos_mode = 'chunked'
+    with pytest.raises(RuntimeError, match='cannot be differentiated'):
+        fast(torch.randn(1, 6, 5, 32))
+    fast.rel_pos_mode = 'flash'
+    with pytest.raises(ValueError, match='rel_pos_mode'):
+        fast(torch.randn(1, 6, 5, 32))
+
+
+def test_augmented_training_keeps_no_full_bias():
+    """Forward + backward with the bias folded into q/k allocates no
+    (B, nH, N, N) tensor; the full-mask path does (bias and its grad)."""
+    from test_sam_rel_pos_bias_copies import BigOutputs
+    torch.manual_seed(0)
+    B, nH, H, W, C = 1, 4, 16, 16, 16
+    N = H * W
+    rel_pos_h = torch.randn(2 * H - 1, C, requires_grad=True)
+    rel_pos_w = torch.randn(2 * W - 1, C, requires_grad=True)
+    big = nH * N * N // 2
+
+    def step(fn):
+        q, k, v = (torch.randn(B, nH, N, C, requires_grad=True)
+                   for _ in range(3))
+        with BigOutputs(big) as rec:
+            fn(q, k, v).square().sum().backward()
+        return rec.ops, q.grad
+
+    def augmented(q, k, v):
+        rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, H,
+                                                W)
+        return augmented_rel_pos_attention(q, k, v, rel_h, rel_w, C**-0.5)
+
+    ops, _ = step(augmented)
+    assert ops == [], ops
+    ops, _ = step(lambda q, k, v: _full_mask_attention(
+        q, k, v, rel_pos_h, rel_pos_w, H, W))
+    assert len(ops) >= 2, ops  # the bias, and its gradient
