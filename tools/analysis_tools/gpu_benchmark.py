@@ -53,6 +53,12 @@ def parse_args():
     p.add_argument('--peak-tflops', type=float, default=989.4)
     p.add_argument('--compile', action='store_true',
                    help='also time torch.compile of the SAM image encoder')
+    p.add_argument(
+        '--rel-pos-mode',
+        default='auto',
+        choices=['auto', 'mask', 'chunked', 'augmented'],
+        help="SAMFastAttention.rel_pos_mode ('auto' = the config's; "
+        "'chunked' is inference-only, use with --skip-train)")
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-stock', action='store_true')
     p.add_argument('--device', default='cuda')
@@ -117,6 +123,9 @@ def main():
     log(f'bf16 matmul ceiling: {res["matmul_tflops"]} TFLOP/s')
 
     cfg = bm.load_config(args.config)
+    if args.rel_pos_mode != 'auto':
+        cfg.model.decode_head.rel_pos_mode = args.rel_pos_mode
+    res['rel_pos_mode'] = cfg.model.decode_head.get('rel_pos_mode')
     size = bm.input_size(cfg, None)
     res['size'] = list(size)
     model = bm.build_model(cfg, dev)
@@ -206,7 +215,8 @@ def report(res, args):
         f'{res["env"]}; random weights, {res["size"][0]}x{res["size"][1]} '
         'inputs, bf16 autocast, '
         f'{args.repeats} timed repeats after {args.warmup} warm-up, '
-        'medians; SDPA flash/efficient kernels enabled.',
+        'medians; SDPA flash/efficient kernels enabled; SAM '
+        f'rel_pos_mode={res.get("rel_pos_mode")!r} (None: per device).',
         f'Dense bf16 matmul ceiling measured: '
         f'{ceil:.0f} TFLOP/s' if ceil else '', '',
         '| run | batch | images/s | median ms/batch | p90 ms/batch | '
