@@ -208,10 +208,13 @@ class SAMFastAttention(Attention):
       cache-sized slice (``max_mask_bytes``) at a time; inference only;
     - ``'augmented'``: :func:`augmented_rel_pos_attention`, the bias folded
       into q and k, no mask;
-    - ``None`` (default): ``'chunked'`` for CPU inference, ``'augmented'``
-      for CPU training (both measured faster and smaller than ``'mask'`` on
-      CPU, see docs/benchmark.md) and ``'mask'`` on other devices, whose
-      figures were measured with it.
+    - ``None`` (default): ``'chunked'`` for CPU inference; for CPU
+      training ``'augmented'`` when the token grid has at least
+      ``fold_min_tokens`` tokens (one head's fp32 bias >= 4 MiB: SAM's
+      global blocks at 1024) and ``'mask'`` below, where the bias is small
+      and folding would only add q·k channels; ``'mask'`` on other devices,
+      whose figures were measured with it. Both CPU choices were measured
+      faster and smaller than ``'mask'`` (docs/benchmark.md).
 
     All modes compute the same function (tests: within 1e-5 in fp32,
     gradients included).
@@ -223,6 +226,8 @@ class SAMFastAttention(Attention):
     rel_pos_mode: Optional[str] = None
     #: bias buffer of the ``'chunked'`` mode
     max_mask_bytes: int = 4 << 20
+    #: smallest token count for which CPU training folds the bias
+    fold_min_tokens: int = 1024
 
     def _rel_pos_mode(self, q: torch.Tensor) -> str:
         needs_grad = torch.is_grad_enabled() and q.requires_grad
@@ -230,7 +235,10 @@ class SAMFastAttention(Attention):
         if mode is None:
             if q.device.type != 'cpu':
                 return 'mask'
-            return 'augmented' if needs_grad else 'chunked'
+            if not needs_grad:
+                return 'chunked'
+            return 'augmented' if q.shape[2] >= self.fold_min_tokens \
+                else 'mask'
         if mode not in REL_POS_MODES:
             raise ValueError(f'rel_pos_mode must be one of {REL_POS_MODES} '
                              f'or None, got {mode!r}')

@@ -155,10 +155,12 @@ def _layer_pair(input_size=(6, 5)):
 
 
 def test_default_mode_per_autograd_state(monkeypatch):
-    """CPU: no graph -> chunked mask slices; training -> folded into q/k."""
+    """CPU: no graph -> chunked mask slices; training -> folded into q/k
+    from ``fold_min_tokens`` tokens on, full mask below."""
     calls = _spy_modes(monkeypatch)
     stock, fast = _layer_pair()
     fast.max_mask_bytes = 3 * 30 * 4  # several query blocks per head
+    fast.fold_min_tokens = 30  # the 6 x 5 grid
     x = torch.randn(2, 6, 5, 32)
     with torch.no_grad():
         ref = stock(x)
@@ -177,6 +179,10 @@ def test_default_mode_per_autograd_state(monkeypatch):
         out_bf16 = fast(x)
     assert calls[-1] == 'augmented' and out_bf16.dtype == torch.bfloat16
     assert (out_bf16.float() - ref).abs().max() < 0.1 * ref.abs().max()
+    fast.fold_min_tokens = 31
+    assert torch.allclose(fast(x), ref, atol=1e-5)
+    assert calls[-1] == 'decomposed'  # the full-mask path
+    assert SAMFastAttention.fold_min_tokens == 1024  # SAM global blocks
 
 
 @pytest.mark.parametrize('mode', ['mask', 'augmented'])
