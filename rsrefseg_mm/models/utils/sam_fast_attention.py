@@ -7,8 +7,8 @@ computes the same function with PyTorch's fused scaled-dot-product attention,
 passing the decomposed relative positions as an additive attention mask, as
 a mask built one cache-sized slice at a time
 (:func:`chunked_rel_pos_attention`, CPU inference) or folded into the
-queries and keys (:func:`augmented_rel_pos_attention`, CPU training: 1.54x
-faster RSRefSeg-b training steps at 1024 and 4.2 GiB less peak memory than
+queries and keys (:func:`augmented_rel_pos_attention`, CPU training of large grids: 1.45x
+faster RSRefSeg-b training steps at 1024 and 4.0 GiB less peak memory than
 the full mask). Measured side by side on this 2-core
 CPU for the SAM ViT-B encoder at 1024 (docs/benchmark.md): 38.0 s stock vs
 10.0 s fused at 1 thread, max abs difference 4.8e-6; most of stock's time
