@@ -16,7 +16,7 @@ from torch import Tensor
 from ..utils.sam_builder import (SAM_PIXEL_MEAN, SAM_PIXEL_STD,
                                  build_sam_modules, load_sam_checkpoint,
                                  sam_arch_settings)
-from ..utils.sam_fast_attention import (REL_POS_MODES, SAMFastAttention,
+from ..utils.sam_fast_attention import (SAMFastAttention, check_rel_pos_mode,
                                         enable_fast_attention)
 from ..utils.tuning import apply_tuning, is_trainable
 
@@ -69,8 +69,7 @@ class SAMPromptHead(BaseDecodeHead):
         rel_pos_mode (str, optional): How the fused attention applies SAM's
             relative positions: ``'mask'``, ``'chunked'`` (inference only),
             ``'augmented'``, or None to choose per device and autograd
-            state; see
-            :class:`~rsrefseg_mm.models.utils.sam_fast_attention.SAMFastAttention`.
+            state; see :class:`~rsrefseg_mm.models.utils.SAMFastAttention`.
             Defaults to None.
         with_cp (bool): Activation checkpointing of the encoder blocks while
             training (only when the encoder is trainable). Defaults to False.
@@ -143,9 +142,7 @@ class SAMPromptHead(BaseDecodeHead):
         self.image_encoder = sam['image_encoder']
         self.prompt_encoder = sam['prompt_encoder']
         self.mask_decoder = sam['mask_decoder']
-        if rel_pos_mode not in (None, ) + REL_POS_MODES:
-            raise ValueError(f'rel_pos_mode must be one of {REL_POS_MODES} '
-                             f'or None, got {rel_pos_mode!r}')
+        check_rel_pos_mode(rel_pos_mode)
         if fast_attn:
             enable_fast_attention(self.image_encoder)
             for m in self.image_encoder.modules():

@@ -2,8 +2,11 @@ from .clip_tokenizer import CLIPTokenizer
 from .sam_builder import (SAM_ARCHS, SAM_CHECKPOINTS, SAM_DEFAULTS,
                           build_sam_modules, load_sam_checkpoint,
                           sam_arch_settings)
-from .sam_fast_attention import (SAMFastAttention, chunked_rel_pos_attention,
+from .sam_fast_attention import (REL_POS_MODES, SAMFastAttention,
+                                 augmented_rel_pos_attention,
+                                 chunked_rel_pos_attention,
                                  decomposed_rel_pos_bias,
+                                 decomposed_rel_pos_terms,
                                  enable_fast_attention)
 from .sam_mask_decoder import PairedMaskDecoder
 from .tuning import TUNING_MODES, apply_lora, apply_tuning, is_trainable
@@ -11,8 +14,9 @@ from .tuning import TUNING_MODES, apply_lora, apply_tuning, is_trainable
 __all__ = [
     'CLIPTokenizer', 'SAM_ARCHS', 'SAM_CHECKPOINTS', 'SAM_DEFAULTS',
     'build_sam_modules', 'load_sam_checkpoint', 'sam_arch_settings',
-    'SAMFastAttention', 'chunked_rel_pos_attention', 'decomposed_rel_pos_bias',
-    'enable_fast_attention',
+    'REL_POS_MODES', 'SAMFastAttention', 'augmented_rel_pos_attention',
+    'chunked_rel_pos_attention', 'decomposed_rel_pos_bias',
+    'decomposed_rel_pos_terms', 'enable_fast_attention',
     'PairedMaskDecoder', 'TUNING_MODES', 'apply_lora', 'apply_tuning',
     'is_trainable'
 ]

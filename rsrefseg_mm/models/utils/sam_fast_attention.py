@@ -4,12 +4,12 @@ segment-anything's :class:`~segment_anything.modeling.image_encoder.Attention`
 materialises the (N, N) attention matrix in the input dtype, adds the
 decomposed relative positions and runs a softmax. :class:`SAMFastAttention`
 computes the same function with PyTorch's fused scaled-dot-product attention,
-passing the decomposed relative positions as an additive attention mask, as
-a mask built one cache-sized slice at a time
+passing the decomposed relative positions as an additive attention mask,
+as a mask built one cache-sized slice at a time
 (:func:`chunked_rel_pos_attention`, CPU inference) or folded into the
-queries and keys (:func:`augmented_rel_pos_attention`, CPU training of large grids: 1.45x
-faster RSRefSeg-b training steps at 1024 and 4.0 GiB less peak memory than
-the full mask). Measured side by side on this 2-core
+queries and keys (:func:`augmented_rel_pos_attention`, CPU training of
+large grids: 1.45x faster RSRefSeg-b training steps at 1024 and 4.0 GiB
+less peak memory than the full mask). Measured side by side on this 2-core
 CPU for the SAM ViT-B encoder at 1024 (docs/benchmark.md): 38.0 s stock vs
 10.0 s fused at 1 thread, max abs difference 4.8e-6; most of stock's time
 there is page-faulting its (heads, N, N) fp32 tensors back in, and with an
@@ -31,6 +31,13 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 
 REL_POS_MODES = ('mask', 'chunked', 'augmented')
+
+
+def check_rel_pos_mode(mode: Optional[str]) -> None:
+    """Raise ``ValueError`` unless ``mode`` is None or in REL_POS_MODES."""
+    if mode is not None and mode not in REL_POS_MODES:
+        raise ValueError(f'rel_pos_mode must be one of {REL_POS_MODES} or '
+                         f'None, got {mode!r}')
 
 
 def decomposed_rel_pos_terms(
@@ -137,17 +144,14 @@ def chunked_rel_pos_attention(q: torch.Tensor,
             h = slice(h0, min(h0 + heads, nH))
             for q0 in range(0, N, queries):
                 i = slice(q0, min(q0 + queries, N))
-                mask = buf[:(h.stop - h.start) * (i.stop - i.start) * N]
-                mask = mask.view(h.stop - h.start, i.stop - i.start, kH, kW)
+                nh, nq = h.stop - h.start, i.stop - i.start
+                mask = buf[:nh * nq * N].view(nh, nq, kH, kW)
                 torch.add(
                     rel_h[b, h, i, :, None], rel_w[b, h, i, None, :],
                     out=mask)
                 out[b, h, i] = F.scaled_dot_product_attention(
-                    q[b, h, i],
-                    k[b, h],
-                    v[b, h],
-                    attn_mask=mask.view(h.stop - h.start, i.stop - i.start,
-                                        N))
+                    q[b, h, i], k[b, h], v[b, h],
+                    attn_mask=mask.view(nh, nq, N))
     return out
 
 
@@ -239,9 +243,7 @@ class SAMFastAttention(Attention):
                 return 'chunked'
             return 'augmented' if q.shape[2] >= self.fold_min_tokens \
                 else 'mask'
-        if mode not in REL_POS_MODES:
-            raise ValueError(f'rel_pos_mode must be one of {REL_POS_MODES} '
-                             f'or None, got {mode!r}')
+        check_rel_pos_mode(mode)
         if mode == 'chunked' and needs_grad:
             raise RuntimeError("rel_pos_mode='chunked' reuses its bias "
                                'buffer and cannot be differentiated; use '
