@@ -1,0 +1,42 @@
+"""use_gloo_without_cuda: gloo group on CPU, torn down at exit."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from rsrefseg_mm.utils import use_gloo_without_cuda
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_gloo_group_created_and_destroyed_at_exit(tmp_path):
+    code = textwrap.dedent('''
+        import atexit
+        import torch.distributed as dist
+        from mmengine.config import Config
+        from rsrefseg_mm.utils import use_gloo_without_cuda
+        # registered first, so it runs after the helper's own exit hook
+        atexit.register(
+            lambda: print('initialized at exit:', dist.is_initialized()))
+        cfg = Config(dict(launcher='pytorch'))
+        use_gloo_without_cuda(cfg)
+        print('backend:', dist.get_backend(),
+              cfg.env_cfg.dist_cfg.backend,
+              cfg.model_wrapper_cfg.device_ids)
+    ''')
+    env = dict(os.environ, RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT='29517')
+    proc = subprocess.run([sys.executable, '-c', code], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'backend: gloo gloo None' in proc.stdout
+    assert 'initialized at exit: False' in proc.stdout
+
+
+def test_no_launcher_changes_nothing():
+    cfg = Config(dict(launcher='none'))
+    use_gloo_without_cuda(cfg)
+    assert 'env_cfg' not in cfg and 'model_wrapper_cfg' not in cfg
