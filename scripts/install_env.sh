@@ -3,8 +3,12 @@
 #
 # Idempotent: a stamp file records the hash of this script and the requirement
 # files; when it matches, nothing is done. mmcv 2.1.0 has no wheel for
-# torch 2.14, so it is built from its sdist once and cached outside the clone
-# (design.md section 2 lists the traps this script works around).
+# torch 2.14, so it is built from its sdist once and cached outside the clone.
+# Traps worked around: mmcv-lite lacks the compiled `mmcv._ext` that mmseg
+# imports; mmcv's setup.py imports pkg_resources (setuptools < 70) and torch
+# (no build isolation); torch 2.14's headers need C++20 (mmcv asks C++17).
+# The sdist is fetched through pip (so pip's index configuration, mirrors and
+# proxies apply) and checked against its sha256.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +19,6 @@ TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
-MMCV_URL="https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-${MMCV_VERSION}.tar.gz"
 CACHE="${RSREFSEG_CACHE:-$HOME/.cache/rsrefseg-mm}"
 PYTAG="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 WHEEL_DIR="$CACHE/wheels/mmcv-${MMCV_VERSION}_torch-${TORCH_VERSION}_${PYTAG}_$(uname -m)"
@@ -40,14 +43,15 @@ if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     echo "[install] no cached mmcv wheel in $WHEEL_DIR: building mmcv ${MMCV_VERSION} from source (~13 min on 2 cores)"
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT
-    curl -fsSL "$MMCV_URL" -o "$BUILD/mmcv.tar.gz"
-    echo "${MMCV_SHA256}  $BUILD/mmcv.tar.gz" | sha256sum -c -
-    tar -xzf "$BUILD/mmcv.tar.gz" -C "$BUILD"
-    # torch 2.14's headers need C++20; mmcv 2.1.0 asks for C++17.
-    sed -i 's/-std=c++17/-std=c++20/g' "$BUILD/mmcv-${MMCV_VERSION}/setup.py"
     # mmcv's setup.py imports pkg_resources (gone in setuptools>=81) and torch
     # (hence no build isolation). Downgrade for the build, restore afterwards.
     "${PIP[@]}" install -q "setuptools<70" wheel ninja
+    "${PIP[@]}" download -q --no-binary :all: --no-deps --no-build-isolation \
+        -d "$BUILD/sdist" "mmcv==${MMCV_VERSION}"
+    echo "${MMCV_SHA256}  $BUILD/sdist/mmcv-${MMCV_VERSION}.tar.gz" | sha256sum -c -
+    tar -xzf "$BUILD/sdist/mmcv-${MMCV_VERSION}.tar.gz" -C "$BUILD"
+    # torch 2.14's headers need C++20; mmcv 2.1.0 asks for C++17.
+    sed -i 's/-std=c++17/-std=c++20/g' "$BUILD/mmcv-${MMCV_VERSION}/setup.py"
     mkdir -p "$WHEEL_DIR"
     MAX_JOBS="${MAX_JOBS:-2}" MMCV_WITH_OPS=1 FORCE_CUDA=0 \
         "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$BUILD/dist" "$BUILD/mmcv-${MMCV_VERSION}"
