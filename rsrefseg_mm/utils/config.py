@@ -1,5 +1,15 @@
 """Config helpers."""
-from typing import Any
+import os.path as osp
+from typing import Any, Optional
+
+
+def siglip_tokenizer_path(checkpoint: Optional[str]) -> Optional[str]:
+    """``spiece.model`` beside a SigLIP checkpoint (folder or file)."""
+    if not checkpoint:
+        return None
+    folder = checkpoint if osp.isdir(checkpoint) or not osp.splitext(
+        checkpoint)[1] else osp.dirname(checkpoint)
+    return osp.join(folder, 'spiece.model')
 
 
 def drop_pretrained_checkpoints(model_cfg: Any) -> int:
@@ -8,7 +18,9 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
     A checkpoint saved by our runner holds the whole model (CLIP, prompter and
     SAM, base weights included), so testing or running inference from it
     does not need the pretrained CLIP/SAM files the config names for
-    training.
+    training. SigLIP's tokenizer model is not part of the weights: a
+    ``SigLIPBackbone`` without an explicit ``tokenizer`` keeps the
+    ``spiece.model`` of its checkpoint folder.
 
     Args:
         model_cfg (dict | list): The ``model`` part of a config.
@@ -18,6 +30,10 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
     """
     cleared = 0
     if isinstance(model_cfg, dict):
+        if model_cfg.get('type') == 'SigLIPBackbone' and \
+                not model_cfg.get('tokenizer'):
+            model_cfg['tokenizer'] = siglip_tokenizer_path(
+                model_cfg.get('checkpoint'))
         for key in list(model_cfg.keys()):
             if key == 'checkpoint' and isinstance(model_cfg[key], str):
                 model_cfg[key] = None

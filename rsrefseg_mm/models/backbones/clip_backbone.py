@@ -186,10 +186,16 @@ class CLIPBackbone(BaseModule):
 
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
-        self.image_tuning = self._apply_tuning(self.visual, image_tuning,
-                                               'CLIP image tower')
-        self.text_tuning = self._apply_tuning(self.text, text_tuning,
-                                              'CLIP text tower')
+        self.image_tuning = apply_tuning(
+            self.visual,
+            name='CLIP image tower',
+            default_targets=DEFAULT_LORA_TARGETS,
+            **dict(image_tuning or dict(mode='full')))
+        self.text_tuning = apply_tuning(
+            self.text,
+            name='CLIP text tower',
+            default_targets=DEFAULT_LORA_TARGETS,
+            **dict(text_tuning or dict(mode='full')))
         self.logit_scale.requires_grad_(logit_scale_trainable)
 
     # ------------------------------------------------------------ set-up
@@ -211,19 +217,6 @@ class CLIPBackbone(BaseModule):
                                  f'unknown keys {sorted(extra)}')
             return 'custom', dict(arch)
         raise TypeError(f'arch must be a str or dict, got {type(arch)}')
-
-    @staticmethod
-    def _apply_tuning(tower: nn.Module, tuning: Optional[dict],
-                      name: str) -> dict:
-        tuning = dict(tuning or dict(mode='full'))
-        mode = tuning.pop('mode', 'full')
-        if mode == 'lora':
-            tuning.setdefault('targets', list(DEFAULT_LORA_TARGETS))
-        unknown = set(tuning) - {'rank', 'alpha', 'drop_rate', 'targets'}
-        if unknown:
-            raise ValueError(f'{name} tuning: unknown keys {sorted(unknown)}')
-        apply_tuning(tower, mode=mode, name=name, **tuning)
-        return dict(mode=mode, **tuning)
 
     def load_checkpoint(self, path: str) -> None:
         """Load CLIP weights (see :mod:`.clip_checkpoint`) into the towers.

@@ -152,16 +152,11 @@ class SAMPromptHead(BaseDecodeHead):
             raise ValueError('rel_pos_mode needs fast_attn=True')
         self.fast_attn = fast_attn
 
-        tuning = dict(encoder_tuning or dict(mode='full'))
-        mode = tuning.pop('mode', 'lora')
-        if mode == 'lora':
-            tuning.setdefault('targets', DEFAULT_ENCODER_TUNING['targets'])
-        unknown = set(tuning) - {'rank', 'alpha', 'drop_rate', 'targets'}
-        if unknown:
-            raise ValueError(f'encoder_tuning: unknown keys {sorted(unknown)}')
-        apply_tuning(
-            self.image_encoder, mode=mode, name='SAM image encoder', **tuning)
-        self.encoder_tuning = dict(mode=mode, **tuning)
+        self.encoder_tuning = apply_tuning(
+            self.image_encoder,
+            name='SAM image encoder',
+            default_targets=DEFAULT_ENCODER_TUNING['targets'],
+            **dict(encoder_tuning or dict(mode='full')))
         self.prompt_encoder.requires_grad_(True)
         self.mask_decoder.requires_grad_(True)
 

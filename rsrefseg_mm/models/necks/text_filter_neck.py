@@ -1,11 +1,14 @@
 """Text-filtered prompter between CLIP and SAM (RSRefSeg, arXiv 2501.06809).
 """
+import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
+from mmengine.dist import all_reduce
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
@@ -29,12 +32,41 @@ class TextFilterNeck(BaseModule):
       ``t_g``) stays in. Masked positions of ``local_maps`` are 0.
     * global filter ``A_g = sigmoid(s * cos(V, t_g) + b)`` (B, h, w).
     * ``F = concat[(V + mean_l(A_loc * V)) / 2, A_g * V, V]`` (B, 3D, h, w)
-      -> 1x1 conv to ``prompt_dims`` C -> + SAM random-Fourier positional
-      encoding (``PositionEmbeddingRandom``, owned here) ->
+      -> 1x1 conv to ``prompt_dims`` C (``fuse``; + norm + act with
+      ``fuse_norm_act``) -> + SAM random-Fourier positional encoding on the
+      (h, w) grid (cell centres ``(i + 0.5) / h``) ->
       ``down_spatial_times`` x (3x3 stride-2 conv + norm + act) ->
-      sparse prompts (B, N, C), N = h' * w'.
+      (``final_proj``: a linear 1x1 conv with bias, so the tokens are not
+      clipped by the last activation) -> sparse prompts (B, N, C),
+      N = h' * w'.
     * dense prompt: the global logit map ``s * cos(V, t_g) + b`` (before the
       sigmoid) resized (bilinear) to ``dense_prompt_size`` (B, 1, Hm, Wm).
+
+    The positional encoding is either a fresh random one owned by the neck
+    (``pos_embed='random'``) or SAM's pretrained shared image positional
+    encoding (``pos_embed='sam'``: the prompt encoder's ``pe_layer``, the
+    one the mask decoder adds to the image embedding), which
+    :class:`~rsrefseg_mm.models.segmentors.RSRefSeg` hands over with
+    :meth:`set_pos_embed_layer` (not registered here, so it is stored once,
+    in the head).
+
+    Filter calibration (``filter_calibration=dict(std=2.0)``): a sigmoid
+    filter only passes gradient in its working range (logits within a few
+    units of 0). With a fixed scale ``s`` ~ 100 (trained CLIP) a bias of -10
+    puts that range at cosines 0.07-0.13 (logits -3..3), a window narrower
+    than the spread of patch-text cosines, so most positions start
+    saturated. With calibration, the first training forward measures the
+    mean and std of the cosines (real tokens and the sentence, all ranks
+    together) and sets the learnable gain ``g`` and bias ``b`` so that the
+    logits start with mean 0 and the given std; it happens once (the
+    ``filters_calibrated`` buffer is saved with the checkpoint).
+
+    The RSRefSeg authors' prompter is ``fuse_norm_act=True,
+    final_proj=True, pos_embed='sam'`` with SigLIP's own scale and bias
+    (``init_bias=0, learnable_bias=False``). One deliberate difference: the
+    authors average the local maps over *all* L positions, padding included
+    (so the mean depends on the padded length); here padded positions never
+    enter the mean (``text_mask``).
 
     Ablation switches: with ``use_local_filter=False`` the first branch is
     ``V`` (no text-weighted term) and with ``use_global_filter=False`` the
@@ -56,13 +88,22 @@ class TextFilterNeck(BaseModule):
         exclude_sot (bool): Leave the SOT token out of the local mean.
         learnable_scale (bool): Multiply ``s`` by a learnable ``exp(g)``
             (g initialised at 0). ``s`` itself comes from the backbone.
-        init_bias (float): Initial ``b``. -10 follows SigLIP's sigmoid-loss
-            initialisation (with ``s`` ~ 100 and cosine ~ 0.1-0.3 this
-            starts the filters out of saturation). A backbone that returns
-            its own ``logit_bias`` (SigLIP) adds it to ``b``.
-        norm_cfg (dict): Norm of the down-sampling convs. BN by default;
-            use ``dict(type='SyncBN')`` only in distributed configs.
-        act_cfg (dict): Activation of the down-sampling convs.
+        init_bias (float): Initial ``b``. A backbone that returns its own
+            ``logit_bias`` (SigLIP) adds it to ``b``.
+        learnable_bias (bool): Whether ``b`` is trained. Defaults to True.
+        fuse_norm_act (bool): ``fuse`` is conv (no bias) + norm + act
+            instead of a plain 1x1 conv with bias. Defaults to False.
+        final_proj (bool): Append a linear 1x1 conv with bias after the
+            down-sampling convs. Defaults to False.
+        pos_embed (str): ``'random'`` (own random-Fourier encoding) or
+            ``'sam'`` (SAM's pretrained shared encoding, see above).
+        filter_calibration (dict, optional): ``dict(std=...)`` to calibrate
+            ``g`` and ``b`` on the first training batch (see above); needs
+            ``learnable_scale=True`` and ``learnable_bias=True``. None
+            (default) keeps ``init_bias`` and the backbone's scale.
+        norm_cfg (dict): Norm of the prompter convs. BN by default; use
+            ``dict(type='SyncBN')`` only in distributed configs.
+        act_cfg (dict): Activation of the prompter convs.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -77,6 +118,11 @@ class TextFilterNeck(BaseModule):
                  exclude_sot: bool = True,
                  learnable_scale: bool = False,
                  init_bias: float = -10.0,
+                 learnable_bias: bool = True,
+                 fuse_norm_act: bool = False,
+                 final_proj: bool = False,
+                 pos_embed: str = 'random',
+                 filter_calibration: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg: Optional[dict] = None) -> None:
@@ -87,6 +133,9 @@ class TextFilterNeck(BaseModule):
         if prompt_dims % 2:
             raise ValueError(f'prompt_dims must be even (SAM positional '
                              f'encoding), got {prompt_dims}')
+        if pos_embed not in ('random', 'sam'):
+            raise ValueError("pos_embed must be 'random' or 'sam', got "
+                             f'{pos_embed!r}')
         if isinstance(dense_prompt_size, int):
             dense_prompt_size = (dense_prompt_size, dense_prompt_size)
         self.in_channels = in_channels
@@ -98,12 +147,37 @@ class TextFilterNeck(BaseModule):
         self.use_dense_prompt = use_dense_prompt
         self.exclude_sot = exclude_sot
 
-        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.logit_bias = nn.Parameter(
+            torch.tensor(float(init_bias)), requires_grad=learnable_bias)
         self.log_scale_gain = nn.Parameter(
             torch.zeros(())) if learnable_scale else None
+        self.filter_calibration = None
+        if filter_calibration is not None:
+            unknown = set(filter_calibration) - {'std'}
+            if unknown or not (learnable_scale and learnable_bias):
+                raise ValueError(
+                    'filter_calibration=dict(std=...) needs '
+                    'learnable_scale=True and learnable_bias=True; got '
+                    f'keys {sorted(filter_calibration)}, learnable_scale='
+                    f'{learnable_scale}, learnable_bias={learnable_bias}')
+            self.filter_calibration = {'std': 2.0, **filter_calibration}
+            self.register_buffer('filters_calibrated', torch.tensor(False))
 
-        self.fuse = nn.Conv2d(3 * in_channels, prompt_dims, kernel_size=1)
-        self.pe_layer = PositionEmbeddingRandom(prompt_dims // 2)
+        if fuse_norm_act:
+            self.fuse = ConvModule(
+                3 * in_channels,
+                prompt_dims,
+                kernel_size=1,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg)
+        else:
+            self.fuse = nn.Conv2d(3 * in_channels, prompt_dims, kernel_size=1)
+        self.pos_embed = pos_embed
+        # 'sam': set by set_pos_embed_layer; kept in a tuple so that the
+        # head's module is not registered (and saved) twice
+        self._shared_pe: Tuple[nn.Module, ...] = ()
+        if pos_embed == 'random':
+            self.pe_layer = PositionEmbeddingRandom(prompt_dims // 2)
         self.downsample = nn.Sequential(*[
             ConvModule(
                 prompt_dims,
@@ -114,6 +188,31 @@ class TextFilterNeck(BaseModule):
                 norm_cfg=norm_cfg,
                 act_cfg=act_cfg) for _ in range(down_spatial_times)
         ])
+        self.final_proj = nn.Conv2d(
+            prompt_dims, prompt_dims, kernel_size=1) if final_proj else None
+
+    def set_pos_embed_layer(self, layer: nn.Module) -> None:
+        """Use ``layer`` (SAM's ``PositionEmbeddingRandom``) as positional
+        encoding (``pos_embed='sam'`` only).
+
+        Args:
+            layer (nn.Module): Called with ``(h, w)``, returns (C, h, w).
+        """
+        if self.pos_embed != 'sam':
+            raise ValueError("set_pos_embed_layer needs pos_embed='sam', "
+                             f'the neck has {self.pos_embed!r}')
+        self._shared_pe = (layer, )
+
+    def positional_encoding(self, h: int, w: int) -> Tensor:
+        """(C, h, w) encoding of the prompter grid."""
+        if self.pos_embed == 'random':
+            return self.pe_layer((h, w))
+        if not self._shared_pe:
+            raise RuntimeError(
+                "TextFilterNeck(pos_embed='sam') has no SAM positional "
+                'encoding; RSRefSeg sets it from the decode head '
+                '(neck.set_pos_embed_layer(head.prompt_encoder.pe_layer))')
+        return self._shared_pe[0]((h, w))
 
     def _scale_bias(self, feats: Dict[str, Tensor],
                     ref: Tensor) -> Tuple[Tensor, Tensor]:
@@ -129,6 +228,42 @@ class TextFilterNeck(BaseModule):
             bias = bias + torch.as_tensor(
                 feats['logit_bias'], device=ref.device).to(ref.dtype)
         return scale, bias
+
+    @torch.no_grad()
+    def calibrate_filters(self, feats: Dict[str, Tensor], local_cos: Tensor,
+                          global_cos: Tensor, weights: Tensor) -> None:
+        """Set ``g`` and ``b`` so the filter logits have mean 0 and the
+        configured std on this batch (statistics summed over all ranks).
+
+        Args:
+            feats (dict): Backbone outputs (``logit_scale``,
+                optional ``logit_bias``).
+            local_cos (Tensor): (B, L, h, w) patch-token cosines.
+            global_cos (Tensor): (B, 1, h, w) patch-sentence cosines.
+            weights (Tensor): (B, L) tokens that enter the local mean.
+        """
+        vals = torch.cat([local_cos[weights.bool()].flatten(),
+                          global_cos.flatten()]).double()
+        stats = torch.stack([
+            vals.new_tensor(float(vals.numel())), vals.sum(),
+            vals.square().sum()
+        ])
+        all_reduce(stats)  # sum over ranks; no-op when not distributed
+        n, s1, s2 = stats.tolist()
+        mean = s1 / n
+        std = math.sqrt(max(s2 / n - mean * mean, 1e-12))
+        scale = float(torch.as_tensor(feats['logit_scale']))
+        target = float(self.filter_calibration['std'])
+        self.log_scale_gain.fill_(math.log(target / (scale * std)))
+        backbone_bias = float(torch.as_tensor(feats.get('logit_bias', 0.)))
+        self.logit_bias.fill_(-target * mean / std - backbone_bias)
+        self.filters_calibrated.fill_(True)
+        print_log(
+            f'TextFilterNeck: filter cosines mean {mean:.4f} std {std:.4f} '
+            f'over {int(n)} values; scale {scale:.2f} x gain '
+            f'{target / (scale * std):.4g}, bias '
+            f'{-target * mean / std:.3f} -> logits mean 0, std {target}',
+            logger='current')
 
     def token_weights(self, text_mask: Tensor) -> Tensor:
         """Weights of the tokens in the local mean.
@@ -179,27 +314,34 @@ class TextFilterNeck(BaseModule):
         if text_mask is None:
             text_mask = torch.ones(T.shape[:2], dtype=torch.bool,
                                    device=T.device)
+        v_n = F.normalize(V, dim=1)
+        local_cos = torch.einsum('bdhw,bld->blhw', v_n,
+                                 F.normalize(T, dim=-1))  # (B, L, h, w)
+        global_cos = torch.einsum('bdhw,bd->bhw', v_n,
+                                  F.normalize(t_g, dim=-1))[:, None]
+        weights = self.token_weights(text_mask).to(V.dtype)  # (B, L)
+        if self.filter_calibration is not None and self.training and \
+                not bool(self.filters_calibrated):
+            self.calibrate_filters(feats, local_cos, global_cos, weights)
         scale, bias = self._scale_bias(feats, V)
 
-        v_n = F.normalize(V, dim=1)
         # local filter: (B, L, h, w)
-        local_logits = scale * torch.einsum('bdhw,bld->blhw', v_n,
-                                            F.normalize(T, dim=-1)) + bias
-        weights = self.token_weights(text_mask).to(V.dtype)  # (B, L)
+        local_logits = scale * local_cos + bias
         local_maps = local_logits.sigmoid() * weights[:, :, None, None]
         local_mean = local_maps.sum(1, keepdim=True) / weights.sum(
             1).clamp(min=1)[:, None, None, None]  # (B, 1, h, w)
         # global filter: (B, 1, h, w)
-        global_logits = scale * torch.einsum(
-            'bdhw,bd->bhw', v_n, F.normalize(t_g, dim=-1))[:, None] + bias
+        global_logits = scale * global_cos + bias
         global_map = global_logits.sigmoid()
 
         branch_local = 0.5 * (V + local_mean * V) \
             if self.use_local_filter else V
         branch_global = global_map * V if self.use_global_filter else V
         x = self.fuse(torch.cat([branch_local, branch_global, V], dim=1))
-        x = x + self.pe_layer((h, w)).to(x.dtype)[None]
+        x = x + self.positional_encoding(h, w).to(x.dtype)[None]
         x = self.downsample(x)
+        if self.final_proj is not None:
+            x = self.final_proj(x)
         sparse = x.flatten(2).transpose(1, 2)  # (B, N, C)
 
         dense = None

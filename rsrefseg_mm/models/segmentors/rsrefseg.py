@@ -36,11 +36,14 @@ class RSRefSeg(EncoderDecoder):
         backbone(inputs, texts) -> neck -> dict(images=inputs, **prompts)
         -> decode_head (SAM) -> (B, 1, Hm, Wm) logits
 
-    Only whole-image inference is supported and there is no auxiliary head.
+    A neck with ``pos_embed='sam'`` gets the head's SAM positional encoding
+    (``decode_head.prompt_encoder.pe_layer``). Only whole-image inference is
+    supported and there is no auxiliary head.
     Trainable / total parameter counts per component are logged at init.
 
     Args:
-        backbone (dict): Image+text backbone config (``CLIPBackbone``).
+        backbone (dict): Image+text backbone config (``SigLIPBackbone``,
+            ``CLIPBackbone``).
         neck (dict): Prompter config (``TextFilterNeck``).
         decode_head (dict): Head config (``SAMPromptHead``).
         train_cfg (dict, optional): Unused, kept for mmseg.
@@ -86,6 +89,11 @@ class RSRefSeg(EncoderDecoder):
             test_cfg=test_cfg,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
+        if getattr(self.neck, 'pos_embed', None) == 'sam':
+            # the prompter adds SAM's pretrained shared image positional
+            # encoding, the one the mask decoder uses, to its grid
+            self.neck.set_pos_embed_layer(
+                self.decode_head.prompt_encoder.pe_layer)
         self.log_parameter_counts()
 
     def parameter_counts(self) -> Dict[str, Tuple[int, int]]:

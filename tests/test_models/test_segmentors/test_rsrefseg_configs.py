@@ -111,3 +111,65 @@ def test_readme_lists_every_config():
     for p in CFG_DIR.glob('*.py'):
         if '_8xb4-' in p.name:
             assert p.name in readme, p.name
+
+
+PAPER_B = CFG_DIR / ('rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-'
+                     '200e_rrsisd-1024x1024.py')
+PAPER_L = CFG_DIR / ('rsrefseg-l_siglip-so400m-p14-384-sam-vit-l_8xb4-lora-'
+                     '200e_rrsisd-1024x1024.py')
+
+
+def test_paper_b_is_the_authors_model_and_recipe():
+    cfg = load(PAPER_B)
+    m = cfg.model
+    assert m.backbone.type == 'SigLIPBackbone'
+    assert m.backbone.arch == 'so400m-patch14-384'
+    assert m.backbone.checkpoint == 'checkpoints/siglip-so400m-patch14-384'
+    assert not m.backbone.logit_trainable
+    qkvo = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
+            'self_attn.out_proj']
+    assert m.backbone.image_tuning.targets == qkvo
+    assert m.backbone.text_tuning.targets == qkvo + ['head']
+    assert m.decode_head.encoder_tuning.targets == [
+        'attn.qkv', 'attn.proj', 'mlp.lin1', 'mlp.lin2', 'neck.0', 'neck.2']
+    for t in (m.backbone.image_tuning, m.backbone.text_tuning,
+              m.decode_head.encoder_tuning):
+        assert (t.mode, t.rank, t.alpha, t.drop_rate) == ('lora', 16, 16, 0.1)
+    n = m.neck
+    assert (n.in_channels, n.prompt_dims, n.down_spatial_times) == (1152, 256,
+                                                                    2)
+    assert n.fuse_norm_act and n.final_proj and n.pos_embed == 'sam'
+    assert n.init_bias == 0 and not n.learnable_bias
+    assert not n.learnable_scale and 'filter_calibration' not in n
+    assert not n.exclude_sot
+    loss = m.decode_head.loss_decode
+    assert isinstance(loss, dict) and loss.type == 'CrossEntropyLoss'
+    assert loss.use_sigmoid and loss.loss_weight == 5.0
+    assert m.data_preprocessor.size == (1024, 1024)
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='AdamW', lr=1e-4, weight_decay=0.05)
+    warm, cos = cfg.param_scheduler
+    assert (warm.type, warm.start_factor, warm.end) == ('LinearLR', 0.01, 5)
+    assert (cos.type, cos.eta_min_ratio, cos.end) == ('CosineAnnealingLR',
+                                                      0.001, 200)
+    assert cfg.train_cfg.max_epochs == 200 and cfg.train_cfg.val_interval == 5
+    assert cfg.train_dataloader.batch_size * 8 == 32
+    assert [t.type for t in cfg.train_dataloader.dataset.pipeline] == [
+        'LoadReferringImageFromFile', 'LoadReferringAnnotations', 'Resize',
+        'PackReferringInputs']  # no augmentation
+    assert cfg.default_hooks.checkpoint.save_best == 'refer/mIoU'
+
+
+def test_paper_l_changes_only_sam():
+    b = flatten(load(PAPER_B).model.to_dict())
+    ll = flatten(load(PAPER_L).model.to_dict())
+    diff = {k: ll.get(k) for k in set(b) | set(ll) if b.get(k) != ll.get(k)}
+    assert diff == {'decode_head.sam_arch': 'vit_l',
+                    'decode_head.checkpoint':
+                    'checkpoints/sam_vit_l_0b3195.pth'}
+
+
+@pytest.mark.parametrize('path', [BASE_B, BASE_L])
+def test_clip_variants_calibrate_their_filters(path):
+    neck = load(path).model.neck
+    assert neck.learnable_scale and neck.filter_calibration == dict(std=2.0)

@@ -1,0 +1,347 @@
+"""SigLIP image + text backbone of RSRefSeg (the paper's encoder).
+
+RSRefSeg (`arXiv 2501.06809 <https://arxiv.org/abs/2501.06809>`_) encodes
+image and expression with SigLIP so400m-patch14-384: the patch features of
+the image tower (``last_hidden_state``, after the post-LayerNorm) and the
+token features of the text tower (after the final LayerNorm, no head) are
+filtered by the expression; the sentence feature is the text head on the
+last position (``pooler_output``).
+"""
+import copy
+import logging
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+
+from ...utils.config import siglip_tokenizer_path
+from ..utils.siglip_tokenizer import SigLIPTokenizer
+from ..utils.tuning import apply_tuning, is_trainable
+from .siglip_checkpoint import load_siglip_checkpoint
+from .siglip_transformer import SiglipTextTower, SiglipVisionTower
+
+DEFAULT_LORA_TARGETS = ('self_attn.q_proj', 'self_attn.k_proj',
+                        'self_attn.v_proj', 'self_attn.out_proj')
+
+
+def _arch(image_size, patch_size, width, layers, heads, mlp, vocab=32000):
+    return dict(
+        image_size=image_size,
+        patch_size=patch_size,
+        embed_dims=width,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dims=mlp,
+        text_embed_dims=width,
+        text_num_layers=layers,
+        text_num_heads=heads,
+        text_hidden_dims=mlp,
+        output_dims=width,
+        context_length=64,
+        vocab_size=vocab)
+
+
+@MODELS.register_module()
+class SigLIPBackbone(BaseModule):
+    """SigLIP image and text towers (transformers' ``SiglipModel`` layout).
+
+    Same output contract as :class:`CLIPBackbone`. Images: RGB 0-255 ->
+    ``x / 255`` -> ``(x - 0.5) / 0.5`` -> bilinear resize to ``image_size``
+    (``align_corners=False``, no anti-aliasing, as the RSRefSeg authors feed
+    the 1024 SAM input to SigLIP). Text: :class:`SigLIPTokenizer` on the
+    model's ``spiece.model``, padded to the 64 positions SigLIP was trained
+    with and run without attention mask (SigLIP's training setting), so an
+    expression's features do not depend on its batch. (The authors pad to the
+    longest expression of the batch instead; the pooled sentence feature,
+    read at the last position, then changes with the batch.)
+
+    Parameters: ``vision_model.*``, ``text_model.*``, ``logit_scale``,
+    ``logit_bias`` (both frozen unless ``logit_trainable``). Projections are
+    ``nn.Linear`` layers named ``self_attn.{q,k,v,out}_proj`` and
+    ``mlp.fc1/fc2`` (LoRA targets; the text ``head`` too).
+
+    Args:
+        arch (str | dict): One of :attr:`arch_zoo` (``'so400m-patch14-384'``,
+            ``'base-patch16-224'``, ...) or a dict with its keys.
+        checkpoint (str, optional): Hugging Face folder of the model (or its
+            ``model.safetensors``) or open_clip's SigLIP checkpoint; see
+            :mod:`.siglip_checkpoint`. None: random initialisation.
+        tokenizer (str, optional): ``spiece.model``. Defaults to the one in
+            the ``checkpoint`` folder (or beside the checkpoint file).
+        image_size (int, optional): Resolution the image tower runs at.
+            Defaults to the arch's; another size resizes the positions.
+        image_tuning (dict): ``mode`` (``'frozen'``, ``'lora'``,
+            ``'full'``) and LoRA ``rank``, ``alpha``, ``drop_rate``,
+            ``targets`` (default ``self_attn.{q,k,v,out}_proj``).
+        text_tuning (dict): Same for the text tower (the authors add
+            ``'head'``).
+        logit_trainable (bool): Train ``logit_scale`` / ``logit_bias``.
+            False (the authors freeze them).
+        with_cp (bool): Activation checkpointing of both towers' blocks.
+        init_cfg (dict, optional): Leave None when ``checkpoint`` is used.
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        'so400m-patch14-384': _arch(384, 14, 1152, 27, 16, 4304),
+        'so400m-patch14-224': _arch(224, 14, 1152, 27, 16, 4304),
+        'base-patch16-224': _arch(224, 16, 768, 12, 12, 3072),
+        'base-patch16-256': _arch(256, 16, 768, 12, 12, 3072),
+        'base-patch16-384': _arch(384, 16, 768, 12, 12, 3072),
+        'base-patch16-512': _arch(512, 16, 768, 12, 12, 3072),
+        'large-patch16-256': _arch(256, 16, 1024, 24, 16, 4096),
+        'large-patch16-384': _arch(384, 16, 1024, 24, 16, 4096),
+    }
+    _required_arch_keys = tuple(arch_zoo['base-patch16-224'])
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'so400m-patch14-384',
+                 checkpoint: Optional[str] = None,
+                 tokenizer: Optional[str] = None,
+                 image_size: Optional[int] = None,
+                 image_tuning: dict = dict(
+                     mode='lora', rank=16, alpha=16, drop_rate=0.1),
+                 text_tuning: dict = dict(
+                     mode='lora', rank=16, alpha=16, drop_rate=0.1),
+                 logit_trainable: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_name, cfg = self._parse_arch(arch)
+        self.arch_settings = cfg
+        # 384 px with 14 px patches: the valid convolution drops the last
+        # 6 pixels and yields a 27x27 grid, as SigLIP so400m-p14-384 does
+        self.image_size = int(image_size or cfg['image_size'])
+        self.checkpoint = checkpoint
+        self.vision_model = SiglipVisionTower(
+            image_size=cfg['image_size'],
+            patch_size=cfg['patch_size'],
+            embed_dims=cfg['embed_dims'],
+            num_layers=cfg['num_layers'],
+            num_heads=cfg['num_heads'],
+            hidden_dims=cfg['hidden_dims'],
+            with_cp=with_cp)
+        self.text_model = SiglipTextTower(
+            context_length=cfg['context_length'],
+            vocab_size=cfg['vocab_size'],
+            embed_dims=cfg['text_embed_dims'],
+            num_layers=cfg['text_num_layers'],
+            num_heads=cfg['text_num_heads'],
+            hidden_dims=cfg['text_hidden_dims'],
+            output_dims=cfg['output_dims'],
+            with_cp=with_cp)
+        # SigLIP's initial temperature / bias (log 10, -10)
+        self.logit_scale = nn.Parameter(torch.tensor([10.0]).log())
+        self.logit_bias = nn.Parameter(torch.tensor([-10.0]))
+
+        self.tokenizer = SigLIPTokenizer(
+            self._tokenizer_path(tokenizer, checkpoint),
+            context_length=cfg['context_length'])
+        if self.tokenizer.vocab_size > cfg['vocab_size']:
+            raise ValueError(
+                f'SigLIP arch {self.arch_name}: the tokenizer '
+                f'{self.tokenizer.model_file} has {self.tokenizer.vocab_size} '
+                f"pieces, more than the arch's vocab_size "
+                f"{cfg['vocab_size']}")
+
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        self.image_tuning = apply_tuning(
+            self.vision_model,
+            name='SigLIP image tower',
+            default_targets=DEFAULT_LORA_TARGETS,
+            **dict(image_tuning or dict(mode='full')))
+        self.text_tuning = apply_tuning(
+            self.text_model,
+            name='SigLIP text tower',
+            default_targets=DEFAULT_LORA_TARGETS,
+            **dict(text_tuning or dict(mode='full')))
+        self.logit_scale.requires_grad_(logit_trainable)
+        self.logit_bias.requires_grad_(logit_trainable)
+
+    # ------------------------------------------------------------ set-up
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]):
+        if isinstance(arch, str):
+            if arch not in cls.arch_zoo:
+                raise ValueError(
+                    f'unknown SigLIP arch {arch!r}; choose one of '
+                    f'{sorted(cls.arch_zoo)} or pass a dict with keys '
+                    f'{list(cls._required_arch_keys)}')
+            return arch, copy.deepcopy(cls.arch_zoo[arch])
+        if isinstance(arch, dict):
+            missing = [k for k in cls._required_arch_keys if k not in arch]
+            extra = set(arch) - set(cls._required_arch_keys)
+            if missing or extra:
+                raise ValueError(f'custom SigLIP arch: missing keys '
+                                 f'{missing}, unknown keys {sorted(extra)}')
+            return 'custom', dict(arch)
+        raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+
+    @staticmethod
+    def _tokenizer_path(tokenizer: Optional[str],
+                        checkpoint: Optional[str]) -> str:
+        if tokenizer is not None:
+            return tokenizer
+        if not checkpoint:
+            raise ValueError(
+                'SigLIPBackbone needs the `spiece.model` of the SigLIP model: '
+                'set `tokenizer` (e.g. checkpoints/siglip-so400m-patch14-384/'
+                'spiece.model) or `checkpoint` to the Hugging Face folder')
+        return siglip_tokenizer_path(checkpoint)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Load SigLIP weights (see :mod:`.siglip_checkpoint`).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist (says what to get).
+            ValueError: No SigLIP weights in the file, tensors of another
+                arch, or tower weights missing.
+        """
+        state_dict = load_siglip_checkpoint(path, self.arch_name)
+        own = self.state_dict()
+        common = [k for k in state_dict if k in own]
+        if not common:
+            raise ValueError(
+                f'{path} holds no SigLIP weights for arch {self.arch_name!r} '
+                "(keys such as 'vision_model.embeddings.patch_embedding."
+                "weight' or open_clip's 'visual.trunk.*' expected; found e.g. "
+                f'{list(state_dict)[:5]})')
+        mismatched = [
+            f'{k}: file {tuple(state_dict[k].shape)} vs model '
+            f'{tuple(own[k].shape)}' for k in common
+            if state_dict[k].shape != own[k].shape
+        ]
+        if mismatched:
+            raise ValueError(
+                f'SigLIP checkpoint {path} does not match arch '
+                f'{self.arch_name!r}: {len(mismatched)} tensors differ, e.g. '
+                f'{"; ".join(mismatched[:3])}. Set the backbone arch to the '
+                'model the file holds.')
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        tower_missing = [
+            k for k in missing if k.startswith(('vision_model.', 'text_model.'))
+        ]
+        if tower_missing:
+            raise ValueError(
+                f'SigLIP checkpoint {path} lacks {len(tower_missing)} tensors '
+                f'of arch {self.arch_name!r}, e.g. {tower_missing[:5]}')
+        self.load_state_dict(state_dict, strict=False)
+        if missing:
+            print_log(
+                f'SigLIP checkpoint {path}: missing {missing} (left at their '
+                'initial values)',
+                logger='current',
+                level=logging.WARNING)
+        if unexpected:
+            print_log(
+                f'SigLIP checkpoint {path}: {len(unexpected)} unexpected keys '
+                f'(ignored): {unexpected[:10]}',
+                logger='current',
+                level=logging.WARNING)
+        print_log(
+            f'SigLIP {self.arch_name}: loaded {len(common)} tensors from '
+            f'{path}',
+            logger='current')
+
+    def init_weights(self) -> None:
+        """Keep the weights set in ``__init__`` unless ``init_cfg`` is set."""
+        if self.init_cfg is not None:
+            super().init_weights()
+
+    def train(self, mode: bool = True) -> 'SigLIPBackbone':
+        """Set train mode; frozen towers always stay in eval mode."""
+        super().train(mode)
+        for tower in (self.vision_model, self.text_model):
+            if not is_trainable(tower):
+                tower.eval()
+        return self
+
+    # ------------------------------------------------------------ forward
+    def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
+        """RGB 0-255 (B, 3, H, W) -> [-1, 1] at (B, 3, S, S)."""
+        if inputs.dim() != 4 or inputs.shape[1] != 3:
+            raise ValueError(f'SigLIPBackbone expects RGB images (B, 3, H, '
+                             f'W), got shape {tuple(inputs.shape)}')
+        x = inputs.float() / 127.5 - 1.0
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode='bilinear',
+                align_corners=False)
+        return x
+
+    def tokenize(self, texts: Sequence[str]):
+        """Expressions -> ids (B, 64) long and mask (B, 64) bool.
+
+        Raises:
+            ValueError: An expression is empty after canonicalisation.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f'expression {i} must be a str, got '
+                                f'{type(text).__name__}: {text!r}')
+            if not self.tokenizer.clean(text):
+                raise ValueError(
+                    f'expression {i} of the batch is empty once SigLIP '
+                    f'removes punctuation and whitespace: {text!r}')
+        return self.tokenizer(list(texts))
+
+    @staticmethod
+    def _run(tower: nn.Module, *args):
+        """Run a tower; without autograd graph when it has nothing to train."""
+        if is_trainable(tower):
+            return tower(*args)
+        with torch.no_grad():
+            return tower(*args)
+
+    def encode_image(self, inputs: torch.Tensor):
+        """RGB 0-255 -> (img_global (B, D), img_feats (B, D, h, w))."""
+        return self._run(self.vision_model, self.preprocess(inputs))
+
+    def encode_text(self, texts: Sequence[str], device=None):
+        """Expressions -> (text_global (B, D), text_feats (B, 64, D),
+        text_mask (B, 64))."""
+        ids, mask = self.tokenize(texts)
+        device = device or self.logit_scale.device
+        text_global, text_feats = self._run(self.text_model, ids.to(device))
+        return text_global, text_feats, mask.to(device)
+
+    def forward(self, inputs: torch.Tensor,
+                texts: List[str]) -> Dict[str, torch.Tensor]:
+        """Encode images and their referring expressions.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) RGB pixel values 0-255.
+            texts (list[str]): B expressions, one per image.
+
+        Returns:
+            dict[str, Tensor]: ``img_feats`` (B, D, h, w) patch features
+            after the post-LayerNorm (h = image_size / patch, 27 for
+            so400m-p14-384), ``img_global`` (B, D) the MAP head output,
+            ``text_feats`` (B, 64, D) after the final LayerNorm,
+            ``text_global`` (B, D) the text head on the last position,
+            ``text_mask`` (B, 64) bool, True on the tokens and EOS,
+            ``logit_scale`` 0-dim ``exp(logit_scale)``, ``logit_bias`` 0-dim.
+        """
+        if len(texts) != inputs.shape[0]:
+            raise ValueError(f'got {inputs.shape[0]} images but {len(texts)} '
+                             f'expressions; one expression per image needed')
+        img_global, img_feats = self.encode_image(inputs)
+        text_global, text_feats, text_mask = self.encode_text(
+            texts, device=inputs.device)
+        return dict(
+            img_feats=img_feats,
+            img_global=img_global,
+            text_feats=text_feats,
+            text_global=text_global,
+            text_mask=text_mask,
+            logit_scale=self.logit_scale.exp()[0],
+            logit_bias=self.logit_bias[0])

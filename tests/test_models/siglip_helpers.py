@@ -1,0 +1,107 @@
+"""SigLIP test helpers: a SentencePiece model trained here in SigLIP's id
+layout (<pad> 0, </s> 1, <unk> 2), tiny random transformers ``SiglipModel``
+weights and a Hugging Face style folder (model.safetensors + spiece.model).
+Imported by tests/test_models/conftest.py and the end-to-end tests."""
+import random
+
+SPIECE_CORPUS_WORDS = (
+    'the white storage tank left of the road large small red green blue '
+    'airplane ship harbor vehicle bridge dam chimney stadium overpass '
+    'windmill golf field train station basketball court tennis baseball '
+    'expressway toll parking lot ground track above below near upper lower '
+    'leftmost rightmost second third one two three of in on at by airport '
+    'runway roundabout building roof tree pond river square circle triangle '
+    'yellow white black purple orange object largest smallest').split()
+
+
+def train_spiece(out_dir: str) -> str:
+    """Train a small unigram ``spiece.model`` with SigLIP's special ids in
+    ``out_dir``; return its path."""
+    import os.path as osp
+
+    import sentencepiece as spm
+    rng = random.Random(0)
+    lines = [
+        ' '.join(rng.choice(SPIECE_CORPUS_WORDS)
+                 for _ in range(rng.randint(3, 12))) for _ in range(3000)
+    ]
+    lines += ['Übersee café naïve 東京 São ﬁeld 1,000 x² e-mail'] * 5
+    prefix = osp.join(out_dir, 'spiece')
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_prefix=prefix,
+        vocab_size=100,
+        model_type='unigram',
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        normalization_rule_name='nmt_nfkc',
+        minloglevel=2)
+    return prefix + '.model'
+
+
+TINY_SIGLIP = dict(  # a SigLIPBackbone arch dict
+    image_size=32,
+    patch_size=8,
+    embed_dims=32,
+    num_layers=2,
+    num_heads=4,
+    hidden_dims=64,
+    text_embed_dims=32,
+    text_num_layers=2,
+    text_num_heads=4,
+    text_hidden_dims=64,
+    output_dims=32,
+    context_length=64,
+    vocab_size=256)
+
+
+def hf_siglip_config(arch: dict):
+    """transformers ``SiglipConfig`` of one of SigLIPBackbone's arch dicts."""
+    from transformers import SiglipConfig
+    return SiglipConfig(
+        text_config=dict(
+            vocab_size=arch['vocab_size'],
+            hidden_size=arch['text_embed_dims'],
+            intermediate_size=arch['text_hidden_dims'],
+            num_hidden_layers=arch['text_num_layers'],
+            num_attention_heads=arch['text_num_heads'],
+            max_position_embeddings=arch['context_length'],
+            projection_size=arch['output_dims']),
+        vision_config=dict(
+            hidden_size=arch['embed_dims'],
+            intermediate_size=arch['hidden_dims'],
+            num_hidden_layers=arch['num_layers'],
+            num_attention_heads=arch['num_heads'],
+            image_size=arch['image_size'],
+            patch_size=arch['patch_size']))
+
+
+def random_hf_siglip(arch: dict, seed: int = 0):
+    """A transformers ``SiglipModel`` whose every tensor is random (also the
+    LayerNorm weights and biases, so that swapped norms cannot pass)."""
+    import torch
+    from transformers import SiglipModel
+    torch.manual_seed(seed)
+    model = SiglipModel(hf_siglip_config(arch)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-4.0)
+    return model
+
+
+def save_hf_folder(folder: str, model, spiece: str) -> str:
+    """Write ``model.safetensors`` of a transformers model and copy
+    ``spiece.model`` into ``folder``, as the Hugging Face hub lays it out."""
+    import os.path as osp
+    import shutil
+
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              osp.join(folder, 'model.safetensors'))
+    shutil.copy(spiece, osp.join(folder, 'spiece.model'))
+    return folder
