@@ -101,7 +101,9 @@ def apply_tuning(module: nn.Module,
             frozen, LoRA layers on ``targets`` trainable) or ``'full'``.
         name (str): Tower name used in messages.
         targets, rank, alpha, drop_rate: LoRA settings, see
-            :func:`apply_lora`; used only when ``mode='lora'``.
+            :func:`apply_lora`; used only when ``mode='lora'`` (a config
+            that switches an inherited LoRA tower to ``'full'`` keeps the
+            inherited LoRA keys, which are then ignored).
         default_targets (Sequence[str], optional): The tower's LoRA targets
             when ``targets`` is not given.
         **unknown: Any other key is an error naming the tower.
@@ -116,10 +118,6 @@ def apply_tuning(module: nn.Module,
     if mode not in TUNING_MODES:
         raise ValueError(f'tuning mode of {name} must be one of '
                          f'{TUNING_MODES}, got {mode!r}')
-    if mode != 'lora' and (targets is not None or rank != 16 or alpha != 16
-                           or drop_rate != 0.1):
-        raise ValueError(f'{name} tuning: LoRA settings given with '
-                         f"mode={mode!r}; set mode='lora' to use them")
     if mode == 'full':
         module.requires_grad_(True)
         return dict(mode=mode)

@@ -83,5 +83,8 @@ def test_apply_tuning_trains_only_lora_and_reports_settings():
                          '1.lora_down.weight', '1.lora_up.weight'}
     with pytest.raises(ValueError, match="unknown keys \\['r'\\]"):
         apply_tuning(nn.Linear(2, 2), mode='lora', name='x', r=4)
-    with pytest.raises(ValueError, match="mode='lora'"):
-        apply_tuning(nn.Linear(2, 2), mode='full', name='x', rank=4)
+    # inherited LoRA keys are ignored when a config switches to 'full'
+    full = nn.Linear(2, 2)
+    assert apply_tuning(full, mode='full', name='x', rank=4) == dict(
+        mode='full')
+    assert all(p.requires_grad for p in full.parameters())

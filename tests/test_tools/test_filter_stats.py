@@ -1,0 +1,41 @@
+"""tools/analysis_tools/filter_stats.py on the tiny config."""
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
+TINY = str(next((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py')))
+
+import filter_stats  # noqa: E402
+
+
+def saturated(out: str, row: str) -> float:
+    line = next(li for li in out.splitlines() if li.startswith(f'| {row} '))
+    return float(re.search(r'([\d.]+) % \|$', line).group(1))
+
+
+def test_reports_scale_window_and_saturation(capsys):
+    assert filter_stats.main([TINY, '--num-samples', '6']) == 0
+    out = capsys.readouterr().out
+    # random CLIP-like towers: scale 1/0.07, the tiny config's bias -2
+    assert 'filter scale s = 14.29, bias b = -2;' in out
+    assert '[-0.0700, 0.3500]' in out
+    for row in ('local cosine', 'local filter', 'global cosine',
+                'global filter'):
+        assert f'| {row} |' in out
+    assert 0 < saturated(out, 'global filter') < 100
+
+
+def test_calibrated_neck_starts_unsaturated(capsys):
+    filter_stats.main([TINY, '--num-samples', '6', '--cfg-options',
+                       'model.neck.init_bias=-10.0',
+                       'model.neck.learnable_scale=True'])
+    plain = capsys.readouterr().out
+    filter_stats.main([TINY, '--num-samples', '6', '--cfg-options',
+                       'model.neck.init_bias=-10.0',
+                       'model.neck.learnable_scale=True',
+                       'model.neck.filter_calibration.std=2.0'])
+    calibrated = capsys.readouterr().out
+    assert saturated(plain, 'global filter') > 90
+    assert saturated(calibrated, 'global filter') < 10
