@@ -2,44 +2,12 @@
 layout (<pad> 0, </s> 1, <unk> 2), tiny random transformers ``SiglipModel``
 weights and a Hugging Face style folder (model.safetensors + spiece.model).
 Imported by tests/test_models/conftest.py and the end-to-end tests."""
-import random
+import sys
+from pathlib import Path
 
-SPIECE_CORPUS_WORDS = (
-    'the white storage tank left of the road large small red green blue '
-    'airplane ship harbor vehicle bridge dam chimney stadium overpass '
-    'windmill golf field train station basketball court tennis baseball '
-    'expressway toll parking lot ground track above below near upper lower '
-    'leftmost rightmost second third one two three of in on at by airport '
-    'runway roundabout building roof tree pond river square circle triangle '
-    'yellow white black purple orange object largest smallest').split()
-
-
-def train_spiece(out_dir: str) -> str:
-    """Train a small unigram ``spiece.model`` with SigLIP's special ids in
-    ``out_dir``; return its path."""
-    import os.path as osp
-
-    import sentencepiece as spm
-    rng = random.Random(0)
-    lines = [
-        ' '.join(rng.choice(SPIECE_CORPUS_WORDS)
-                 for _ in range(rng.randint(3, 12))) for _ in range(3000)
-    ]
-    lines += ['Übersee café naïve 東京 São ﬁeld 1,000 x² e-mail'] * 5
-    prefix = osp.join(out_dir, 'spiece')
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_prefix=prefix,
-        vocab_size=100,
-        model_type='unigram',
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        character_coverage=1.0,
-        normalization_rule_name='nmt_nfkc',
-        minloglevel=2)
-    return prefix + '.model'
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tools' / 'misc'))
+from train_spiece import train_spiece  # noqa: E402,F401
 
 
 TINY_SIGLIP = dict(  # a SigLIPBackbone arch dict

@@ -145,3 +145,40 @@ def test_env_line_names_threads_and_allocator(monkeypatch):
     assert bm.env_line('cpu').endswith('threads, allocator: default)')
     monkeypatch.setenv('MALLOC_MMAP_MAX_', '0')
     assert 'allocator: MALLOC_MMAP_MAX_=0)' in bm.env_line('cpu')
+
+
+def test_siglip_config_stage_flops(tmp_path, capsys):
+    """The paper's SigLIP config (tiny archs) benchmarks; the towers' FLOPs
+    per image equal the backbone counted on its own."""
+    import sys
+    sys.path.insert(0, str(REPO / 'tools' / 'misc'))
+    sys.path.insert(0, str(REPO / 'tests' / 'test_models'))
+    from siglip_helpers import TINY_SIGLIP
+    from train_spiece import train_spiece
+    spiece = train_spiece(str(tmp_path))
+    paper = next((REPO / 'configs' / 'rsrefseg').glob(
+        'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_*.py'))
+    cfg = tmp_path / 'siglip_tiny.py'
+    cfg.write_text(f"""
+_base_ = [{str(paper)!r}]
+model = dict(
+    data_preprocessor=dict(size=(128, 128)),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_SIGLIP!r}),
+                  tokenizer={spiece!r}),
+    neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
+    decode_head=dict(sam_arch=dict(
+        _delete_=True, encoder_embed_dim=32, encoder_depth=2,
+        encoder_num_heads=2, encoder_global_attn_indexes=(1, ),
+        encoder_window_size=4, image_size=128, prompt_embed_dim=32,
+        decoder_mlp_dim=64, iou_head_hidden_dim=32)))
+""")
+    out = bm.main([str(cfg), '--batch-size', '2', '--repeats', '1',
+                   '--warmup', '1', '--device', 'cpu'])
+    inf = out['inference']
+    assert set(inf['stages']) == set(bm.STAGES)
+    model = bm.build_model(bm.load_config(str(cfg)), 'cpu')
+    x = torch.rand(2, 3, 128, 128) * 255  # the merged-LoRA weights are
+    with torch.no_grad(), bm.flop_counter() as fc:  # built once per batch
+        model.backbone(x, ['the white storage tank', 'the ship'])
+    assert inf['flops']['encoder towers'] == fc.get_total_flops() / 2 > 0
+    assert '| encoder towers |' in capsys.readouterr().out

@@ -6,8 +6,9 @@
 Modes (one markdown table each):
 
 * default: inference (``mode='predict'``) at ``--batch-size``: images/s,
-  latency median / p90, peak memory, time and FLOPs per stage (CLIP towers,
-  prompter neck, SAM image encoder, SAM prompt encoder + mask decoder);
+  latency median / p90, peak memory, time and FLOPs per stage (CLIP/SigLIP
+  encoder towers, prompter neck, SAM image encoder, SAM prompt encoder +
+  mask decoder);
 * ``--compare-stock``: in addition, the SAM image encoder as built (fast
   attention, LoRA) next to segment-anything's stock ``ImageEncoderViT``
   holding the same (LoRA-merged) weights, plus the stock encoder with only
@@ -19,6 +20,9 @@ Modes (one markdown table each):
 
 Weights are random (the config's ``checkpoint`` paths are cleared, so no
 weight file is needed) unless ``--checkpoint`` gives a runner checkpoint.
+SigLIP configs still need a ``spiece.model``: the one of the SigLIP folder,
+or, without it, one trained by ``tools/misc/train_spiece.py``, passed with
+``--cfg-options model.backbone.tokenizer=PATH``.
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
 multiply-add = 2 FLOPs) during the first warm-up iteration.
 
@@ -27,6 +31,9 @@ Example::
     python tools/analysis_tools/benchmark.py \\
         configs/rsrefseg/rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py \\
         --compare-stock --batch-size 1 --repeats 3
+    python tools/analysis_tools/benchmark.py \
+        configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py \
+        --cfg-options model.backbone.tokenizer=work_dirs/spiece/spiece.model
 """
 import argparse
 import copy
@@ -58,7 +65,7 @@ TEXTS = [
     'the baseball field next to the two tennis courts on the right',
     'the harbor in the middle',
 ]
-STAGES = ('CLIP towers', 'neck', 'SAM encoder', 'SAM prompt enc + decoder')
+STAGES = ('encoder towers', 'neck', 'SAM encoder', 'SAM prompt enc + decoder')
 
 
 # ------------------------------------------------------------------ args
@@ -273,7 +280,7 @@ class StageProbe:
         self.counter: Optional[FlopCounterMode] = None
         self._restore = []
         head = model.decode_head
-        for name, owner, attr in (('CLIP towers', model.backbone, 'forward'),
+        for name, owner, attr in (('encoder towers', model.backbone, 'forward'),
                                   ('neck', model.neck, 'forward'),
                                   ('head', head, 'forward'),
                                   ('SAM encoder', head, 'encode_image')):
