@@ -1,8 +1,11 @@
 """Every config under configs/ parses and builds its model with random weights.
 
 Checkpoint paths are cleared (``checkpoint=None``) so nothing is read from
-``checkpoints/``; datasets are built where they need no files.
+``checkpoints/``; SigLIP configs get a SentencePiece model trained here (the
+real ``spiece.model`` is a user file); datasets are built where they need no
+files.
 """
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from mmseg.registry import DATASETS, MODELS
 import rsrefseg_mm  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+sys.path.insert(0, str(CONFIG_DIR.parent / 'tools' / 'misc'))
+from train_spiece import train_spiece  # noqa: E402
 CONFIGS = sorted(
     p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 
@@ -34,14 +39,21 @@ def test_configs_exist():
     assert len(CONFIGS) >= 1
 
 
+@pytest.fixture(scope='module')
+def spiece(tmp_path_factory):
+    return train_spiece(str(tmp_path_factory.mktemp('spiece')))
+
+
 @pytest.mark.parametrize(
     'path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
-def test_config_builds(path):
+def test_config_builds(path, spiece):
     cfg = Config.fromfile(str(path))
     assert cfg.default_scope == 'mmseg'
     assert 'rsrefseg_mm' in cfg.custom_imports['imports']
     init_default_scope('mmseg')
     clear_checkpoints(cfg.model)
+    if cfg.model.backbone.type == 'SigLIPBackbone':
+        cfg.model.backbone.tokenizer = spiece
     model = MODELS.build(cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0
     for split in ('train', 'val', 'test'):
