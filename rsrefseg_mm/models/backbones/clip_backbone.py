@@ -6,19 +6,17 @@ into CLIP patch features and the referring expression into per-token and
 global (end-of-text) CLIP features.
 """
 import copy
-import logging
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from ..utils.clip_tokenizer import CLIPTokenizer
-from ..utils.tuning import apply_tuning, is_trainable
+from ..utils.tuning import apply_tuning
+from .base_text_image_backbone import BaseTextImageBackbone
 from .clip_checkpoint import infer_clip_arch, load_clip_checkpoint
 from .clip_transformer import CLIPTextTower, CLIPVisionTower, to_2tuple
 
@@ -35,7 +33,7 @@ def _shared_tokenizer(context_length: int) -> CLIPTokenizer:
 
 
 @MODELS.register_module()
-class CLIPBackbone(BaseModule):
+class CLIPBackbone(BaseTextImageBackbone):
     """OpenAI CLIP image and text towers.
 
     The image tower takes RGB pixel values 0-255 (what
@@ -46,6 +44,13 @@ class CLIPBackbone(BaseModule):
     CLIPTokenizer`) into ``context_length`` (77) ids; ``text_feats`` keeps
     all 77 positions (no trimming to the longest expression) and
     ``text_mask`` marks the real ones.
+
+    Outputs (:meth:`forward`): ``img_feats`` (B, D, h, w) patch tokens after
+    ``ln_post`` and ``proj`` (h = image_size / patch), ``img_global`` (B, D)
+    (= CLIP ``encode_image``), ``text_feats`` (B, 77, D) after ``ln_final``
+    and ``text_projection``, ``text_global`` (B, D) at the end-of-text token
+    (= CLIP ``encode_text``), ``text_mask`` (B, 77) True from SOT to EOT,
+    ``logit_scale`` 0-dim ``logit_scale.exp()``.
 
     Attention runs through ``F.scaled_dot_product_attention``; the attention
     projections are ``nn.Linear`` layers named ``attn.qkv`` and ``attn.proj``
@@ -127,6 +132,8 @@ class CLIPBackbone(BaseModule):
         'ViT-L-14-336px': 'ViT-L/14@336',
     }
     _required_arch_keys = tuple(arch_zoo['ViT-B/16'].keys())
+    family = 'CLIP'
+    tower_names = ('visual', 'text')
 
     def __init__(self,
                  arch: Union[str, dict] = 'ViT-B/16',
@@ -227,56 +234,12 @@ class CLIPBackbone(BaseModule):
                 mismatch) or no CLIP weights at all.
         """
         state_dict = load_clip_checkpoint(path)
-        own = self.state_dict()
-        common = [k for k in state_dict if k in own]
-        if not common:
-            raise ValueError(
-                f'{path} holds no CLIP weights (keys such as '
-                f"'visual.conv1.weight', 'token_embedding.weight' expected; "
-                f'found e.g. {list(state_dict)[:5]})')
-        mismatched = [
-            f'{k}: file {tuple(state_dict[k].shape)} vs model '
-            f'{tuple(own[k].shape)}' for k in common
-            if state_dict[k].shape != own[k].shape
-        ]
-        if mismatched:
-            raise ValueError(
-                f'CLIP checkpoint {path} does not match arch '
-                f'{self.arch_name!r} ({len(mismatched)} tensors differ, e.g. '
-                f'{"; ".join(mismatched[:3])}). The file looks like '
-                f'{infer_clip_arch(state_dict)}; set the backbone arch to '
-                f'match it.')
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        if missing:
-            print_log(
-                f'CLIP checkpoint {path}: {len(missing)} missing keys '
-                f'(left at random init): {missing[:10]}',
-                logger='current',
-                level=logging.WARNING)
-        if unexpected:
-            print_log(
-                f'CLIP checkpoint {path}: {len(unexpected)} unexpected keys '
-                f'(ignored): {unexpected[:10]}',
-                logger='current',
-                level=logging.WARNING)
-        print_log(
-            f'CLIP {self.arch_name}: loaded {len(common)} tensors from '
-            f'{path}',
-            logger='current')
-        self._missing_keys, self._unexpected_keys = missing, unexpected
-
-    def init_weights(self) -> None:
-        """Keep the weights set in ``__init__`` unless ``init_cfg`` is set."""
-        if self.init_cfg is not None:
-            super().init_weights()
-
-    def train(self, mode: bool = True) -> 'CLIPBackbone':
-        """Set train mode; frozen towers always stay in eval mode."""
-        super().train(mode)
-        for tower in (self.visual, self.text):
-            if not is_trainable(tower):
-                tower.eval()
-        return self
+        self.load_checked_state_dict(
+            path,
+            state_dict,
+            expected_keys="'visual.conv1.weight', 'token_embedding.weight'",
+            arch_hint=f'The file looks like {infer_clip_arch(state_dict)}; '
+            'set the backbone arch to match it.')
 
     # ------------------------------------------------------------ forward
     def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -300,24 +263,7 @@ class CLIPBackbone(BaseModule):
         Raises:
             ValueError: An expression is empty or whitespace-only.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f'expression {i} must be a str, got '
-                                f'{type(text).__name__}: {text!r}')
-            if not self.tokenizer.clean(text):
-                raise ValueError(f'expression {i} of the batch is empty or '
-                                 f'whitespace-only: {text!r}')
-        return self.tokenizer(list(texts))
-
-    @staticmethod
-    def _run(tower: nn.Module, *args):
-        """Run a tower; without autograd graph when it has nothing to train."""
-        if is_trainable(tower):
-            return tower(*args)
-        with torch.no_grad():
-            return tower(*args)
+        return self.tokenizer(self.check_texts(texts))
 
     def encode_image(self, inputs: torch.Tensor):
         """RGB 0-255 images -> (img_global (B, D), img_feats (B, D, h, w))."""
@@ -329,33 +275,7 @@ class CLIPBackbone(BaseModule):
         tokens = self.tokenize(texts).to(device or self.logit_scale.device)
         return self._run(self.text, tokens)
 
-    def forward(self, inputs: torch.Tensor,
-                texts: List[str]) -> Dict[str, torch.Tensor]:
-        """Encode images and their referring expressions.
-
-        Args:
-            inputs (Tensor): (B, 3, H, W) RGB pixel values 0-255.
-            texts (list[str]): B expressions, one per image.
-
-        Returns:
-            dict[str, Tensor]: ``img_feats`` (B, D, h, w) patch tokens after
-            ``ln_post`` and ``proj`` (h = image_size / patch), ``img_global``
-            (B, D) (= CLIP ``encode_image``), ``text_feats`` (B, L, D) tokens
-            after ``ln_final`` and ``text_projection`` (L = 77),
-            ``text_global`` (B, D) at the end-of-text token (= CLIP
-            ``encode_text``), ``text_mask`` (B, L) bool, True from SOT to EOT,
-            ``logit_scale`` 0-dim tensor ``logit_scale.exp()``.
-        """
-        if len(texts) != inputs.shape[0]:
-            raise ValueError(f'got {inputs.shape[0]} images but {len(texts)} '
-                             f'expressions; one expression per image needed')
-        img_global, img_feats = self.encode_image(inputs)
-        text_global, text_feats, text_mask = self.encode_text(
-            texts, device=inputs.device)
-        return dict(
-            img_feats=img_feats,
-            img_global=img_global,
-            text_feats=text_feats,
-            text_global=text_global,
-            text_mask=text_mask,
-            logit_scale=self.logit_scale.exp())
+    def logit_outputs(self) -> Dict[str, torch.Tensor]:
+        """``logit_scale``: 0-dim ``logit_scale.exp()`` (CLIP has no bias;
+        the neck owns a learnable one)."""
+        return dict(logit_scale=self.logit_scale.exp())

@@ -8,19 +8,17 @@ filtered by the expression; the sentence feature is the text head on the
 last position (``pooler_output``).
 """
 import copy
-import logging
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from ...utils.config import siglip_tokenizer_path
 from ..utils.siglip_tokenizer import SigLIPTokenizer
-from ..utils.tuning import apply_tuning, is_trainable
+from ..utils.tuning import apply_tuning
+from .base_text_image_backbone import BaseTextImageBackbone
 from .siglip_checkpoint import load_siglip_checkpoint
 from .siglip_transformer import SiglipTextTower, SiglipVisionTower
 
@@ -46,10 +44,15 @@ def _arch(image_size, patch_size, width, layers, heads, mlp, vocab=32000):
 
 
 @MODELS.register_module()
-class SigLIPBackbone(BaseModule):
+class SigLIPBackbone(BaseTextImageBackbone):
     """SigLIP image and text towers (transformers' ``SiglipModel`` layout).
 
-    Same output contract as :class:`CLIPBackbone`. Images: RGB 0-255 ->
+    Same output contract as :class:`CLIPBackbone`: ``img_feats``
+    (B, D, h, w) patch features after the post-LayerNorm (27x27 for
+    so400m-p14-384), ``img_global`` (B, D) the MAP head output,
+    ``text_feats`` (B, 64, D) after the final LayerNorm, ``text_global``
+    (B, D) the text head on the last position, ``text_mask`` (B, 64) True on
+    the tokens and EOS, ``logit_scale`` (exp'd) and ``logit_bias``. Images: RGB 0-255 ->
     ``x / 255`` -> ``(x - 0.5) / 0.5`` -> bilinear resize to ``image_size``
     (``align_corners=False``, no anti-aliasing, as the RSRefSeg authors feed
     the 1024 SAM input to SigLIP). Text: :class:`SigLIPTokenizer` on the
@@ -96,6 +99,8 @@ class SigLIPBackbone(BaseModule):
         'large-patch16-384': _arch(384, 16, 1024, 24, 16, 4096),
     }
     _required_arch_keys = tuple(arch_zoo['base-patch16-224'])
+    family = 'SigLIP'
+    tower_names = ('vision_model', 'text_model')
 
     def __init__(self,
                  arch: Union[str, dict] = 'so400m-patch14-384',
@@ -203,63 +208,20 @@ class SigLIPBackbone(BaseModule):
         """
         state_dict = load_siglip_checkpoint(path, self.arch_name)
         own = self.state_dict()
-        common = [k for k in state_dict if k in own]
-        if not common:
-            raise ValueError(
-                f'{path} holds no SigLIP weights for arch {self.arch_name!r} '
-                "(keys such as 'vision_model.embeddings.patch_embedding."
-                "weight' or open_clip's 'visual.trunk.*' expected; found e.g. "
-                f'{list(state_dict)[:5]})')
-        mismatched = [
-            f'{k}: file {tuple(state_dict[k].shape)} vs model '
-            f'{tuple(own[k].shape)}' for k in common
-            if state_dict[k].shape != own[k].shape
-        ]
-        if mismatched:
-            raise ValueError(
-                f'SigLIP checkpoint {path} does not match arch '
-                f'{self.arch_name!r}: {len(mismatched)} tensors differ, e.g. '
-                f'{"; ".join(mismatched[:3])}. Set the backbone arch to the '
-                'model the file holds.')
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
         tower_missing = [
-            k for k in missing if k.startswith(('vision_model.', 'text_model.'))
+            k for k in own if k not in state_dict and k.startswith(
+                ('vision_model.', 'text_model.'))
         ]
-        if tower_missing:
+        if tower_missing and any(k in own for k in state_dict):
             raise ValueError(
                 f'SigLIP checkpoint {path} lacks {len(tower_missing)} tensors '
                 f'of arch {self.arch_name!r}, e.g. {tower_missing[:5]}')
-        self.load_state_dict(state_dict, strict=False)
-        if missing:
-            print_log(
-                f'SigLIP checkpoint {path}: missing {missing} (left at their '
-                'initial values)',
-                logger='current',
-                level=logging.WARNING)
-        if unexpected:
-            print_log(
-                f'SigLIP checkpoint {path}: {len(unexpected)} unexpected keys '
-                f'(ignored): {unexpected[:10]}',
-                logger='current',
-                level=logging.WARNING)
-        print_log(
-            f'SigLIP {self.arch_name}: loaded {len(common)} tensors from '
-            f'{path}',
-            logger='current')
-
-    def init_weights(self) -> None:
-        """Keep the weights set in ``__init__`` unless ``init_cfg`` is set."""
-        if self.init_cfg is not None:
-            super().init_weights()
-
-    def train(self, mode: bool = True) -> 'SigLIPBackbone':
-        """Set train mode; frozen towers always stay in eval mode."""
-        super().train(mode)
-        for tower in (self.vision_model, self.text_model):
-            if not is_trainable(tower):
-                tower.eval()
-        return self
+        self.load_checked_state_dict(
+            path,
+            state_dict,
+            expected_keys="'vision_model.embeddings.patch_embedding.weight' "
+            "or open_clip's 'visual.trunk.*'",
+            arch_hint='Set the backbone arch to the model the file holds.')
 
     # ------------------------------------------------------------ forward
     def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -280,27 +242,10 @@ class SigLIPBackbone(BaseModule):
         """Expressions -> ids (B, 64) long and mask (B, 64) bool.
 
         Raises:
-            ValueError: An expression is empty after canonicalisation.
+            ValueError: An expression is empty once SigLIP's canonicalisation
+                removes punctuation and whitespace.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f'expression {i} must be a str, got '
-                                f'{type(text).__name__}: {text!r}')
-            if not self.tokenizer.clean(text):
-                raise ValueError(
-                    f'expression {i} of the batch is empty once SigLIP '
-                    f'removes punctuation and whitespace: {text!r}')
-        return self.tokenizer(list(texts))
-
-    @staticmethod
-    def _run(tower: nn.Module, *args):
-        """Run a tower; without autograd graph when it has nothing to train."""
-        if is_trainable(tower):
-            return tower(*args)
-        with torch.no_grad():
-            return tower(*args)
+        return self.tokenizer(self.check_texts(texts))
 
     def encode_image(self, inputs: torch.Tensor):
         """RGB 0-255 -> (img_global (B, D), img_feats (B, D, h, w))."""
@@ -314,34 +259,8 @@ class SigLIPBackbone(BaseModule):
         text_global, text_feats = self._run(self.text_model, ids.to(device))
         return text_global, text_feats, mask.to(device)
 
-    def forward(self, inputs: torch.Tensor,
-                texts: List[str]) -> Dict[str, torch.Tensor]:
-        """Encode images and their referring expressions.
-
-        Args:
-            inputs (Tensor): (B, 3, H, W) RGB pixel values 0-255.
-            texts (list[str]): B expressions, one per image.
-
-        Returns:
-            dict[str, Tensor]: ``img_feats`` (B, D, h, w) patch features
-            after the post-LayerNorm (h = image_size / patch, 27 for
-            so400m-p14-384), ``img_global`` (B, D) the MAP head output,
-            ``text_feats`` (B, 64, D) after the final LayerNorm,
-            ``text_global`` (B, D) the text head on the last position,
-            ``text_mask`` (B, 64) bool, True on the tokens and EOS,
-            ``logit_scale`` 0-dim ``exp(logit_scale)``, ``logit_bias`` 0-dim.
-        """
-        if len(texts) != inputs.shape[0]:
-            raise ValueError(f'got {inputs.shape[0]} images but {len(texts)} '
-                             f'expressions; one expression per image needed')
-        img_global, img_feats = self.encode_image(inputs)
-        text_global, text_feats, text_mask = self.encode_text(
-            texts, device=inputs.device)
+    def logit_outputs(self) -> Dict[str, torch.Tensor]:
+        """0-dim ``exp(logit_scale)`` and ``logit_bias`` (SigLIP's own)."""
         return dict(
-            img_feats=img_feats,
-            img_global=img_global,
-            text_feats=text_feats,
-            text_global=text_global,
-            text_mask=text_mask,
             logit_scale=self.logit_scale.exp()[0],
             logit_bias=self.logit_bias[0])
