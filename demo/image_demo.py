@@ -22,6 +22,7 @@ import mmcv
 import numpy as np
 
 from rsrefseg_mm.apis import inference_referring, init_referring_model
+from rsrefseg_mm.utils import enable_unsafe_load
 from rsrefseg_mm.visualization import add_caption, heatmap_overlay
 
 
@@ -35,6 +36,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', help='.jsonl or .csv of (image, text)')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='unpickle checkpoints without the safe loader\'s allow-list '
+        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
+        'Pickles can run code: only for files you trust')
     parser.add_argument(
         '--opacity', type=float, default=0.5, help='mask opacity')
     args = parser.parse_args()
@@ -91,6 +98,8 @@ def save_outputs(img_path: str, text: str, result, out_dir: Path,
 
 def main() -> None:
     args = parse_args()
+    if args.unsafe_load:
+        enable_unsafe_load()
     if args.batch:
         config, checkpoint = args.inputs
         pairs = read_pairs(args.batch)

@@ -6,7 +6,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from rsrefseg_mm.utils import drop_pretrained_checkpoints, use_gloo_without_cuda
+from rsrefseg_mm.utils import (drop_pretrained_checkpoints, enable_unsafe_load,
+                               use_gloo_without_cuda)
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,6 +33,12 @@ def parse_args() -> argparse.Namespace:
         'relative path is taken under --work-dir')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='unpickle checkpoints without the safe loader\'s allow-list '
+        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
+        'Pickles can run code: only for files you trust')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -84,6 +91,8 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main() -> None:
     args = parse_args()
+    if args.unsafe_load:
+        enable_unsafe_load()
 
     # load config
     cfg = Config.fromfile(args.config)

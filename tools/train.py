@@ -8,7 +8,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from rsrefseg_mm.utils import use_gloo_without_cuda
+from rsrefseg_mm.utils import enable_unsafe_load, use_gloo_without_cuda
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,6 +25,12 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         default=False,
         help='enable automatic-mixed-precision training (bf16 on CPU)')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='unpickle checkpoints without the safe loader\'s allow-list '
+        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
+        'Pickles can run code: only for files you trust')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -52,6 +58,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.unsafe_load:
+        enable_unsafe_load()
 
     # load config
     cfg = Config.fromfile(args.config)

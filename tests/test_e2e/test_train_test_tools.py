@@ -1,5 +1,6 @@
 """tools/train.py + tools/test.py on the tiny config: resume equivalence,
-multi-process (gloo) training and testing, --show-dir overlays, image demo."""
+multi-process (gloo) training and testing, --show-dir overlays, a crafted
+checkpoint refused by tools/test.py."""
 import glob
 import json
 import os.path as osp
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from e2e_utils import FAST, REPO
+from helpers import crafted_checkpoint
+from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
 
 PY = sys.executable
 
@@ -33,7 +36,7 @@ def train(config, work_dir, env, max_iters, extra=(), resume=False):
 
 
 def weights(path):
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    ckpt = safe_torch_load(str(path), map_location='cpu')
     return ckpt['state_dict'], ckpt
 
 
@@ -105,3 +108,17 @@ def test_dist_train_two_processes(tmp_path, tiny_config, env):
     assert 'gloo' in out
     assert 'Distributed training: True' in out
     assert osp.isfile(tmp_path / 'iter_3.pth')
+
+
+def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
+    path, marker = crafted_checkpoint(tmp_path)
+    env = {k: v for k, v in env.items() if k != UNSAFE_LOAD_ENV}
+    proc = subprocess.run(
+        [PY, 'tools/test.py', tiny_config, path, '--work-dir',
+         str(tmp_path / 'work'), '--cfg-options', *FAST],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert 'UnsafeCheckpointError' in out and path in out
+    assert 'posix.system' in out and '--unsafe-load' in out
+    assert not marker.exists()

@@ -1,8 +1,10 @@
-"""Save / resume / load_from / test with checkpoints our runner writes.
+"""Save / resume / load_from / test with checkpoints our runner writes,
+through the safe loader (``weights_only=True`` + an allow-list), and a
+crafted checkpoint that would run a command.
 
 torch >= 2.6 defaults ``torch.load`` to ``weights_only=True`` while mmengine
-0.10.7 does not pass it, so full training checkpoints (message hub, numpy
-scalars, config text) fail to load unless rsrefseg_mm fixes the loader.
+0.10.7 does not pass an allow-list, so full training checkpoints (message
+hub, numpy scalars) fail to load unless rsrefseg_mm registers its loader.
 """
 import copy
 
@@ -12,10 +14,18 @@ import torch.nn as nn
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from helpers import crafted_checkpoint
 from torch.utils.data import Dataset
 
-import rsrefseg_mm  # noqa: F401  (registers the checkpoint loader)
+import pytest
+from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import DATASETS, METRICS, MODELS
+
+import rsrefseg_mm  # noqa: F401  (registers the checkpoint loader)
+from rsrefseg_mm.utils.checkpoint import (UNSAFE_LOAD_ENV,
+                                          UnsafeCheckpointError,
+                                          runner_safe_globals,
+                                          safe_torch_load)
 
 
 @MODELS.register_module(force=True)
@@ -60,7 +70,13 @@ class _ToyData(Dataset):
         return dict(inputs=self.x[i], targets=self.y[i])
 
 
-def _cfg(work_dir, max_iters):
+@pytest.fixture(autouse=True)
+def _no_unsafe_opt_in(monkeypatch):
+    """These tests exercise the safe path unless they opt in themselves."""
+    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
+
+
+def _cfg(work_dir, max_iters, optim_wrapper=None):
     loader = dict(
         dataset=dict(type='_ToyData'),
         sampler=dict(type='DefaultSampler', shuffle=True),
@@ -75,7 +91,8 @@ def _cfg(work_dir, max_iters):
         test_dataloader=copy.deepcopy(loader),
         val_evaluator=dict(type='_ToyMAE'),
         test_evaluator=dict(type='_ToyMAE'),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05)),
+        optim_wrapper=optim_wrapper or dict(
+            optimizer=dict(type='AdamW', lr=0.05)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=4),
         ],
@@ -89,7 +106,8 @@ def _cfg(work_dir, max_iters):
         randomness=dict(seed=0, deterministic=True),
         default_scope='mmseg',
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
-        experiment_name=f'toy_{max_iters}_{work_dir.name}',
+        experiment_name=f'toy_{max_iters}_{work_dir.parent.name}_'
+        f'{work_dir.name}',
     )
 
 
@@ -126,12 +144,81 @@ def test_save_resume_load_and_test(tmp_path):
     assert metrics['mae'] < 5
 
 
-def test_checkpoint_needs_full_unpickling(tmp_path):
+def _allowed_names():
+    return {
+        item[1] if isinstance(item, tuple) else
+        f'{item.__module__}.{item.__qualname__}'
+        for item in runner_safe_globals()
+    }
+
+
+@pytest.mark.parametrize('optim_wrapper', [
+    None,
+    dict(type='AnyDeviceAmpOptimWrapper', dtype='bfloat16',
+         optimizer=dict(type='AdamW', lr=0.05)),
+])
+def test_runner_checkpoint_globals_are_allow_listed(tmp_path, optim_wrapper):
     """Guard: the runner's checkpoints really hold non-tensor objects, so
-    plain ``torch.load`` (weights_only=True on torch>=2.6) rejects them and the
-    test above exercises rsrefseg_mm's loader."""
-    import pytest
-    runner = Runner.from_cfg(_cfg(tmp_path / 'w', 4))
+    plain ``torch.load`` (weights_only=True on torch>=2.6) rejects them; every
+    global they need is on the allow-list and the safe loader reads them."""
+    runner = Runner.from_cfg(_cfg(tmp_path / 'w', 4, optim_wrapper))
     runner.train()
+    path = str(tmp_path / 'w' / 'iter_4.pth')
     with pytest.raises(Exception, match='(?i)weights_only'):
-        torch.load(tmp_path / 'w' / 'iter_4.pth')
+        torch.load(path)
+    found = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in found
+    assert found <= _allowed_names(), found - _allowed_names()
+    ckpt = safe_torch_load(path)
+    assert ckpt['meta']['iter'] == 4
+    buffer = ckpt['message_hub']['log_scalars']['train/loss']
+    assert len(buffer.data[0]) == 4 and np.isfinite(buffer.mean())
+
+
+def _crafted_checkpoint(tmp_path):
+    return crafted_checkpoint(tmp_path, _ToyRegressor().state_dict())
+
+
+def test_crafted_checkpoint_is_refused_and_does_not_run(tmp_path):
+    path, marker = _crafted_checkpoint(tmp_path)
+    # mmengine's loader (load_from / resume / tools/test.py use it)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    msg = str(info.value)
+    assert path in msg and 'posix.system' in msg
+    assert '--unsafe-load' in msg and UNSAFE_LOAD_ENV in msg
+    # the runner's load_from path
+    cfg = _cfg(tmp_path / 'test', 4)
+    cfg['load_from'] = path
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        Runner.from_cfg(cfg).test()
+    assert not marker.exists()
+
+
+def test_unsafe_opt_in_really_unpickles(tmp_path, monkeypatch):
+    """The crafted file is live: with the opt-in its command does run
+    (so the refusal above is what kept it from running)."""
+    path, marker = _crafted_checkpoint(tmp_path)
+    monkeypatch.setenv(UNSAFE_LOAD_ENV, '1')
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert ckpt['meta']['note'] == 0  # os.system's exit status
+    assert marker.exists()
+
+
+def test_history_buffer_getattr_is_restricted(tmp_path):
+    """Only HistoryBuffer's statistics methods pass the allowed getattr."""
+    import pickle
+
+    from mmengine.logging import HistoryBuffer
+
+    class _Sneaky:
+
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, 'update'))
+
+    path = tmp_path / 'getattr.pth'
+    torch.save({'x': _Sneaky()}, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(str(path))
+    assert str(path) in str(info.value) and "'update'" in str(info.value)
+    assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)

@@ -3,17 +3,20 @@
 OpenAI's released files (``ViT-B-16.pt``, ``ViT-L-14.pt``,
 ``ViT-L-14-336px.pt``) are TorchScript archives, read with
 ``torch.jit.load(f, map_location='cpu').state_dict()``; open_clip and
-converted files are plain state dicts (``torch.save``). Both are zip files:
-an archive is recognised by its ``code/`` folder / ``constants.pkl``.
+converted files are plain state dicts (``torch.save``), read by
+:func:`~rsrefseg_mm.utils.checkpoint.safe_torch_load` (``weights_only=True``;
+a file that needs other globals is refused unless the user opts in with
+``--unsafe-load`` / ``RSREFSEG_UNSAFE_LOAD=1``). Both are zip files: an
+archive is recognised by its ``code/`` folder / ``constants.pkl``.
 """
 import os.path as osp
-import pickle
 import zipfile
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
-from mmengine.logging import print_log
+
+from ...utils.checkpoint import UnsafeCheckpointError, safe_torch_load
 
 OPENAI_CLIP_URLS = {
     'ViT-B-16.pt':
@@ -60,6 +63,12 @@ def load_clip_file(path: str) -> Dict[str, torch.Tensor]:
     Returns:
         dict[str, Tensor]: The state dict as stored (OpenAI archives are
         fp16).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (says what to get).
+        UnsafeCheckpointError: The pickle needs globals outside the safe
+            loader's allow-list (and the user did not opt in).
+        RuntimeError: The file cannot be read.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(_missing_file_message(path))
@@ -70,15 +79,9 @@ def load_clip_file(path: str) -> Dict[str, torch.Tensor]:
             raise RuntimeError(f'failed to read the TorchScript archive '
                                f'{path}: {e}') from e
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        # e.g. an mmengine/open_clip training checkpoint with extra
-        # python objects; the user brought the file, so trust it.
-        print_log(
-            f'{path}: not loadable with weights_only=True, retrying with '
-            'weights_only=False',
-            logger='current')
-        obj = torch.load(path, map_location='cpu', weights_only=False)
+        obj = safe_torch_load(path, map_location='cpu')
+    except UnsafeCheckpointError:
+        raise  # names the file, the refused globals and the opt-in
     except Exception as e:
         raise RuntimeError(f'failed to read CLIP checkpoint {path}: {e}') \
             from e

@@ -10,12 +10,12 @@ import os.path as osp
 from functools import partial
 from typing import Dict, Optional, Union
 
-import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from segment_anything.modeling import (ImageEncoderViT, PromptEncoder,
                                        TwoWayTransformer)
 
+from ...utils.checkpoint import safe_torch_load
 from .sam_mask_decoder import PairedMaskDecoder
 
 #: Settings shared by every SAM variant (``segment_anything.build_sam``).
@@ -172,6 +172,8 @@ def load_sam_checkpoint(modules: nn.Module,
         FileNotFoundError: The file does not exist (the message says what
             to download and where to put it).
         ValueError: A tensor shape disagrees (wrong arch for the file).
+        UnsafeCheckpointError: The pickle needs globals outside the safe
+            loader's allow-list (see :mod:`rsrefseg_mm.utils.checkpoint`).
     """
     if not osp.isfile(checkpoint):
         fname = SAM_CHECKPOINTS.get(arch_name, 'sam_vit_b_01ec64.pth') \
@@ -182,7 +184,7 @@ def load_sam_checkpoint(modules: nn.Module,
             f'{SAM_URL} and save them as checkpoints/{fname} (or set the '
             f'`sam_checkpoint` variable of the config / `checkpoint=None` '
             f'for a random initialisation).')
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = safe_torch_load(checkpoint, map_location='cpu')
     for key in ('state_dict', 'model'):
         if isinstance(state, dict) and key in state and isinstance(
                 state[key], dict):

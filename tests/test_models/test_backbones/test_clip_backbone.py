@@ -12,6 +12,9 @@ from rsrefseg_mm.models.backbones import (CLIPBackbone,
                                           convert_clip_state_dict,
                                           is_torchscript_archive,
                                           resize_pos_embed)
+from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
+
+from helpers import crafted_checkpoint
 
 open_clip = pytest.importorskip('open_clip')
 
@@ -218,6 +221,17 @@ def test_wrong_arch_is_clear_error(tmp_path):
     with pytest.raises(ValueError, match='no CLIP weights'):
         torch.save({'image_encoder.x': torch.zeros(1)}, path)
         CLIPBackbone(arch=TINY_ARCH, checkpoint=path)
+
+
+def test_crafted_pickle_is_refused(tmp_path, monkeypatch):
+    """No silent retry with weights_only=False: a file that needs other
+    globals is refused, naming the file and the opt-in."""
+    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(UnsafeCheckpointError) as e:
+        CLIPBackbone(arch=TINY_ARCH, checkpoint=path)
+    assert path in str(e.value) and '--unsafe-load' in str(e.value)
+    assert not marker.exists()
 
 
 def test_missing_file_says_what_to_download():

@@ -6,6 +6,9 @@ from rsrefseg_mm.models.utils.sam_builder import (SAM_DEFAULTS,
                                                   build_sam_modules,
                                                   load_sam_checkpoint,
                                                   sam_arch_settings)
+from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
+
+from helpers import crafted_checkpoint
 
 TINY = dict(
     encoder_embed_dim=32,
@@ -69,6 +72,14 @@ def test_wrong_arch_is_a_clear_error(tmp_path):
     torch.save({'foo.weight': torch.zeros(1)}, path)
     with pytest.raises(ValueError, match='shares no key'):
         load_sam_checkpoint(other, str(path))
+
+
+def test_crafted_pickle_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        load_sam_checkpoint(build_sam_modules(TINY), path)
+    assert not marker.exists()
 
 
 def test_missing_file_says_what_to_download(tmp_path):
