@@ -33,6 +33,6 @@ check_version('mmsegmentation', mmseg.__version__, MMSEG_MIN, MMSEG_MAX)
 
 from . import utils  # noqa: E402,F401  (checkpoint loading on torch>=2.6)
 from . import datasets, evaluation, models, visualization  # noqa: E402,F401
-from . import engine  # noqa: E402,F401  (AnyDeviceAmpOptimWrapper)
+from . import engine  # noqa: E402,F401  (hooks, optim wrappers)
 
 __all__ = ['__version__', 'check_version']

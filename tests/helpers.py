@@ -10,6 +10,9 @@ import torch
 
 #: Repository root.
 REPO = Path(__file__).resolve().parents[1]
+#: The tiny demo config (its schedule part of the name may change).
+TINY_CONFIG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py'))[0])
 
 
 class RunsACommand:

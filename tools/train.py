@@ -76,7 +76,7 @@ def main() -> None:
                                 osp.splitext(osp.basename(args.config))[0])
 
     # enable automatic-mixed-precision training (bf16 by default);
-    # AnyDeviceAmpOptimWrapper (rsrefseg_mm.engine) also runs on CPU, where
+    # AnyDeviceAmpOptimWrapper (rsrefseg_mm.engine.optimizers) runs on CPU, where
     # mmengine's AmpOptimWrapper asserts a GPU.
     if args.amp is True:
         optim_wrapper = cfg.optim_wrapper.type

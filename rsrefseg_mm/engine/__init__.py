@@ -1,6 +1,8 @@
-from .optim_wrapper import (AnyDeviceAmpOptimWrapper, IdentityLossScaler,
-                            model_device_type)
+from .hooks import ReferringVisualizationHook
+from .optimizers import (AnyDeviceAmpOptimWrapper, IdentityLossScaler,
+                         model_device_type)
 
 __all__ = [
-    'AnyDeviceAmpOptimWrapper', 'IdentityLossScaler', 'model_device_type'
+    'ReferringVisualizationHook', 'AnyDeviceAmpOptimWrapper',
+    'IdentityLossScaler', 'model_device_type'
 ]

@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmseg.registry import DATASETS, METRICS, MODELS, TRANSFORMS, VISUALIZERS
+from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS,
+                            TRANSFORMS, VISUALIZERS)
 
 import rsrefseg_mm
 
@@ -19,6 +20,8 @@ ADVERTISED = {
     TRANSFORMS: ['LoadReferringAnnotations', 'PackReferringInputs'],
     METRICS: ['ReferringIoUMetric'],
     VISUALIZERS: ['ReferringVisualizer'],
+    HOOKS: ['ReferringVisualizationHook'],
+    OPTIM_WRAPPERS: ['AnyDeviceAmpOptimWrapper'],
 }
 
 
@@ -63,9 +66,9 @@ def test_import_fails_clearly_with_wrong_mmseg(tmp_path):
 
 @pytest.mark.parametrize('tool,options', [
     ('train.py', ['--work-dir', '--cfg-options', '--resume', '--amp',
-                  '--launcher']),
+                  '--launcher', '--unsafe-load']),
     ('test.py', ['checkpoint', '--work-dir', '--out', '--show', '--show-dir',
-                 '--tta', '--cfg-options', '--launcher']),
+                 '--tta', '--cfg-options', '--launcher', '--unsafe-load']),
 ])
 def test_tools_help(tool, options):
     proc = subprocess.run([sys.executable, str(REPO / 'tools' / tool), '-h'],

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from helpers import REPO, load_script
 from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, unsafe_load_enabled
 
-TINY_CFG = str(next((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py')))
+from helpers import TINY_CONFIG as TINY_CFG
+from helpers import load_script
 
 
 class _Stop(Exception):

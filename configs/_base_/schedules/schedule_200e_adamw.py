@@ -6,7 +6,7 @@ warmup_epochs = 5
 val_interval = 5
 
 # AnyDeviceAmpOptimWrapper = mmengine's AmpOptimWrapper that also runs bf16
-# on CPU (rsrefseg_mm/engine); on GPUs it behaves the same.
+# on CPU (rsrefseg_mm/engine/optimizers); on GPUs it behaves the same.
 optim_wrapper = dict(
     type='AnyDeviceAmpOptimWrapper',
     dtype='bfloat16',

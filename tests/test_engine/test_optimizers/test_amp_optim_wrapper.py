@@ -1,7 +1,4 @@
 """AnyDeviceAmpOptimWrapper: bf16 autocast training on CPU."""
-import glob
-import os.path as osp
-
 import pytest
 import torch
 from mmengine.config import Config
@@ -14,10 +11,9 @@ from mmseg.structures import SegDataSample
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import AnyDeviceAmpOptimWrapper, IdentityLossScaler
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# the tiny demo config (its schedule part of the name may change)
-TINY_CFG = sorted(
-    glob.glob(osp.join(ROOT, 'configs', 'rsrefseg', 'rsrefseg-tiny_*.py')))[0]
+from helpers import TINY_CONFIG, load_script
+
+TINY_CFG = TINY_CONFIG
 
 
 def tiny_model():
@@ -120,11 +116,7 @@ def test_float16_on_cpu_is_a_clear_error():
 
 def test_train_tool_amp_selects_wrapper(monkeypatch, tmp_path):
     """tools/train.py --amp turns OptimWrapper into the CPU-capable one."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'rsrefseg_train_tool', osp.join(ROOT, 'tools', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/train.py')
     seen = {}
 
     class FakeRunner:
