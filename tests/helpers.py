@@ -4,9 +4,15 @@ import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 #: Repository root.
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +72,58 @@ def load_script(relpath: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def referring_samples(batch_size: int = 2,
+                      size: int = 128,
+                      box: Tuple[int, int, int, int] = (20, 60, 30, 70)
+                      ) -> List[SegDataSample]:
+    """Data samples with an expression and a box-shaped target.
+
+    Args:
+        batch_size (int): Number of samples B.
+        size (int): Image side (``img_shape`` = ``ori_shape``).
+        box (tuple): Target rows ``y0:y1`` and columns ``x0:x1`` as
+            ``(y0, y1, x0, x1)``.
+
+    Returns:
+        list[SegDataSample]: ``gt_sem_seg`` (1, size, size) int64 and
+        ``text`` ``'the <i>th red roof'`` in the metainfo.
+    """
+    y0, y1, x0, x1 = box
+    samples = []
+    for i in range(batch_size):
+        gt = torch.zeros(1, size, size, dtype=torch.long)
+        gt[:, y0:y1, x0:x1] = 1
+        sample = SegDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                text=f'the {i}th red roof'))
+        sample.gt_sem_seg = PixelData(data=gt)
+        samples.append(sample)
+    return samples
+
+
+def referring_batch(batch_size: int = 2, size: int = 128) -> dict:
+    """A ``train_step`` batch: uint8 (3, size, size) images + samples."""
+    torch.manual_seed(1)
+    inputs = [
+        torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+        for _ in range(batch_size)
+    ]
+    return dict(
+        inputs=inputs, data_samples=referring_samples(batch_size, size))
+
+
+def tiny_rsrefseg(**model_overrides) -> nn.Module:
+    """The tiny demo model (``TINY_CONFIG``), seeded, in train mode.
+
+    Args:
+        **model_overrides: Merged into the config's ``model`` dict.
+    """
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.model.update(model_overrides)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model).train()

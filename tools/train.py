@@ -10,6 +10,10 @@ from mmengine.runner import Runner
 
 from rsrefseg_mm.utils import enable_unsafe_load, use_gloo_without_cuda
 
+# fp32 wrappers that --amp replaces by AnyDeviceAmpOptimWrapper (which takes
+# their arguments, max_consecutive_skips included)
+FP32_OPTIM_WRAPPERS = ('OptimWrapper', 'SkipNonFiniteOptimWrapper')
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a segmentor')
@@ -87,9 +91,9 @@ def main() -> None:
                 logger='current',
                 level=logging.WARNING)
         else:
-            assert optim_wrapper == 'OptimWrapper', (
+            assert optim_wrapper in FP32_OPTIM_WRAPPERS, (
                 '`--amp` is only supported when the optimizer wrapper type is '
-                f'`OptimWrapper` but got {optim_wrapper}.')
+                f'one of {FP32_OPTIM_WRAPPERS} but got {optim_wrapper}.')
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
         cfg.optim_wrapper.type = 'AnyDeviceAmpOptimWrapper'
 

@@ -81,10 +81,13 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=scenes)
 test_dataloader = dict(dataset=scenes)
 
+# fp32; a step with a NaN/inf loss or gradient is skipped (counted in the
+# log as skipped_steps), 20 in a row stop training
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='SkipNonFiniteOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
-    clip_grad=dict(max_norm=1.0))
+    clip_grad=dict(max_norm=1.0),
+    max_consecutive_skips=20)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=100),

@@ -10,7 +10,11 @@ checkpoint layout and differs in three points:
 * bf16 (``dtype='bfloat16'``) runs on any device, CPU included;
 * bf16 is not loss-scaled: it has float32's exponent range, so gradients do
   not underflow (an identity scaler keeps ``state_dict()['loss_scaler']``);
-* autocast uses the device of the model's parameters.
+* autocast uses the device of the model's parameters;
+* a step whose loss or gradients are not finite is skipped, counted and,
+  after ``max_consecutive_skips`` in a row, an error
+  (:class:`~rsrefseg_mm.engine.optimizers.NonFiniteGuard`; for float16 the
+  ``GradScaler`` also lowers its scale as usual).
 
 float16 keeps mmengine's behaviour (dynamic ``GradScaler``) and needs an
 accelerator: PyTorch's CPU autocast is bf16-only.
@@ -28,41 +32,8 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner.amp import autocast
 from mmseg.registry import OPTIM_WRAPPERS
 
-
-class IdentityLossScaler:
-    """No-op stand-in for ``GradScaler`` (bf16 needs no loss scaling).
-
-    Implements the methods :class:`~mmengine.optim.AmpOptimWrapper` calls.
-    """
-
-    def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        """Return ``loss`` unchanged."""
-        return loss
-
-    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
-        """Nothing to unscale."""
-
-    def step(self, optimizer: torch.optim.Optimizer, *args, **kwargs):
-        """Plain ``optimizer.step`` (no inf/nan skipping)."""
-        return optimizer.step(*args, **kwargs)
-
-    def update(self, new_scale: Optional[float] = None) -> None:
-        """Nothing to update."""
-
-    def get_scale(self) -> float:
-        """The constant scale 1.0."""
-        return 1.0
-
-    def is_enabled(self) -> bool:
-        """False: gradients are never scaled."""
-        return False
-
-    def state_dict(self) -> dict:
-        """Empty: there is no state."""
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Ignore a saved scaler state (e.g. from an fp16 run)."""
+from .identity_loss_scaler import IdentityLossScaler
+from .non_finite_guard import NonFiniteGuard
 
 
 def _accelerator_available() -> bool:
@@ -97,6 +68,9 @@ class AnyDeviceAmpOptimWrapper(AmpOptimWrapper):
             ``'bfloat16'`` (mmengine's default, None, means float16 on CUDA,
             which would not run on CPU).
         use_fsdp (bool): ``ShardedGradScaler`` for float16 under FSDP.
+        max_consecutive_skips (int, optional): Consecutive skipped
+            (non-finite) steps that stop training; None never stops.
+            Defaults to 20.
         **kwargs: :class:`~mmengine.optim.OptimWrapper` arguments
             (``optimizer``, ``accumulative_counts``, ``clip_grad``).
 
@@ -108,7 +82,9 @@ class AnyDeviceAmpOptimWrapper(AmpOptimWrapper):
                  loss_scale: Union[str, float, dict] = 'dynamic',
                  dtype: Union[str, torch.dtype, None] = 'bfloat16',
                  use_fsdp: bool = False,
+                 max_consecutive_skips: Optional[int] = 20,
                  **kwargs) -> None:
+        self.non_finite = NonFiniteGuard(max_consecutive_skips)
         if isinstance(dtype, str):
             if dtype not in self.valid_dtypes:
                 raise ValueError(f'dtype should be one of {self.valid_dtypes}'
@@ -138,6 +114,35 @@ class AnyDeviceAmpOptimWrapper(AmpOptimWrapper):
         self._scale_update_param = None
         self.loss_scaler = IdentityLossScaler()
         self.cast_dtype = dtype
+
+    def update_params(self,
+                      loss: torch.Tensor,
+                      step_kwargs: Optional[dict] = None,
+                      zero_kwargs: Optional[dict] = None) -> None:
+        """Backward (and step when due), noting whether ``loss`` is finite.
+
+        Args:
+            loss (Tensor): The loss to back-propagate.
+            step_kwargs (dict, optional): For ``optimizer.step``.
+            zero_kwargs (dict, optional): For ``optimizer.zero_grad``.
+        """
+        self.non_finite.observe_loss(loss)
+        super().update_params(loss, step_kwargs, zero_kwargs)
+
+    def step(self, **kwargs) -> None:
+        """Unscale, skip a non-finite step, clip, step, update the scaler.
+
+        Args:
+            kwargs: Keyword arguments for ``optimizer.step``.
+        """
+        # unscaled first, so that the check and clipping see true gradients
+        self.loss_scaler.unscale_(self.optimizer)
+        if self.non_finite.check(self.optimizer):
+            if self.clip_grad_kwargs:
+                self._clip_grad()
+            self.loss_scaler.step(self.optimizer, **kwargs)
+        # float16: the GradScaler lowers its scale after an inf/NaN
+        self.loss_scaler.update(self._scale_update_param)
 
     @contextmanager
     def optim_context(self, model: nn.Module):

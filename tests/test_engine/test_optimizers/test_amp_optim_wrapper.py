@@ -1,26 +1,12 @@
 """AnyDeviceAmpOptimWrapper: bf16 autocast training on CPU."""
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
-from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import AnyDeviceAmpOptimWrapper, IdentityLossScaler
 
-from helpers import TINY_CONFIG, load_script
-
-TINY_CFG = TINY_CONFIG
-
-
-def tiny_model():
-    cfg = Config.fromfile(TINY_CFG)
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    return MODELS.build(cfg.model).train()
+from helpers import TINY_CONFIG, load_script, referring_batch, tiny_rsrefseg
 
 
 def wrapper(model, **kwargs):
@@ -31,28 +17,8 @@ def wrapper(model, **kwargs):
     return build_optim_wrapper(model, cfg)
 
 
-def train_batch(B=2, size=128):
-    torch.manual_seed(1)
-    samples = []
-    for i in range(B):
-        gt = torch.zeros(1, size, size, dtype=torch.long)
-        gt[:, 20:60, 30:70] = 1
-        ds = SegDataSample(
-            metainfo=dict(
-                img_shape=(size, size),
-                ori_shape=(size, size),
-                text=f'the {i}th red roof'))
-        ds.gt_sem_seg = PixelData(data=gt)
-        samples.append(ds)
-    inputs = [
-        torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
-        for _ in range(B)
-    ]
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def test_bf16_training_step_on_cpu():
-    model = tiny_model()
+    model = tiny_rsrefseg()
     optim_wrapper = wrapper(model, dtype='bfloat16')
     assert isinstance(optim_wrapper, AnyDeviceAmpOptimWrapper)
     assert isinstance(optim_wrapper.loss_scaler, IdentityLossScaler)
@@ -71,7 +37,7 @@ def test_bf16_training_step_on_cpu():
         n: p.detach().clone()
         for n, p in model.named_parameters() if p.requires_grad
     }
-    losses = model.train_step(train_batch(), optim_wrapper)
+    losses = model.train_step(referring_batch(), optim_wrapper)
     assert torch.isfinite(losses['loss'])
     assert dtypes == dict(
         clip=torch.bfloat16, sam_mlp=torch.bfloat16, decoder=torch.bfloat16)
@@ -92,13 +58,13 @@ def test_bf16_training_step_on_cpu():
 
 
 def test_state_dict_round_trip_and_clip_grad():
-    model = tiny_model()
+    model = tiny_rsrefseg()
     optim_wrapper = wrapper(
         model, dtype=torch.bfloat16, clip_grad=dict(max_norm=1.0))
-    model.train_step(train_batch(B=1), optim_wrapper)
+    model.train_step(referring_batch(batch_size=1), optim_wrapper)
     state = optim_wrapper.state_dict()
     assert state['loss_scaler'] == {}
-    other = wrapper(tiny_model(), dtype='bfloat16')
+    other = wrapper(tiny_rsrefseg(), dtype='bfloat16')
     # a state saved by an fp16 GradScaler run is accepted (scale ignored)
     state['loss_scaler'] = {'scale': 65536.0, 'growth_factor': 2.0}
     other.load_state_dict(state)
@@ -131,7 +97,7 @@ def test_train_tool_amp_selects_wrapper(monkeypatch, tmp_path):
 
     monkeypatch.setattr(tool, 'Runner', FakeRunner)
     monkeypatch.setattr('sys.argv', [
-        'train.py', TINY_CFG, '--amp', '--work-dir',
+        'train.py', TINY_CONFIG, '--amp', '--work-dir',
         str(tmp_path)
     ])
     tool.main()
