@@ -55,7 +55,11 @@ def parse_args() -> argparse.Namespace:
         default='none',
         help='job launcher')
     parser.add_argument(
-        '--tta', action='store_true', help='Test time augmentation')
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: the config\'s tta_pipeline (scales x '
+        'flips; flips swap left/right in the expression) merged by its '
+        'tta_model (mean foreground probability)')
     # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.
@@ -117,6 +121,13 @@ def main() -> None:
         cfg = trigger_visualization_hook(cfg, args)
 
     if args.tta:
+        missing = [k for k in ('tta_pipeline', 'tta_model') if k not in cfg]
+        if missing:
+            raise KeyError(
+                f'--tta: {args.config} defines no {" / ".join(missing)}; '
+                'inherit a dataset config of configs/_base_/datasets/ '
+                '(tta_pipeline) and configs/_base_/default_runtime.py '
+                '(tta_model)')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -16,4 +16,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 
-tta_model = dict(type='SegTTAModel')
+# tools/test.py --tta wraps the model: it averages the foreground
+# probabilities of the views of the dataset's `tta_pipeline`.
+tta_model = dict(type='ReferringTTAModel')

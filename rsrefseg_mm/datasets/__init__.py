@@ -12,5 +12,6 @@ __all__ = [
     'PhraseMaskDataset', 'SyntheticReferringDataset', 'REFERRING_METAINFO',
     'LoadReferringAnnotations', 'PackReferringInputs', 'decode_segmentation',
     'encode_mask', 'validate_segmentation', 'binarize_mask_file',
-    'rle_string_to_counts', 'first_category'
+    'rle_string_to_counts', 'first_category', 'ReferringRandomFlip',
+    'flip_referring_text'
 ]

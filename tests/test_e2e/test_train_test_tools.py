@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import mmcv
 import torch
 
 from e2e_utils import FAST, REPO
@@ -122,3 +123,18 @@ def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
     assert 'UnsafeCheckpointError' in out and path in out
     assert 'posix.system' in out and '--unsafe-load' in out
     assert not marker.exists()
+
+
+def test_test_tool_tta(trained, tmp_path, tiny_config, env):
+    """--tta: 3 scales x 2 flips, masks written at the original size, the
+    checkpoint loaded into the wrapped model."""
+    proc = run([PY, 'tools/test.py', tiny_config, str(trained / 'iter_6.pth'),
+                '--tta', '--work-dir', str(tmp_path), '--out',
+                str(tmp_path / 'masks'), '--cfg-options', *FAST], env)
+    out = proc.stdout + proc.stderr
+    assert 'do not match exactly' not in out  # every weight was loaded
+    assert 'refer/mIoU' in read_metrics(tmp_path)
+    masks = sorted((tmp_path / 'masks').glob('*.png'))
+    assert len(masks) == 12
+    assert {mmcv.imread(str(m), 'unchanged').shape for m in masks} == {
+        (128, 128)}

@@ -21,6 +21,31 @@ test_pipeline = [
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
 ]
+# tools/test.py --tta: 3 scales x (as is, flipped left-right); the flip
+# also swaps left/right, leftmost/rightmost, west/east ... in the expression
+# (ReferringRandomFlip), and ReferringTTAModel averages the views'
+# foreground probabilities at the original image size.
+tta_ratios = [0.75, 1.0, 1.25]
+tta_pipeline = [
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(
+                    type='Resize',
+                    scale=(int(crop_size[0] * r), int(crop_size[1] * r)),
+                    keep_ratio=False) for r in tta_ratios
+            ],
+            [
+                dict(type='ReferringRandomFlip', prob=0.,
+                     direction='horizontal'),
+                dict(type='ReferringRandomFlip', prob=1.,
+                     direction='horizontal'),
+            ],
+            [dict(type='LoadReferringAnnotations')],
+            [dict(type='PackReferringInputs')],
+        ])
+]
 
 train_dataloader = dict(
     batch_size=8,

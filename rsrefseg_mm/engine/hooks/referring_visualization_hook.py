@@ -4,6 +4,7 @@ from typing import Sequence
 
 import mmcv
 import numpy as np
+import torch
 from mmengine import fileio
 from mmengine.runner import Runner
 from mmseg.engine.hooks import SegVisualizationHook
@@ -19,7 +20,25 @@ class ReferringVisualizationHook(SegVisualizationHook):
     (``SyntheticReferringDataset``) are drawn from the packed input tensor,
     resized back to ``ori_shape``; window names carry the sample's ref/sent
     ids so that several expressions of one image do not overwrite each other.
+    Under test-time augmentation (``tools/test.py --tta``) the un-flipped
+    view of such a sample is drawn.
     """
+
+    @staticmethod
+    def _packed_input(data_batch: dict, index: int) -> torch.Tensor:
+        """Packed image ``index`` of a batch, (3, h, w).
+
+        A TTA batch holds one list of images per view
+        (``data_batch['inputs'][view][index]``); the first un-flipped view is
+        used.
+        """
+        inputs = data_batch['inputs']
+        if not isinstance(inputs[0], (list, tuple)):
+            return inputs[index]
+        samples = data_batch['data_samples']
+        view = next((v for v, views in enumerate(samples)
+                     if not views[index].metainfo.get('flip')), 0)
+        return inputs[view][index]
 
     def _after_iter(self,
                     runner: Runner,
@@ -39,7 +58,8 @@ class ReferringVisualizationHook(SegVisualizationHook):
                 stem = osp.splitext(osp.basename(img_path))[0]
             else:
                 # packed input: (3, h, w) BGR, as LoadImageFromFile gives
-                img = data_batch['inputs'][i].permute(1, 2, 0).cpu().numpy()
+                img = self._packed_input(data_batch, i)
+                img = img.permute(1, 2, 0).cpu().numpy()
                 img = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
                 oh, ow = output.ori_shape[:2]
                 img = mmcv.imresize(img, (ow, oh))

@@ -1,3 +1,4 @@
+from .referring_tta import ReferringTTAModel
 from .rsrefseg import RSRefSeg, count_parameters
 
-__all__ = ['RSRefSeg', 'count_parameters']
+__all__ = ['RSRefSeg', 'ReferringTTAModel', 'count_parameters']
