@@ -127,10 +127,12 @@ def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
 
 def test_test_tool_tta(trained, tmp_path, tiny_config, env):
     """--tta: 3 scales x 2 flips, masks written at the original size, the
-    checkpoint loaded into the wrapped model."""
+    checkpoint loaded into the wrapped model, overlays drawn."""
     proc = run([PY, 'tools/test.py', tiny_config, str(trained / 'iter_6.pth'),
                 '--tta', '--work-dir', str(tmp_path), '--out',
-                str(tmp_path / 'masks'), '--cfg-options', *FAST], env)
+                str(tmp_path / 'masks'), '--show-dir', 'vis',
+                '--cfg-options', *FAST,
+                'default_hooks.visualization.interval=1'], env)
     out = proc.stdout + proc.stderr
     assert 'do not match exactly' not in out  # every weight was loaded
     assert 'refer/mIoU' in read_metrics(tmp_path)
@@ -138,3 +140,5 @@ def test_test_tool_tta(trained, tmp_path, tiny_config, env):
     assert len(masks) == 12
     assert {mmcv.imread(str(m), 'unchanged').shape for m in masks} == {
         (128, 128)}
+    pngs = glob.glob(osp.join(tmp_path, 'vis', '**', '*.png'), recursive=True)
+    assert len(pngs) == 12
