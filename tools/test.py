@@ -101,9 +101,10 @@ def main() -> None:
     # load config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    use_gloo_without_cuda(cfg)
+    # overrides first: the environment decisions below must see them
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    use_gloo_without_cuda(cfg)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:

@@ -51,7 +51,11 @@ class RRSISDDataset(BaseSegDataset):
        (``ref_id`` and ``sent_id`` are used when present, as written by
        ``tools/dataset_converters/rrsisd.py --out-jsonl``; otherwise
        ``ref_id`` falls back to ``ann_id`` and ``sent_id`` to the line
-       number). Lines whose ``split`` differs from ``split`` are skipped.
+       number). Lines whose ``split`` differs from ``split`` are skipped. A
+       line without a ``split`` key is an error naming the file and line
+       (it would otherwise enter every split: train/test leakage), unless
+       ``default_split`` assigns such lines to one split; a ``split`` other
+       than ``train``/``val``/``test`` is an error too.
 
     Masks are looked up per ref through its ``ann_id`` (not per image), so
     every expression of an image with several referred objects gets its own
@@ -75,6 +79,9 @@ class RRSISDDataset(BaseSegDataset):
             relative to ``data_root``. Defaults to ``'refs(unc).p'``.
         instances_file (str): COCO-like instances file (REFER layout only),
             relative to ``data_root``. Defaults to ``'instances.json'``.
+        default_split (str, optional): Split of the jsonl lines that carry
+            no ``split`` key (e.g. ``'test'`` for a file of test samples
+            only). None (default): such a line is an error.
         data_prefix (dict): ``img_path`` is the image folder. Defaults to
             ``dict(img_path='images/rrsisd/JPEGImages')``.
         img_suffix (str): Unused (file names come from the annotations);
@@ -91,6 +98,7 @@ class RRSISDDataset(BaseSegDataset):
                  split: str = 'train',
                  ann_file: str = 'refs(unc).p',
                  instances_file: str = 'instances.json',
+                 default_split: Optional[str] = None,
                  data_prefix: dict = dict(
                      img_path='images/rrsisd/JPEGImages'),
                  img_suffix: str = '.jpg',
@@ -98,7 +106,11 @@ class RRSISDDataset(BaseSegDataset):
         if split not in self.SPLITS:
             raise ValueError(f'split must be one of {self.SPLITS}, got '
                              f'{split!r}')
+        if default_split is not None and default_split not in self.SPLITS:
+            raise ValueError(f'default_split must be None or one of '
+                             f'{self.SPLITS}, got {default_split!r}')
         self.split = split
+        self.default_split = default_split
         self.instances_file = instances_file
         data_root = kwargs.get('data_root')
         if data_root and instances_file and not osp.isabs(instances_file):
@@ -237,7 +249,10 @@ class RRSISDDataset(BaseSegDataset):
                 item = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f'{where}: invalid JSON: {e}')
-            if item.get('split', self.split) != self.split:
+            if not isinstance(item, dict):
+                raise ValueError(f'{where}: expected a JSON object, got '
+                                 f'{type(item).__name__}')
+            if self._jsonl_split(item, where) != self.split:
                 continue
             ann_id = item.get('ann_id')
             ref_id = item.get('ref_id', ann_id if ann_id is not None
@@ -268,6 +283,26 @@ class RRSISDDataset(BaseSegDataset):
                     where=f'{where} ref_id={ref_id}'))
         return data_list
 
+    def _jsonl_split(self, item: dict, where: str) -> str:
+        """The split of one jsonl line (``default_split`` when it has none).
+
+        Raises:
+            ValueError: No ``split`` key and no ``default_split``, or an
+                unknown split name; the message names ``where``
+                (``file:line``).
+        """
+        split = item.get('split', self.default_split)
+        if split is None:
+            raise ValueError(
+                f'{where}: the line has no "split" key, so it would enter '
+                f'every split (train/val/test leakage). Add "split" to each '
+                f'line or pass default_split=... to {type(self).__name__} '
+                f'to assign such lines to one split.')
+        if split not in self.SPLITS:
+            raise ValueError(f'{where}: unknown split {split!r}; expected '
+                             f'one of {self.SPLITS}')
+        return split
+
     def _available_splits(self) -> Dict[str, int]:
         """Count samples per split (for the empty-split error message)."""
         counts: Counter = Counter()
@@ -276,7 +311,8 @@ class RRSISDDataset(BaseSegDataset):
                 raw = self._read_bytes(self.ann_file, 'annotation file')
                 for line in raw.decode('utf-8').splitlines():
                     if line.strip():
-                        counts[json.loads(line).get('split')] += 1
+                        counts[json.loads(line).get(
+                            'split', self.default_split)] += 1
             else:
                 for ref in self._load_refs():
                     counts[ref.get('split')] += len(ref.get('sentences', []))

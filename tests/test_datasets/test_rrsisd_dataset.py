@@ -127,6 +127,60 @@ def test_jsonl_wrong_split_names_available_splits(refer_fixture, tmp_path):
         build(refer_fixture['root'], 'val', ann_file=str(jsonl))
 
 
+def _drop_split(src, dst, keep_first=0):
+    """Copy a jsonl, removing the ``split`` key from lines after the first
+    ``keep_first``."""
+    lines = open(src).read().splitlines()
+    with open(dst, 'w') as f:
+        for n, line in enumerate(lines):
+            item = json.loads(line)
+            if n >= keep_first:
+                item.pop('split')
+            f.write(json.dumps(item) + '\n')
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'test'])
+def test_jsonl_line_without_split_is_an_error(refer_fixture, tmp_path,
+                                              split):
+    """Such a line used to enter every split (leakage); now every split
+    refuses the file, naming the file and line."""
+    full = tmp_path / 'rrsisd_test.jsonl'
+    write_rsrefseg_jsonl(refer_fixture, 'test', full)
+    jsonl = tmp_path / 'no_split.jsonl'
+    _drop_split(full, jsonl, keep_first=1)
+    with pytest.raises(ValueError) as err:
+        build(refer_fixture['root'], split, ann_file=str(jsonl))
+    assert f'{jsonl}:2: the line has no "split" key' in str(err.value)
+    assert 'default_split' in str(err.value)
+
+
+def test_jsonl_default_split_assigns_lines(refer_fixture, tmp_path):
+    full = tmp_path / 'rrsisd_test.jsonl'
+    write_rsrefseg_jsonl(refer_fixture, 'test', full)
+    jsonl = tmp_path / 'no_split.jsonl'
+    _drop_split(full, jsonl)
+    ds = build(refer_fixture['root'], 'test', ann_file=str(jsonl),
+               default_split='test')
+    assert len(ds) == refer_fixture['counts']['test']
+    # the lines belong to test only: train finds none (and says so)
+    with pytest.raises(ValueError, match=r"no samples for split='train'"):
+        build(refer_fixture['root'], 'train', ann_file=str(jsonl),
+              default_split='test')
+    with pytest.raises(ValueError, match='default_split must be'):
+        build(refer_fixture['root'], 'test', ann_file=str(jsonl),
+              default_split='testA')
+
+
+def test_jsonl_unknown_split_value(refer_fixture, tmp_path):
+    jsonl = tmp_path / 'typo.jsonl'
+    write_rsrefseg_jsonl(refer_fixture, 'test', jsonl)
+    text = open(jsonl).read().replace('"split": "test"', '"split": "tset"',
+                                      1)
+    open(jsonl, 'w').write(text)
+    with pytest.raises(ValueError, match=rf"{jsonl}:1: unknown split 'tset'"):
+        build(refer_fixture['root'], 'test', ann_file=str(jsonl))
+
+
 def test_bad_split_name(refer_fixture):
     with pytest.raises(ValueError, match='split must be one of'):
         build(refer_fixture['root'], 'testA')
