@@ -2,13 +2,13 @@
 import itertools
 import random
 
+import open_clip.tokenizer as open_clip_tokenizer  # test requirement
 import pytest
 import torch
 
 from rsrefseg_mm.models.utils.clip_tokenizer import (DEFAULT_BPE_PATH,
                                                      CLIPTokenizer)
 
-open_clip_tokenizer = pytest.importorskip('open_clip.tokenizer')
 
 COLORS = ['white', 'red', 'dark blue', 'grey', 'light-green', 'Orange']
 OBJECTS = [
