@@ -2,9 +2,11 @@
 ``sys.path``: ``from helpers import ...``)."""
 import importlib.util
 import os
+import socket
+import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,51 @@ REPO = Path(__file__).resolve().parents[1]
 #: The tiny demo config (its schedule part of the name may change).
 TINY_CONFIG = str(
     sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py'))[0])
+#: Small and fast ``--cfg-options`` of the tiny demo config (tool runs).
+FAST = [
+    'train_dataloader.batch_size=4',
+    'train_dataloader.dataset.num_samples=64',
+    'test_dataloader.dataset.num_samples=12',
+    'val_dataloader.dataset.num_samples=12',
+    'train_cfg.val_interval=1000',
+    'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.save_best=None',
+    'randomness.deterministic=True',
+]
+#: A 2-block SAM (``sam_arch`` dict): 128 px input, 8x8 embedding, dim 32.
+TINY_SAM = dict(
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1, ),
+    encoder_window_size=4,
+    image_size=128,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32)
+
+
+def free_port() -> int:
+    """A TCP port that is free now (for torchrun / process groups)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_ok(args: List[str],
+           env: Optional[dict] = None,
+           cwd: Path = REPO,
+           timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command (a tool of the repository) that must succeed.
+
+    Returns:
+        CompletedProcess: With text ``stdout`` / ``stderr``; a non-zero exit
+        fails the test with the end of both.
+    """
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
 
 
 class RunsACommand:
@@ -76,30 +123,43 @@ def load_script(relpath: str) -> ModuleType:
 
 def referring_samples(batch_size: int = 2,
                       size: int = 128,
-                      box: Tuple[int, int, int, int] = (20, 60, 30, 70)
-                      ) -> List[SegDataSample]:
+                      box: Tuple[int, int, int, int] = (20, 60, 30, 70),
+                      texts: Optional[Sequence[str]] = None,
+                      ori_shape: Optional[Tuple[int, int]] = None,
+                      ignore_rows: int = 0,
+                      with_img_path: bool = False) -> List[SegDataSample]:
     """Data samples with an expression and a box-shaped target.
 
     Args:
         batch_size (int): Number of samples B.
-        size (int): Image side (``img_shape`` = ``ori_shape``).
+        size (int): Image side (``img_shape`` = ``pad_shape``).
         box (tuple): Target rows ``y0:y1`` and columns ``x0:x1`` as
             ``(y0, y1, x0, x1)``.
+        texts (Sequence[str], optional): The expressions; default
+            ``'the <i>th red roof'``.
+        ori_shape (tuple, optional): Original size; default (size, size).
+        ignore_rows (int): Top rows labelled 255 (ignored).
+        with_img_path (bool): Add ``img_path='img_<i>.jpg'``.
 
     Returns:
-        list[SegDataSample]: ``gt_sem_seg`` (1, size, size) int64 and
-        ``text`` ``'the <i>th red roof'`` in the metainfo.
+        list[SegDataSample]: ``gt_sem_seg`` (1, size, size) int64 (0, 1,
+        255) and the metainfo.
     """
     y0, y1, x0, x1 = box
+    texts = texts or [f'the {i}th red roof' for i in range(batch_size)]
     samples = []
     for i in range(batch_size):
         gt = torch.zeros(1, size, size, dtype=torch.long)
         gt[:, y0:y1, x0:x1] = 1
-        sample = SegDataSample(
-            metainfo=dict(
-                img_shape=(size, size),
-                ori_shape=(size, size),
-                text=f'the {i}th red roof'))
+        gt[:, :ignore_rows] = 255
+        meta = dict(
+            img_shape=(size, size),
+            ori_shape=ori_shape or (size, size),
+            pad_shape=(size, size),
+            text=texts[i])
+        if with_img_path:
+            meta['img_path'] = f'img_{i}.jpg'
+        sample = SegDataSample(metainfo=meta)
         sample.gt_sem_seg = PixelData(data=gt)
         samples.append(sample)
     return samples

@@ -6,7 +6,6 @@ real ``spiece.model`` is a user file); datasets are built where they need no
 files.
 """
 import sys
-from pathlib import Path
 
 import pytest
 from mmengine.config import Config
@@ -15,7 +14,9 @@ from mmseg.registry import DATASETS, MODELS
 
 import rsrefseg_mm  # noqa: F401
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+from helpers import REPO
+
+CONFIG_DIR = REPO / 'configs'
 sys.path.insert(0, str(CONFIG_DIR.parent / 'tools' / 'misc'))
 from train_spiece import train_spiece  # noqa: E402
 CONFIGS = sorted(

@@ -1,9 +1,7 @@
 """tools/dataset_converters/{synthetic_to_rrsisd,rrsisd}.py and
 tools/analysis_tools/browse_dataset.py on small data."""
-import importlib.util
 import json
 import pickle
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,20 +12,14 @@ from mmseg.registry import DATASETS
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+from helpers import load_script as load_tool
+
 PIPELINE = [
     dict(type='LoadReferringImageFromFile'),
     dict(type='LoadReferringAnnotations'),
     dict(type='PackReferringInputs'),
 ]
-
-
-def load_tool(rel):
-    spec = importlib.util.spec_from_file_location(
-        'tool_' + Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')

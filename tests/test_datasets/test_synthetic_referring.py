@@ -1,7 +1,6 @@
 """SyntheticReferringDataset: determinism, correct targets, disjoint splits."""
 import hashlib
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
 from rsrefseg_mm.datasets.synthetic import COLORS, SHAPES, object_mask
 
-CFG = Path(__file__).resolve().parents[2] / \
-    'configs/_base_/datasets/synthetic_referring.py'
+from helpers import REPO
+
+CFG = REPO / 'configs/_base_/datasets/synthetic_referring.py'
 RELATIONS = ('leftmost', 'rightmost', 'topmost', 'bottommost', 'largest',
              'smallest')
 

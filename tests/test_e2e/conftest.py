@@ -2,7 +2,7 @@ import os
 import sys
 
 import pytest
-from e2e_utils import REPO, TINY_CONFIG
+from helpers import REPO, TINY_CONFIG
 
 
 @pytest.fixture(scope='session')

@@ -13,7 +13,7 @@ from mmseg.registry import MODELS
 
 from rsrefseg_mm.apis import inference_referring, init_referring_model
 
-from e2e_utils import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope='module')

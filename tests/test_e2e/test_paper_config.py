@@ -5,34 +5,24 @@ synthetic data written in the RRSIS-D layout."""
 import glob
 import json
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from e2e_utils import REPO
+from rsrefseg_mm.utils import safe_torch_load
+
+from helpers import REPO, TINY_SAM
+from helpers import run_ok as run
 
 PY = sys.executable
 PAPER_B = REPO / 'configs' / 'rsrefseg' / (
     'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_'
     'rrsisd-1024x1024.py')
-TINY_SAM = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
-                encoder_global_attn_indexes=(1, ), encoder_window_size=4,
-                image_size=128, prompt_embed_dim=32, decoder_mlp_dim=64,
-                iou_head_hidden_dim=32)
-
-
-def run(args, env):
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope='module')
 def paper_setup(tmp_path_factory):
-    sys.path.insert(0, str(REPO / 'tests' / 'test_models'))
     from siglip_helpers import (TINY_SIGLIP, random_hf_siglip, save_hf_folder,
                                 train_spiece)
 
@@ -105,7 +95,7 @@ def test_paper_config_trains_validates_and_tests(paper_setup):
     assert 'SigLIP text tower: LoRA (r=16, alpha=16) on 9 layers' in log
     ckpt = work / 'epoch_1.pth'
     assert ckpt.is_file()
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = safe_torch_load(str(ckpt), map_location='cpu')  # allow-list
     keys = state['state_dict'].keys()
     assert 'decode_head.image_encoder.neck.0.lora_down.weight' in keys
     assert 'neck.final_proj.weight' in keys and 'neck.fuse.bn.weight' in keys

@@ -11,19 +11,11 @@ import pytest
 import mmcv
 import torch
 
-from e2e_utils import FAST, REPO
-from helpers import crafted_checkpoint
+from helpers import FAST, REPO, crafted_checkpoint, free_port
+from helpers import run_ok as run
 from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
 
 PY = sys.executable
-
-
-def run(args, env, cwd=REPO, timeout=600):
-    proc = subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def train(config, work_dir, env, max_iters, extra=(), resume=False):
@@ -89,7 +81,7 @@ def test_single_and_two_process_test_agree(trained, tmp_path, tiny_config,
     two = tmp_path / 'two'
     run(['bash', 'tools/dist_test.sh', tiny_config, ckpt, '2', '--work-dir',
          str(two), '--cfg-options', *FAST],
-        {**env, 'PORT': '29611'})
+        {**env, 'PORT': str(free_port())})
     m1, m2 = read_metrics(one), read_metrics(two)
     keys = [k for k in m1 if k.startswith('refer/')]
     assert 'refer/mIoU' in keys and 'refer/Pr@0.5' in keys
@@ -104,7 +96,7 @@ def test_dist_train_two_processes(tmp_path, tiny_config, env):
     proc = run(['bash', 'tools/dist_train.sh', tiny_config, '2',
                 '--work-dir', str(tmp_path), '--cfg-options', *FAST,
                 'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
-               {**env, 'PORT': '29623'})
+               {**env, 'PORT': str(free_port())})
     out = proc.stdout + proc.stderr
     assert 'gloo' in out
     assert 'Distributed training: True' in out

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from rsrefseg_mm.utils import use_gloo_without_cuda
 
-from helpers import TINY_CONFIG, load_script
+from helpers import TINY_CONFIG, free_port, load_script
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
@@ -30,7 +30,7 @@ def test_gloo_group_created_and_destroyed_at_exit(tmp_path):
               cfg.model_wrapper_cfg.device_ids)
     ''')
     env = dict(os.environ, RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
-               MASTER_ADDR='127.0.0.1', MASTER_PORT='29517')
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
     proc = subprocess.run([sys.executable, '-c', code], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

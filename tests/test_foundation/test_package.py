@@ -1,7 +1,6 @@
 """Import, registration and version checks of the rsrefseg_mm package."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS,
@@ -9,7 +8,8 @@ from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS,
 
 import rsrefseg_mm
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+
 
 ADVERTISED = {
     MODELS: ['RSRefSeg', 'CLIPBackbone', 'TextFilterNeck', 'SAMPromptHead'],

@@ -1,7 +1,5 @@
 """tools/analysis_tools/benchmark.py and the GPU-run helpers on tiny models."""
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,19 +7,13 @@ import torch.nn.functional as F
 
 import rsrefseg_mm  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / 'tools' / 'analysis_tools'
-# the tiny demo config (its schedule part of the name may change)
-TINY_CFG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py'))[0])
+from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
+
+TINY_CFG = TINY_CONFIG
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}',
-                                                  TOOLS / f'{name}.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f'tools/analysis_tools/{name}.py')
 
 
 bm = load_tool('benchmark')
@@ -76,9 +68,7 @@ def test_merged_lora_weights_give_the_stock_encoder():
     from rsrefseg_mm.models.utils.sam_builder import build_sam_modules
     init_default_scope('mmseg')
     torch.manual_seed(0)
-    arch = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
-                encoder_global_attn_indexes=(1, ), encoder_window_size=4,
-                image_size=64, prompt_embed_dim=32)
+    arch = dict(TINY_SAM, image_size=64)
     head = MODELS.build(
         dict(type='SAMPromptHead', sam_arch=arch,
              encoder_tuning=dict(mode='lora', rank=4, alpha=8,
@@ -153,7 +143,6 @@ def test_siglip_config_stage_flops(tmp_path, capsys):
     per image equal the backbone counted on its own."""
     import sys
     sys.path.insert(0, str(REPO / 'tools' / 'misc'))
-    sys.path.insert(0, str(REPO / 'tests' / 'test_models'))
     from siglip_helpers import TINY_SIGLIP
     from train_spiece import train_spiece
     spiece = train_spiece(str(tmp_path))
@@ -167,11 +156,7 @@ model = dict(
     backbone=dict(arch=dict(_delete_=True, **{TINY_SIGLIP!r}),
                   tokenizer={spiece!r}),
     neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
-    decode_head=dict(sam_arch=dict(
-        _delete_=True, encoder_embed_dim=32, encoder_depth=2,
-        encoder_num_heads=2, encoder_global_attn_indexes=(1, ),
-        encoder_window_size=4, image_size=128, prompt_embed_dim=32,
-        decoder_mlp_dim=64, iou_head_hidden_dim=32)))
+    decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r})))
 """)
     out = bm.main([str(cfg), '--batch-size', '2', '--repeats', '1',
                    '--warmup', '1', '--device', 'cpu'])

@@ -1,13 +1,10 @@
 """tools/analysis_tools/filter_stats.py on the tiny config."""
 import re
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
-TINY = str(next((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py')))
+from helpers import TINY_CONFIG as TINY
+from helpers import load_script
 
-import filter_stats  # noqa: E402
+filter_stats = load_script('tools/analysis_tools/filter_stats.py')
 
 
 def saturated(out: str, row: str) -> float:

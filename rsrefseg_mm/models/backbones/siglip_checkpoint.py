@@ -13,7 +13,9 @@ Two layouts are accepted, both read without executing code:
   ``text.*``; converted by :func:`convert_open_clip_siglip`.
 
 ``.bin`` / ``.pt`` / ``.pth`` files are read with
-``torch.load(weights_only=True)`` (tensors only).
+:func:`~rsrefseg_mm.utils.checkpoint.safe_torch_load` (``weights_only=True``
+and the runner allow-list; ``--unsafe-load`` / ``RSREFSEG_UNSAFE_LOAD=1`` for
+a trusted file it refuses).
 """
 import json
 import os.path as osp
@@ -21,6 +23,8 @@ from collections import OrderedDict
 from typing import Dict
 
 import torch
+
+from ...utils.checkpoint import UnsafeCheckpointError, safe_torch_load
 
 SIGLIP_FILES = {
     'so400m-patch14-384': 'google/siglip-so400m-patch14-384',
@@ -96,7 +100,9 @@ def load_siglip_file(path: str, arch: str = '') -> Dict[str, torch.Tensor]:
             state.update(_read_safetensors(osp.join(osp.dirname(path), shard)))
         return state
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = safe_torch_load(path, map_location='cpu')
+    except UnsafeCheckpointError:
+        raise  # names the file, the refused globals and the opt-in
     except Exception as e:
         raise ValueError(
             f'failed to read SigLIP checkpoint {path} as a tensors-only '

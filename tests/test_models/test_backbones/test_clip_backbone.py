@@ -2,8 +2,6 @@
 
 open_clip is the test-only reference (random weights, no download).
 """
-import importlib.util
-import os.path as osp
 
 import numpy as np
 import open_clip  # test requirement (requirements/tests.txt): no skip
@@ -15,11 +13,9 @@ from rsrefseg_mm.models.backbones import (CLIPBackbone,
                                           convert_clip_state_dict,
                                           is_torchscript_archive,
                                           resize_pos_embed)
-from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
 
-from helpers import crafted_checkpoint
+from helpers import load_script
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 TEXTS = [
     'the white airplane on the left', 'a storage tank near the bottom',
     'the vehicle &amp; its shadow', ' '.join(['very long expression'] * 40)
@@ -171,11 +167,7 @@ def test_torchscript_archive_loads(tiny_archive):
 def test_converter_tool(tiny_archive, tmp_path):
     path, ref = tiny_archive
     dst = str(tmp_path / 'converted.pth')
-    spec = importlib.util.spec_from_file_location(
-        'clip2rsrefseg',
-        osp.join(REPO, 'tools/model_converters/clip2rsrefseg.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/model_converters/clip2rsrefseg.py')
     tool.main([path, dst])
     assert not is_torchscript_archive(dst)
     sd = torch.load(dst, weights_only=True)
@@ -222,17 +214,6 @@ def test_wrong_arch_is_clear_error(tmp_path):
     with pytest.raises(ValueError, match='no CLIP weights'):
         torch.save({'image_encoder.x': torch.zeros(1)}, path)
         CLIPBackbone(arch=TINY_ARCH, checkpoint=path)
-
-
-def test_crafted_pickle_is_refused(tmp_path, monkeypatch):
-    """No silent retry with weights_only=False: a file that needs other
-    globals is refused, naming the file and the opt-in."""
-    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
-    path, marker = crafted_checkpoint(tmp_path)
-    with pytest.raises(UnsafeCheckpointError) as e:
-        CLIPBackbone(arch=TINY_ARCH, checkpoint=path)
-    assert path in str(e.value) and '--unsafe-load' in str(e.value)
-    assert not marker.exists()
 
 
 def test_missing_file_says_what_to_download():

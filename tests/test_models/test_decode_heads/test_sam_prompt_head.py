@@ -2,24 +2,14 @@
 import pytest
 import torch
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.decode_heads import SAMPromptHead
 from rsrefseg_mm.models.utils.sam_fast_attention import SAMFastAttention
 
-TINY = dict(
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1, ),
-    encoder_window_size=4,
-    image_size=128,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32)
+from helpers import TINY_SAM, referring_samples
+
 LORA = dict(
     mode='lora',
     rank=4,
@@ -30,7 +20,7 @@ LORA = dict(
 
 def tiny_head(**kwargs):
     torch.manual_seed(0)
-    cfg = dict(type='SAMPromptHead', sam_arch=TINY, encoder_tuning=LORA)
+    cfg = dict(type='SAMPromptHead', sam_arch=TINY_SAM, encoder_tuning=LORA)
     cfg.update(kwargs)
     init_default_scope('mmseg')
     return MODELS.build(cfg)
@@ -45,18 +35,9 @@ def head_inputs(B=2, size=96, n_prompts=4, dim=32, dense=True):
 
 
 def samples(B, size, ignore=True):
-    out = []
-    for i in range(B):
-        gt = torch.zeros(1, size, size, dtype=torch.long)
-        gt[:, size // 4:size // 2, size // 4:size // 2] = 1
-        if ignore:
-            gt[:, :4] = 255
-        ds = SegDataSample(
-            metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                          pad_shape=(size, size), text=f't{i}'))
-        ds.gt_sem_seg = PixelData(data=gt)
-        out.append(ds)
-    return out
+    return referring_samples(
+        B, size, box=(size // 4, size // 2, size // 4, size // 2),
+        texts=[f't{i}' for i in range(B)], ignore_rows=4 if ignore else 0)
 
 
 def test_parity_with_segment_anything_vit_b(tmp_path):

@@ -4,23 +4,13 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import rsrefseg_mm  # noqa: F401
 
-D, C = 16, 32
-TINY_SAM = dict(
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1, ),
-    encoder_window_size=4,
-    image_size=128,
-    prompt_embed_dim=C,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32)
+from helpers import TINY_SAM, referring_samples
+
+D, C = 16, TINY_SAM['prompt_embed_dim']
 LORA = dict(mode='lora', rank=4, alpha=4, drop_rate=0.0)
 
 
@@ -92,21 +82,9 @@ def build(**kwargs):
 
 
 def batch(B=2, size=64, ori=(80, 100), texts=None):
-    texts = texts or [f'the {i}th red roof' for i in range(B)]
-    samples = []
-    for i in range(B):
-        gt = torch.zeros(1, size, size, dtype=torch.long)
-        gt[:, 10:30, 20:40] = 1
-        gt[:, :2] = 255
-        ds = SegDataSample(
-            metainfo=dict(
-                img_shape=(size, size),
-                ori_shape=ori,
-                pad_shape=(size, size),
-                text=texts[i],
-                img_path=f'img_{i}.jpg'))
-        ds.gt_sem_seg = PixelData(data=gt)
-        samples.append(ds)
+    samples = referring_samples(
+        B, size, box=(10, 30, 20, 40), texts=texts, ori_shape=ori,
+        ignore_rows=2, with_img_path=True)
     torch.manual_seed(3)
     return torch.rand(B, 3, size, size) * 255, samples
 

@@ -5,7 +5,6 @@ The input is reduced: SAM's encoder runs at 512 instead of 1024 (same
 architecture and parameters, a 32x32 instead of 64x64 position grid), so the
 step takes seconds instead of minutes.
 """
-from pathlib import Path
 
 import torch
 from mmengine.config import Config
@@ -18,7 +17,9 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.utils import SAM_ARCHS
 from rsrefseg_mm.utils import drop_pretrained_checkpoints
 
-CONFIG = Path(__file__).resolve().parents[3] / 'configs' / 'rsrefseg' / \
+from helpers import REPO
+
+CONFIG = REPO / 'configs' / 'rsrefseg' / \
     'rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py'
 
 

@@ -1,10 +1,11 @@
 """The RSRefSeg configs: paper recipe and one change per ablation."""
-from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
-CFG_DIR = Path(__file__).resolve().parents[3] / 'configs' / 'rsrefseg'
+from helpers import REPO
+
+CFG_DIR = REPO / 'configs' / 'rsrefseg'
 BASE_B = CFG_DIR / (
     'rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py')
 BASE_L = CFG_DIR / (

@@ -2,11 +2,11 @@
 import pytest
 import torch
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import rsrefseg_mm  # noqa: F401
+
+from helpers import TINY_SAM, referring_samples
 
 FROZEN = dict(mode='frozen')
 LORA = dict(mode='lora', rank=2, alpha=2, drop_rate=0.)
@@ -35,26 +35,14 @@ def build(tuning):
             dense_prompt_size=(32, 32), down_spatial_times=1),
         decode_head=dict(
             type='SAMPromptHead',
-            sam_arch=dict(
-                encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
-                encoder_global_attn_indexes=(1, ), encoder_window_size=4,
-                image_size=128, prompt_embed_dim=32, decoder_mlp_dim=64,
-                iou_head_hidden_dim=32),
+            sam_arch=TINY_SAM,
             encoder_tuning=tuning),
         test_cfg=dict(mode='whole'))
     return MODELS.build(cfg).train()
 
 
 def batch(B=2, size=64):
-    samples = []
-    for i in range(B):
-        gt = torch.zeros(1, size, size, dtype=torch.long)
-        gt[:, 10:30, 20:40] = 1
-        ds = SegDataSample(
-            metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                          text=f'the {i}th red roof'))
-        ds.gt_sem_seg = PixelData(data=gt)
-        samples.append(ds)
+    samples = referring_samples(B, size, box=(10, 30, 20, 40))
     torch.manual_seed(3)
     return torch.rand(B, 3, size, size) * 255, samples
 

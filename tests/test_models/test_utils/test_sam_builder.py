@@ -6,20 +6,10 @@ from rsrefseg_mm.models.utils.sam_builder import (SAM_DEFAULTS,
                                                   build_sam_modules,
                                                   load_sam_checkpoint,
                                                   sam_arch_settings)
-from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
 
-from helpers import crafted_checkpoint
+from helpers import TINY_SAM
 
-TINY = dict(
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1, ),
-    encoder_window_size=4,
-    image_size=128,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32)
+TINY = TINY_SAM
 
 
 def test_arch_settings():
@@ -72,14 +62,6 @@ def test_wrong_arch_is_a_clear_error(tmp_path):
     torch.save({'foo.weight': torch.zeros(1)}, path)
     with pytest.raises(ValueError, match='shares no key'):
         load_sam_checkpoint(other, str(path))
-
-
-def test_crafted_pickle_is_refused(tmp_path, monkeypatch):
-    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
-    path, marker = crafted_checkpoint(tmp_path)
-    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
-        load_sam_checkpoint(build_sam_modules(TINY), path)
-    assert not marker.exists()
 
 
 def test_missing_file_says_what_to_download(tmp_path):

@@ -1,11 +1,12 @@
 """SigLIP test helpers: a SentencePiece model trained here in SigLIP's id
 layout (<pad> 0, </s> 1, <unk> 2), tiny random transformers ``SiglipModel``
 weights and a Hugging Face style folder (model.safetensors + spiece.model).
-Imported by tests/test_models/conftest.py and the end-to-end tests."""
+Imported by tests/test_models/conftest.py, the end-to-end and the tool
+tests (``tests/`` is on pytest's pythonpath)."""
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+
 sys.path.insert(0, str(REPO / 'tools' / 'misc'))
 from train_spiece import train_spiece  # noqa: E402,F401
 
