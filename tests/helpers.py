@@ -187,3 +187,27 @@ def tiny_rsrefseg(**model_overrides) -> nn.Module:
     init_default_scope('mmseg')
     torch.manual_seed(0)
     return MODELS.build(cfg.model).train()
+
+
+def fake_runner(seen: dict) -> type:
+    """A stand-in for mmengine's ``Runner`` in tests of ``tools/*.py``.
+
+    ``Runner.from_cfg(cfg)`` records the final config in ``seen['cfg']``;
+    ``train()`` / ``test()`` record ``seen['ran'] = 'train' | 'test'``.
+    Monkeypatch it over the tool module's ``Runner``.
+    """
+
+    class FakeRunner:
+
+        @staticmethod
+        def from_cfg(cfg):
+            seen['cfg'] = cfg
+            return FakeRunner()
+
+        def train(self):
+            seen['ran'] = 'train'
+
+        def test(self):
+            seen['ran'] = 'test'
+
+    return FakeRunner

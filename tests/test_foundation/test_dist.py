@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from rsrefseg_mm.utils import use_gloo_without_cuda
 
-from helpers import TINY_CONFIG, free_port, load_script
+from helpers import TINY_CONFIG, fake_runner, free_port, load_script
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
@@ -44,10 +44,6 @@ def test_no_launcher_changes_nothing():
     assert 'env_cfg' not in cfg and 'model_wrapper_cfg' not in cfg
 
 
-class _Stop(Exception):
-    """Raised where the tool would build the runner."""
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
 @pytest.mark.parametrize('tool,args', [('tools/train.py', []),
                                        ('tools/test.py', ['ckpt.pth'])])
@@ -58,20 +54,14 @@ def test_tools_merge_cfg_options_before_the_gloo_switch(
     backend override to nccl is still switched to gloo on CPU."""
     module = load_script(tool)
     seen = {}
-
-    def from_cfg(cfg):
-        seen['cfg'] = cfg
-        raise _Stop
-
-    monkeypatch.setattr(module.Runner, 'from_cfg', staticmethod(from_cfg))
+    monkeypatch.setattr(module, 'Runner', fake_runner(seen))
     monkeypatch.setattr('sys.argv', [
         tool, TINY_CONFIG, *args, '--launcher', 'slurm', '--work-dir',
         str(tmp_path), '--cfg-options', 'find_unused_parameters=False',
         'env_cfg.dist_cfg.backend=nccl'
     ])
     assert Config.fromfile(TINY_CONFIG).find_unused_parameters is True
-    with pytest.raises(_Stop):
-        module.main()
+    module.main()
     cfg = seen['cfg']
     assert cfg.model_wrapper_cfg.find_unused_parameters is False
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'

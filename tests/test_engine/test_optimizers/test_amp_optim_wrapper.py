@@ -2,14 +2,17 @@
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import AnyDeviceAmpOptimWrapper, IdentityLossScaler
 
-from helpers import TINY_CONFIG, load_script, referring_batch, tiny_rsrefseg
+from helpers import (TINY_CONFIG, fake_runner, load_script, referring_batch,
+                     tiny_rsrefseg)
 
 
 def wrapper(model, **kwargs):
+    init_default_scope('mmseg')
     cfg = dict(
         type='AnyDeviceAmpOptimWrapper',
         optimizer=dict(type='AdamW', lr=1e-3),
@@ -84,18 +87,7 @@ def test_train_tool_amp_selects_wrapper(monkeypatch, tmp_path):
     """tools/train.py --amp turns OptimWrapper into the CPU-capable one."""
     tool = load_script('tools/train.py')
     seen = {}
-
-    class FakeRunner:
-
-        @staticmethod
-        def from_cfg(cfg):
-            seen['cfg'] = cfg
-            return FakeRunner()
-
-        def train(self):
-            seen['trained'] = True
-
-    monkeypatch.setattr(tool, 'Runner', FakeRunner)
+    monkeypatch.setattr(tool, 'Runner', fake_runner(seen))
     monkeypatch.setattr('sys.argv', [
         'train.py', TINY_CONFIG, '--amp', '--work-dir',
         str(tmp_path)
@@ -103,4 +95,4 @@ def test_train_tool_amp_selects_wrapper(monkeypatch, tmp_path):
     tool.main()
     ow = seen['cfg'].optim_wrapper
     assert ow.type == 'AnyDeviceAmpOptimWrapper' and ow.dtype == 'bfloat16'
-    assert seen['trained']
+    assert seen['ran'] == 'train'

@@ -9,6 +9,7 @@ import torch.nn as nn
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 from torch.utils.data import Dataset
@@ -26,6 +27,7 @@ WRAPPERS = [
 
 
 def build(model, cfg, **kwargs):
+    init_default_scope('mmseg')
     cfg = dict(cfg, optimizer=dict(type='AdamW', lr=0.1), **kwargs)
     return build_optim_wrapper(model, cfg)
 

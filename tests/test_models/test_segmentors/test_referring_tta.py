@@ -18,7 +18,7 @@ from rsrefseg_mm.datasets.synthetic import (COLORS, POSITIONS, render_scene,
                                             resolve_expression)
 from rsrefseg_mm.models.segmentors import ReferringTTAModel
 
-from helpers import REPO, load_script, tiny_rsrefseg
+from helpers import REPO, fake_runner, load_script, tiny_rsrefseg
 
 TEXT = 'the leftmost red object'
 
@@ -179,23 +179,13 @@ def test_tta_option_works_with_every_config(config, monkeypatch, tmp_path):
     """tools/test.py --tta builds the TTA model and pipeline of any config."""
     tool = load_script('tools/test.py')
     seen = {}
-
-    class FakeRunner:
-
-        @staticmethod
-        def from_cfg(cfg):
-            seen['cfg'] = cfg
-            return FakeRunner()
-
-        def test(self):
-            pass
-
-    monkeypatch.setattr(tool, 'Runner', FakeRunner)
+    monkeypatch.setattr(tool, 'Runner', fake_runner(seen))
     monkeypatch.setattr('sys.argv', [
         'test.py', str(config), 'ckpt.pth', '--tta', '--work-dir',
         str(tmp_path)
     ])
     tool.main()
+    assert seen['ran'] == 'test'
     cfg = seen['cfg']
     assert cfg.model.type == 'ReferringTTAModel'
     assert cfg.model.module.type == 'RSRefSeg'
