@@ -120,6 +120,25 @@ def test_consecutive_skips_raise(cfg):
     assert optim_wrapper.non_finite.skipped_steps == 4
 
 
+def test_grad_scaler_path_skips_and_lowers_the_scale():
+    """The float16 path (a real GradScaler, here on CPU; float16 autocast
+    itself needs a GPU): gradients are unscaled before the check, an inf
+    step is skipped and counted, and the scaler halves its scale."""
+    model = nn.Linear(3, 2)
+    optim_wrapper = build(model, WRAPPERS[1])
+    optim_wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=16.)
+    linear_step(model, optim_wrapper)
+    assert optim_wrapper.loss_scaler.get_scale() == 16.
+    assert optim_wrapper.non_finite.skipped_steps == 0
+    before = model.weight.detach().clone()
+    linear_step(model, optim_wrapper, scale=math.inf)
+    assert torch.equal(model.weight, before)
+    assert optim_wrapper.loss_scaler.get_scale() == 8.
+    assert optim_wrapper.non_finite.skipped_steps == 1
+    linear_step(model, optim_wrapper)
+    assert not torch.equal(model.weight, before)
+
+
 @pytest.mark.parametrize('bad', [0, -1, 2.5, True, 'x'])
 def test_bad_limit_is_an_error(bad):
     with pytest.raises(ValueError, match='max_consecutive_skips'):
