@@ -43,8 +43,9 @@ model = dict(
         checkpoint=sam_checkpoint,
         encoder_tuning=dict(**lora, targets=['qkv', 'proj', 'lin1', 'lin2']),
         fast_attn=True,
-        # rel-pos bias in the fused attention: None = chunked mask slices for
-        # CPU inference, folded into q/k for CPU training, full mask on GPU
+        # rel-pos bias in the fused attention: None = folded into q/k on GPU;
+        # on CPU chunked mask slices for inference, folded into q/k for
+        # training of >= 1024-token grids (full mask below)
         rel_pos_mode=None,
         with_cp=False,
         num_classes=2,

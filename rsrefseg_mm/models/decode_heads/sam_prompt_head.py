@@ -69,8 +69,11 @@ class SAMPromptHead(BaseDecodeHead):
         rel_pos_mode (str, optional): How the fused attention applies SAM's
             relative positions: ``'mask'``, ``'chunked'`` (inference only),
             ``'augmented'``, or None to choose per device and autograd
-            state; see :class:`~rsrefseg_mm.models.utils.SAMFastAttention`.
-            Defaults to None.
+            state (folded into q/k on GPUs; see
+            :func:`~rsrefseg_mm.models.utils.default_rel_pos_mode`).
+            Defaults to None. ``fast_attn`` also runs the windowed blocks
+            of large grids without padding copies
+            (:class:`~rsrefseg_mm.models.utils.SAMFastBlock`).
         with_cp (bool): Activation checkpointing of the encoder blocks while
             training (only when the encoder is trainable). Defaults to False.
         multimask_output (bool): Must stay False (one referring mask).
