@@ -5,9 +5,10 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
-from rsrefseg_mm.utils import (drop_pretrained_checkpoints, enable_unsafe_load,
-                               use_gloo_without_cuda)
+from rsrefseg_mm.utils import (apply_compile_arg, drop_pretrained_checkpoints,
+                               enable_unsafe_load, use_gloo_without_cuda)
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,6 +40,14 @@ def parse_args() -> argparse.Namespace:
         help='unpickle checkpoints without the safe loader\'s allow-list '
         '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
         'Pickles can run code: only for files you trust')
+    parser.add_argument(
+        '--compile',
+        nargs='?',
+        const='default',
+        metavar='MODE',
+        help='torch.compile the CLIP towers and the SAM image encoder '
+        '(config key `compile`); MODE is a torch.compile mode, e.g. '
+        'reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -141,8 +150,14 @@ def main() -> None:
         for evaluator in evaluators:
             evaluator['output_dir'] = args.out
 
-    # build the runner from config
-    runner = Runner.from_cfg(cfg)
+    if args.compile is not None:
+        apply_compile_arg(cfg, args.compile)
+
+    # build the runner from config (RSRefSegRunner: `compile` key)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
 
     # start testing
     runner.test()

@@ -2,6 +2,11 @@
 default_scope = 'mmseg'
 # Registers RSRefSeg's models, datasets, transforms and metrics.
 custom_imports = dict(imports=['rsrefseg_mm'], allow_failed_imports=False)
+# mmengine Runner whose top-level `compile` key (True or torch.compile
+# arguments, e.g. compile = dict(mode='reduce-overhead')) compiles the
+# CLIP towers and the SAM encoder for train, val and test
+# (rsrefseg_mm/engine/runner.py; tools/train.py and test.py --compile).
+runner_type = 'RSRefSegRunner'
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -2,12 +2,12 @@ from .checkpoint import (UNSAFE_LOAD_ENV, UnsafeCheckpointError,
                          enable_unsafe_load, load_from_local,
                          runner_safe_globals, safe_torch_load,
                          unsafe_load_enabled)
-from .config import drop_pretrained_checkpoints
+from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
 
 __all__ = [
-    'load_from_local', 'safe_torch_load', 'runner_safe_globals',
-    'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV', 'enable_unsafe_load',
+    'apply_compile_arg', 'load_from_local', 'safe_torch_load',
+    'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV', 'enable_unsafe_load',
     'unsafe_load_enabled', 'drop_pretrained_checkpoints',
     'use_gloo_without_cuda'
 ]

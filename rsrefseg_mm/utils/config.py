@@ -44,3 +44,22 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
         for item in model_cfg:
             cleared += drop_pretrained_checkpoints(item)
     return cleared
+
+
+def apply_compile_arg(cfg: Any, mode: str) -> None:
+    """Turn ``tools/train.py``/``test.py --compile [MODE]`` into the
+    config's ``compile`` key (read by ``RSRefSegRunner``).
+
+    A ``compile`` dict already in the config keeps its other arguments
+    (``targets``, ``backend``, ...); ``mode`` replaces its mode, and
+    ``'default'`` leaves the config's mode (torch's default when none).
+
+    Args:
+        cfg (Config): The config, modified in place.
+        mode (str): A ``torch.compile`` mode or ``'default'``.
+    """
+    current = cfg.get('compile', None)
+    compile_cfg = dict(current) if isinstance(current, dict) else dict()
+    if mode != 'default':
+        compile_cfg['mode'] = mode
+    cfg.compile = compile_cfg

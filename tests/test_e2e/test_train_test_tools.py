@@ -18,10 +18,13 @@ from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
 PY = sys.executable
 
 
-def train(config, work_dir, env, max_iters, extra=(), resume=False):
+def train(config, work_dir, env, max_iters, extra=(), resume=False,
+          compile_mode=None):
     args = [PY, 'tools/train.py', config, '--work-dir', str(work_dir)]
     if resume:
         args.append('--resume')
+    if compile_mode is not None:
+        args += ['--compile', compile_mode]
     args += ['--cfg-options', *FAST, f'train_cfg.max_iters={max_iters}',
              'default_hooks.checkpoint.interval=3',
              'default_hooks.checkpoint.max_keep_ckpts=3', *extra]
@@ -69,6 +72,28 @@ def test_resume_matches_uninterrupted_run(trained, tmp_path, tiny_config,
     assert res_ckpt['optimizer']['state'].keys() == \
         full_ckpt['optimizer']['state'].keys()
     assert res_ckpt['param_schedulers'] == full_ckpt['param_schedulers']
+
+
+@pytest.mark.compile
+def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config,
+                                          env):
+    """--compile: RSRefSegRunner compiles the towers for training and for
+    testing; 3 compiled training iterations give the eager run's weights
+    (AOTAutograd graphs, backend aot_eager: the CPU-cheap compile)."""
+    proc = train(tiny_config, tmp_path, env, 3,
+                 extra=['compile.backend=aot_eager'], compile_mode='default')
+    out = proc.stdout + proc.stderr
+    assert "torch.compile({'backend': 'aot_eager'}) of ['backbone.visual', " \
+        "'backbone.text', 'decode_head._encode'] (before train_step)" in out
+    eager, _ = weights(trained / 'iter_3.pth')
+    compiled, _ = weights(tmp_path / 'iter_3.pth')
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], atol=1e-4, rtol=0)
+    proc = run([PY, 'tools/test.py', tiny_config, str(trained / 'iter_6.pth'),
+                '--work-dir', str(tmp_path / 'test'), '--compile',
+                '--cfg-options', *FAST, 'compile.backend=eager'], env)
+    assert '(before test_step)' in proc.stdout + proc.stderr
+    assert 'refer/mIoU' in read_metrics(tmp_path / 'test')
 
 
 def test_single_and_two_process_test_agree(trained, tmp_path, tiny_config,

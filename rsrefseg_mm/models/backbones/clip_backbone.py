@@ -95,6 +95,9 @@ class CLIPBackbone(BaseTextImageBackbone):
             ``checkpoint`` is used.
     """
 
+    #: hot paths for :func:`~rsrefseg_mm.engine.compile_hot_paths`
+    compile_targets = ('visual', 'text')
+
     arch_zoo: Dict[str, dict] = {
         'ViT-B/16':
         dict(

@@ -89,6 +89,10 @@ class SAMPromptHead(BaseDecodeHead):
         init_cfg (dict, optional): Must not re-initialise SAM; None.
     """
 
+    #: hot path for :func:`~rsrefseg_mm.engine.compile_hot_paths`: the SAM
+    #: image encoder loop (fixed input size)
+    compile_targets = ('_encode', )
+
     def __init__(self,
                  sam_arch: Union[str, dict] = 'vit_b',
                  checkpoint: Optional[str] = None,

@@ -16,7 +16,10 @@ queries, keys and values are known without the GEMM, so
 Both are ``torch.autograd.Function`` s whose backward is the same single
 pass in the other direction (the gradient of the pad value is the sum of
 the gradients of the padded positions), so stock's gradients are
-reproduced, that of the ``qkv`` bias included.
+reproduced, that of the ``qkv`` bias included. Under ``torch.compile``
+they are written as functional pad / select / permute expressions instead,
+which Inductor fuses into one kernel each (the in-place region writes of
+the eager versions would break the graph).
 
 Grids: a (H, W) grid with window ``ws`` has ``fh = H // ws`` full window
 rows and ``rh = H % ws`` remaining rows (same for columns); windows are
@@ -26,6 +29,7 @@ numbered row-major, ``ceil(H / ws) * ceil(W / ws)`` per image, exactly as
 from typing import Iterator, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 # (window-layout index, grid slice unflatten spec) per region, see _regions
 Region = Tuple[tuple, tuple, Optional[Tuple[int, tuple]]]
@@ -160,7 +164,7 @@ class _WindowUnpartitionAdd(torch.autograd.Function):
         img = windows.reshape(B, nh, nw, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
         out = torch.empty_like(
             shortcut,
-            dtype=torch.result_type(shortcut, windows),
+            dtype=torch.promote_types(shortcut.dtype, windows.dtype),
             memory_format=torch.contiguous_format)
         for img_index, grid_index, splits in _regions(H, W, ws):
             torch.add(
@@ -176,6 +180,32 @@ class _WindowUnpartitionAdd(torch.autograd.Function):
             grad_windows = _partition(grad.contiguous(), None,
                                       ctx.ws).to(ctx.dtypes[1])
         return grad.to(ctx.dtypes[0]), grad_windows, None
+
+
+def _partition_functional(x: torch.Tensor, pad: Optional[torch.Tensor],
+                          ws: int) -> torch.Tensor:
+    """:func:`_partition` as pad / where / permute (for torch.compile)."""
+    B, H, W, C = x.shape
+    nh, nw = _window_grid_shape(H, W, ws)
+    xp = F.pad(x, (0, 0, 0, nw * ws - W, 0, nh * ws - H))
+    if pad is not None and (H % ws or W % ws):
+        rows = torch.arange(nh * ws, device=x.device) < H
+        cols = torch.arange(nw * ws, device=x.device) < W
+        real = (rows[:, None] & cols[None, :])[..., None]
+        xp = torch.where(real, xp, pad.to(x.dtype))
+    return xp.view(B, nh, ws, nw, ws, C).permute(0, 1, 3, 2, 4,
+                                                 5).reshape(-1, ws, ws, C)
+
+
+def _unpartition_add_functional(shortcut: torch.Tensor,
+                                windows: torch.Tensor,
+                                ws: int) -> torch.Tensor:
+    """:class:`_WindowUnpartitionAdd` as one add (for torch.compile)."""
+    B, H, W, C = shortcut.shape
+    nh, nw = _window_grid_shape(H, W, ws)
+    grid = windows.view(B, nh, nw, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    grid = grid.reshape(B, nh * ws, nw * ws, C)[:, :H, :W]
+    return shortcut + grid
 
 
 def window_partition_padded(x: torch.Tensor, window_size: int,
@@ -203,6 +233,8 @@ def window_partition_padded(x: torch.Tensor, window_size: int,
     if pad is not None and pad.shape != x.shape[-1:]:
         raise ValueError(f'pad must have shape ({x.shape[-1]},), got '
                          f'{tuple(pad.shape)}')
+    if torch.compiler.is_compiling():
+        return _partition_functional(x, pad, window_size)
     return _WindowPartition.apply(x, pad, window_size)
 
 
@@ -230,4 +262,6 @@ def window_unpartition_add(shortcut: torch.Tensor, windows: torch.Tensor,
         raise ValueError(f'windows must have shape {expected} for a '
                          f'{tuple(shortcut.shape)} grid, got '
                          f'{tuple(windows.shape)}')
+    if torch.compiler.is_compiling():
+        return _unpartition_add_functional(shortcut, windows, window_size)
     return _WindowUnpartitionAdd.apply(shortcut, windows, window_size)

@@ -18,8 +18,9 @@ from rsrefseg_mm.models.utils import sam_fast_attention as fast_module
 from rsrefseg_mm.models.utils.sam_fast_attention import (
     SAMFastAttention, SAMFastBlock, default_rel_pos_mode,
     enable_fast_attention)
-from rsrefseg_mm.models.utils.sam_window_ops import (window_partition_padded,
-                                                     window_unpartition_add)
+from rsrefseg_mm.models.utils.sam_window_ops import (
+    _partition_functional, _unpartition_add_functional,
+    window_partition_padded, window_unpartition_add)
 from rsrefseg_mm.models.utils.tuning import apply_lora
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
@@ -53,6 +54,32 @@ def test_unpartition_add_equals_stock(H, W, ws):
     assert torch.equal(window_unpartition_add(shortcut, windows, ws), ref)
     with pytest.raises(ValueError, match='windows must have shape'):
         window_unpartition_add(shortcut, windows[1:], ws)
+
+
+@pytest.mark.parametrize('H, W, ws', GRIDS)
+def test_compile_formulations_equal_the_eager_ops(H, W, ws):
+    """The pad/where/permute forms used under torch.compile, forward and
+    backward."""
+    torch.manual_seed(0)
+    x = torch.randn(2, H, W, 6, requires_grad=True)
+    pad = torch.randn(6, requires_grad=True)
+    nW = -(-H // ws) * -(-W // ws)
+    g = torch.randn(2 * nW, ws, ws, 6)
+    outs, grads = [], []
+    for fn in (window_partition_padded, _partition_functional):
+        out = fn(x, ws, pad) if fn is window_partition_padded else fn(
+            x, pad, ws)
+        outs.append(out)
+        grads.append(
+            torch.autograd.grad(
+                out, (x, pad), g, allow_unused=True, materialize_grads=True))
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+    shortcut = torch.randn(2, H, W, 6)
+    assert torch.equal(
+        window_unpartition_add(shortcut, g, ws),
+        _unpartition_add_functional(shortcut, g, ws))
 
 
 @pytest.mark.parametrize('H, W, ws', [(5, 7, 3), (6, 3, 3), (4, 4, 4)])
