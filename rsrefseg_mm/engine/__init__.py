@@ -3,6 +3,7 @@ from .hooks import ReferringVisualizationHook
 from .optimizers import (SKIPPED_STEPS_KEY, AnyDeviceAmpOptimWrapper,
                          IdentityLossScaler, NonFiniteGuard,
                          NonFiniteStepError, SkipNonFiniteOptimWrapper,
+                         TrainableParamsOptimWrapperConstructor,
                          model_device_type)
 from .runner import RSRefSegRunner
 
@@ -10,5 +11,6 @@ __all__ = [
     'ReferringVisualizationHook', 'AnyDeviceAmpOptimWrapper',
     'IdentityLossScaler', 'model_device_type', 'NonFiniteGuard',
     'NonFiniteStepError', 'SKIPPED_STEPS_KEY', 'SkipNonFiniteOptimWrapper',
-    'RSRefSegRunner', 'compile_hot_paths', 'default_compile_targets'
+    'RSRefSegRunner', 'TrainableParamsOptimWrapperConstructor',
+    'compile_hot_paths', 'default_compile_targets'
 ]

@@ -8,10 +8,13 @@ val_interval = 5
 # AnyDeviceAmpOptimWrapper = mmengine's AmpOptimWrapper that also runs bf16
 # on CPU (rsrefseg_mm/engine/optimizers); on GPUs it behaves the same. A step
 # with a NaN/inf loss or gradient is skipped (skipped_steps in the log); 20
-# in a row stop training.
+# in a row stop training. The constructor gives AdamW the trainable (LoRA,
+# prompter, decoder) parameters only and uses PyTorch's fused AdamW kernel
+# on CUDA.
 optim_wrapper = dict(
     type='AnyDeviceAmpOptimWrapper',
     dtype='bfloat16',
+    constructor='TrainableParamsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
     max_consecutive_skips=20,
 )

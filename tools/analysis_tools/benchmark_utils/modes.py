@@ -159,12 +159,16 @@ def benchmark_stock(model, images, device, amp, warmup, repeats) -> dict:
 
 
 def build_optim_wrapper(model, cfg, amp: bool):
-    """AdamW of the config (fallback lr 1e-4, wd 0.05), bf16 when ``amp``."""
+    """AdamW of the config (fallback lr 1e-4, wd 0.05) through the config's
+    optimizer-wrapper constructor, bf16 when ``amp``."""
     from mmengine.optim import build_optim_wrapper as _build
     optimizer = copy.deepcopy(
         cfg.get('optim_wrapper', {}).get(
             'optimizer', dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
     ow = dict(optimizer=optimizer)
+    constructor = cfg.get('optim_wrapper', {}).get('constructor')
+    if constructor:
+        ow['constructor'] = constructor
     if amp:
         ow.update(type='AnyDeviceAmpOptimWrapper', dtype='bfloat16')
     else:
