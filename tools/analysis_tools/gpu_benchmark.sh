@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # RSRefSeg-b bf16 inference / LoRA training throughput and MFU on a lent GPU
 # machine (python3 with torch + CUDA, but no OpenMMLab packages and no
-# network). Prepare here:   bash tools/analysis_tools/make_gpu_site.sh
+# network), next to the authors' transformers SAM + SigLIP path; then the
+# SAM block benchmark (windowed / global blocks, per implementation, with
+# the profiler's top kernels). Prepare here:
+#   bash tools/analysis_tools/make_gpu_site.sh
 # then carry gpu_site/ and run there (repo root):
 #   bash tools/analysis_tools/gpu_benchmark.sh [gpu_benchmark.py options]
-# Results: markdown on stdout and $OUT/gpu_benchmark.{md,json}.
-# Budget: ~1-2 min on an H100 (model build included); a hard limit of
-# GPU_BENCH_TIMEOUT s (default 330) keeps it under 6 minutes.
+# Default options: --compile (Inductor, default mode) and --find-max-batch
+# both (80 GiB cap). Results: markdown on stdout and
+# $OUT/gpu_benchmark.{md,json,log}, $OUT/sam_blocks.{md,json}.
+# Budget: a hard limit of GPU_BENCH_TIMEOUT s (default 420) for the model
+# benchmark and BLOCK_BENCH_TIMEOUT s (default 120) for the blocks keeps the
+# script under 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ ! -f gpu_site/.gpu_site ]; then
@@ -23,6 +29,24 @@ OUT_DIR=${OUT:-work_dirs/gpu_benchmark}
 mkdir -p "$OUT_DIR"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
   2>/dev/null || true
-timeout "${GPU_BENCH_TIMEOUT:-330}" "$PY" \
-  tools/analysis_tools/gpu_benchmark.py --out "$OUT_DIR" "$@" \
-  2>&1 | tee "$OUT_DIR/gpu_benchmark.log"
+ARGS=("$@")
+if [ ${#ARGS[@]} -eq 0 ]; then
+  ARGS=(--compile --find-max-batch both)
+fi
+status=0
+timeout "${GPU_BENCH_TIMEOUT:-420}" "$PY" \
+  tools/analysis_tools/gpu_benchmark.py --out "$OUT_DIR" "${ARGS[@]}" \
+  2>&1 | tee "$OUT_DIR/gpu_benchmark.log" || status=$?
+# SAM ViT-B blocks at 1024, batch 8, bf16: stock / SDPA with stock's
+# windows / SAMFastBlock 'padded' and 'real' qkv; default rel_pos_mode
+# (folded on GPU) and the full mask
+for mode in default mask; do
+  extra=()
+  [ "$mode" = mask ] && extra=(--rel-pos-mode mask)
+  timeout "${BLOCK_BENCH_TIMEOUT:-120}" "$PY" \
+    tools/analysis_tools/sam_block_benchmark.py --device cuda --bf16 \
+    --batch 8 --repeats 10 --warmup 2 --profile "${extra[@]}" \
+    --json "$OUT_DIR/sam_blocks_$mode.json" \
+    2>&1 | tee "$OUT_DIR/sam_blocks_$mode.md" || status=$?
+done
+exit $status
