@@ -354,6 +354,12 @@ def run_authors_path(model, args) -> Dict:
     return res
 
 
+def save(res: Dict, out_dir: str) -> None:
+    """Write the results so far (a timed-out run keeps its finished steps)."""
+    with open(osp.join(out_dir, 'gpu_benchmark.json'), 'w') as f:
+        json.dump(res, f, indent=1, default=str)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -405,10 +411,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                 log(f'eager training, rel_pos_mode={mode}, with_cp={cp}: '
                     f'{ips}')
         res['eager'][mode] = run
+        save(res, args.out)
     set_rel_pos_mode(model, 'auto')
 
     if args.authors_siglip != 'none':
         res['authors'] = run_authors_path(model, args)
+        save(res, args.out)
 
     if not args.skip_stock:
         torch.manual_seed(0)
@@ -417,9 +425,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                                           args.warmup, args.repeats)
         log(f'SAM encoder stock/ours: {res["stock"]["speedup"]}')
         del images
+        save(res, args.out)
 
     if args.find_max_batch != 'none':
         res['max_batch'] = find_max_batches(model, cfg, size, args)
+        save(res, args.out)
 
     if args.compile is not None:
         res['compiled'] = run_compiled(model, cfg, size, args)
@@ -429,8 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     print(text)
     with open(osp.join(args.out, 'gpu_benchmark.md'), 'w') as f:
         f.write(text)
-    with open(osp.join(args.out, 'gpu_benchmark.json'), 'w') as f:
-        json.dump(res, f, indent=1, default=str)
+    save(res, args.out)
     return res
 
 

@@ -10,9 +10,10 @@
 # Default options: --compile (Inductor, default mode) and --find-max-batch
 # both (80 GiB cap). Results: markdown on stdout and
 # $OUT/gpu_benchmark.{md,json,log}, $OUT/sam_blocks.{md,json}.
-# Budget: a hard limit of GPU_BENCH_TIMEOUT s (default 420) for the model
-# benchmark and BLOCK_BENCH_TIMEOUT s (default 120) for the blocks keeps the
-# script under 10 minutes.
+# Budget: a hard limit of GPU_BENCH_TIMEOUT s (default 450) for the model
+# benchmark (gpu_benchmark.json is written after each step) and
+# BLOCK_BENCH_TIMEOUT s (default 60) per block run keeps the script under
+# 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ ! -f gpu_site/.gpu_site ]; then
@@ -34,7 +35,7 @@ if [ ${#ARGS[@]} -eq 0 ]; then
   ARGS=(--compile --find-max-batch both)
 fi
 status=0
-timeout "${GPU_BENCH_TIMEOUT:-420}" "$PY" \
+timeout "${GPU_BENCH_TIMEOUT:-450}" "$PY" \
   tools/analysis_tools/gpu_benchmark.py --out "$OUT_DIR" "${ARGS[@]}" \
   2>&1 | tee "$OUT_DIR/gpu_benchmark.log" || status=$?
 # SAM ViT-B blocks at 1024, batch 8, bf16: stock / SDPA with stock's
@@ -43,7 +44,7 @@ timeout "${GPU_BENCH_TIMEOUT:-420}" "$PY" \
 for mode in default mask; do
   extra=()
   [ "$mode" = mask ] && extra=(--rel-pos-mode mask)
-  timeout "${BLOCK_BENCH_TIMEOUT:-120}" "$PY" \
+  timeout "${BLOCK_BENCH_TIMEOUT:-60}" "$PY" \
     tools/analysis_tools/sam_block_benchmark.py --device cuda --bf16 \
     --batch 8 --repeats 10 --warmup 2 --profile "${extra[@]}" \
     --json "$OUT_DIR/sam_blocks_$mode.json" \
