@@ -6,9 +6,8 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
-from mmseg.registry import RUNNERS
 
+from rsrefseg_mm.engine import RSRefSegRunner as Runner
 from rsrefseg_mm.utils import (apply_compile_arg, enable_unsafe_load,
                                use_gloo_without_cuda)
 
@@ -114,11 +113,8 @@ def main() -> None:
     if args.compile is not None:
         apply_compile_arg(cfg, args.compile)
 
-    # build the runner from config (RSRefSegRunner: `compile` key)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    # build the runner from config (mmengine's Runner + the `compile` key)
+    runner = Runner.from_cfg(cfg)
 
     # start training
     runner.train()

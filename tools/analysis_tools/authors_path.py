@@ -9,9 +9,11 @@ code, with random weights (nothing is downloaded), at the sizes of an
 RSRefSeg model built here:
 
 * SAM from the decode head's ``sam_arch`` (ViT-B for RSRefSeg-b);
-* SigLIP either with the sizes of our CLIP towers (``siglip='config'``:
-  same widths, depths, heads, patch and image size, context length and
-  vocabulary) or as the authors' so400m at 384 px (``'so400m-384'``).
+* SigLIP either with the sizes of our text-image backbone
+  (``siglip='config'``: same widths, depths, heads, MLP widths, patch and
+  image size, context length and vocabulary; for the paper's SigLIP
+  configs that is the authors' so400m at 384 px itself) or as that so400m
+  whatever the config (``'so400m-384'``).
 
 Both run with PyTorch SDPA attention (``attn_implementation='sdpa'``, what
 ``from_pretrained`` picks by default); SAM's decomposed relative positions
@@ -72,7 +74,7 @@ def siglip_config(model: nn.Module, siglip: str = 'config'):
     """``SiglipConfig`` for the text-image towers.
 
     Args:
-        model (nn.Module): An RSRefSeg whose backbone has CLIP-style
+        model (nn.Module): An RSRefSeg whose backbone (CLIP or SigLIP) has
             ``arch_settings`` (for ``siglip='config'``).
         siglip (str): ``'config'`` (sizes of our towers) or
             ``'so400m-384'``.
@@ -89,20 +91,22 @@ def siglip_config(model: nn.Module, siglip: str = 'config'):
             'text_num_heads', 'context_length', 'vocab_size')
     if not isinstance(arch, dict) or any(k not in arch for k in keys):
         raise ValueError(
-            f'{type(model.backbone).__name__} has no CLIP-style '
-            f'arch_settings ({", ".join(keys)}); use siglip=\'so400m-384\' '
+            f'{type(model.backbone).__name__} has no arch_settings with '
+            f'{", ".join(keys)}; use siglip=\'so400m-384\' '
             '(--authors-siglip so400m-384)')
+    # CLIP archs have 4x MLPs; SigLIP archs name their MLP widths
     return SiglipConfig(
         vision_config=dict(
             hidden_size=arch['embed_dims'],
-            intermediate_size=4 * arch['embed_dims'],
+            intermediate_size=arch.get('hidden_dims', 4 * arch['embed_dims']),
             num_hidden_layers=arch['num_layers'],
             num_attention_heads=arch['num_heads'],
             image_size=arch['image_size'],
             patch_size=arch['patch_size']),
         text_config=dict(
             hidden_size=arch['text_embed_dims'],
-            intermediate_size=4 * arch['text_embed_dims'],
+            intermediate_size=arch.get('text_hidden_dims',
+                                       4 * arch['text_embed_dims']),
             num_hidden_layers=arch['text_num_layers'],
             num_attention_heads=arch['text_num_heads'],
             max_position_embeddings=arch['context_length'],

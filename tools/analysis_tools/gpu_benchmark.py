@@ -32,11 +32,12 @@ encoder at 1024 is 972 GFLOPs (counted with ``FlopCounterMode`` on
 segment-anything's encoder, one multiply-add = 2 FLOPs); the CLIP ViT-B/16
 towers are allotted 28 G, i.e. 1000 G per image, kept as the reference of
 earlier runs (the counted column gives the executed FLOPs: CLIP counts
-35.1 G for the image tower at 224 + 6.0 G for the text tower). A training step costs ~3x the forward FLOPs of the
-trained parts (forward + input gradients + weight gradients); every
-RSRefSeg-b tower is LoRA-tuned, so 3 x 1000 = 3000 G per image; with LoRA
-the frozen base weights get no weight gradient, so a step executes ~2x
-forward (counted). Peak: ``--peak-tflops`` (989.4 = H100/H200 SXM dense
+35.1 G for the image tower at 224 + 6.0 G for the text tower). A training
+step costs ~3x the forward FLOPs of the trained parts (forward + input
+gradients + weight gradients); every RSRefSeg-b tower is LoRA-tuned, so
+3 x 1000 = 3000 G per image; with LoRA the frozen base weights get no
+weight gradient, so a step executes ~2x forward (counted). Other configs
+(the paper's SigLIP one) get the counted figures only. Peak: ``--peak-tflops`` (989.4 = H100/H200 SXM dense
 bf16 spec) and the measured matmul ceiling.
 """
 import argparse
@@ -65,6 +66,12 @@ TRAIN_FACTOR = 3  # fwd + dgrad + wgrad of the trained (LoRA) parts
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--config', default=CONFIG)
+    p.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=None,
+        help='override config settings, key=value (mmengine DictAction), '
+        'e.g. model.backbone.tokenizer=PATH for the SigLIP configs')
     p.add_argument(
         '--smoke',
         action='store_true',
@@ -111,6 +118,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', default='cuda')
     p.add_argument('--out', default=os.environ.get('OUT', 'work_dirs/gpu'))
     args = p.parse_args(argv)
+    if args.cfg_options is not None:
+        from mmengine.config import DictAction
+        opts = argparse.Namespace()
+        DictAction(option_strings=[], dest='cfg_options')(p, opts,
+                                                          args.cfg_options)
+        args.cfg_options = opts.cfg_options
     if args.smoke:
         args.device = 'cpu'
         args.config = sorted(
@@ -386,7 +399,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     res['matmul_tflops'] = matmul_ceiling(dev) if cuda else None
     log(f'bf16 matmul ceiling: {res["matmul_tflops"]} TFLOP/s')
 
-    cfg = bm.load_config(args.config)
+    cfg = bm.load_config(args.config, args.cfg_options)
     size = bm.input_size(cfg, None)
     res['size'] = list(size)
     res['nominal_infer_flops'] = nominal_infer_flops(cfg, size)

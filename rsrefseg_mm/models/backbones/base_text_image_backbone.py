@@ -30,6 +30,12 @@ class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
     #: Attribute names of the (image, text) towers.
     tower_names: Tuple[str, str] = ('', '')
 
+    @property
+    def compile_targets(self) -> Tuple[str, str]:
+        """Hot paths for :func:`~rsrefseg_mm.engine.compile_hot_paths`:
+        the two towers (fixed-shape inputs)."""
+        return self.tower_names
+
     def init_weights(self) -> None:
         """Keep the weights set in ``__init__`` unless ``init_cfg`` is set."""
         if self.init_cfg is not None:

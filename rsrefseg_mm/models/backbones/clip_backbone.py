@@ -95,9 +95,6 @@ class CLIPBackbone(BaseTextImageBackbone):
             ``checkpoint`` is used.
     """
 
-    #: hot paths for :func:`~rsrefseg_mm.engine.compile_hot_paths`
-    compile_targets = ('visual', 'text')
-
     arch_zoo: Dict[str, dict] = {
         'ViT-B/16':
         dict(
