@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .reader import require_rasterio
+from .roi import apply_affine
 
 #: Mask values in the GeoTIFF.
 MASK_BACKGROUND, MASK_TARGET, MASK_NODATA = 0, 1, 255
@@ -105,7 +106,7 @@ def mask_polygons(mask: np.ndarray,
             continue
         out = []
         for i, ring in enumerate(rings):
-            pts = [tuple(transform * (x, y)) for x, y in ring]
+            pts = [apply_affine(transform, x, y) for x, y in ring]
             ccw = _ring_area(pts) > 0
             if ccw != (i == 0):  # exterior CCW, holes CW
                 pts = pts[::-1]

@@ -90,7 +90,8 @@ def roi_window(roi: Sequence[float],
             xmin, ymin, xmax, ymax = transform_bounds(src_crs, crs, xmin,
                                                       ymin, xmax, ymax)
         inv = ~Affine(*transform[:6])
-        corners = [inv * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+        corners = [apply_affine(inv, x, y) for x in (xmin, xmax)
+                   for y in (ymin, ymax)]
         cols = (min(c for c, _ in corners), max(c for c, _ in corners))
         rows = (min(r for _, r in corners), max(r for _, r in corners))
     col0 = math.floor(cols[0] + EDGE_TOLERANCE)
@@ -124,7 +125,18 @@ def window_transform(transform, window: Optional[PixelWindow]):
         top-left pixel.
     """
     from affine import Affine
-    transform = Affine(*transform[:6])
+    a, b, c, d, e, f = transform[:6]
     if window is None:
-        return transform
-    return transform * Affine.translation(window[0], window[1])
+        return Affine(a, b, c, d, e, f)
+    x0, y0 = apply_affine(transform, window[0], window[1])
+    return Affine(a, b, x0, d, e, y0)
+
+
+def apply_affine(transform, x: float, y: float) -> Tuple[float, float]:
+    """Map pixel ``(x, y)`` (column, row) through an affine transform.
+
+    Written out (not ``transform * (x, y)``) to work with every version of
+    the ``affine`` package.
+    """
+    a, b, c, d, e, f = transform[:6]
+    return a * x + b * y + c, d * x + e * y + f
