@@ -51,7 +51,10 @@ def _cmap(path: str) -> frozenset:
     from fontTools.ttLib import TTFont
     try:
         font = TTFont(path, fontNumber=0, lazy=True)
-        return frozenset(font.getBestCmap() or ())
+        try:
+            return frozenset(font.getBestCmap() or ())
+        finally:
+            font.close()
     except Exception as e:  # unreadable font file: skip it, loudly
         print_log(f'captions: cannot read font {path} ({e}); skipped',
                   logger='current', level=30)
