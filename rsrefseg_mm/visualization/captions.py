@@ -160,7 +160,7 @@ def wrap_text(text: str, size: int, max_width: int) -> List[str]:
     lines: List[str] = []
     for para in text.split('\n'):
         line = ''
-        for word in para.split(' '):
+        for word in para.split():
             cand = word if not line else f'{line} {word}'
             if _text_width(text_runs(cand), size) <= max_width:
                 line = cand
