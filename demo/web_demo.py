@@ -26,6 +26,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os.path as osp  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -82,6 +83,7 @@ def make_examples(out_dir: str) -> List[List[str]]:
 
     Three 8-bit PNG scenes and one 16-bit, 4-band (blue, green, red, NIR)
     GeoTIFF in EPSG:32633 with a nodata strip, shown with bands 3 2 1.
+    They are also listed in ``examples.jsonl`` (image, text, bands).
     """
     from rsrefseg_mm.datasets.synthetic_geotiff import write_synthetic_geotiff
     os.makedirs(out_dir, exist_ok=True)
@@ -97,6 +99,10 @@ def make_examples(out_dir: str) -> List[List[str]]:
     path = osp.join(out_dir, 'scene_16bit_4band.tif')
     text, _ = write_synthetic_geotiff(path, NUM_EXAMPLES)
     examples.append([path, text, '3 2 1'])
+    with open(osp.join(out_dir, 'examples.jsonl'), 'w') as f:
+        for image, text, bands in examples:
+            f.write(json.dumps(dict(image=image, text=text, bands=bands)) +
+                    '\n')
     return examples
 
 
