@@ -14,7 +14,7 @@ import numpy as np
 GT_COLOR: Tuple[int, int, int] = (0, 225, 255)
 PRED_COLOR: Tuple[int, int, int] = (255, 50, 200)
 #: Default fill opacity (the contour is opaque).
-FILL_ALPHA = 0.25
+FILL_ALPHA = 0.2
 #: Images narrower than this are enlarged (integer factor, nearest) so that
 #: contours and captions stay readable.
 MIN_DISPLAY_WIDTH = 256

@@ -47,7 +47,7 @@ class ReferringVisualizer(SegLocalVisualizer):
 
     Args:
         name (str): Name of the visualizer instance.
-        alpha (float): Fill opacity of the masks. Defaults to 0.25.
+        alpha (float): Fill opacity of the masks. Defaults to 0.2.
         **kwargs: Passed to :class:`SegLocalVisualizer`.
     """
 
