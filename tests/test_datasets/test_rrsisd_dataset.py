@@ -226,7 +226,7 @@ def test_ref_with_absent_ann_id(refer_copy):
 
 
 @pytest.mark.parametrize('text', ['   ', '&nbsp;', '&amp;nbsp; &#32;',
-                                  '\u00a0\u3000'])
+                                  '\u00a0\u3000', '...', '&quot;?&quot;'])
 def test_empty_expression(refer_copy, text):
     """Empty after the text tower's ftfy / HTML / whitespace clean-up."""
     def fn(refs):

@@ -40,7 +40,7 @@ try:
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     from rsrefseg_mm.datasets import decode_segmentation
-from rsrefseg_mm.datasets.text import clean_expression  # noqa: E402
+from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
 from rsrefseg_mm.utils import track  # noqa: E402
 
 EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
@@ -156,10 +156,10 @@ def check(args: argparse.Namespace) -> int:
             report.add('no expression', where)
         for s in sentences:
             text = s.get('sent', s.get('raw'))
-            if not isinstance(text, str) or not clean_expression(text):
-                report.add('empty expression',
-                           f'{where} sent_id={s.get("sent_id")}: {text!r} '
-                           '(empty after ftfy / HTML clean-up)')
+            try:
+                check_expression(text, f'{where} sent_id={s.get("sent_id")}')
+            except ValueError as e:
+                report.add('empty expression', str(e))
                 continue
             counts[split] += 1
             lines[split].append(
