@@ -169,8 +169,8 @@ def _read_photo(data: bytes, source: str, bands, roi, roi_crs: str,
     chosen = None
     if bands is not None:
         chosen = select_bands(3, bands, source=source)
-        rgb = img[..., ::-1]
-        img = np.ascontiguousarray(rgb[..., [b - 1 for b in chosen]][..., ::-1])
+        rgb = img[..., ::-1][..., [b - 1 for b in chosen]]
+        img = np.ascontiguousarray(rgb[..., ::-1])
     return RasterImage(img=np.ascontiguousarray(img), source=source,
                        window=window, bands=chosen)
 
