@@ -8,7 +8,7 @@ import rasterio
 from rsrefseg_mm.geo import (mask_geojson, read_image, write_geojson,
                              write_mask_geotiff)
 
-from conftest import NON_SQUARE
+from geo_utils import NON_SQUARE
 
 
 def ring_area(ring):
