@@ -26,6 +26,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
 import argparse  # noqa: E402
+import html  # noqa: E402
 import json  # noqa: E402
 import os.path as osp  # noqa: E402
 import tempfile  # noqa: E402
@@ -121,11 +122,13 @@ class WebPredictor:
 
     @staticmethod
     def _friendly(error: Exception, path: Optional[str]) -> str:
-        """The error message with the upload's temp path shortened."""
+        """The error message with the upload's temp path shortened, escaped
+        (the page renders messages as HTML: ``&nbsp;`` must show as typed).
+        """
         msg = str(error)
         if path:
             msg = msg.replace(path, osp.basename(path))
-        return msg
+        return html.escape(msg, quote=False)
 
     def _read(self, path: Optional[str], bands_text: str) -> RasterImage:
         if not path:

@@ -192,6 +192,7 @@ def test_upload_type_segment_screenshot(server, browser):
         By.TAG_NAME, 'body').text, 'the error message')
     body = driver.find_element(By.TAG_NAME, 'body').text
     assert 'Traceback' not in body
+    assert "('&nbsp;' -> '')" in body  # shown as typed, not as HTML
     driver.save_screenshot(str(shot.with_name('web_demo_error.png')))
 
     # network requests (the browser's own chrome:// pages aside) all go to
