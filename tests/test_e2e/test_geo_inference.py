@@ -19,7 +19,7 @@ from rsrefseg_mm.apis import (georeferenced_mask, inference_referring,
                               init_referring_model)
 from rsrefseg_mm.datasets.synthetic_geotiff import write_synthetic_geotiff
 
-from e2e_utils import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope='module')

@@ -15,7 +15,6 @@ Screenshot: ``work_dirs/test_web/web_demo.png`` (``$WEB_DEMO_SCREENSHOT``).
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_utils import REPO, TINY_CONFIG
+from helpers import REPO, TINY_CONFIG, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -54,12 +53,6 @@ def checkpoint(tmp_path: Path) -> str:
     path = tmp_path / 'tiny_random.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,5 @@
 """demo/web_demo.py served on 127.0.0.1 and driven over real HTTP by
 gradio_client, with every non-loopback connection refused and recorded."""
-import importlib.util
 import os
 import socket
 
@@ -15,7 +14,7 @@ from PIL import Image
 
 from rsrefseg_mm.apis import init_referring_model
 
-from e2e_utils import REPO
+from helpers import free_port, load_script
 
 LOOPBACK = ('127.', '::1', 'localhost')
 
@@ -67,20 +66,6 @@ class NetworkGuard:
         socket.getaddrinfo = self._getaddrinfo
 
 
-def load_web_demo():
-    spec = importlib.util.spec_from_file_location(
-        'web_demo', REPO / 'demo' / 'web_demo.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def served(tmp_path_factory, tiny_config):
     """(client, examples, guard, work dir) of a running demo."""
@@ -91,7 +76,7 @@ def served(tmp_path_factory, tiny_config):
     ckpt = work / 'tiny.pth'
     torch.save(dict(state_dict=net.state_dict(), meta=dict()), ckpt)
     with NetworkGuard() as guard:
-        web = load_web_demo()
+        web = load_script('demo/web_demo.py')
         assert os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'
         from gradio_client import Client
         model = init_referring_model(tiny_config, str(ckpt))

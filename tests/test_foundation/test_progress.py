@@ -1,12 +1,9 @@
 """rsrefseg_mm.utils.track: rate and ETA on terminals, quiet otherwise."""
-import importlib.util
 import io
 
 from rsrefseg_mm.utils import track
 
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO, load_script
 
 
 class FakeTTY(io.StringIO):
@@ -32,10 +29,7 @@ def test_bar_with_count_rate_and_eta_on_a_terminal():
 
 def test_tools_stay_quiet_in_pipes(tmp_path, capsys):
     """browse_dataset.py with a non-terminal stderr prints its result only."""
-    spec = importlib.util.spec_from_file_location(
-        'browse_dataset', REPO / 'tools/analysis_tools/browse_dataset.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/analysis_tools/browse_dataset.py')
     cfg = REPO / 'configs/_base_/datasets/synthetic_referring.py'
     assert tool.main([str(cfg), '--output-dir', str(tmp_path), '--num', '2',
                       '--cfg-options',
