@@ -46,5 +46,10 @@ setup(
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt') +
     parse_requirements('requirements/mminstall.txt'),
-    extras_require=dict(tests=parse_requirements('requirements/tests.txt')),
+    extras_require=dict(
+        geo=parse_requirements('requirements/geo.txt'),
+        web=parse_requirements('requirements/web.txt'),
+        tests=parse_requirements('requirements/tests.txt'),
+        all=parse_requirements('requirements/geo.txt') +
+        parse_requirements('requirements/web.txt')),
     zip_safe=False)

@@ -1,15 +1,26 @@
 """Segment the object an expression refers to, in your own image(s).
 
-Single image:
+Single image (JPEG / PNG / GeoTIFF / any rasterio-readable file):
     python demo/image_demo.py IMAGE "EXPRESSION" CONFIG CHECKPOINT \
         --out-dir DIR [--device cpu]
+Multispectral / 16-bit GeoTIFF, bands 3, 2, 1 as R, G, B, a crop in map
+coordinates (the image's CRS; or --roi-crs EPSG:4326 for lon/lat):
+    python demo/image_demo.py scene.tif "the white tank" CONFIG CHECKPOINT \
+        --out-dir DIR --bands 3 2 1 --roi 500200 4100300 500900 4100900 \
+        --roi-crs map
 Batch (a .jsonl with {"image": ..., "text": ...} per line, or a .csv with
-columns image,text; relative image paths are resolved against the file):
+columns image,text; relative image paths are resolved against the file;
+a progress bar is drawn on stderr when it is a terminal):
     python demo/image_demo.py --batch pairs.jsonl CONFIG CHECKPOINT --out-dir DIR
 
 For each pair it writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png``
 (prediction over the image, captioned with the expression) and
-``<stem>_heatmap.png`` (the global text-filter activation).
+``<stem>_heatmap.png`` (the global text-filter activation); for a
+georeferenced input also ``<stem>_mask.tif`` (uint8 GeoTIFF: 1 target,
+0 background, 255 nodata, in the input's CRS and transform - the crop's with
+--roi) and ``<stem>_mask.geojson`` (the mask's polygons, holes kept, in the
+input's CRS). Non-8-bit data is stretched per band (2-98 % by default) and
+nodata pixels are never predicted as target.
 """
 import argparse
 import csv
@@ -18,15 +29,16 @@ import os.path as osp
 from pathlib import Path
 from typing import List, Tuple
 
-import mmcv
-import numpy as np
+from mmengine.config import DictAction
 
-from rsrefseg_mm.apis import inference_referring, init_referring_model
-from rsrefseg_mm.utils import enable_unsafe_load
-from rsrefseg_mm.visualization import add_caption, heatmap_overlay
+from rsrefseg_mm.apis import (inference_referring, init_referring_model,
+                              save_referring_outputs)
+from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH, read_image
+from rsrefseg_mm.utils import enable_unsafe_load, track
+from rsrefseg_mm.visualization.overlays import FILL_ALPHA
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         'inputs',
@@ -43,8 +55,41 @@ def parse_args() -> argparse.Namespace:
         '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
         'Pickles can run code: only for files you trust')
     parser.add_argument(
-        '--opacity', type=float, default=0.5, help='mask opacity')
-    args = parser.parse_args()
+        '--opacity', type=float, default=FILL_ALPHA,
+        help='opacity of the mask fill in the overlay (the contour is '
+        'opaque)')
+    parser.add_argument(
+        '--bands', type=int, nargs='+', metavar='B',
+        help='1-based bands shown as R G B (e.g. --bands 3 2 1), or one band '
+        'shown as grey; needed for inputs that are not 3-band RGB')
+    stretch = parser.add_mutually_exclusive_group()
+    stretch.add_argument(
+        '--stretch', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+        default=DEFAULT_STRETCH,
+        help='percentile stretch of non-8-bit data to 0-255 (default: 2 98)')
+    stretch.add_argument(
+        '--no-stretch', action='store_true',
+        help='pass non-8-bit data through unchanged (it must be in 0-255)')
+    parser.add_argument(
+        '--roi', type=float, nargs=4,
+        metavar=('XMIN', 'YMIN', 'XMAX', 'YMAX'),
+        help='region of interest read instead of the whole image: pixels '
+        '(COL0 ROW0 COL1 ROW1) or map coordinates (LEFT BOTTOM RIGHT TOP), '
+        'see --roi-crs')
+    parser.add_argument(
+        '--roi-crs', default='pixel',
+        help="coordinates of --roi: 'pixel' (default), 'map' (the image's "
+        "CRS) or a CRS such as EPSG:4326 (longitude / latitude)")
+    parser.add_argument(
+        '--min-polygon-area', type=float, default=DEFAULT_MIN_AREA_PX,
+        metavar='PX',
+        help='polygons smaller than this many pixels are left out of the '
+        f'GeoJSON (default {DEFAULT_MIN_AREA_PX:g})')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. '
+        'model.decode_head.threshold=0.3')
+    args = parser.parse_args(argv)
     n = 2 if args.batch else 4
     if len(args.inputs) != n:
         parser.error('expected IMAGE "EXPRESSION" CONFIG CHECKPOINT' if n == 4
@@ -77,27 +122,8 @@ def read_pairs(path: str) -> List[Tuple[str, str]]:
     return [(p if osp.isabs(p) else str(base / p), t) for p, t in pairs]
 
 
-def save_outputs(img_path: str, text: str, result, out_dir: Path,
-                 opacity: float, stem: str) -> None:
-    img = mmcv.imread(img_path, channel_order='rgb')
-    mask = result.pred_sem_seg.data[0].cpu().numpy().astype(bool)
-    mmcv.imwrite((mask * 255).astype(np.uint8), str(out_dir / f'{stem}_mask.png'))
-    overlay = img.copy()
-    overlay[mask] = ((1 - opacity) * img[mask] +
-                     opacity * np.array([255, 64, 64])).astype(np.uint8)
-    mmcv.imwrite(
-        mmcv.rgb2bgr(add_caption(overlay, text)),
-        str(out_dir / f'{stem}_overlay.png'))
-    heat = heatmap_overlay(img, result.global_map.data[0].cpu().numpy())
-    mmcv.imwrite(
-        mmcv.rgb2bgr(add_caption(heat, f'global activation: {text}')),
-        str(out_dir / f'{stem}_heatmap.png'))
-    print(f'{img_path}: "{text}" -> {int(mask.sum())} px; '
-          f'{out_dir / stem}_{{mask,overlay,heatmap}}.png')
-
-
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.unsafe_load:
         enable_unsafe_load()
     if args.batch:
@@ -108,13 +134,27 @@ def main() -> None:
         pairs = [(image, text)]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = init_referring_model(config, checkpoint, device=args.device)
-    for i, (img_path, text) in enumerate(pairs):
-        result = inference_referring(model, img_path, text)
+    stretch = None if args.no_stretch else tuple(args.stretch)
+    model = init_referring_model(config, checkpoint, device=args.device,
+                                 cfg_options=args.cfg_options)
+    for i, (img_path, text) in enumerate(
+            track(pairs, 'image demo', unit='image')):
+        image = read_image(img_path, args.bands, stretch, args.roi,
+                           args.roi_crs)
+        if image.stretch_ranges or image.nodata_pixels or \
+                image.georeferenced or image.window:
+            print(image.describe())
+        result = inference_referring(model, image, text)
         # in batch mode an image may come with several expressions
         stem = Path(img_path).stem if not args.batch else \
             f'{i:05d}_{Path(img_path).stem}'
-        save_outputs(img_path, text, result, out_dir, args.opacity, stem)
+        paths = save_referring_outputs(image, result, text, str(out_dir),
+                                       stem, args.min_polygon_area,
+                                       args.opacity)
+        n = int(result.pred_sem_seg.data.sum())
+        print(f'{img_path}: "{text}" -> {n} px; ' +
+              ', '.join(osp.basename(p) for p in paths.values()) +
+              f' in {out_dir}')
 
 
 if __name__ == '__main__':

@@ -60,8 +60,11 @@ fi
 "${PIP[@]}" install -q "setuptools>=77"
 echo "[install] mmcv from $WHEEL_DIR"
 "${PIP[@]}" install -q "$WHEEL_DIR"/mmcv-*.whl
-"${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt -r requirements/tests.txt
+# geo (rasterio) and web (gradio) are optional extras of the package; the
+# test suite exercises both, so the development environment has them.
+"${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
+    -r requirements/geo.txt -r requirements/web.txt -r requirements/tests.txt
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c "import mmcv.ops, mmseg, mmpretrain, segment_anything, rsrefseg_mm; print('[install] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
+"$VENV/bin/python" -c "import mmcv.ops, mmseg, mmpretrain, segment_anything, rasterio, rsrefseg_mm; print('[install] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 stamp_hash > "$STAMP"
 echo "[install] done in $(( $(date +%s) - start )) s"

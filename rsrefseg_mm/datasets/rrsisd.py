@@ -11,17 +11,10 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from .mask_utils import validate_segmentation
+from .text import check_expression
 
 REFERRING_METAINFO = dict(
     classes=('background', 'target'), palette=[[0, 0, 0], [255, 64, 64]])
-
-
-def check_expression(text, where: str) -> str:
-    """Return ``text`` stripped, or raise naming ``where`` if it is empty."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f'{where}: empty or missing referring expression '
-                         f'({text!r})')
-    return text.strip()
 
 
 @DATASETS.register_module()

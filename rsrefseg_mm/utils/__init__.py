@@ -4,10 +4,11 @@ from .checkpoint import (UNSAFE_LOAD_ENV, UnsafeCheckpointError,
                          unsafe_load_enabled)
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
+from .progress import track
 
 __all__ = [
     'apply_compile_arg', 'load_from_local', 'safe_torch_load',
     'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV',
     'enable_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',
-    'use_gloo_without_cuda'
+    'use_gloo_without_cuda', 'track'
 ]

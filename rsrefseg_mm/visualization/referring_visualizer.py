@@ -1,81 +1,105 @@
-"""Visualizer that draws referring masks with their expression as caption."""
-import textwrap
-from typing import Optional
+"""Visualizer that draws referring masks with labelled panels and caption."""
+from typing import List, Optional
 
-import cv2
 import mmcv
 import numpy as np
 from mmseg.registry import VISUALIZERS
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-CAPTION_FONT = cv2.FONT_HERSHEY_SIMPLEX
+from .captions import add_caption, label_panel
+from .overlays import (FILL_ALPHA, GT_COLOR, PRED_COLOR, display_scale,
+                       draw_mask_overlay, enlarge, heatmap_overlay, mask_iou)
+
+__all__ = ['ReferringVisualizer', 'add_caption', 'heatmap_overlay']
+
+#: White gap between panels, in pixels.
+PANEL_GAP = 4
 
 
-def add_caption(image: np.ndarray, text: str) -> np.ndarray:
-    """Put ``text`` in a white band above ``image``, wrapped to its width.
-
-    Args:
-        image (np.ndarray): (H, W, 3) uint8 image (any channel order).
-        text (str): The caption (e.g. the referring expression).
-
-    Returns:
-        np.ndarray: (H + band, W, 3) uint8 image.
-    """
-    h, w = image.shape[:2]
-    scale = max(0.35, min(w, 1024) / 900)
-    thickness = 1 if scale < 0.8 else 2
-    (cw, ch), base = cv2.getTextSize('x', CAPTION_FONT, scale, thickness)
-    chars_per_line = max(8, int(w / cw) - 2)
-    lines = textwrap.wrap(text, chars_per_line) or ['']
-    line_h = ch + base + 6
-    band = np.full((line_h * len(lines) + 6, w, 3), 255, dtype=np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(band, line, (4, 4 + ch + i * line_h), CAPTION_FONT, scale,
-                    (0, 0, 0), thickness, cv2.LINE_AA)
-    return np.concatenate([band, image], axis=0)
-
-
-def heatmap_overlay(image: np.ndarray,
-                    act_map: np.ndarray,
-                    alpha: float = 0.5) -> np.ndarray:
-    """Blend an activation map in [0, 1] over an RGB image as a JET heat map.
-
-    Args:
-        image (np.ndarray): (H, W, 3) uint8 RGB image.
-        act_map (np.ndarray): (h, w) float map in [0, 1], resized to (H, W).
-        alpha (float): Weight of the heat map.
-
-    Returns:
-        np.ndarray: (H, W, 3) uint8 RGB image.
-    """
-    h, w = image.shape[:2]
-    act = cv2.resize(act_map.astype(np.float32), (w, h),
-                     interpolation=cv2.INTER_LINEAR)
-    act = np.clip(act * 255, 0, 255).astype(np.uint8)
-    heat = cv2.applyColorMap(act, cv2.COLORMAP_JET)[..., ::-1]
-    return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
+def hconcat_panels(panels: List[np.ndarray], gap: int = PANEL_GAP
+                   ) -> np.ndarray:
+    """Place (H_i, W_i, 3) panels side by side, top-aligned, on white."""
+    height = max(p.shape[0] for p in panels)
+    cols = []
+    for i, p in enumerate(panels):
+        if p.shape[0] < height:
+            pad = np.full((height - p.shape[0], p.shape[1], 3), 255,
+                          np.uint8)
+            p = np.concatenate([p, pad], axis=0)
+        if i:
+            cols.append(np.full((height, gap, 3), 255, np.uint8))
+        cols.append(p)
+    return np.concatenate(cols, axis=1)
 
 
 @VISUALIZERS.register_module()
 class ReferringVisualizer(SegLocalVisualizer):
     """:class:`SegLocalVisualizer` for referring segmentation.
 
-    Draws ground truth (left) and prediction (right) overlays like mmseg,
-    without class-name labels, and puts the sample's expression
-    (``data_sample.text``) as a caption above them.
+    Draws the ground truth (left) and the prediction (right) as a
+    translucent fill plus a contour, so the object's own colour stays
+    visible; each panel is labelled (``ground truth``, ``prediction`` with
+    the sample's IoU when the ground truth is known) and the expression
+    (``data_sample.text``, any script) is the caption above them. Images
+    narrower than 256 px are enlarged by an integer factor so that contours
+    and text stay readable.
 
     Args:
         name (str): Name of the visualizer instance.
-        alpha (float): Mask opacity. Defaults to 0.5.
+        alpha (float): Fill opacity of the masks. Defaults to 0.2.
         **kwargs: Passed to :class:`SegLocalVisualizer`.
     """
 
     def __init__(self,
                  name: str = 'visualizer',
-                 alpha: float = 0.5,
+                 alpha: float = FILL_ALPHA,
                  **kwargs) -> None:
         super().__init__(name=name, alpha=alpha, **kwargs)
+
+    def draw_referring(self, image: np.ndarray,
+                       data_sample: Optional[SegDataSample] = None,
+                       draw_gt: bool = True,
+                       draw_pred: bool = True) -> np.ndarray:
+        """Compose the labelled panels and caption of one sample.
+
+        Args:
+            image (np.ndarray): (H, W, 3) uint8 RGB image.
+            data_sample (SegDataSample, optional): With ``gt_sem_seg`` and /
+                or ``pred_sem_seg`` (1, H, W) and ``text``.
+            draw_gt (bool): Draw the ground-truth panel when present.
+            draw_pred (bool): Draw the prediction panel when present.
+
+        Returns:
+            np.ndarray: (H', W', 3) uint8 RGB image.
+        """
+        scale = display_scale(image.shape[1])
+        img = enlarge(image, scale)
+
+        def mask_of(key: str) -> Optional[np.ndarray]:
+            if data_sample is None or key not in data_sample:
+                return None
+            return data_sample.get(key).data[0].cpu().numpy()
+
+        gt = mask_of('gt_sem_seg') if draw_gt else None
+        pred = mask_of('pred_sem_seg') if draw_pred else None
+        panels = []
+        if gt is not None:
+            panels.append(label_panel(
+                draw_mask_overlay(img, enlarge(gt, scale), GT_COLOR,
+                                  self.alpha), 'ground truth'))
+        if pred is not None:
+            label = 'prediction'
+            if gt is not None:
+                label += f' \u00b7 IoU {mask_iou(pred, gt):.2f}'
+            panels.append(label_panel(
+                draw_mask_overlay(img, enlarge(pred, scale), PRED_COLOR,
+                                  self.alpha), label))
+        drawn = hconcat_panels(panels) if panels else img
+        text = data_sample.get('text') if data_sample is not None else None
+        if text is not None:
+            drawn = add_caption(drawn, str(text))
+        return drawn
 
     def add_datasample(self,
                        name: str,
@@ -90,27 +114,11 @@ class ReferringVisualizer(SegLocalVisualizer):
                        with_labels: Optional[bool] = False) -> np.ndarray:
         """Draw a referring sample (RGB ``image``) and save it to backends.
 
-        Same arguments as :meth:`SegLocalVisualizer.add_datasample`; returns
+        Same arguments as :meth:`SegLocalVisualizer.add_datasample`
+        (``with_labels`` is unused: the panels are always labelled); returns
         the drawn RGB image as well.
         """
-        if not self.dataset_meta:
-            self.set_dataset_meta(
-                classes=('background', 'target'),
-                palette=[[0, 0, 0], [255, 64, 64]])
-        panels = []
-        if data_sample is not None:
-            for key, flag in (('gt_sem_seg', draw_gt),
-                              ('pred_sem_seg', draw_pred)):
-                if flag and key in data_sample:
-                    panels.append(
-                        self._draw_sem_seg(image, data_sample.get(key),
-                                           self.dataset_meta['classes'],
-                                           self.dataset_meta['palette'],
-                                           with_labels))
-        drawn = np.concatenate(panels, axis=1) if panels else image
-        text = data_sample.get('text') if data_sample is not None else None
-        if text is not None:
-            drawn = add_caption(drawn, str(text))
+        drawn = self.draw_referring(image, data_sample, draw_gt, draw_pred)
         if show:
             self.show(drawn, win_name=name, wait_time=wait_time)
         if out_file is not None:

@@ -73,6 +73,13 @@ def test_phrase_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match=r'output_phrase_train.txt:2.*18'):
         DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
                             split='train'))
+    # empty once HTML entities are decoded (as the text tower does)
+    (tmp_path / 'output_phrase_train.txt').write_text(
+        '17 the car\n18 &nbsp;&nbsp;\n')
+    with pytest.raises(ValueError, match=r'output_phrase_train.txt:2.*18.*'
+                       'empty after ftfy / HTML'):
+        DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
+                            split='train'))
 
 
 def test_mask_size_mismatch_names_files(tmp_path):

@@ -225,11 +225,15 @@ def test_ref_with_absent_ann_id(refer_copy):
         build(refer_copy['root'], 'train')
 
 
-def test_empty_expression(refer_copy):
+@pytest.mark.parametrize('text', ['   ', '&nbsp;', '&amp;nbsp; &#32;',
+                                  '\u00a0\u3000', '...', '&quot;?&quot;'])
+def test_empty_expression(refer_copy, text):
+    """Empty after the text tower's ftfy / HTML / whitespace clean-up."""
     def fn(refs):
-        refs[0]['sentences'][1]['sent'] = '   '
+        refs[0]['sentences'][1]['sent'] = text
     _rewrite_refs(refer_copy['root'], fn)
-    with pytest.raises(ValueError, match=r'ref_id=900 sent_id=2001.*empty'):
+    with pytest.raises(ValueError, match=r'refs\(unc\).p ref_id=900 '
+                       r'sent_id=2001.*expression is empty'):
         build(refer_copy['root'], 'train')
 
 

@@ -38,7 +38,7 @@ def test_image_demo(flag, monkeypatch, tmp_path):
     module = load_script('demo/image_demo.py')
     seen = {}
 
-    def fake_init(config, checkpoint, device):
+    def fake_init(config, checkpoint, device, **kwargs):
         seen['opted_in'] = unsafe_load_enabled()
         raise _Stop
 

@@ -1,7 +1,9 @@
 """Browse a referring dataset: mask overlay + expression caption per sample.
 
 Runs a config's data pipeline and writes one image per sample with the
-ground-truth target tinted and the referring expression written above it::
+ground-truth target drawn (translucent fill + contour) and the referring
+expression (any script) written above it; a progress bar (rate, ETA) is
+drawn on stderr when it is a terminal::
 
     python tools/analysis_tools/browse_dataset.py \
         configs/_base_/datasets/synthetic_referring.py \
@@ -13,7 +15,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-import textwrap
 
 import cv2
 import numpy as np
@@ -27,53 +28,42 @@ except ImportError:  # running from a clone without `pip install -e .`
     import rsrefseg_mm  # noqa: F401
 from mmseg.registry import DATASETS  # noqa: E402
 
+from rsrefseg_mm.utils import track  # noqa: E402
+from rsrefseg_mm.visualization import (add_caption,  # noqa: E402
+                                       draw_mask_overlay)
+from rsrefseg_mm.visualization.overlays import (FILL_ALPHA,  # noqa: E402
+                                                GT_COLOR, display_scale,
+                                                enlarge)
+
 
 def render_sample(img: np.ndarray,
                   mask: np.ndarray,
                   text: str,
-                  color=(60, 60, 255),
-                  alpha: float = 0.5,
-                  ignore_index: int = 255,
-                  width_chars: int = 48) -> np.ndarray:
-    """Overlay ``mask`` on ``img`` and write ``text`` above it.
+                  alpha: float = FILL_ALPHA,
+                  ignore_index: int = 255) -> np.ndarray:
+    """Draw ``mask`` over ``img`` (fill + contour), ``text`` above it.
 
     Args:
         img (np.ndarray): (H, W, 3) BGR uint8 image.
         mask (np.ndarray): (h, w) mask, 1 = target (resized to the image
             with nearest interpolation when sizes differ), ``ignore_index``
-            drawn grey.
-        text (str): Caption.
-        color (tuple): BGR colour of the target tint.
-        alpha (float): Tint opacity.
+            drawn dimmed.
+        text (str): Caption (any script).
+        alpha (float): Fill opacity.
         ignore_index (int): Ignored label.
-        width_chars (int): Caption wrap width in characters.
 
     Returns:
-        np.ndarray: (H + caption, W, 3) BGR uint8 image.
+        np.ndarray: (H' + caption, W', 3) BGR uint8 image; images narrower
+        than 256 px are enlarged by an integer factor.
     """
-    img = np.ascontiguousarray(img).astype(np.uint8)
-    h, w = img.shape[:2]
-    if mask.shape != (h, w):
-        mask = cv2.resize(mask.astype(np.uint8), (w, h),
+    rgb = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
+    if mask.shape != rgb.shape[:2]:
+        mask = cv2.resize(mask.astype(np.uint8), rgb.shape[1::-1],
                           interpolation=cv2.INTER_NEAREST)
-    out = img.astype(np.float32)
-    fg = mask == 1
-    out[fg] = (1 - alpha) * out[fg] + alpha * np.array(color, np.float32)
-    out[mask == ignore_index] = 0.5 * out[mask == ignore_index] + 64
-    out = out.astype(np.uint8)
-    contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, color, 1)
-    scale = max(0.35, min(1.0, w / 640))
-    wrap = max(10, int(width_chars * (w / 640) / scale))
-    lines = textwrap.wrap(text, wrap) or ['']
-    line_h = int(22 * scale) + 4
-    banner = np.full((line_h * len(lines) + 6, w, 3), 255, np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(banner, line, (4, line_h * (i + 1)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    return np.concatenate([banner, out], axis=0)
+    scale = display_scale(rgb.shape[1])
+    out = draw_mask_overlay(enlarge(rgb, scale), enlarge(mask, scale),
+                            GT_COLOR, alpha, ignore_index)
+    return np.ascontiguousarray(add_caption(out, text)[..., ::-1])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,7 +92,7 @@ def main(argv=None) -> int:
     dataset = DATASETS.build(loader.dataset)
     os.makedirs(args.output_dir, exist_ok=True)
     n = min(args.num, len(dataset))
-    for idx in range(n):
+    for idx in track(range(n), f'browsing {args.split}', unit='sample'):
         out = dataset[idx]
         sample = out['data_samples']
         img = out['inputs'].permute(1, 2, 0).numpy()  # BGR, as loaded

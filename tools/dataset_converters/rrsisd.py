@@ -15,7 +15,8 @@ Expected layout (RMSIN release, https://github.com/Lsan2401/RMSIN)::
     └── images/rrsisd/JPEGImages/*.jpg
 
 Expected expression counts: train 12,181, val 1,740, test 3,481
-(``--skip-count-check`` for subsets or other REFER-style data).
+(``--skip-count-check`` for subsets or other REFER-style data). A progress
+bar (rate, ETA) is drawn on stderr when it is a terminal.
 
 ``--out-jsonl DIR`` writes ``rrsisd_{train,val,test}.jsonl`` in RSRefSeg's
 converted format (``split, image_id, sent, file_name, category_id,
@@ -39,6 +40,8 @@ try:
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     from rsrefseg_mm.datasets import decode_segmentation
+from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
+from rsrefseg_mm.utils import track  # noqa: E402
 
 EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
 DOWNLOAD_HINT = (
@@ -105,7 +108,7 @@ def check(args: argparse.Namespace) -> int:
     counts: Counter = Counter()
     lines: Dict[str, List[dict]] = defaultdict(list)
     checked_images: Dict[str, tuple] = {}
-    for ref in refs:
+    for ref in track(refs, 'checking RRSIS-D refs', unit='ref'):
         ref_id = ref.get('ref_id')
         split = ref.get('split')
         where = f'ref_id={ref_id}'
@@ -153,9 +156,10 @@ def check(args: argparse.Namespace) -> int:
             report.add('no expression', where)
         for s in sentences:
             text = s.get('sent', s.get('raw'))
-            if not isinstance(text, str) or not text.strip():
-                report.add('empty expression',
-                           f'{where} sent_id={s.get("sent_id")}')
+            try:
+                check_expression(text, f'{where} sent_id={s.get("sent_id")}')
+            except ValueError as e:
+                report.add('empty expression', str(e))
                 continue
             counts[split] += 1
             lines[split].append(

@@ -1,12 +1,15 @@
 """Loading of referring-segmentation images and ground truth."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
+from ...geo import DEFAULT_STRETCH, RasterImage, check_stretch, read_image
+from ...geo.stretch import StretchType
 from ..mask_utils import binarize_mask_file, decode_segmentation
 
 
@@ -25,31 +28,108 @@ def _describe(results: dict) -> str:
 
 @TRANSFORMS.register_module()
 class LoadReferringImageFromFile(LoadImageFromFile):
-    """mmcv's ``LoadImageFromFile`` whose errors name the sample.
+    """Load an image (JPEG / PNG / GeoTIFF / any rasterio format) for a
+    referring sample; errors name the sample.
 
-    mmcv re-raises the decoder's exception as is; for a zero-byte or
-    truncated file that is OpenCV's ``cv2.error`` (an assertion inside
-    ``imdecode``) or a bare ``AssertionError``, neither of which says which
-    image or expression failed. Here every read/decode failure raises
-    :class:`OSError` (:class:`FileNotFoundError` for a missing file) with
-    the image path and the referring ids. ``ignore_empty=True`` keeps
-    mmcv's behaviour of returning ``None``, on which mmengine's training
-    datasets silently fetch another sample: leave it off (the default).
-    Same arguments as ``LoadImageFromFile``; adds the keys ``img``,
-    ``img_shape`` and ``ori_shape``.
+    8-bit JPEG / PNG / BMP / WebP files are decoded by mmcv exactly as
+    ``LoadImageFromFile`` does. Other files (GeoTIFF, JPEG 2000, 16-bit
+    PNG, ...) are read with rasterio (:func:`rsrefseg_mm.geo.read_image`):
+
+    - ``bands`` picks the 1-based bands shown as R, G, B (multispectral
+      files); without it a file must be 3-band or carry red/green/blue colour
+      interpretation, otherwise a clear error says how to choose;
+    - non-8-bit data gets a per-band percentile stretch to 0-255 (nodata
+      excluded), logged for the first image (the ranges of every image are
+      in its ``stretch_ranges`` metainfo);
+    - nodata pixels (nodata value, alpha / internal mask, NaN) are reported
+      in ``nodata_mask``; the segmentor never predicts them as target.
+
+    Every read/decode failure raises :class:`OSError`
+    (:class:`FileNotFoundError` for a missing file) naming the image and the
+    referring ids; a bad band choice raises :class:`ValueError`.
+    ``ignore_empty=True`` keeps mmcv's behaviour of returning ``None``, on
+    which mmengine's training datasets silently fetch another sample: leave
+    it off (the default).
+
+    Added keys: ``img`` ((H, W, 3) BGR uint8), ``img_shape``, ``ori_shape``;
+    for rasters, when they apply: ``nodata_mask`` ((H, W) bool),
+    ``geo_transform``, ``crs``, ``stretch_ranges``.
+
+    Args:
+        bands (Sequence[int], optional): 1-based bands shown as R, G, B,
+            e.g. ``(3, 2, 1)``; one band is shown as grey.
+        stretch (Sequence[float] | None): Percentile stretch of non-8-bit
+            data. Defaults to ``(2, 98)``; None passes through data already
+            in 0-255 (and raises for data outside it).
+        **kwargs: ``LoadImageFromFile`` arguments (``to_float32``,
+            ``color_type``, ``imdecode_backend``, ``backend_args``,
+            ``ignore_empty``). With a ``color_type`` other than ``'color'``
+            every file is decoded by mmcv as before.
     """
+
+    def __init__(self,
+                 bands: Optional[Sequence[int]] = None,
+                 stretch: StretchType = DEFAULT_STRETCH,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bands = tuple(bands) if bands is not None else None
+        self.stretch = check_stretch(stretch)
+        self._reported = False
+
+    def _report(self, image: RasterImage) -> None:
+        """Log the first stretched or nodata-bearing image."""
+        if self._reported or (image.stretch_ranges is None
+                              and not image.nodata_pixels):
+            return
+        self._reported = True
+        print_log(f'{type(self).__name__}: {image.describe()} (shown for '
+                  'the first such image; every sample carries its ranges '
+                  'in `stretch_ranges` and its nodata in `nodata_mask`)',
+                  logger='current')
 
     def transform(self, results: dict) -> Optional[dict]:
         """Read and decode ``results['img_path']``."""
+        filename = results['img_path']
         try:
-            return super().transform(results)
+            img_bytes = fileio.get(filename, backend_args=self.backend_args)
         except FileNotFoundError as e:
+            if self.ignore_empty:
+                return None
             raise FileNotFoundError(
                 f'image not found for {_describe(results)}: {e}') from e
-        except Exception as e:  # cv2.error, AssertionError, PIL, IO errors
+        try:
+            if self.color_type != 'color':
+                img = mmcv.imfrombytes(
+                    img_bytes, flag=self.color_type,
+                    backend=self.imdecode_backend)
+                assert img is not None, f'failed to load image: {filename}'
+                results.update(img=img, img_shape=img.shape[:2],
+                               ori_shape=img.shape[:2])
+            else:
+                image = read_image(
+                    img_bytes, self.bands, self.stretch, name=filename,
+                    imdecode_backend=self.imdecode_backend)
+                self._report(image)
+                results.update(image.pipeline_inputs())
+        except ValueError as e:  # band choice, stretch of out-of-range data
+            if self.ignore_empty:
+                return None
+            raise ValueError(f'{e} ({_describe(results)})') from e
+        except ImportError:
+            raise
+        except Exception as e:  # cv2.error, AssertionError, rasterio, IO
+            if self.ignore_empty:
+                return None
             raise OSError(f'cannot read or decode the image of '
                           f'{_describe(results)} '
                           f'({type(e).__name__}: {e})') from e
+        if self.to_float32:
+            results['img'] = results['img'].astype(np.float32)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{super().__repr__()[:-1]}, bands={self.bands}, '
+                f'stretch={self.stretch})')
 
 
 @TRANSFORMS.register_module()

@@ -11,6 +11,8 @@ from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 from mmseg.structures import SegDataSample
 
+from ...geo import is_8bit_photo
+
 
 @HOOKS.register_module()
 class ReferringVisualizationHook(SegVisualizationHook):
@@ -18,10 +20,11 @@ class ReferringVisualizationHook(SegVisualizationHook):
 
     Like :class:`SegVisualizationHook`, but samples without an image file
     (``SyntheticReferringDataset``) are drawn from the packed input tensor,
-    resized back to ``ori_shape``; window names carry the sample's ref/sent
-    ids so that several expressions of one image do not overwrite each other.
-    Under test-time augmentation (``tools/test.py --tta``) the un-flipped
-    view of such a sample is drawn.
+    resized back to ``ori_shape`` (so are GeoTIFFs and other non-8-bit
+    rasters, as the loader stretched them); window names carry the sample's
+    ref/sent ids so that several expressions of one image do not overwrite
+    each other. Under test-time augmentation (``tools/test.py --tta``) the
+    un-flipped view of such a sample is drawn.
     """
 
     @staticmethod
@@ -52,18 +55,22 @@ class ReferringVisualizationHook(SegVisualizationHook):
             return
         for i, output in enumerate(outputs):
             img_path = output.get('img_path')
+            img = None
             if img_path is not None:
                 img_bytes = fileio.get(img_path, backend_args=self.backend_args)
-                img = mmcv.imfrombytes(img_bytes, channel_order='rgb')
                 stem = osp.splitext(osp.basename(img_path))[0]
+                if is_8bit_photo(img_bytes[:32]):
+                    img = mmcv.imfrombytes(img_bytes, channel_order='rgb')
             else:
-                # packed input: (3, h, w) BGR, as LoadImageFromFile gives
+                stem = f'image{output.get("image_id", batch_idx)}'
+            if img is None:
+                # packed input: (3, h, w) BGR, as the loader gives (also for
+                # GeoTIFFs, whose bands were selected and stretched)
                 img = self._packed_input(data_batch, i)
                 img = img.permute(1, 2, 0).cpu().numpy()
                 img = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
                 oh, ow = output.ori_shape[:2]
                 img = mmcv.imresize(img, (ow, oh))
-                stem = f'image{output.get("image_id", batch_idx)}'
             ids = [str(output.get(k)) for k in ('ref_id', 'sent_id')
                    if output.get(k) is not None]
             window_name = '_'.join([f'{mode}_{stem}'] + ids)

@@ -1,6 +1,7 @@
 """RSRefSeg segmentor (https://arxiv.org/abs/2501.06809)."""
 from typing import Dict, List, Optional, Tuple
 
+import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
@@ -195,3 +196,29 @@ class RSRefSeg(EncoderDecoder):
         if self.test_cfg.get('mode', 'whole') != 'whole':
             return self.slide_inference(inputs, batch_img_metas)
         return super().inference(inputs, batch_img_metas)
+
+    def postprocess_result(self,
+                           seg_logits: Tensor,
+                           data_samples: OptSampleList = None) -> SampleList:
+        """mmseg's post-processing, then nodata pixels set to background.
+
+        A sample whose metainfo has ``nodata_mask`` ((H, W) bool at the
+        original size, from the raster loader) gets ``pred_sem_seg`` 0 and
+        foreground probability (``seg_logits``) 0 there: where the input has
+        no data the object cannot be.
+        """
+        data_samples = super().postprocess_result(seg_logits, data_samples)
+        for sample in data_samples:
+            nodata = sample.metainfo.get('nodata_mask')
+            if nodata is None:
+                continue
+            pred = sample.pred_sem_seg.data
+            nodata = torch.as_tensor(nodata, device=pred.device).bool()
+            if tuple(nodata.shape) != tuple(pred.shape[-2:]):
+                raise ValueError(
+                    f'nodata_mask {tuple(nodata.shape)} does not match the '
+                    f'prediction {tuple(pred.shape[-2:])} of '
+                    f'{sample.metainfo.get("img_path", "a sample")}')
+            pred[:, nodata] = 0
+            sample.seg_logits.data[:, nodata] = 0
+        return data_samples

@@ -1,0 +1,107 @@
+"""Files a referring prediction is saved as (image demo, web demo).
+
+``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` (prediction over the
+image, captioned with the expression), ``<stem>_heatmap.png`` (the global
+text-filter activation) and, for a georeferenced input,
+``<stem>_mask.tif`` (single-band uint8 GeoTIFF in the input's CRS and
+transform, or the region of interest's) and ``<stem>_mask.geojson`` (the
+mask's polygons in the same CRS).
+"""
+import os
+import os.path as osp
+from typing import Dict
+
+import mmcv
+import numpy as np
+from mmseg.structures import SegDataSample
+
+from ..geo import (DEFAULT_MIN_AREA_PX, RasterImage, mask_geojson,
+                   write_geojson, write_mask_geotiff)
+from ..visualization import add_caption, draw_mask_overlay, heatmap_overlay
+from ..visualization.overlays import (FILL_ALPHA, PRED_COLOR, display_scale,
+                                      enlarge)
+
+
+def render_overlay(image: RasterImage, result: SegDataSample, text: str,
+                   alpha: float = FILL_ALPHA) -> np.ndarray:
+    """The prediction (translucent fill + contour) under the expression.
+
+    Args:
+        image (RasterImage): The image the model saw.
+        result (SegDataSample): From :func:`inference_referring`.
+        text (str): The expression (caption).
+        alpha (float): Fill opacity.
+
+    Returns:
+        np.ndarray: (H', W', 3) uint8 RGB; images narrower than 256 px are
+        enlarged by an integer factor.
+    """
+    rgb = image.img[..., ::-1]
+    scale = display_scale(rgb.shape[1])
+    mask = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+    drawn = draw_mask_overlay(enlarge(rgb, scale), enlarge(mask, scale),
+                              PRED_COLOR, alpha)
+    return add_caption(drawn, text)
+
+
+def render_heatmap(image: RasterImage, result: SegDataSample,
+                   text: str) -> np.ndarray:
+    """The global text-filter activation over the image, captioned.
+
+    Returns:
+        np.ndarray: (H', W', 3) uint8 RGB (enlarged like the overlay).
+    """
+    rgb = image.img[..., ::-1]
+    scale = display_scale(rgb.shape[1])
+    heat = heatmap_overlay(
+        enlarge(np.ascontiguousarray(rgb), scale),
+        result.global_map.data[0].cpu().numpy())
+    return add_caption(heat, f'global activation: {text}')
+
+
+def save_referring_outputs(image: RasterImage,
+                           result: SegDataSample,
+                           text: str,
+                           out_dir: str,
+                           stem: str,
+                           min_area_px: float = DEFAULT_MIN_AREA_PX,
+                           alpha: float = FILL_ALPHA) -> Dict[str, str]:
+    """Write the output files of one prediction (see the module docstring).
+
+    Args:
+        image (RasterImage): The image the model saw.
+        result (SegDataSample): From :func:`inference_referring`.
+        text (str): The expression.
+        out_dir (str): Output folder (created).
+        stem (str): File name stem.
+        min_area_px (float): Polygons smaller than this many pixels are left
+            out of the GeoJSON.
+        alpha (float): Overlay fill opacity.
+
+    Returns:
+        dict[str, str]: Paths under the keys ``mask``, ``overlay``,
+        ``heatmap`` and, for georeferenced inputs, ``geotiff`` and
+        ``geojson``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    base = osp.join(out_dir, stem)
+    mask = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+    paths = dict(
+        mask=base + '_mask.png',
+        overlay=base + '_overlay.png',
+        heatmap=base + '_heatmap.png')
+    mmcv.imwrite(mask * 255, paths['mask'])
+    mmcv.imwrite(
+        mmcv.rgb2bgr(render_overlay(image, result, text, alpha)),
+        paths['overlay'])
+    mmcv.imwrite(
+        mmcv.rgb2bgr(render_heatmap(image, result, text)), paths['heatmap'])
+    if image.georeferenced:
+        paths['geotiff'] = write_mask_geotiff(
+            base + '_mask.tif', mask, image.transform, image.crs,
+            image.nodata_mask, text)
+        paths['geojson'] = write_geojson(
+            base + '_mask.geojson',
+            mask_geojson(mask, image.transform, image.crs, min_area_px,
+                         dict(text=text)))
+    return paths

@@ -1,0 +1,50 @@
+"""Validation of referring expressions.
+
+The text towers clean every expression before tokenising it: CLIP's
+tokenizer repairs mojibake with ``ftfy``, unescapes HTML entities twice and
+collapses whitespace (:class:`rsrefseg_mm.models.utils.CLIPTokenizer`);
+SigLIP's also drops ASCII punctuation
+(:func:`rsrefseg_mm.models.utils.siglip_tokenizer.canonicalize_text`). An
+expression that is empty *after* that cleaning (``"&nbsp;"``,
+``"&amp;#32;"``, a run of no-break spaces, ``"..."``) would reach the model
+as an empty prompt, so it is rejected where it enters: when a dataset loads,
+in the inference API and in the demos.
+"""
+from ..models.utils.clip_tokenizer import basic_clean, whitespace_clean
+from ..models.utils.siglip_tokenizer import canonicalize_text
+
+
+def clean_expression(text: str) -> str:
+    """The expression as CLIP's text tower sees it (before lower-casing):
+    ftfy, HTML unescaping, whitespace collapsed."""
+    return whitespace_clean(basic_clean(text))
+
+
+def check_expression(text, where: str) -> str:
+    """Return ``text`` stripped, or raise naming ``where`` if it is empty.
+
+    Args:
+        text: The expression (anything; non-strings are rejected).
+        where (str): Where it comes from (file, ref id), for the message.
+
+    Returns:
+        str: ``text.strip()``.
+
+    Raises:
+        ValueError: When ``text`` is not a string, is empty after the ftfy /
+            HTML / whitespace clean-up, or holds nothing but punctuation
+            (empty for SigLIP's tokenizer).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f'{where}: the expression is empty or missing '
+                         f'({text!r})')
+    cleaned = clean_expression(text)
+    if not cleaned:
+        raise ValueError(f'{where}: the expression is empty after ftfy / '
+                         f'HTML clean-up ({text!r} -> {cleaned!r})')
+    if not canonicalize_text(cleaned):
+        raise ValueError(f'{where}: the expression is empty after ftfy / '
+                         f'HTML clean-up and punctuation removal ({text!r} '
+                         f'-> {cleaned!r} -> \'\'); SigLIP drops ASCII '
+                         'punctuation')
+    return text.strip()

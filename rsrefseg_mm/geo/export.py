@@ -1,0 +1,179 @@
+"""Georeferenced outputs: the mask as a GeoTIFF and its polygons as GeoJSON.
+
+Both are written in the input's CRS with the input's (or the crop's)
+geotransform, so they open at the right place in QGIS / ArcGIS / GDAL.
+"""
+import json
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .reader import require_rasterio
+from .roi import apply_affine
+
+#: Mask values in the GeoTIFF.
+MASK_BACKGROUND, MASK_TARGET, MASK_NODATA = 0, 1, 255
+#: Paletted display of the GeoTIFF: transparent background and nodata.
+MASK_COLORMAP = {
+    MASK_BACKGROUND: (0, 0, 0, 0),
+    MASK_TARGET: (255, 64, 64, 255),
+    MASK_NODATA: (0, 0, 0, 0)
+}
+#: Default minimum polygon area in pixels (smaller specks are dropped).
+DEFAULT_MIN_AREA_PX = 4.0
+
+
+def write_mask_geotiff(path: str,
+                       mask: np.ndarray,
+                       transform,
+                       crs=None,
+                       nodata_mask: Optional[np.ndarray] = None,
+                       text: Optional[str] = None) -> str:
+    """Write a referring mask as a single-band uint8 GeoTIFF.
+
+    Values: 1 target, 0 background, 255 nodata (where the input had no
+    data; declared as the band's nodata value). Deflate-compressed, with a
+    colour table (target red, the rest transparent) for direct display.
+
+    Args:
+        path (str): Output ``.tif`` path.
+        mask (np.ndarray): (H, W) prediction, nonzero = target.
+        transform (affine.Affine): Pixel -> map transform.
+        crs (rasterio.crs.CRS, optional): The input's CRS.
+        nodata_mask (np.ndarray, optional): (H, W) bool, True = nodata.
+        text (str, optional): The expression, stored as a tag.
+
+    Returns:
+        str: ``path``.
+    """
+    rasterio = require_rasterio(path)
+    data = (np.asarray(mask) > 0).astype(np.uint8) * MASK_TARGET
+    if nodata_mask is not None:
+        data[nodata_mask] = MASK_NODATA
+    h, w = data.shape
+    profile = dict(
+        driver='GTiff', width=w, height=h, count=1, dtype='uint8', crs=crs,
+        transform=transform, nodata=MASK_NODATA, compress='deflate')
+    if h >= 256 and w >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(data, 1)
+        dst.write_colormap(1, MASK_COLORMAP)
+        dst.set_band_description(
+            1, 'referred object: 1 target, 0 background, 255 nodata')
+        if text is not None:
+            dst.update_tags(expression=text)
+    return path
+
+
+def _ring_area(ring: List) -> float:
+    """Signed shoelace area of a closed ring (positive = counter-clockwise
+    in a y-up frame)."""
+    pts = np.asarray(ring, dtype=np.float64)
+    x, y = pts[:, 0], pts[:, 1]
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def mask_polygons(mask: np.ndarray,
+                  transform=None,
+                  min_area_px: float = DEFAULT_MIN_AREA_PX) -> List[dict]:
+    """Vectorise a mask into polygons with holes.
+
+    Args:
+        mask (np.ndarray): (H, W), nonzero = target.
+        transform (affine.Affine, optional): Pixel -> map transform; None
+            keeps pixel coordinates (column, row).
+        min_area_px (float): Polygons (exterior minus holes) smaller than
+            this many pixels are dropped. Holes are always kept.
+
+    Returns:
+        list[dict]: GeoJSON ``Polygon`` geometries with the area in pixels
+        (``area_px``). Rings follow the right-hand rule (exterior
+        counter-clockwise, holes clockwise) in map coordinates.
+    """
+    require_rasterio('vectorising a mask')
+    from affine import Affine
+    from rasterio.features import shapes
+    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    transform = Affine.identity() if transform is None else Affine(
+        *transform[:6])
+    polygons = []
+    for geom, _ in shapes(binary, mask=binary > 0, connectivity=4):
+        rings = geom['coordinates']
+        area_px = abs(_ring_area(rings[0])) - sum(
+            abs(_ring_area(r)) for r in rings[1:])
+        if area_px < min_area_px:
+            continue
+        out = []
+        for i, ring in enumerate(rings):
+            pts = [apply_affine(transform, x, y) for x, y in ring]
+            ccw = _ring_area(pts) > 0
+            if ccw != (i == 0):  # exterior CCW, holes CW
+                pts = pts[::-1]
+            out.append([list(p) for p in pts])
+        polygons.append(
+            dict(type='Polygon', coordinates=out, area_px=float(area_px)))
+    return polygons
+
+
+def crs_member(crs) -> Optional[dict]:
+    """The GeoJSON (2008) ``crs`` member naming ``crs``, read by GDAL/QGIS.
+
+    Args:
+        crs (rasterio.crs.CRS, optional): The CRS.
+
+    Returns:
+        dict | None: ``{"type": "name", "properties": {"name": ...}}`` with
+        an OGC URN for EPSG CRSs, the WKT otherwise.
+    """
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    name = f'urn:ogc:def:crs:EPSG::{epsg}' if epsg else crs.to_wkt()
+    return dict(type='name', properties=dict(name=name))
+
+
+def mask_geojson(mask: np.ndarray,
+                 transform,
+                 crs=None,
+                 min_area_px: float = DEFAULT_MIN_AREA_PX,
+                 properties: Optional[Dict] = None) -> dict:
+    """A GeoJSON FeatureCollection of the mask's polygons in ``crs``.
+
+    Args:
+        mask (np.ndarray): (H, W), nonzero = target.
+        transform (affine.Affine): Pixel -> map transform.
+        crs (rasterio.crs.CRS, optional): CRS of the coordinates (named in
+            the collection's ``crs`` member).
+        min_area_px (float): See :func:`mask_polygons`.
+        properties (dict, optional): Added to every feature (e.g. the
+            expression).
+
+    Returns:
+        dict: FeatureCollection; each feature has ``id``, ``area_px`` and
+        ``area`` (map units squared) properties.
+    """
+    from affine import Affine
+    pixel_area = abs(Affine(*transform[:6]).determinant)
+    features = []
+    for i, poly in enumerate(mask_polygons(mask, transform, min_area_px)):
+        area_px = poly.pop('area_px')
+        props = dict(id=i, area_px=area_px, area=area_px * pixel_area)
+        props.update(properties or {})
+        features.append(dict(type='Feature', properties=props, geometry=poly))
+    collection = dict(type='FeatureCollection', features=features)
+    member = crs_member(crs)
+    if member is not None:
+        collection['crs'] = member
+    return collection
+
+
+def write_geojson(path: str, collection: dict) -> str:
+    """Write a FeatureCollection as UTF-8 JSON.
+
+    Returns:
+        str: ``path``.
+    """
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(collection, f, ensure_ascii=False)
+    return path
