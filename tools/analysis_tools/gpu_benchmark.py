@@ -246,6 +246,8 @@ def find_max_batches(model, cfg, size, args) -> Dict:
                     raise
                 return False
             finally:
+                # a step cut short by OOM leaves partial gradients behind
+                model.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
 
         return fits

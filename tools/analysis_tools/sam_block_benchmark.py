@@ -245,7 +245,7 @@ def run(args) -> dict:
                     with profile(activities=acts) as prof:
                         steps[name]()
                         sync(device)
-                    key = 'self_cuda_time_total' if len(acts) > 1 else \
+                    key = 'self_device_time_total' if len(acts) > 1 else \
                         'self_cpu_time_total'
                     row[name]['profile'] = prof.key_averages().table(
                         sort_by=key, row_limit=12)
