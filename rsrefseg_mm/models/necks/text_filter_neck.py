@@ -295,7 +295,8 @@ class TextFilterNeck(BaseModule):
         Returns:
             dict: ``sparse_prompts`` (B, N, C), ``dense_prompts``
             (B, 1, Hm, Wm) or None, ``local_maps`` (B, L, h, w) (0 on
-            masked tokens), ``global_map`` (B, h, w) (sigmoid).
+            masked tokens), ``global_map`` (B, h, w) (sigmoid),
+            ``global_logits`` (B, h, w) (before the sigmoid).
         """
         for key in ('img_feats', 'text_feats', 'text_global'):
             if key not in feats:
@@ -355,4 +356,5 @@ class TextFilterNeck(BaseModule):
             sparse_prompts=sparse,
             dense_prompts=dense,
             local_maps=local_maps,
-            global_map=global_map[:, 0])
+            global_map=global_map[:, 0],
+            global_logits=global_logits[:, 0])

@@ -3,6 +3,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from mmseg.models.segmentors import EncoderDecoder
@@ -42,6 +43,15 @@ class RSRefSeg(EncoderDecoder):
     supported and there is no auxiliary head.
     Trainable / total parameter counts per component are logged at init.
 
+    Optional grounding loss on the global text filter
+    (``filter_loss_weight > 0``, off by default and not in the paper): the
+    global filter logits (B, h, w) are trained with a binary cross-entropy
+    against the target mask area-averaged onto the filter grid (soft
+    targets; ignored pixels left out), logged as ``filter.loss_bce``. It
+    gives the image and text towers a direct signal to align patches with
+    the expression, which a from-scratch model (the tiny CPU demo) otherwise
+    only gets through SAM; with pretrained towers it is not needed.
+
     Args:
         backbone (dict): Image+text backbone config (``SigLIPBackbone``,
             ``CLIPBackbone``).
@@ -52,6 +62,8 @@ class RSRefSeg(EncoderDecoder):
         data_preprocessor (dict, optional): ``SegDataPreProcessor`` with
             ``mean=None, std=None, bgr_to_rgb=True`` (RGB 0-255 inputs).
         auxiliary_head: Must be None.
+        filter_loss_weight (float): Weight of the global-filter grounding
+            loss (see above). 0 (default) disables it.
         pretrained: Must be None (mmseg's ``init_model`` passes None); use
             the backbone's and head's ``checkpoint``.
         init_cfg (dict, optional): Initialisation config.
@@ -66,6 +78,7 @@ class RSRefSeg(EncoderDecoder):
                  data_preprocessor: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
                  pretrained: Optional[str] = None,
+                 filter_loss_weight: float = 0.0,
                  init_cfg: OptMultiConfig = None) -> None:
         if pretrained is not None:
             raise ValueError(
@@ -76,6 +89,9 @@ class RSRefSeg(EncoderDecoder):
             raise ValueError('RSRefSeg needs a neck (the text-filter prompter)')
         if auxiliary_head is not None:
             raise ValueError('RSRefSeg does not support an auxiliary head')
+        if filter_loss_weight < 0:
+            raise ValueError('filter_loss_weight must be >= 0, got '
+                             f'{filter_loss_weight}')
         test_cfg = ConfigDict(mode='whole') if test_cfg is None else \
             ConfigDict(test_cfg)
         if test_cfg.get('mode', 'whole') != 'whole':
@@ -90,6 +106,7 @@ class RSRefSeg(EncoderDecoder):
             test_cfg=test_cfg,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
+        self.filter_loss_weight = float(filter_loss_weight)
         if getattr(self.neck, 'pos_embed', None) == 'sam':
             # the prompter adds SAM's pretrained shared image positional
             # encoding, the one the mask decoder uses, to its grid
@@ -172,7 +189,40 @@ class RSRefSeg(EncoderDecoder):
         """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
         metas = [ds.metainfo for ds in data_samples]
         x = self.extract_feat(inputs, metas)
-        return self._decode_head_forward_train(x, data_samples)
+        losses = self._decode_head_forward_train(x, data_samples)
+        if self.filter_loss_weight > 0:
+            losses['filter.loss_bce'] = self.filter_loss_weight * \
+                self.filter_loss(x['global_logits'], data_samples)
+        return losses
+
+    def filter_loss(self, global_logits: Tensor,
+                    data_samples: SampleList) -> Tensor:
+        """BCE of the global filter logits against the target mask.
+
+        Args:
+            global_logits (Tensor): (B, h, w) logits of the global filter;
+                the grid covers the whole (padded) input.
+            data_samples (list[SegDataSample]): ``gt_sem_seg`` (1, H, W)
+                with 1 = target, ``decode_head.ignore_index`` = ignored.
+
+        Returns:
+            Tensor: Mean BCE over the grid cells, each weighted by its
+            share of non-ignored pixels; the target of a cell is its
+            target share among those pixels.
+        """
+        gt = torch.stack([ds.gt_sem_seg.data for ds in data_samples])
+        gt = gt.to(global_logits.device)
+        ignore = getattr(self.decode_head, 'ignore_index', 255)
+        valid = (gt != ignore).to(global_logits.dtype)
+        fg = (gt == 1).to(global_logits.dtype)
+        size = tuple(global_logits.shape[-2:])
+        valid = F.adaptive_avg_pool2d(valid, size)[:, 0]
+        target = F.adaptive_avg_pool2d(fg, size)[:, 0] / valid.clamp(
+            min=1e-6)
+        loss = F.binary_cross_entropy_with_logits(
+            global_logits, target.clamp(0, 1), weight=valid,
+            reduction='sum')
+        return loss / valid.sum().clamp(min=1.0)
 
     def _forward(self,
                  inputs: Tensor,

@@ -61,6 +61,7 @@ def test_filter_definitions():
     t = F.normalize(feats['text_global'], dim=-1)
     g = torch.sigmoid(20 * torch.einsum('bdhw,bd->bhw', V, t) - 1.5)
     assert torch.allclose(out['global_map'], g, atol=1e-5)
+    assert torch.allclose(out['global_logits'].sigmoid(), g, atol=1e-5)
     T = F.normalize(feats['text_feats'], dim=-1)
     loc = torch.sigmoid(20 * torch.einsum('bdhw,bld->blhw', V, T) - 1.5)
     # sample 0: tokens 0..4 real, SOT (0) excluded from the mean and zeroed

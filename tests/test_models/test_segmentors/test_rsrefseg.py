@@ -104,6 +104,42 @@ def test_loss_mode_batch_and_backward():
     assert lora and all(p.grad is not None for p in lora)
 
 
+def test_filter_loss_off_by_default_and_weighted():
+    """filter_loss_weight > 0 adds a BCE of the global filter logits against
+    the target mask pooled onto the filter grid (ignored pixels left out)."""
+    inputs, samples = batch(B=2)
+    assert build().filter_loss_weight == 0
+    model = build(filter_loss_weight=2.0).train()
+    losses = model(inputs, samples, mode='loss')
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg',
+                           'filter.loss_bce'}
+    # reference: 2x2 grid (64 px input, patch 32)
+    feats = model.extract_feat(inputs, [s.metainfo for s in samples])
+    logits = feats['global_logits']
+    assert logits.shape == (2, 2, 2)
+    gt = torch.stack([s.gt_sem_seg.data for s in samples])[:, 0]
+    want = []
+    for b in range(2):
+        for i in range(2):
+            for j in range(2):
+                cell = gt[b, 32 * i:32 * i + 32, 32 * j:32 * j + 32]
+                valid = cell != 255
+                share = float(valid.float().mean())
+                target = float((cell == 1).float().sum() / valid.sum())
+                bce = nn.functional.binary_cross_entropy_with_logits(
+                    logits[b, i, j], torch.tensor(target))
+                want.append((share, share * bce))
+    ref = sum(w for _, w in want) / sum(s for s, _ in want)
+    assert torch.allclose(losses['filter.loss_bce'], 2.0 * ref, rtol=1e-5)
+    # the loss reaches the text tower through the filter
+    model.zero_grad()
+    losses['filter.loss_bce'].backward()
+    assert model.backbone.chars.weight.grad.abs().sum() > 0
+    assert model.backbone.patch.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='filter_loss_weight'):
+        build(filter_loss_weight=-1.0)
+
+
 def test_predict_mode_original_size():
     model = build().eval()
     inputs, samples = batch(B=2, ori=(80, 100))
