@@ -93,12 +93,13 @@ def test_merged_lora_weights_give_the_stock_encoder():
     assert (ours - without_lora).abs().max() > 1e-2  # LoRA was merged
 
 
-def test_train_mode_runs_one_subprocess_per_with_cp(capsys, monkeypatch):
-    """Also the GPU-machine path: the workers run with the mmcv.ops shim."""
+def test_train_mode_runs_one_subprocess_per_with_cp(capfd, monkeypatch):
+    """Also the GPU-machine path: the workers run with the mmcv.ops shim;
+    ``--progress on`` reaches the workers, whose bars go to stderr."""
     monkeypatch.setenv('RSREFSEG_MMCV_OPS_SHIM', '1')
     out = bm.main([
-        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '1',
-        '--warmup', '1', '--device', 'cpu'
+        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '2',
+        '--warmup', '1', '--device', 'cpu', '--progress', 'on'
     ])['train']
     assert [r['with_cp'] for r in out] == [False, True]
     assert [r['with_cp_model'] for r in out] == [False, True]
@@ -108,8 +109,34 @@ def test_train_mode_runs_one_subprocess_per_with_cp(capsys, monkeypatch):
         assert r['flops_per_image'] > 0
     # a backward pass executes more FLOPs than the forward alone
     assert out[0]['flops_per_image'] > 1.5 * out[0]['forward_flops']
-    text = capsys.readouterr().out
+    captured = capfd.readouterr()
+    text = captured.out
     assert '| SAM encoder with_cp |' in text and 'activation memory' in text
+    # warm-up and timed bars (redrawn while live), on stderr only
+    assert 'training warm-up' in captured.err
+    assert 'training timed' in captured.err
+    assert '2/2' in captured.err and 'step/s' in captured.err
+    assert 'ETA' in captured.err and 'ETA' not in text
+
+
+@pytest.mark.parametrize('progress', ['auto', 'on', 'off'])
+def test_progress_bars_with_rate_and_eta(capsys, progress):
+    """``auto`` draws on terminals only (pytest's stderr is not one)."""
+    bm.main([
+        TINY_CFG, '--repeats', '3', '--warmup', '1', '--device', 'cpu',
+        '--no-flops', '--compare-stock', '--progress', progress
+    ])
+    out, err = capsys.readouterr()
+    if progress != 'on':  # no bar (mmengine's logger may still write)
+        assert '\u2501' not in err and 'ETA' not in err
+        assert 'inference timed' not in err
+        return
+    for bar in ('inference warm-up', 'inference timed',
+                'SAM encoder vs stock'):
+        assert bar in err
+    assert '3/3' in err and 'run/s' in err and 'round/s' in err
+    assert 'ETA' in err
+    assert 'ETA' not in out and '| images/s |' in out
 
 
 def test_mmcv_ops_shim_point_sample_matches_mmcv():

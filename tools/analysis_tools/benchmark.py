@@ -25,6 +25,9 @@ or, without it, one trained by ``tools/misc/train_spiece.py``, passed with
 ``--cfg-options model.backbone.tokenizer=PATH``.
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
 multiply-add = 2 FLOPs) during the first warm-up iteration.
+The warm-up and timed loops draw progress bars (rate, ETA) on stderr when it
+is a terminal (``--progress on|off`` forces them on or off); the tables go
+to stdout.
 
 Example::
 
@@ -113,6 +116,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--json', help='also write the results to this JSON file')
     parser.add_argument(
+        '--progress',
+        choices=['auto', 'on', 'off'],
+        default='auto',
+        help='progress bars (rate, ETA) on stderr: auto = on terminals only')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         default=None,
@@ -132,6 +140,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ main
+def progress_force(args) -> Optional[bool]:
+    """``--progress`` as :func:`rsrefseg_mm.utils.track`'s ``force``."""
+    return {'auto': None, 'on': True, 'off': False}[args.progress]
+
+
 def train_worker(args) -> dict:
     """One --train measurement (run in a subprocess by :func:`main`)."""
     cfg = load_config(args.config, args.cfg_options)
@@ -140,7 +153,8 @@ def train_worker(args) -> dict:
     model = build_model(cfg, args.device, args.checkpoint, with_cp=with_cp)
     res = benchmark_train_steps(model, cfg, size, args.batch_size,
                                 args.device, args.amp, args.warmup,
-                                args.repeats, not args.no_flops)
+                                args.repeats, not args.no_flops,
+                                progress_force(args))
     res.update(
         with_cp=with_cp,
         with_cp_model=bool(model.decode_head.with_cp),
@@ -213,12 +227,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if not (args.compare_stock and args.stock_only):
             out['inference'] = benchmark_inference(
                 model, images, samples, args.device, args.amp, args.warmup,
-                args.repeats, not args.no_flops)
+                args.repeats, not args.no_flops, progress_force(args))
             print_inference(out['inference'], args, size)
         if args.compare_stock:
             out['stock'] = benchmark_stock(model, images, args.device,
                                            args.amp, args.warmup,
-                                           args.repeats)
+                                           args.repeats, progress_force(args))
             print_stock(out['stock'], args)
     if args.json:
         with open(args.json, 'w') as f:

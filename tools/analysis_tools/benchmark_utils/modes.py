@@ -6,14 +6,18 @@ import time
 import numpy as np
 import torch
 
+from rsrefseg_mm.utils import track
 from .measure import (PeakMemory, StageProbe, amp_context, flop_counter,
                       summarize, synchronize)
 from .model import make_samples
 
 
 def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
-                        count_flops=True) -> dict:
+                        count_flops=True, progress=None) -> dict:
     """Time ``model(inputs, samples, mode='predict')``.
+
+    ``progress`` is :func:`rsrefseg_mm.utils.track`'s ``force`` (None: a
+    bar with rate and ETA on terminals only); the same in the other modes.
 
     Returns:
         dict: ``latency`` (s, summary over repeats), ``images_per_s``,
@@ -29,7 +33,8 @@ def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
             model(inputs, samples, mode='predict')
 
     try:
-        for i in range(warmup):
+        for i in track(range(warmup), 'inference warm-up', unit='run',
+                       force=progress):
             if i == 0 and count_flops:
                 probe.counter = flop_counter()
                 with probe.counter, probe.iteration():
@@ -45,7 +50,8 @@ def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
             probe.counter = None
         probe.times.clear()
         with PeakMemory(device) as mem:
-            for _ in range(repeats):
+            for _ in track(range(repeats), 'inference timed', unit='run',
+                           force=progress):
                 synchronize(device)
                 t0 = time.perf_counter()
                 with probe.iteration():
@@ -90,7 +96,8 @@ def merged_sam_state_dict(encoder: torch.nn.Module) -> dict:
     return state
 
 
-def benchmark_stock(model, images, device, amp, warmup, repeats) -> dict:
+def benchmark_stock(model, images, device, amp, warmup, repeats,
+                    progress=None) -> dict:
     """SAM image encoder vs stock segment-anything on the same input.
 
     Three encoders hold the same function: ``stock`` (segment-anything's
@@ -125,7 +132,8 @@ def benchmark_stock(model, images, device, amp, warmup, repeats) -> dict:
         for name in names:
             for _ in range(warmup):
                 outputs[name] = encoders[name](x).float()
-        for r in range(repeats):
+        for r in track(range(repeats), 'SAM encoder vs stock', unit='round',
+                       force=progress):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 synchronize(device)
@@ -177,7 +185,7 @@ def build_optim_wrapper(model, cfg, amp: bool):
 
 
 def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
-                          repeats, count_flops=True) -> dict:
+                          repeats, count_flops=True, progress=None) -> dict:
     """Time ``model.train_step`` (data preprocessor, loss, backward, AdamW).
 
     Returns:
@@ -197,7 +205,8 @@ def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
         ],
         data_samples=make_samples(batch_size, size, device, with_gt=True))
     flops = forward_flops = None
-    for i in range(warmup):
+    for i in track(range(warmup), 'training warm-up', unit='step',
+                   force=progress):
         if i == 0 and count_flops:
             with flop_counter() as fc:
                 model.train_step(data, optim_wrapper)
@@ -210,7 +219,8 @@ def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
             model.train_step(data, optim_wrapper)
     steps = []
     with PeakMemory(device) as mem:
-        for _ in range(repeats):
+        for _ in track(range(repeats), 'training timed', unit='step',
+                       force=progress):
             synchronize(device)
             t0 = time.perf_counter()
             log_vars = model.train_step(data, optim_wrapper)
