@@ -39,7 +39,7 @@ def test_sweep_runs_every_pair_and_prints_the_table(tmp_path, monkeypatch,
                                                       capsys):
     work = fake_demo(tmp_path, monkeypatch)
     rc = demo_sweep.main(['--seeds', '0', '1', '2', '--threads', '1', '2',
-                          '--work-dir', str(work), '--jobs', '2',
+                          '--work-dir', str(work), '--cores', '2',
                           '--cfg-options', 'train_cfg.max_iters=10'])
     assert rc == 1  # seed 2 has no metrics
     out = capsys.readouterr().out
@@ -83,6 +83,10 @@ def test_judge_thresholds():
     assert demo_sweep.judge(row, 50, 0.5)['passed']
     assert not demo_sweep.judge(dict(row, shuffled=25.1), 50, 0.5)['passed']
     assert not demo_sweep.judge(dict(row, miou=49.9), 50, 0.5)['passed']
+    # over the demo's 10-minute budget
+    assert not demo_sweep.judge(dict(row, seconds=601), 50, 0.5)['passed']
+    assert demo_sweep.judge(dict(row, seconds=601), 50, 0.5,
+                            max_minutes=11)['passed']
     assert '| 0 | 1 | 50.00 | 25.00 | 0.50 | 10 min 00 s | yes |' in \
         demo_sweep.table([demo_sweep.judge(row, 50, 0.5)])
 
