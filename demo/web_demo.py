@@ -179,8 +179,8 @@ class WebPredictor:
             raise gr.Error(f'internal error ({type(e).__name__}); see the '
                            'server log', print_exception=False)
         mask = result.pred_sem_seg.data[0].numpy()
-        files = [paths[k] for k in ('geotiff', 'geojson', 'mask')
-                 if k in paths]
+        files = [paths[k] for k in ('geotiff', 'qgis_style', 'geojson',
+                                    'mask') if k in paths]
         status = (f'{image.describe()}\n\n**"{text}"**: {int(mask.sum())} '
                   f'pixels ({100 * mask.mean():.1f} %) predicted as the '
                   f'target in {time.perf_counter() - start:.1f} s')

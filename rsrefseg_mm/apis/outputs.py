@@ -4,8 +4,9 @@
 image, captioned with the expression), ``<stem>_heatmap.png`` (the global
 text-filter activation) and, for a georeferenced input,
 ``<stem>_mask.tif`` (single-band uint8 GeoTIFF in the input's CRS and
-transform, or the region of interest's) and ``<stem>_mask.geojson`` (the
-mask's polygons in the same CRS).
+transform, or the region of interest's) with ``<stem>_mask.qml`` (its
+QGIS style: target red, the rest transparent) and ``<stem>_mask.geojson``
+(the mask's polygons in the same CRS).
 """
 import os
 import os.path as osp
@@ -16,7 +17,7 @@ import numpy as np
 from mmseg.structures import SegDataSample
 
 from ..geo import (DEFAULT_MIN_AREA_PX, RasterImage, mask_geojson,
-                   write_geojson, write_mask_geotiff)
+                   qgis_style_path, write_geojson, write_mask_geotiff)
 from ..visualization import add_caption, draw_mask_overlay, heatmap_overlay
 from ..visualization.overlays import (FILL_ALPHA, PRED_COLOR, display_scale,
                                       enlarge)
@@ -100,6 +101,7 @@ def save_referring_outputs(image: RasterImage,
         paths['geotiff'] = write_mask_geotiff(
             base + '_mask.tif', mask, image.transform, image.crs,
             image.nodata_mask, text)
+        paths['qgis_style'] = qgis_style_path(paths['geotiff'])
         paths['geojson'] = write_geojson(
             base + '_mask.geojson',
             mask_geojson(mask, image.transform, image.crs, min_area_px,

@@ -6,7 +6,7 @@ rasterio is an optional dependency (``pip install -e ".[geo]"``, installed
 by ``make install``); 8-bit JPEG / PNG inputs and arrays do not need it.
 """
 from .export import (DEFAULT_MIN_AREA_PX, mask_geojson, mask_polygons,
-                     write_geojson, write_mask_geotiff)
+                     qgis_style_path, write_geojson, write_mask_geotiff)
 from .raster_image import RasterImage
 from .reader import (array_to_image, is_8bit_photo, read_image,
                      require_rasterio, select_bands)
@@ -18,5 +18,5 @@ __all__ = [
     'is_8bit_photo', 'require_rasterio', 'to_uint8', 'check_stretch',
     'DEFAULT_STRETCH', 'parse_roi', 'roi_window', 'window_transform',
     'write_mask_geotiff', 'mask_polygons', 'mask_geojson', 'write_geojson',
-    'DEFAULT_MIN_AREA_PX'
+    'DEFAULT_MIN_AREA_PX', 'qgis_style_path'
 ]

@@ -4,6 +4,7 @@ Both are written in the input's CRS with the input's (or the crop's)
 geotransform, so they open at the right place in QGIS / ArcGIS / GDAL.
 """
 import json
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -13,14 +14,40 @@ from .roi import apply_affine
 
 #: Mask values in the GeoTIFF.
 MASK_BACKGROUND, MASK_TARGET, MASK_NODATA = 0, 1, 255
-#: Paletted display of the GeoTIFF: transparent background and nodata.
+#: Colour table of the GeoTIFF (RGB: a TIFF colour map has no alpha, so
+#: background shows black in viewers that only read the table).
 MASK_COLORMAP = {
     MASK_BACKGROUND: (0, 0, 0, 0),
     MASK_TARGET: (255, 64, 64, 255),
     MASK_NODATA: (0, 0, 0, 0)
 }
+#: QGIS style written beside the GeoTIFF as ``<name>.qml``, which QGIS
+#: applies when it opens ``<name>.tif``: target red, background and nodata
+#: transparent, so the mask lies over the image instead of hiding it.
+QGIS_STYLE = """<qgis version="3.22" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1"
+        nodataColor="">
+      <colorPalette>
+        <paletteEntry value="{background}" color="#000000" alpha="0"
+            label="background"/>
+        <paletteEntry value="{target}" color="#ff4040" alpha="255"
+            label="target"/>
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast gamma="1" contrast="0" brightness="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
 #: Default minimum polygon area in pixels (smaller specks are dropped).
 DEFAULT_MIN_AREA_PX = 4.0
+
+
+def qgis_style_path(path: str) -> str:
+    """``<name>.qml`` beside ``<name>.tif``: the style QGIS loads with it."""
+    return os.path.splitext(path)[0] + '.qml'
 
 
 def write_mask_geotiff(path: str,
@@ -33,7 +60,9 @@ def write_mask_geotiff(path: str,
 
     Values: 1 target, 0 background, 255 nodata (where the input had no
     data; declared as the band's nodata value). Deflate-compressed, with a
-    colour table (target red, the rest transparent) for direct display.
+    colour table (target red, background black) and, beside it,
+    ``<name>.qml``: the QGIS style (target red, background and nodata
+    transparent) that QGIS applies when it opens the file.
 
     Args:
         path (str): Output ``.tif`` path.
@@ -63,6 +92,9 @@ def write_mask_geotiff(path: str,
             1, 'referred object: 1 target, 0 background, 255 nodata')
         if text is not None:
             dst.update_tags(expression=text)
+    with open(qgis_style_path(path), 'w', encoding='utf-8') as f:
+        f.write(QGIS_STYLE.format(background=MASK_BACKGROUND,
+                                  target=MASK_TARGET))
     return path
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from rsrefseg_mm.geo import (mask_geojson, read_image, write_geojson,
-                             write_mask_geotiff)
+from rsrefseg_mm.geo import (mask_geojson, qgis_style_path, read_image,
+                             write_geojson, write_mask_geotiff)
 
 
 def ring_area(ring):
@@ -48,6 +48,29 @@ def test_geotiff_has_the_input_crs_and_transform(geo_files, tmp_path):
         assert out.colormap(1)[1][:3] == (255, 64, 64)
     assert (data[:3] == 255).all()
     np.testing.assert_array_equal(data[3:], mask[3:])
+
+
+def test_qgis_style_beside_the_geotiff_keeps_the_image_visible(tmp_path):
+    """A TIFF colour map has no alpha (GDAL reads background as opaque
+    black), so the transparency lives in ``<name>.qml``, which QGIS loads
+    with ``<name>.tif``: paletted band 1, background transparent, target
+    opaque red; nodata (255) has no entry, so it is not drawn."""
+    import xml.etree.ElementTree as ET
+    from affine import Affine
+    path = write_mask_geotiff(str(tmp_path / 'scene_mask.tif'),
+                              shapes_mask(), Affine(0.5, 0, 0, 0, -0.5, 0))
+    assert qgis_style_path(path) == str(tmp_path / 'scene_mask.qml')
+    with rasterio.open(path) as out:  # what GDAL gives: no transparency
+        assert out.colormap(1)[0] == (0, 0, 0, 255)
+    root = ET.parse(qgis_style_path(path)).getroot()
+    renderer = root.find('pipe/rasterrenderer')
+    assert renderer.get('type') == 'paletted' and renderer.get('band') == '1'
+    entries = {e.get('value'): e.attrib
+               for e in renderer.iter('paletteEntry')}
+    assert set(entries) == {'0', '1'}
+    assert entries['0']['alpha'] == '0'
+    assert entries['1']['alpha'] == '255'
+    assert entries['1']['color'] == '#ff4040'
 
 
 def test_geojson_area_equals_pixel_count_times_pixel_area(geo_files,
