@@ -28,8 +28,10 @@ $PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test_shuffled" \
     --cfg-options test_dataloader.dataset.shuffle_expressions=True
 
 echo "== [4/4] image + text inference on one held-out scene"
+# scenes like the config's (3-4 objects, colour / shape expressions)
 $PY tools/dataset_converters/synthetic_to_rrsisd.py "$WORK/scenes" \
-    --num-train 0 --num-val 0 --num-test 2 > /dev/null
+    --num-train 0 --num-val 0 --num-test 2 --num-objects 3 4 \
+    --expression-types attribute > /dev/null
 IMG=$(ls "$WORK"/scenes/images/rrsisd/JPEGImages/* | head -1)
 TEXT=$($PY - "$WORK/scenes" "$IMG" <<'PYEOF'
 import os.path as osp, pickle, sys

@@ -31,6 +31,26 @@ def synthetic_on_disk(tmp_path_factory):
     return out
 
 
+def test_writer_expression_types_match_the_dataset(tmp_path):
+    """demo.sh writes its image-demo scene with the tiny config's
+    expression types (attribute only): the same texts as in memory."""
+    tool = load_tool('tools/dataset_converters/synthetic_to_rrsisd.py')
+    assert tool.main([str(tmp_path), '--num-train', '0', '--num-val', '0',
+                      '--num-test', '12', '--num-objects', '3', '4',
+                      '--expression-types', 'attribute']) == 0
+    refs = pickle.load(open(tmp_path / 'refs(unc).p', 'rb'))
+    texts = [r['sentences'][0]['sent'] for r in refs]
+    mem = SyntheticReferringDataset(split='test', num_samples=12,
+                                    num_objects=(3, 4),
+                                    expression_types=('attribute', ))
+    assert texts == [mem.get_data_info(i)['text'] for i in range(12)]
+    words = {w for t in texts for w in t.split()}
+    assert not words & {'leftmost', 'rightmost', 'topmost', 'bottommost',
+                        'largest', 'smallest'}
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path), '--expression-types', 'colour'])
+
+
 def test_writer_round_trips_through_rrsisd_dataset(synthetic_on_disk):
     inst = json.load(open(synthetic_on_disk / 'instances.json'))
     assert all('categories_id' in a for a in inst['annotations'])

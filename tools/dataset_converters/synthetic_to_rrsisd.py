@@ -30,11 +30,11 @@ import numpy as np
 
 try:
     from rsrefseg_mm.datasets import SyntheticReferringDataset, encode_mask
-    from rsrefseg_mm.datasets.synthetic import SHAPES
+    from rsrefseg_mm.datasets.synthetic import EXPRESSION_TYPES, SHAPES
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     from rsrefseg_mm.datasets import SyntheticReferringDataset, encode_mask
-    from rsrefseg_mm.datasets.synthetic import SHAPES
+    from rsrefseg_mm.datasets.synthetic import EXPRESSION_TYPES, SHAPES
 
 
 def write_rrsisd(out_dir: str,
@@ -114,6 +114,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--num-objects', type=int, nargs=2, default=(3, 5),
         metavar=('MIN', 'MAX'))
+    parser.add_argument(
+        '--expression-types', nargs='+', choices=EXPRESSION_TYPES,
+        default=list(EXPRESSION_TYPES),
+        help='kinds of expressions (default: all); the tiny demo model is '
+        'trained on attribute ones only')
     parser.add_argument('--jpeg-quality', type=int, default=95)
     return parser.parse_args(argv)
 
@@ -126,7 +131,8 @@ def main(argv=None) -> int:
         if n > 0:
             datasets[split] = SyntheticReferringDataset(
                 split=split, num_samples=n, img_size=args.img_size,
-                seed=args.seed, num_objects=tuple(args.num_objects))
+                seed=args.seed, num_objects=tuple(args.num_objects),
+                expression_types=tuple(args.expression_types))
     counts = write_rrsisd(args.out_dir, datasets, args.jpeg_quality)
     print(f'wrote {counts} refs to {args.out_dir} (RRSIS-D layout)')
     return 0
