@@ -120,8 +120,13 @@ def test_geotiff_example_downloads_georeferenced_mask(served):
     _, _, files, status = client.predict(handle_file(path), text, bands,
                                          api_name='/segment')
     exts = sorted(os.path.splitext(f)[1] for f in files)
-    assert exts == ['.geojson', '.png', '.tif']
+    assert exts == ['.geojson', '.png', '.qml', '.tif']
     tif = next(f for f in files if f.endswith('.tif'))
+    # the QGIS style of that GeoTIFF, downloadable beside it
+    qml = next(f for f in files if f.endswith('.qml'))
+    assert os.path.splitext(os.path.basename(qml))[0] == \
+        os.path.splitext(os.path.basename(tif))[0]
+    assert 'type="paletted"' in open(qml).read()
     with rasterio.open(path) as src, rasterio.open(tif) as out:
         assert out.crs == src.crs and out.transform == src.transform
         assert (out.read(1)[:, :6] == 255).all()  # the nodata strip
