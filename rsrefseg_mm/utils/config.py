@@ -1,15 +1,7 @@
-"""Config helpers."""
-import os.path as osp
-from typing import Any, Optional
+"""Config helpers of the tools and the inference API."""
+from typing import Any
 
-
-def siglip_tokenizer_path(checkpoint: Optional[str]) -> Optional[str]:
-    """``spiece.model`` beside a SigLIP checkpoint (folder or file)."""
-    if not checkpoint:
-        return None
-    folder = checkpoint if osp.isdir(checkpoint) or not osp.splitext(
-        checkpoint)[1] else osp.dirname(checkpoint)
-    return osp.join(folder, 'spiece.model')
+from ..models.backbones.siglip.siglip_checkpoint import siglip_tokenizer_path
 
 
 def drop_pretrained_checkpoints(model_cfg: Any) -> int:

@@ -26,7 +26,7 @@ def paper_setup(tmp_path_factory):
     from siglip_helpers import (TINY_SIGLIP, random_hf_siglip, save_hf_folder,
                                 train_spiece)
 
-    from rsrefseg_mm.models.utils import build_sam_modules, sam_arch_settings
+    from rsrefseg_mm.models.sam import build_sam_modules, sam_arch_settings
     root = tmp_path_factory.mktemp('paper')
     # SigLIP as users download it: a Hugging Face folder
     folder = root / 'siglip-tiny'

@@ -2,9 +2,9 @@
 SAM and SigLIP ``torch.save`` files) and names the file and the opt-in."""
 import pytest
 
-from rsrefseg_mm.models.backbones.clip_checkpoint import load_clip_file
-from rsrefseg_mm.models.backbones.siglip_checkpoint import load_siglip_file
-from rsrefseg_mm.models.utils.sam_builder import (build_sam_modules,
+from rsrefseg_mm.models.backbones.clip.clip_checkpoint import load_clip_file
+from rsrefseg_mm.models.backbones.siglip.siglip_checkpoint import load_siglip_file
+from rsrefseg_mm.models.sam.sam_builder import (build_sam_modules,
                                                   load_sam_checkpoint)
 from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
 

@@ -65,7 +65,7 @@ def test_merged_lora_weights_give_the_stock_encoder():
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from rsrefseg_mm.models.utils.sam_builder import build_sam_modules
+    from rsrefseg_mm.models.sam.sam_builder import build_sam_modules
     init_default_scope('mmseg')
     torch.manual_seed(0)
     arch = dict(TINY_SAM, image_size=64)

@@ -56,7 +56,7 @@ def sam_vision_config(model: nn.Module):
     """
     from transformers import SamVisionConfig
 
-    from rsrefseg_mm.models.utils.sam_builder import sam_arch_settings
+    from rsrefseg_mm.models.sam.sam_builder import sam_arch_settings
     s = sam_arch_settings(model.decode_head.sam_arch)
     return SamVisionConfig(
         hidden_size=s['encoder_embed_dim'],

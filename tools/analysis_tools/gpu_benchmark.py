@@ -180,7 +180,7 @@ def nominal_infer_flops(cfg, size) -> Optional[float]:
 
 def set_rel_pos_mode(model, mode: str) -> None:
     """Set ``rel_pos_mode`` of every SAM attention (``'auto'`` -> None)."""
-    from rsrefseg_mm.models.utils import SAMFastAttention
+    from rsrefseg_mm.models.sam import SAMFastAttention
     for m in model.modules():
         if isinstance(m, SAMFastAttention):
             m.rel_pos_mode = None if mode == 'auto' else mode

@@ -129,7 +129,7 @@ def build_blocks(args, window: int) -> Dict[str, nn.Module]:
     """The variants of one block, holding the same random weights."""
     from segment_anything.modeling.image_encoder import Block
 
-    from rsrefseg_mm.models.utils.sam_fast_attention import \
+    from rsrefseg_mm.models.sam.sam_fast_attention import \
         enable_fast_attention
     torch.manual_seed(0)
     grid = (args.grid, args.grid)

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from rsrefseg_mm.models.backbones.clip_checkpoint import (  # noqa: E402
+from rsrefseg_mm.models.backbones.clip.clip_checkpoint import (  # noqa: E402
     convert_clip_state_dict, infer_clip_arch, load_clip_file)
 
 

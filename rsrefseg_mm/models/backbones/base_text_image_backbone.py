@@ -8,7 +8,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
-from ..utils.tuning import is_trainable
+from ..peft import is_trainable
 
 
 class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta

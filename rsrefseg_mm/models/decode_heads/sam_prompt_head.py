@@ -13,12 +13,11 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from ..utils.sam_builder import (SAM_PIXEL_MEAN, SAM_PIXEL_STD,
-                                 build_sam_modules, load_sam_checkpoint,
-                                 sam_arch_settings)
-from ..utils.sam_fast_attention import (SAMFastAttention, check_rel_pos_mode,
-                                        enable_fast_attention)
-from ..utils.tuning import apply_tuning, is_trainable
+from ..peft import apply_tuning, is_trainable
+from ..sam import (SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMFastAttention,
+                   build_sam_modules, check_rel_pos_mode,
+                   enable_fast_attention, load_sam_checkpoint,
+                   sam_arch_settings)
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -40,7 +39,7 @@ class SAMPromptHead(BaseDecodeHead):
     (``mask_downscaling``; ``no_mask_embed`` when there is none) and the mask
     decoder predicts a single mask (``multimask_output=False``) from the
     sparse prompts. Image ``i`` is decoded with prompt ``i``
-    (:class:`~rsrefseg_mm.models.utils.sam_mask_decoder.PairedMaskDecoder`).
+    (:class:`~rsrefseg_mm.models.sam.sam_mask_decoder.PairedMaskDecoder`).
 
     The head outputs one channel (``out_channels=1``, ``num_classes=2``):
     sigmoid logits thresholded at ``threshold`` in mmseg's
@@ -56,24 +55,24 @@ class SAMPromptHead(BaseDecodeHead):
 
     Args:
         sam_arch (str | dict): ``'vit_b'``, ``'vit_l'``, ``'vit_h'`` or a dict
-            of :data:`~rsrefseg_mm.models.utils.sam_builder.SAM_DEFAULTS`
+            of :data:`~rsrefseg_mm.models.sam.sam_builder.SAM_DEFAULTS`
             keys (tiny demo models).
         checkpoint (str, optional): Official SAM state dict, e.g.
             ``checkpoints/sam_vit_b_01ec64.pth``. None keeps the random init.
         encoder_tuning (dict): ``mode`` in ``'frozen' | 'lora' | 'full'`` plus
             LoRA ``rank``, ``alpha``, ``drop_rate``, ``targets`` (default
             ``['qkv', 'proj', 'lin1', 'lin2']``); see
-            :func:`~rsrefseg_mm.models.utils.tuning.apply_tuning`.
+            :func:`~rsrefseg_mm.models.peft.tuning.apply_tuning`.
         fast_attn (bool): Encoder attention through
             ``F.scaled_dot_product_attention``. Defaults to True.
         rel_pos_mode (str, optional): How the fused attention applies SAM's
             relative positions: ``'mask'``, ``'chunked'`` (inference only),
             ``'augmented'``, or None to choose per device and autograd
             state (folded into q/k on GPUs; see
-            :func:`~rsrefseg_mm.models.utils.default_rel_pos_mode`).
+            :func:`~rsrefseg_mm.models.sam.default_rel_pos_mode`).
             Defaults to None. ``fast_attn`` also runs the windowed blocks
             of large grids without padding copies
-            (:class:`~rsrefseg_mm.models.utils.SAMFastBlock`).
+            (:class:`~rsrefseg_mm.models.sam.SAMFastBlock`).
         with_cp (bool): Activation checkpointing of the encoder blocks while
             training (only when the encoder is trainable). Defaults to False.
         multimask_output (bool): Must stay False (one referring mask).

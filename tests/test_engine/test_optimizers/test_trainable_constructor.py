@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine.optimizers import \
     TrainableParamsOptimWrapperConstructor
-from rsrefseg_mm.models.utils.tuning import apply_tuning
+from rsrefseg_mm.models.peft.tuning import apply_tuning
 
 from helpers import TINY_CONFIG, referring_batch
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from transformers import SiglipTokenizer as HFSiglipTokenizer
 
 from rsrefseg_mm.models.backbones import SigLIPBackbone
-from rsrefseg_mm.models.utils import LoRAConv2d  # noqa: F401
+from rsrefseg_mm.models.peft import LoRAConv2d  # noqa: F401
 
 from siglip_helpers import TINY_SIGLIP, hf_siglip_config
 

@@ -6,7 +6,7 @@ from mmseg.registry import MODELS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.decode_heads import SAMPromptHead
-from rsrefseg_mm.models.utils.sam_fast_attention import SAMFastAttention
+from rsrefseg_mm.models.sam.sam_fast_attention import SAMFastAttention
 
 from helpers import TINY_SAM, referring_samples
 

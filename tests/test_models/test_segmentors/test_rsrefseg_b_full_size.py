@@ -14,7 +14,7 @@ from mmseg.structures import SegDataSample
 from mmengine.structures import PixelData
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.models.utils import SAM_ARCHS
+from rsrefseg_mm.models.sam import SAM_ARCHS
 from rsrefseg_mm.utils import drop_pretrained_checkpoints
 
 from helpers import REPO

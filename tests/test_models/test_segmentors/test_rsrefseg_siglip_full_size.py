@@ -14,7 +14,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.models.utils import SAM_ARCHS
+from rsrefseg_mm.models.sam import SAM_ARCHS
 from rsrefseg_mm.utils import drop_pretrained_checkpoints
 
 CONFIG = Path(__file__).resolve().parents[3] / 'configs' / 'rsrefseg' / (

@@ -107,10 +107,10 @@ def benchmark_stock(model, images, device, amp, warmup, repeats,
     fast attention and unmerged LoRA layers; omitted when it has no LoRA).
     Repeats are interleaved, rotating the order.
     """
-    from rsrefseg_mm.models.utils.sam_builder import build_sam_modules
-    from rsrefseg_mm.models.utils.sam_fast_attention import \
+    from rsrefseg_mm.models.sam.sam_builder import build_sam_modules
+    from rsrefseg_mm.models.sam.sam_fast_attention import \
         enable_fast_attention
-    from rsrefseg_mm.models.utils.tuning import LoRALinear
+    from rsrefseg_mm.models.peft.tuning import LoRALinear
     head = model.decode_head
     ours = head.image_encoder
     state = merged_sam_state_dict(ours)

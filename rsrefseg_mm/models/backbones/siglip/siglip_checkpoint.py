@@ -20,11 +20,11 @@ a trusted file it refuses).
 import json
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
-from ...utils.checkpoint import UnsafeCheckpointError, safe_torch_load
+from ....utils.checkpoint import UnsafeCheckpointError, safe_torch_load
 
 SIGLIP_FILES = {
     'so400m-patch14-384': 'google/siglip-so400m-patch14-384',
@@ -246,5 +246,14 @@ def load_siglip_checkpoint(path: str,
 
 __all__ = [
     'SIGLIP_FILES', 'resolve_siglip_file', 'load_siglip_file',
-    'convert_open_clip_siglip', 'load_siglip_checkpoint'
+    'convert_open_clip_siglip', 'load_siglip_checkpoint', 'siglip_tokenizer_path'
 ]
+
+
+def siglip_tokenizer_path(checkpoint: Optional[str]) -> Optional[str]:
+    """``spiece.model`` beside a SigLIP checkpoint (folder or file)."""
+    if not checkpoint:
+        return None
+    folder = checkpoint if osp.isdir(checkpoint) or not osp.splitext(
+        checkpoint)[1] else osp.dirname(checkpoint)
+    return osp.join(folder, 'spiece.model')

@@ -78,7 +78,7 @@ class CLIPTokenizer:
 
     Args:
         bpe_path (str): The gzipped merge list. Defaults to the file shipped
-            in ``rsrefseg_mm/models/utils``.
+            in ``rsrefseg_mm/models/backbones/clip``.
         context_length (int): Length of the returned id rows. Defaults to 77.
 
     Examples:
@@ -93,7 +93,7 @@ class CLIPTokenizer:
         if not osp.isfile(bpe_path):
             raise FileNotFoundError(
                 f'CLIP BPE vocabulary {bpe_path} not found; it is shipped '
-                'with rsrefseg_mm (models/utils/bpe_simple_vocab_16e6.txt.gz)'
+                'with rsrefseg_mm (models/backbones/clip/bpe_simple_vocab_16e6.txt.gz)'
                 ' - reinstall the package (`pip install -e .`).')
         if context_length < 2:
             raise ValueError(

@@ -3,7 +3,7 @@ import torch
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rsrefseg_mm.models.utils.sam_fast_attention import \
+from rsrefseg_mm.models.sam.sam_fast_attention import \
     decomposed_rel_pos_bias
 
 

@@ -2,7 +2,7 @@
 
 LoRA layers are mmpretrain's :class:`~mmpretrain.models.peft.LoRALinear` for
 ``nn.Linear`` (merged at inference, :class:`MergedInferenceLoRALinear`) and
-:class:`~rsrefseg_mm.models.utils.lora_conv.LoRAConv2d` for ``nn.Conv2d``.
+:class:`~rsrefseg_mm.models.peft.lora_conv.LoRAConv2d` for ``nn.Conv2d``.
 Unlike ``mmpretrain.LoRAModel``, the wrapped module keeps its full state dict
 (base weights included), so a checkpoint saved by the runner restores the whole
 model, also when the towers were random-initialised (tiny/demo configs).

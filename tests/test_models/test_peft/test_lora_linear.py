@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from rsrefseg_mm.models.utils.lora_linear import MergedInferenceLoRALinear
-from rsrefseg_mm.models.utils.tuning import apply_tuning
+from rsrefseg_mm.models.peft.lora_linear import MergedInferenceLoRALinear
+from rsrefseg_mm.models.peft.tuning import apply_tuning
 
 
 def layer(drop_rate=0.0):

@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ...utils.checkpoint import UnsafeCheckpointError, safe_torch_load
+from ....utils.checkpoint import UnsafeCheckpointError, safe_torch_load
 
 OPENAI_CLIP_URLS = {
     'ViT-B-16.pt':

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import SiglipTokenizer as HFSiglipTokenizer
 
-from rsrefseg_mm.models.utils import SigLIPTokenizer, canonicalize_text
+from rsrefseg_mm.models.backbones.siglip import SigLIPTokenizer, canonicalize_text
 
 WORDS = ('the white storage tank left of the road large small red green blue '
          'airplane ship harbor vehicle bridge dam chimney stadium overpass '
@@ -84,7 +84,7 @@ def test_unpadded_encode_equals_transformers(pair, texts):
 
 
 def test_truncation_warns_with_count(pair, monkeypatch):
-    import rsrefseg_mm.models.utils.siglip_tokenizer as mod
+    import rsrefseg_mm.models.backbones.siglip.siglip_tokenizer as mod
     logged = []
     monkeypatch.setattr(mod, 'print_log',
                         lambda msg, **kw: logged.append((msg, kw)))

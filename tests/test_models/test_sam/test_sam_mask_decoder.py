@@ -3,7 +3,7 @@ import pytest
 import torch
 from segment_anything.modeling import MaskDecoder, TwoWayTransformer
 
-from rsrefseg_mm.models.utils.sam_mask_decoder import PairedMaskDecoder
+from rsrefseg_mm.models.sam.sam_mask_decoder import PairedMaskDecoder
 
 
 def decoders(dim=32):

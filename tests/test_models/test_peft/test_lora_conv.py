@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from rsrefseg_mm.models.utils import LoRAConv2d
-from rsrefseg_mm.models.utils.tuning import apply_lora, apply_tuning
+from rsrefseg_mm.models.peft import LoRAConv2d
+from rsrefseg_mm.models.peft.tuning import apply_lora, apply_tuning
 
 
 def conv3():

@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from ..utils.clip_tokenizer import CLIPTokenizer
-from ..utils.tuning import apply_tuning
-from .base_text_image_backbone import BaseTextImageBackbone
+from .clip_tokenizer import CLIPTokenizer
+from ...peft import apply_tuning
+from ..base_text_image_backbone import BaseTextImageBackbone
 from .clip_checkpoint import infer_clip_arch, load_clip_checkpoint
 from .clip_transformer import CLIPTextTower, CLIPVisionTower, to_2tuple
 
@@ -40,7 +40,7 @@ class CLIPBackbone(BaseTextImageBackbone):
     ``SegDataPreProcessor(mean=None, std=None, bgr_to_rgb=True)`` yields),
     resizes them bicubically to ``image_size`` (only when the size differs)
     and applies CLIP's mean/std. The text tower tokenizes the expressions
-    with CLIP's BPE (:class:`~rsrefseg_mm.models.utils.clip_tokenizer.
+    with CLIP's BPE (:class:`~rsrefseg_mm.models.backbones.clip.clip_tokenizer.
     CLIPTokenizer`) into ``context_length`` (77) ids; ``text_feats`` keeps
     all 77 positions (no trimming to the longest expression) and
     ``text_mask`` marks the real ones.
@@ -82,7 +82,7 @@ class CLIPBackbone(BaseTextImageBackbone):
             ``'frozen'``, ``'lora'``, ``'full'``; for LoRA also ``rank``,
             ``alpha``, ``drop_rate``, ``targets`` (default
             ``['attn.qkv', 'attn.proj']``). See
-            :func:`~rsrefseg_mm.models.utils.tuning.apply_tuning`.
+            :func:`~rsrefseg_mm.models.peft.tuning.apply_tuning`.
         text_tuning (dict): Same for the text tower.
         logit_scale_trainable (bool): Whether CLIP's temperature is learnt.
             Defaults to False.

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention
 
-from rsrefseg_mm.models.utils.sam_fast_attention import (
+from rsrefseg_mm.models.sam.sam_fast_attention import (
     SAMFastAttention, augmented_rel_pos_attention, chunked_rel_pos_attention,
     decomposed_rel_pos_bias, decomposed_rel_pos_terms, enable_fast_attention)
 
@@ -130,7 +130,7 @@ def test_chunked_attention_never_materialises_the_full_bias():
 
 def _spy_modes(monkeypatch):
     """Record which rel-pos implementation each forward uses."""
-    from rsrefseg_mm.models.utils import sam_fast_attention as module
+    from rsrefseg_mm.models.sam import sam_fast_attention as module
     calls = []
     for name in ('chunked_rel_pos_attention', 'augmented_rel_pos_attention',
                  'decomposed_rel_pos_bias'):

@@ -14,14 +14,14 @@ from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import (Block, window_partition,
                                                      window_unpartition)
 
-from rsrefseg_mm.models.utils import sam_fast_attention as fast_module
-from rsrefseg_mm.models.utils.sam_fast_attention import (
+from rsrefseg_mm.models.sam import sam_fast_attention as fast_module
+from rsrefseg_mm.models.sam.sam_fast_attention import (
     SAMFastAttention, SAMFastBlock, default_rel_pos_mode,
     enable_fast_attention)
-from rsrefseg_mm.models.utils.sam_window_ops import (
+from rsrefseg_mm.models.sam.sam_window_ops import (
     _partition_functional, _unpartition_add_functional,
     window_partition_padded, window_unpartition_add)
-from rsrefseg_mm.models.utils.tuning import apply_lora
+from rsrefseg_mm.models.peft.tuning import apply_lora
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
 GRIDS = [(64, 64, 14), (16, 16, 8), (10, 7, 4), (3, 5, 4), (5, 3, 4),

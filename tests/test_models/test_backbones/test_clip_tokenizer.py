@@ -6,7 +6,7 @@ import open_clip.tokenizer as open_clip_tokenizer  # test requirement
 import pytest
 import torch
 
-from rsrefseg_mm.models.utils.clip_tokenizer import (DEFAULT_BPE_PATH,
+from rsrefseg_mm.models.backbones.clip.clip_tokenizer import (DEFAULT_BPE_PATH,
                                                      CLIPTokenizer)
 
 
@@ -114,7 +114,7 @@ def test_short_text_layout_and_decode(tokenizers):
 
 def test_vocab_shipped_in_package():
     assert DEFAULT_BPE_PATH.endswith(
-        'rsrefseg_mm/models/utils/bpe_simple_vocab_16e6.txt.gz')
+        'rsrefseg_mm/models/backbones/clip/bpe_simple_vocab_16e6.txt.gz')
     tok = CLIPTokenizer()
     assert tok.vocab_size == 49408
 

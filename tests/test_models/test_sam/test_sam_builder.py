@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rsrefseg_mm.models.utils.sam_builder import (SAM_DEFAULTS,
+from rsrefseg_mm.models.sam.sam_builder import (SAM_DEFAULTS,
                                                   build_sam_modules,
                                                   load_sam_checkpoint,
                                                   sam_arch_settings)

@@ -15,10 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from ...utils.config import siglip_tokenizer_path
-from ..utils.siglip_tokenizer import SigLIPTokenizer
-from ..utils.tuning import apply_tuning
-from .base_text_image_backbone import BaseTextImageBackbone
+from .siglip_checkpoint import siglip_tokenizer_path
+from .siglip_tokenizer import SigLIPTokenizer
+from ...peft import apply_tuning
+from ..base_text_image_backbone import BaseTextImageBackbone
 from .siglip_checkpoint import load_siglip_checkpoint
 from .siglip_transformer import SiglipTextTower, SiglipVisionTower
 

@@ -22,7 +22,7 @@ GiB); fp32 max abs difference 5e-4 on outputs of magnitude ~5 (GPU kernels).
 On GPUs the default is the folded path in every block (no (N, N) tensor
 forward or backward; SDPA's flash kernel), and :class:`SAMFastBlock` runs
 the windowed blocks of large grids without stock's padding copies
-(:mod:`~rsrefseg_mm.models.utils.sam_window_ops`).
+(:mod:`~rsrefseg_mm.models.sam.sam_window_ops`).
 
 The subclasses add no parameter or buffer and keep the names ``qkv``,
 ``proj``, ``rel_pos_h`` and ``rel_pos_w``, so official SAM checkpoints load

@@ -1,0 +1,8 @@
+from .lora_conv import LoRAConv2d
+from .lora_linear import MergedInferenceLoRALinear
+from .tuning import TUNING_MODES, apply_lora, apply_tuning, is_trainable
+
+__all__ = [
+    'LoRAConv2d', 'MergedInferenceLoRALinear', 'TUNING_MODES', 'apply_lora',
+    'apply_tuning', 'is_trainable'
+]
