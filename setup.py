@@ -41,7 +41,7 @@ setup(
     keywords='referring segmentation, remote sensing, CLIP, SAM, mmsegmentation',
     packages=find_packages(exclude=('configs', 'tools', 'demo', 'tests')),
     include_package_data=True,
-    package_data={'rsrefseg_mm': ['models/backbones/clip/*.txt.gz']},
+
     python_requires='>=3.8',
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt') +

@@ -6,8 +6,8 @@ import open_clip.tokenizer as open_clip_tokenizer  # test requirement
 import pytest
 import torch
 
-from rsrefseg_mm.models.backbones.clip.clip_tokenizer import (DEFAULT_BPE_PATH,
-                                                     CLIPTokenizer)
+from rsrefseg_mm.models.backbones.clip.clip_tokenizer import (
+    DEFAULT_BPE_PATH, CLIPTokenizer)
 
 
 COLORS = ['white', 'red', 'dark blue', 'grey', 'light-green', 'Orange']
@@ -112,15 +112,18 @@ def test_short_text_layout_and_decode(tokenizers):
         'the white car & the bridge'
 
 
-def test_vocab_shipped_in_package():
-    assert DEFAULT_BPE_PATH.endswith(
-        'rsrefseg_mm/models/backbones/clip/bpe_simple_vocab_16e6.txt.gz')
+def test_vocab_is_mmsegs():
+    # the merge list MMSegmentation ships, the same file open_clip ships
+    assert DEFAULT_BPE_PATH.endswith('mmseg/utils/bpe_simple_vocab_16e6.txt.gz')
+    with open(DEFAULT_BPE_PATH, 'rb') as a, open(
+            open_clip_tokenizer.default_bpe(), 'rb') as b:
+        assert a.read() == b.read()
     tok = CLIPTokenizer()
     assert tok.vocab_size == 49408
 
 
 def test_bad_inputs():
-    with pytest.raises(FileNotFoundError, match='bpe'):
+    with pytest.raises(FileNotFoundError, match='bpe_simple_vocab'):
         CLIPTokenizer(bpe_path='/nonexistent/bpe.txt.gz')
     with pytest.raises(TypeError, match='text 1'):
         CLIPTokenizer()(['ok', None])

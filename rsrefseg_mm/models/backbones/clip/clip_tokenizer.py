@@ -1,84 +1,31 @@
-"""CLIP's byte-level BPE tokenizer.
+"""CLIP's byte-level BPE tokenizer, on top of MMSegmentation's.
 
-A port of OpenAI CLIP's ``SimpleTokenizer`` as shipped in open_clip
-(``open_clip/tokenizer.py``, MIT License, Copyright (c) 2021 OpenAI), kept
-token-for-token identical to ``open_clip.tokenize`` with the default
-``clean='lower'`` strategy:
-
-* text cleaning: ``ftfy.fix_text``, ``html.unescape`` twice, strip, collapse
-  whitespace, lower case;
-* pre-tokenisation with the ``regex`` package (Unicode classes ``\\p{L}``,
-  ``\\p{N}``);
-* byte-level BPE with the 49,152-entry merge list
-  ``bpe_simple_vocab_16e6.txt.gz`` shipped inside this package (no download);
-* ``<start_of_text>`` (49406) ... ``<end_of_text>`` (49407), zero padded to the
-  context length (77). Too long sequences are cut and the last kept position
-  is overwritten by ``<end_of_text>``, as open_clip does.
-
-open_clip itself is not a runtime dependency of rsrefseg_mm (it is only used
-by the tests as the reference).
+The BPE itself is :class:`mmseg.utils.tokenizer.SimpleTokenizer` (OpenAI
+CLIP's tokenizer with the merge list ``bpe_simple_vocab_16e6.txt.gz`` that
+MMSegmentation ships); its ids equal ``open_clip.tokenize`` with the default
+``clean='lower'`` strategy (ftfy, HTML unescaped twice, whitespace collapsed,
+lower case). :class:`CLIPTokenizer` adds what the backbone needs around it:
+a configurable context length, a type check naming the bad expression and
+``<start_of_text>`` (49406) ... ``<end_of_text>`` (49407) rows, zero padded;
+too long rows are cut and end with ``<end_of_text>``, as open_clip does.
 """
-import gzip
-import html
-import os.path as osp
-from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Union
 
-import ftfy
-import regex as re
 import torch
+from mmseg.utils.tokenizer import (SimpleTokenizer, basic_clean, default_bpe,
+                                   whitespace_clean)
 
-DEFAULT_BPE_PATH = osp.join(
-    osp.dirname(osp.abspath(__file__)), 'bpe_simple_vocab_16e6.txt.gz')
+#: The gzipped merge list shipped with MMSegmentation.
+DEFAULT_BPE_PATH = default_bpe()
 DEFAULT_CONTEXT_LENGTH = 77
-
-
-@lru_cache()
-def bytes_to_unicode() -> Dict[int, str]:
-    """Map every utf-8 byte to a printable unicode character.
-
-    Returns:
-        dict[int, str]: byte value -> unicode character (256 entries).
-    """
-    bs = (
-        list(range(ord('!'),
-                   ord('~') + 1)) + list(range(ord('¡'),
-                                               ord('¬') + 1)) +
-        list(range(ord('®'),
-                   ord('ÿ') + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(2**8):
-        if b not in bs:
-            bs.append(b)
-            cs.append(2**8 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
-def get_pairs(word: Tuple[str, ...]) -> set:
-    """Set of adjacent symbol pairs of a word (tuple of symbols)."""
-    return set(zip(word[:-1], word[1:]))
-
-
-def basic_clean(text: str) -> str:
-    """Fix mojibake with ftfy and unescape HTML entities (twice)."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text))
-    return text.strip()
-
-
-def whitespace_clean(text: str) -> str:
-    """Collapse every run of whitespace to one space and strip."""
-    return ' '.join(text.split()).strip()
 
 
 class CLIPTokenizer:
     """OpenAI CLIP BPE tokenizer (see the module docstring).
 
     Args:
-        bpe_path (str): The gzipped merge list. Defaults to the file shipped
-            in ``rsrefseg_mm/models/backbones/clip``.
+        bpe_path (str): The gzipped merge list. Defaults to the one shipped
+            with MMSegmentation (``mmseg/utils/bpe_simple_vocab_16e6.txt.gz``).
         context_length (int): Length of the returned id rows. Defaults to 77.
 
     Examples:
@@ -90,36 +37,19 @@ class CLIPTokenizer:
     def __init__(self,
                  bpe_path: str = DEFAULT_BPE_PATH,
                  context_length: int = DEFAULT_CONTEXT_LENGTH) -> None:
-        if not osp.isfile(bpe_path):
-            raise FileNotFoundError(
-                f'CLIP BPE vocabulary {bpe_path} not found; it is shipped '
-                'with rsrefseg_mm (models/backbones/clip/bpe_simple_vocab_16e6.txt.gz)'
-                ' - reinstall the package (`pip install -e .`).')
         if context_length < 2:
             raise ValueError(
                 f'context_length must be >= 2, got {context_length}')
-        self.byte_encoder = bytes_to_unicode()
-        self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
-        with gzip.open(bpe_path) as f:
-            merges = f.read().decode('utf-8').split('\n')
-        merges = merges[1:49152 - 256 - 2 + 1]
-        merges = [tuple(merge.split()) for merge in merges]
-        vocab = list(self.byte_encoder.values())
-        vocab = vocab + [v + '</w>' for v in vocab]
-        vocab.extend(''.join(merge) for merge in merges)
-        special_tokens = ['<start_of_text>', '<end_of_text>']
-        vocab.extend(special_tokens)
-        self.encoder = dict(zip(vocab, range(len(vocab))))
-        self.decoder = {v: k for k, v in self.encoder.items()}
-        self.bpe_ranks = dict(zip(merges, range(len(merges))))
-        self.cache = {t: t for t in special_tokens}
-        self.pat = re.compile(
-            '|'.join(special_tokens) +
-            r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-            re.IGNORECASE)
-        self.vocab_size = len(self.encoder)
-        self.sot_token_id = self.encoder['<start_of_text>']
-        self.eot_token_id = self.encoder['<end_of_text>']
+        try:
+            self.bpe = SimpleTokenizer(bpe_path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f'CLIP BPE vocabulary {bpe_path} not found; MMSegmentation '
+                'ships it as mmseg/utils/bpe_simple_vocab_16e6.txt.gz - '
+                'reinstall mmsegmentation or pass an existing bpe_path') from e
+        self.vocab_size = self.bpe.vocab_size
+        self.sot_token_id = self.bpe.encoder['<start_of_text>']
+        self.eot_token_id = self.bpe.encoder['<end_of_text>']
         self.context_length = context_length
 
     @staticmethod
@@ -127,67 +57,17 @@ class CLIPTokenizer:
         """Cleaning applied before BPE: ftfy, HTML, whitespace, lower."""
         return whitespace_clean(basic_clean(text)).lower()
 
-    def bpe(self, token: str) -> str:
-        """Apply the BPE merges to one pre-token (byte-encoded string).
-
-        Returns:
-            str: The BPE symbols joined by spaces, last one ending in
-            ``</w>``.
-        """
-        if token in self.cache:
-            return self.cache[token]
-        word = tuple(token[:-1]) + (token[-1] + '</w>', )
-        pairs = get_pairs(word)
-        if not pairs:
-            return token + '</w>'
-        while True:
-            bigram = min(
-                pairs, key=lambda pair: self.bpe_ranks.get(pair, float('inf')))
-            if bigram not in self.bpe_ranks:
-                break
-            first, second = bigram
-            new_word: List[str] = []
-            i = 0
-            while i < len(word):
-                try:
-                    j = word.index(first, i)
-                except ValueError:
-                    new_word.extend(word[i:])
-                    break
-                new_word.extend(word[i:j])
-                i = j
-                if (word[i] == first and i < len(word) - 1
-                        and word[i + 1] == second):
-                    new_word.append(first + second)
-                    i += 2
-                else:
-                    new_word.append(word[i])
-                    i += 1
-            word = tuple(new_word)
-            if len(word) == 1:
-                break
-            pairs = get_pairs(word)
-        out = ' '.join(word)
-        self.cache[token] = out
-        return out
-
     def encode(self, text: str) -> List[int]:
         """Token ids of ``text`` without start/end tokens."""
-        ids: List[int] = []
-        for token in re.findall(self.pat, self.clean(text)):
-            token = ''.join(self.byte_encoder[b] for b in token.encode('utf-8'))
-            ids.extend(self.encoder[t] for t in self.bpe(token).split(' '))
-        return ids
+        return self.bpe.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Turn ids back into text (``</w>`` becomes a space)."""
-        text = ''.join(self.decoder[int(i)] for i in ids)
-        return bytearray([self.byte_decoder[c] for c in text]).decode(
-            'utf-8', errors='replace').replace('</w>', ' ')
+        return self.bpe.decode([int(i) for i in ids])
 
     def __call__(self,
                  texts: Union[str, Sequence[str]],
-                 context_length: Optional[int] = None) -> torch.Tensor:
+                 context_length: int = None) -> torch.Tensor:
         """Tokenize one or more strings.
 
         Args:
@@ -214,3 +94,9 @@ class CLIPTokenizer:
                 ids[-1] = self.eot_token_id
             result[i, :len(ids)] = torch.tensor(ids)
         return result
+
+
+__all__ = [
+    'CLIPTokenizer', 'DEFAULT_BPE_PATH', 'DEFAULT_CONTEXT_LENGTH',
+    'basic_clean', 'whitespace_clean'
+]
