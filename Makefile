@@ -1,6 +1,7 @@
 # rsrefseg-mm: the commands a newcomer runs.
 #   make demo   train + test the tiny RSRefSeg on synthetic referring scenes (CPU)
 #   make test   run the whole test suite
+#   make lint   flake8 + isort --check + yapf --diff (settings in setup.cfg)
 #   make test-web  drive the web demo in headless Chromium (needs Debian's
 #                  chromium + chromium-driver); screenshot in work_dirs/test_web/
 #   make test-qgis open the GeoTIFF demo's outputs in QGIS (needs Debian's
@@ -10,7 +11,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsrefseg-installed
 
-.PHONY: install test test-web test-qgis demo clean
+LINT_PATHS := rsrefseg_mm configs tools demo tests setup.py
+
+.PHONY: install test lint test-web test-qgis demo clean
 
 install:
 	bash scripts/install_env.sh
@@ -20,6 +23,11 @@ $(STAMP): scripts/install_env.sh setup.py $(wildcard requirements/*.txt)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only --diff $(LINT_PATHS)
+	$(PY) -m yapf --diff --recursive $(LINT_PATHS)
 
 test-web: $(STAMP)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

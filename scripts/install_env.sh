@@ -63,7 +63,8 @@ echo "[install] mmcv from $WHEEL_DIR"
 # geo (rasterio) and web (gradio) are optional extras of the package; the
 # test suite exercises both, so the development environment has them.
 "${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
-    -r requirements/geo.txt -r requirements/web.txt -r requirements/tests.txt
+    -r requirements/geo.txt -r requirements/web.txt -r requirements/tests.txt \
+    -r requirements/lint.txt
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import mmcv.ops, mmseg, mmpretrain, segment_anything, rasterio, rsrefseg_mm; print('[install] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 stamp_hash > "$STAMP"
