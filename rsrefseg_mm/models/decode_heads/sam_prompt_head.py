@@ -262,27 +262,30 @@ class SAMPromptHead(BaseDecodeHead):
         """Decode low-resolution mask logits.
 
         Args:
-            inputs (dict): ``images`` RGB 0-255 (B, 3, H, W),
+            inputs (dict): ``images`` RGB 0-255 (B, 3, H, W) or their SAM
+                ``image_embeddings`` (B, C, h, w) (:meth:`encode_image`),
                 ``sparse_prompts`` (B, N, C), optional ``dense_prompts``
                 (B, 1, Hm, Wm) or None (other neck outputs are ignored).
 
         Returns:
             Tensor: Mask logits (B, 1, Hm, Wm) (256x256 for SAM at 1024).
         """
-        if not isinstance(inputs, dict) or 'images' not in inputs or \
-                'sparse_prompts' not in inputs:
+        if not isinstance(inputs, dict) or 'sparse_prompts' not in inputs \
+                or not ('images' in inputs or 'image_embeddings' in inputs):
             raise KeyError('SAMPromptHead.forward expects a dict with '
-                           '`images` and `sparse_prompts` (RSRefSeg.'
-                           'extract_feat output)')
-        images = inputs['images']
+                           '`sparse_prompts` and `images` or '
+                           '`image_embeddings` (RSRefSeg.prompt output)')
+        if 'image_embeddings' in inputs:
+            image_embeddings = inputs['image_embeddings']
+        else:
+            image_embeddings = self.encode_image(inputs['images'])
         sparse = inputs['sparse_prompts']
-        B = images.shape[0]
+        B = image_embeddings.shape[0]
         if sparse.dim() != 3 or sparse.shape[0] != B or \
                 sparse.shape[2] != self.prompt_encoder.embed_dim:
             raise ValueError(
                 f'sparse prompts must be (B={B}, N, '
                 f'{self.prompt_encoder.embed_dim}), got {tuple(sparse.shape)}')
-        image_embeddings = self.encode_image(images)
         dense = self.embed_dense(inputs.get('dense_prompts'), B)
         masks, _ = self.mask_decoder(
             image_embeddings=image_embeddings,

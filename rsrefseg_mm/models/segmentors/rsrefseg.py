@@ -159,11 +159,114 @@ class RSRefSeg(EncoderDecoder):
             texts.append(text)
         return texts
 
+    def encode_image(self,
+                     inputs: Tensor,
+                     with_sam: bool = True) -> Dict[str, Tensor]:
+        """Everything of the images that does not depend on the expression.
+
+        Encode once, then answer any number of expressions with
+        :meth:`decode` (:class:`~rsrefseg_mm.apis.ReferringPredictor`).
+
+        Args:
+            inputs (Tensor): RGB 0-255 (B, 3, H, W).
+            with_sam (bool): Also run SAM's image encoder. False keeps the
+                images instead, for SAM to encode inside the head (the
+                training and test order of :meth:`extract_feat`).
+
+        Returns:
+            dict: ``img_feats`` (B, D, h, w) and ``img_global`` (B, D) of the
+            image tower, and ``image_embeddings`` (B, C, S/16, S/16) of SAM
+            or ``images`` (the inputs).
+        """
+        img_global, img_feats = self.backbone.encode_image(inputs)
+        embeddings = dict(img_feats=img_feats, img_global=img_global)
+        if with_sam:
+            embeddings['image_embeddings'] = self.decode_head.encode_image(
+                inputs)
+        else:
+            embeddings['images'] = inputs
+        return embeddings
+
+    @staticmethod
+    def _select_images(embeddings: Dict[str, Tensor], num_texts: int,
+                       image_index: Optional[Tensor]) -> Dict[str, Tensor]:
+        """The image embeddings of each expression, as views when possible.
+
+        One image serves every expression through ``expand`` (no copy);
+        otherwise ``image_index`` (N,) picks the image of each expression,
+        and by default expression i belongs to image i.
+        """
+        num_images = embeddings['img_feats'].shape[0]
+        selected = {}
+        for key, value in embeddings.items():
+            if image_index is not None:
+                selected[key] = value[image_index.to(value.device)]
+            elif num_images == num_texts:
+                selected[key] = value
+            elif num_images == 1:
+                selected[key] = value.expand(num_texts, *value.shape[1:])
+            else:
+                raise ValueError(
+                    f'{num_texts} expressions for {num_images} images: pass '
+                    'image_index (the image of each expression)')
+        return selected
+
+    def prompt(self,
+               embeddings: Dict[str, Tensor],
+               texts: List[str],
+               image_index: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Text tower and prompter on encoded images.
+
+        Args:
+            embeddings (dict): From :meth:`encode_image`.
+            texts (list[str]): N expressions.
+            image_index (Tensor, optional): (N,) image of each expression;
+                see :meth:`_select_images`.
+
+        Returns:
+            dict: The head's inputs: the selected ``images`` or
+            ``image_embeddings`` and the neck outputs (``sparse_prompts``
+            (N, P, C), ``dense_prompts``, ``local_maps``, ``global_map``,
+            ``global_logits``).
+        """
+        image = self._select_images(embeddings, len(texts), image_index)
+        text_global, text_feats, text_mask = self.backbone.encode_text(
+            texts, device=image['img_feats'].device)
+        prompts = self.neck(
+            dict(
+                img_feats=image.pop('img_feats'),
+                img_global=image.pop('img_global'),
+                text_feats=text_feats,
+                text_global=text_global,
+                text_mask=text_mask,
+                **self.backbone.logit_outputs()))
+        return dict(**image, **prompts)
+
+    def decode(self,
+               embeddings: Dict[str, Tensor],
+               texts: List[str],
+               image_index: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Mask logits of expressions on images encoded by
+        :meth:`encode_image`.
+
+        Args:
+            embeddings (dict): From :meth:`encode_image`.
+            texts (list[str]): N expressions.
+            image_index (Tensor, optional): (N,) image of each expression.
+
+        Returns:
+            tuple: Low-resolution logits (N, 1, Hm, Wm) and the
+            :meth:`prompt` outputs (activation maps for visualisation).
+        """
+        x = self.prompt(embeddings, texts, image_index)
+        return self.decode_head.forward(x), x
+
     def extract_feat(self,
                      inputs: Tensor,
                      batch_img_metas: Optional[List[dict]] = None
                      ) -> Dict[str, Tensor]:
-        """Run backbone and prompter.
+        """Run the towers and the prompter (one expression per image).
 
         Args:
             inputs (Tensor): RGB 0-255 (B, 3, H, W).
@@ -172,12 +275,10 @@ class RSRefSeg(EncoderDecoder):
         Returns:
             dict: ``images`` (the inputs) and the neck outputs
             (``sparse_prompts``, ``dense_prompts``, ``local_maps``,
-            ``global_map``).
+            ``global_map``, ``global_logits``).
         """
         texts = self._texts(batch_img_metas, inputs.shape[0])
-        feats = self.backbone(inputs, texts)
-        prompts = self.neck(feats)
-        return dict(images=inputs, **prompts)
+        return self.prompt(self.encode_image(inputs, with_sam=False), texts)
 
     def encode_decode(self, inputs: Tensor,
                       batch_img_metas: List[dict]) -> Tensor:

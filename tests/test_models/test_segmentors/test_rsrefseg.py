@@ -16,8 +16,9 @@ LORA = dict(mode='lora', rank=4, alpha=4, drop_rate=0.0)
 
 @MODELS.register_module(force=True)
 class FakeCLIPBackboneForTest(nn.Module):
-    """Returns the CLIPBackbone output contract from a patchify conv and a
-    character embedding; records the texts it was given."""
+    """The backbone contract (``encode_image``, ``encode_text``,
+    ``logit_outputs``) from a patchify conv and a character embedding;
+    records the texts it was given."""
 
     def __init__(self, dims=D, length=12, patch=32, image_size=64):
         super().__init__()
@@ -28,26 +29,26 @@ class FakeCLIPBackboneForTest(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(10.).log())
         self.seen_texts = None
 
-    def forward(self, inputs, texts):
-        self.seen_texts = list(texts)
+    def encode_image(self, inputs):
         x = nn.functional.interpolate(inputs / 255., size=self.image_size)
         img = self.patch(x)
+        return img.mean((2, 3)), img
+
+    def encode_text(self, texts, device=None):
+        self.seen_texts = list(texts)
         ids = torch.zeros(len(texts), self.length, dtype=torch.long)
         mask = torch.zeros(len(texts), self.length, dtype=torch.bool)
         for i, t in enumerate(texts):
             codes = [1] + [ord(c) % 128 for c in t][:self.length - 2] + [2]
             ids[i, :len(codes)] = torch.tensor(codes)
             mask[i, :len(codes)] = True
-        tok = self.chars(ids.to(inputs.device))
-        mask = mask.to(inputs.device)
+        tok = self.chars(ids.to(device))
+        mask = mask.to(device)
         sentence = (tok * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        return dict(
-            img_feats=img,
-            img_global=img.mean((2, 3)),
-            text_feats=tok,
-            text_global=sentence,
-            text_mask=mask,
-            logit_scale=self.logit_scale.exp())
+        return sentence, tok, mask
+
+    def logit_outputs(self):
+        return dict(logit_scale=self.logit_scale.exp())
 
 
 def model_cfg(backbone=None, **kwargs):
