@@ -1,9 +1,11 @@
 from .inference import (GeoMask, georeferenced_mask, inference_referring,
-                        init_referring_model, load_referring_image)
+                        init_referring_model)
 from .outputs import render_heatmap, render_overlay, save_referring_outputs
+from .pipeline import build_test_pipeline, load_referring_image
+from .predictor import ReferringPredictor
 
 __all__ = [
-    'init_referring_model', 'inference_referring', 'load_referring_image',
-    'georeferenced_mask', 'GeoMask', 'save_referring_outputs',
-    'render_overlay', 'render_heatmap'
+    'init_referring_model', 'inference_referring', 'ReferringPredictor',
+    'load_referring_image', 'build_test_pipeline', 'georeferenced_mask',
+    'GeoMask', 'save_referring_outputs', 'render_overlay', 'render_heatmap'
 ]

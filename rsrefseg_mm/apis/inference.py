@@ -2,7 +2,7 @@
 
 Example:
     >>> from rsrefseg_mm.apis import init_referring_model, inference_referring
-    >>> model = init_referring_model('configs/rsrefseg/xxx.py', 'epoch_200.pth',
+    >>> model = init_referring_model('configs/rsrefseg/xxx.py', 'best.pth',
     ...                              device='cpu')
     >>> result = inference_referring(model, 'demo.jpg', 'the white tank')
     >>> mask = result.pred_sem_seg.data[0].numpy()   # (H, W) 0/1
@@ -13,28 +13,21 @@ Example:
     >>> mask, transform, crs, nodata = georeferenced_mask(result)
 """
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.dataset import Compose, pseudo_collate
 from mmengine.logging import print_log
-from mmengine.structures import PixelData
 from mmseg.apis import init_model
 from mmseg.structures import SegDataSample
 
 from ..datasets.text import check_expression
-from ..geo import (DEFAULT_STRETCH, RasterImage, array_to_image,
-                   read_image)
+from ..geo import DEFAULT_STRETCH
 from ..geo.stretch import StretchType
 from ..utils import drop_pretrained_checkpoints
-
-InputType = Union[str, Path, np.ndarray, RasterImage]
-# Transforms that need annotations; dropped for inference.
-ANNOTATION_TRANSFORMS = ('LoadReferringAnnotations', 'LoadAnnotations')
-IMAGE_LOADERS = ('LoadReferringImageFromFile', 'LoadImageFromFile')
+from .pipeline import InputType, load_referring_image
+from .predictor import ReferringPredictor
 
 
 def init_referring_model(config: Union[str, Path, Config],
@@ -68,53 +61,6 @@ def init_referring_model(config: Union[str, Path, Config],
         print_log('init_referring_model: no checkpoint given, weights are '
                   'pretrained/random as in the config', logger='current')
     return init_model(config, checkpoint, device=device)
-
-
-def _build_pipeline(cfg: Config) -> Compose:
-    """The config's test pipeline without image and annotation loading
-    (images are read by :func:`rsrefseg_mm.geo.read_image`)."""
-    pipeline = [
-        t for t in cfg.test_dataloader.dataset.pipeline
-        if t['type'] not in ANNOTATION_TRANSFORMS + IMAGE_LOADERS
-    ]
-    return Compose(pipeline)
-
-
-def load_referring_image(img: InputType,
-                         index: int = 0,
-                         bands: Optional[Sequence[int]] = None,
-                         stretch: StretchType = DEFAULT_STRETCH,
-                         roi: Optional[Sequence[float]] = None,
-                         roi_crs: str = 'pixel') -> RasterImage:
-    """Read one input of :func:`inference_referring` (same arguments).
-
-    Returns:
-        RasterImage: The (H, W, 3) uint8 BGR image the model sees, with its
-        nodata mask and georeference.
-    """
-    if isinstance(img, RasterImage):
-        if bands is not None or roi is not None:
-            raise ValueError(f'sample {index}: a RasterImage is already read;'
-                             ' pass bands / roi to read_image instead')
-        return img
-    if isinstance(img, (str, Path)):
-        return read_image(img, bands, stretch, roi, roi_crs)
-    if isinstance(img, np.ndarray):
-        if roi is not None and roi_crs != 'pixel':
-            raise ValueError(f'sample {index}: an array has no georeference;'
-                             ' give the roi in pixels')
-        return array_to_image(img, bands, stretch, roi, name=f'array {index}')
-    raise ValueError(f'sample {index}: expected an image path, an (H, W, C) '
-                     f'array or a RasterImage, got {type(img).__name__}')
-
-
-def _prepare(image: RasterImage, text: str, pipeline: Compose,
-             index: int) -> dict:
-    """Run the test pipeline on a loaded image and its expression."""
-    results = dict(text=text, **image.pipeline_inputs())
-    if not image.source.startswith('array'):
-        results['img_path'] = image.source
-    return pipeline(results)
 
 
 @torch.no_grad()
@@ -164,33 +110,32 @@ def inference_referring(
         imgs, texts = [imgs], [texts]
     if len(imgs) != len(texts):
         raise ValueError(f'{len(imgs)} images but {len(texts)} expressions')
-    results, pipeline = [], None
-    # one sample per forward: images of different sizes cannot be batched
-    # by mmseg's post-processing
-    for i, (img, text) in enumerate(zip(imgs, texts)):
+    for i, text in enumerate(texts):
         check_expression(text, f'sample {i}')
-        image = load_referring_image(img, i, bands, stretch, roi, roi_crs)
+    # every distinct image is encoded once, its expressions decoded together
+    groups: Dict[object, List[int]] = {}
+    for i, img in enumerate(imgs):
+        groups.setdefault(_image_key(img), []).append(i)
+    predictor = ReferringPredictor(model)
+    results: List[Optional[SegDataSample]] = [None] * len(texts)
+    for indices in groups.values():
+        image = load_referring_image(imgs[indices[0]], indices[0], bands,
+                                     stretch, roi, roi_crs)
         if image.stretch_ranges is not None or image.nodata_pixels:
             print_log(f'inference_referring: {image.describe()}',
                       logger='current')
-        if pipeline is None:
-            pipeline = _build_pipeline(model.cfg)
-        data = pseudo_collate([_prepare(image, text, pipeline, i)])
-        data = model.data_preprocessor(data, False)
-        inputs, samples = data['inputs'], data['data_samples']
-        metas = [s.metainfo for s in samples]
-        feats = model.extract_feat(inputs, metas)
-        logits = model.decode_head.predict(feats, metas, model.test_cfg)
-        sample = model.postprocess_result(logits, samples)[0]
-        oh, ow = sample.ori_shape[:2]
-        act = feats['global_map'][:1, None].float()
-        act = F.interpolate(act, (oh, ow), mode='bilinear',
-                            align_corners=False)[0].cpu()
-        if image.nodata_mask is not None:
-            act[:, torch.as_tensor(image.nodata_mask)] = 0
-        sample.set_data(dict(global_map=PixelData(data=act)))
-        results.append(sample)
+        predictor.set_image(image)
+        for i, sample in zip(indices,
+                             predictor.predict([texts[i] for i in indices])):
+            results[i] = sample
     return results[0] if single else results
+
+
+def _image_key(img: InputType) -> object:
+    """Inputs that are the same image: the same path, or the same object."""
+    if isinstance(img, (str, Path)):
+        return ('path', str(Path(img).resolve()))
+    return ('object', id(img))
 
 
 class GeoMask(NamedTuple):

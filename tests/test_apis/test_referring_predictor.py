@@ -1,0 +1,103 @@
+"""ReferringPredictor: encode an image once, answer many expressions, with
+the results of the one-pass path (the segmentor's own ``predict``)."""
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+
+from rsrefseg_mm.apis import (ReferringPredictor, build_test_pipeline,
+                              inference_referring, init_referring_model,
+                              load_referring_image)
+from rsrefseg_mm.apis.pipeline import prepare_inputs
+
+from helpers import TINY_CONFIG
+
+TEXTS = ['the red circle', 'a blue square at the top', 'the green triangle',
+         'the object on the left', 'the smallest thing']
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    model = init_referring_model(TINY_CONFIG, None, device='cpu')
+    with torch.no_grad():  # non-trivial masks from random weights
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope='module')
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)  # non-square
+
+
+@torch.no_grad()
+def one_pass(model, img, text):
+    """One (image, expression) pair through ``model.predict``: towers,
+    prompter and SAM in one forward, as the test loop runs it."""
+    raster = load_referring_image(img)
+    data = model.data_preprocessor(
+        pseudo_collate(
+            [prepare_inputs(raster, text, build_test_pipeline(model.cfg))]),
+        False)
+    return model.predict(data['inputs'], data['data_samples'])[0]
+
+
+@pytest.mark.parametrize('max_batch', [8, 2])
+def test_predict_equals_one_pass(model, image, max_batch):
+    predictor = ReferringPredictor(model, max_batch=max_batch)
+    predictor.set_image(image)
+    results = predictor.predict(TEXTS)
+    assert len(results) == len(TEXTS)
+    worst = 0.
+    for text, got in zip(TEXTS, results):
+        want = one_pass(model, image, text)
+        assert got.text == text
+        assert got.pred_sem_seg.data.shape == (1, 96, 150)
+        assert got.global_map.data.shape == (1, 96, 150)
+        worst = max(worst, float(
+            (got.seg_logits.data - want.seg_logits.data).abs().max()))
+        assert torch.equal(got.pred_sem_seg.data, want.pred_sem_seg.data)
+    assert worst <= 1e-5
+    # the masks differ between expressions: the text reaches the decoder
+    masks = {tuple(r.seg_logits.data.flatten()[:64].tolist())
+             for r in results}
+    assert len(masks) == len(TEXTS)
+
+
+def test_inference_referring_groups_images(model, image, monkeypatch):
+    calls = []
+    original = ReferringPredictor.set_image
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ReferringPredictor, 'set_image', counting)
+    other = image[::-1].copy()
+    imgs = [image, other, image, image]
+    texts = TEXTS[:4]
+    results = inference_referring(model, imgs, texts)
+    assert len(calls) == 2  # two distinct images, each encoded once
+    for img, text, got in zip(imgs, texts, results):
+        want = one_pass(model, img, text)
+        assert got.text == text
+        assert torch.allclose(
+            got.seg_logits.data, want.seg_logits.data, atol=1e-5)
+
+
+def test_single_text_and_errors(model, image):
+    predictor = ReferringPredictor(model)
+    with pytest.raises(RuntimeError, match='set_image'):
+        predictor.predict('the red circle')
+    predictor.set_image(image)
+    assert predictor.is_image_set
+    single = predictor.predict('the red circle')
+    assert single.text == 'the red circle'
+    with pytest.raises(ValueError, match='expression 1'):
+        predictor.predict(['the red circle', '   '])
+    predictor.reset_image()
+    assert not predictor.is_image_set
+    with pytest.raises(ValueError, match='max_batch'):
+        ReferringPredictor(model, max_batch=0)
