@@ -58,7 +58,9 @@ class RSRefSeg(EncoderDecoder):
         neck (dict): Prompter config (``TextFilterNeck``).
         decode_head (dict): Head config (``SAMPromptHead``).
         train_cfg (dict, optional): Unused, kept for mmseg.
-        test_cfg (dict, optional): ``dict(mode='whole')`` (default).
+        test_cfg (dict, optional): ``dict(mode='whole')`` (default); add
+            ``group_by_image=True`` to encode each distinct image once
+            across consecutive test samples (see :meth:`encode_decode`).
         data_preprocessor (dict, optional): ``SegDataPreProcessor`` with
             ``mean=None, std=None, bgr_to_rgb=True`` (RGB 0-255 inputs).
         auxiliary_head: Must be None.
@@ -107,6 +109,8 @@ class RSRefSeg(EncoderDecoder):
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
         self.filter_loss_weight = float(filter_loss_weight)
+        #: Images encoded by the ``group_by_image`` test path (a counter).
+        self.image_encodings = 0
         if getattr(self.neck, 'pos_embed', None) == 'sam':
             # the prompter adds SAM's pretrained shared image positional
             # encoding, the one the mask decoder uses, to its grid
@@ -282,9 +286,51 @@ class RSRefSeg(EncoderDecoder):
 
     def encode_decode(self, inputs: Tensor,
                       batch_img_metas: List[dict]) -> Tensor:
-        """Logits (B, 1, H, W) at the padded input size."""
-        x = self.extract_feat(inputs, batch_img_metas)
+        """Logits (B, 1, H, W) at the padded input size.
+
+        With ``test_cfg.group_by_image=True`` the image embeddings of the
+        last ``test_cfg.image_cache_size`` (default 4) distinct input images
+        are kept, so consecutive expressions on one image (RefSegRS,
+        RISBench and RRSIS-D list them together) encode it once.
+        """
+        if not self.test_cfg.get('group_by_image', False):
+            x = self.extract_feat(inputs, batch_img_metas)
+        else:
+            texts = self._texts(batch_img_metas, inputs.shape[0])
+            x = self.prompt(self._cached_image_embeddings(inputs), texts)
         return self.decode_head.predict(x, batch_img_metas, self.test_cfg)
+
+    def _cached_image_embeddings(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """:meth:`encode_image` of ``inputs``, reusing rows whose pixels
+        equal (exactly) those of an image encoded before in this mode.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) preprocessed images.
+
+        Returns:
+            dict: As :meth:`encode_image` (``with_sam=True``).
+        """
+        cache: list = self.__dict__.setdefault('_image_cache', [])
+        rows: List[Optional[Dict[str, Tensor]]] = []
+        for image in inputs:
+            rows.append(
+                next((emb for key, emb in cache if key.shape == image.shape
+                      and torch.equal(key, image)), None))
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            encoded = self.encode_image(inputs[missing])
+            self.image_encodings += len(missing)
+            for j, i in enumerate(missing):
+                rows[i] = {k: v[j:j + 1] for k, v in encoded.items()}
+                cache.append((inputs[i], rows[i]))
+        del cache[:-int(self.test_cfg.get('image_cache_size', 4))]
+        return {k: torch.cat([row[k] for row in rows]) for k in rows[0]}
+
+    def train(self, mode: bool = True) -> 'RSRefSeg':
+        """Set the mode; cached image embeddings (``group_by_image``) are
+        dropped at every switch, since training changes the weights."""
+        self.__dict__['_image_cache'] = []
+        return super().train(mode)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
