@@ -30,6 +30,7 @@ import html  # noqa: E402
 import json  # noqa: E402
 import os.path as osp  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from typing import List, Optional, Sequence, Tuple  # noqa: E402
@@ -39,7 +40,7 @@ import huggingface_hub.constants  # noqa: E402  (a gradio dependency)
 import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsrefseg_mm.apis import (inference_referring,  # noqa: E402
+from rsrefseg_mm.apis import (ReferringPredictor,  # noqa: E402
                               init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
@@ -110,14 +111,23 @@ def make_examples(out_dir: str) -> List[List[str]]:
 class WebPredictor:
     """The demo's callbacks, independent of the page layout.
 
+    The embeddings of the last ``cache_size`` images (keyed by the upload's
+    content and bands) are kept, so a new expression on an image already
+    seen runs the text tower and the decoders only. Requests are answered
+    one at a time (a lock around encode + decode), so concurrent users never
+    read each other's embeddings.
+
     Args:
         model (nn.Module): From :func:`init_referring_model`.
         out_root (str): Folder for the per-request output files.
+        cache_size (int): Encoded images kept. Defaults to 4.
     """
 
-    def __init__(self, model, out_root: str) -> None:
+    def __init__(self, model, out_root: str, cache_size: int = 4) -> None:
         self.model = model
         self.out_root = out_root
+        self.predictor = ReferringPredictor(model, cache_size=cache_size)
+        self.lock = threading.Lock()
         os.makedirs(out_root, exist_ok=True)
 
     @staticmethod
@@ -163,11 +173,19 @@ class WebPredictor:
             gradio.Error: With a readable message for a bad file, bad bands
                 or an empty expression.
         """
-        start = time.perf_counter()
         try:
             text = check_expression(text, 'expression')
-            image = self._read(path, bands_text)
-            result = inference_referring(self.model, image, text)
+            if not path:
+                raise ValueError(
+                    'upload an image first (PNG, JPEG or GeoTIFF)')
+            with self.lock:
+                start = time.perf_counter()
+                image = self.predictor.set_image(
+                    path, parse_bands(bands_text), name=osp.basename(path))
+                cached = self.predictor.from_cache
+                encoded = time.perf_counter()
+                result = self.predictor.predict(text)
+                answered = time.perf_counter()
             out_dir = tempfile.mkdtemp(dir=self.out_root)
             stem = osp.splitext(osp.basename(path))[0]
             paths = save_referring_outputs(image, result, text, out_dir,
@@ -181,9 +199,12 @@ class WebPredictor:
         mask = result.pred_sem_seg.data[0].numpy()
         files = [paths[k] for k in ('geotiff', 'qgis_style', 'geojson',
                                     'mask') if k in paths]
+        timing = 'image from cache' if cached else \
+            f'image encoded in {encoded - start:.1f} s'
         status = (f'{image.describe()}\n\n**"{text}"**: {int(mask.sum())} '
                   f'pixels ({100 * mask.mean():.1f} %) predicted as the '
-                  f'target in {time.perf_counter() - start:.1f} s')
+                  f'target ({timing} · answered in {answered - encoded:.1f} '
+                  's)')
         if image.georeferenced:
             status += '; the GeoTIFF / GeoJSON open in QGIS at their place'
         return (render_overlay(image, result, text),

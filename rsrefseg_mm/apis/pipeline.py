@@ -32,8 +32,10 @@ def load_referring_image(img: InputType,
                          bands: Optional[Sequence[int]] = None,
                          stretch: StretchType = DEFAULT_STRETCH,
                          roi: Optional[Sequence[float]] = None,
-                         roi_crs: str = 'pixel') -> RasterImage:
-    """Read one input of :func:`inference_referring` (same arguments).
+                         roi_crs: str = 'pixel',
+                         name: Optional[str] = None) -> RasterImage:
+    """Read one input of :func:`inference_referring` (same arguments;
+    ``name`` replaces a file's path in messages).
 
     Returns:
         RasterImage: The (H, W, 3) uint8 BGR image the model sees, with its
@@ -45,7 +47,7 @@ def load_referring_image(img: InputType,
                              ' pass bands / roi to read_image instead')
         return img
     if isinstance(img, (str, Path)):
-        return read_image(img, bands, stretch, roi, roi_crs)
+        return read_image(img, bands, stretch, roi, roi_crs, name=name)
     if isinstance(img, np.ndarray):
         if roi is not None and roi_crs != 'pixel':
             raise ValueError(f'sample {index}: an array has no georeference;'

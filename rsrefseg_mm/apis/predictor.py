@@ -8,8 +8,12 @@ Example:
     >>> tank, road = predictor.predict(['the white tank', 'the road'])
     >>> mask = tank.pred_sem_seg.data[0].numpy()  # (H, W) 0/1
 """
-from typing import Iterator, List, Optional, Sequence, Union
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Hashable, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
@@ -62,18 +66,31 @@ class ReferringPredictor:
     together in batches of at most ``max_batch``. The results equal
     :func:`~rsrefseg_mm.apis.inference_referring` on the same pairs.
 
+    With ``cache_size > 0`` the embeddings of the last ``cache_size``
+    images are kept (least recently used dropped first), keyed by the file's
+    or array's content and the reading arguments, so that coming back to an
+    image does not encode it again (:attr:`from_cache` tells).
+
     Args:
         model (nn.Module): From :func:`~rsrefseg_mm.apis.init_referring_model`
             (an ``RSRefSeg`` with ``cfg`` attached), in eval mode.
         max_batch (int): Most expressions decoded in one forward (bounds the
             memory of a long list). Defaults to 8.
+        cache_size (int): Encoded images kept. Defaults to 0 (none).
     """
 
-    def __init__(self, model, max_batch: int = 8) -> None:
+    def __init__(self,
+                 model,
+                 max_batch: int = 8,
+                 cache_size: int = 0) -> None:
         if max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {max_batch}')
+        if cache_size < 0:
+            raise ValueError(f'cache_size must be >= 0, got {cache_size}')
         self.model = model
         self.max_batch = int(max_batch)
+        self.cache_size = int(cache_size)
+        self.cache: 'OrderedDict[Hashable, tuple]' = OrderedDict()
         self.pipeline = build_test_pipeline(model.cfg)
         self.reset_image()
 
@@ -87,6 +104,26 @@ class ReferringPredictor:
         self.image: Optional[RasterImage] = None
         self.embeddings: Optional[dict] = None
         self._template: Optional[SegDataSample] = None
+        #: Whether the last :meth:`set_image` found the image in the cache.
+        self.from_cache = False
+
+    @staticmethod
+    def cache_key(image: InputType, *read_args) -> Optional[Hashable]:
+        """Content hash of a file or array plus the reading arguments;
+        None for an image already read (not cached)."""
+        digest = hashlib.sha256()
+        if isinstance(image, (str, Path)):
+            with open(image, 'rb') as f:
+                for block in iter(lambda: f.read(1 << 20), b''):
+                    digest.update(block)
+        elif isinstance(image, np.ndarray):
+            digest.update(repr((image.shape, image.dtype.str)).encode())
+            digest.update(np.ascontiguousarray(image).tobytes())
+            if np.ma.isMaskedArray(image):
+                digest.update(np.ma.getmaskarray(image).tobytes())
+        else:
+            return None
+        return (digest.hexdigest(), repr(read_args))
 
     @torch.no_grad()
     def set_image(self,
@@ -94,8 +131,9 @@ class ReferringPredictor:
                   bands: Optional[Sequence[int]] = None,
                   stretch: StretchType = DEFAULT_STRETCH,
                   roi: Optional[Sequence[float]] = None,
-                  roi_crs: str = 'pixel') -> RasterImage:
-        """Read and encode an image.
+                  roi_crs: str = 'pixel',
+                  name: Optional[str] = None) -> RasterImage:
+        """Read and encode an image (or take it from the cache).
 
         Args:
             image (str | Path | np.ndarray | RasterImage): As the images of
@@ -103,12 +141,22 @@ class ReferringPredictor:
                 GeoTIFF, arrays).
             bands, stretch, roi, roi_crs: As in
                 :func:`~rsrefseg_mm.apis.inference_referring`.
+            name (str, optional): Shown instead of a file's path in
+                messages.
 
         Returns:
             RasterImage: The image the model sees (georeference, nodata).
         """
         self.reset_image()
-        raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs)
+        key = self.cache_key(image, bands, stretch, roi, roi_crs) \
+            if self.cache_size else None
+        if key is not None and key in self.cache:
+            self.cache.move_to_end(key)
+            self.image, self.embeddings, self._template = self.cache[key]
+            self.from_cache = True
+            return self.image
+        raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
+                                      name)
         data = self.model.data_preprocessor(
             pseudo_collate(
                 [prepare_inputs(raster, IMAGE_ONLY_TEXT, self.pipeline)]),
@@ -116,6 +164,10 @@ class ReferringPredictor:
         self.embeddings = self.model.encode_image(data['inputs'])
         self._template = data['data_samples'][0]
         self.image = raster
+        if key is not None:
+            self.cache[key] = (raster, self.embeddings, self._template)
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
         return raster
 
     def _chunks(self, texts: List[str]) -> Iterator[List[str]]:

@@ -160,3 +160,46 @@ def test_errors_are_messages_not_traces(served, case, expected):
     msg = str(exc.value)
     assert expected in msg
     assert 'Traceback' not in msg and '/tmp/' not in msg
+
+
+def test_second_expression_on_an_image_reuses_its_embeddings(served):
+    from gradio_client import handle_file
+    client, examples, _, _ = served
+    path, text, bands = examples[-1]
+    statuses = [
+        client.predict(handle_file(path), t, bands, api_name='/segment')[3]
+        for t in (text, 'the red circle', text)
+    ]
+    # the first request may find the image cached by an earlier test
+    assert 'image encoded in' in statuses[0] or \
+        'image from cache' in statuses[0]
+    assert 'image from cache' in statuses[1]
+    assert 'image from cache' in statuses[2]
+    assert all('answered in' in s for s in statuses)
+
+
+def test_two_clients_get_their_own_images(served, tiny_config):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+    client, examples, _, work = served
+    url = client.src
+    jobs = [(examples[i % 3][0], examples[i % 3][1]) for i in range(6)]
+
+    def ask(job):
+        own = Client(url, verbose=False,
+                     download_files=str(work / f'dl_{os.getpid()}'))
+        _, _, files, _ = own.predict(handle_file(job[0]), job[1], '',
+                                     api_name='/segment')
+        return np.asarray(Image.open(files[0]))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        masks = list(pool.map(ask, jobs))
+    # mixing would show: the three images get different masks
+    assert len({m.tobytes() for m in masks[:3]}) == 3
+    model = init_referring_model(tiny_config, str(work / 'tiny.pth'))
+    from rsrefseg_mm.apis import inference_referring
+    for (path, text), mask in zip(jobs, masks):
+        want = inference_referring(model, path, text)
+        want = want.pred_sem_seg.data[0].numpy().astype(np.uint8) * 255
+        np.testing.assert_array_equal(mask, want)
