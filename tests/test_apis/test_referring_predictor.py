@@ -101,3 +101,24 @@ def test_single_text_and_errors(model, image):
     assert not predictor.is_image_set
     with pytest.raises(ValueError, match='max_batch'):
         ReferringPredictor(model, max_batch=0)
+
+
+def test_cache_of_encoded_images(model, image, tmp_path, monkeypatch):
+    encodings = []
+    encode = model.encode_image
+    monkeypatch.setattr(model, 'encode_image',
+                        lambda x: encodings.append(1) or encode(x))
+    other = image[:, ::-1].copy()
+    predictor = ReferringPredictor(model, cache_size=1)
+    predictor.set_image(image)
+    first = predictor.predict('the red circle')
+    predictor.set_image(image.copy())  # same content, another array
+    assert predictor.from_cache and len(encodings) == 1
+    again = predictor.predict('the red circle')
+    assert torch.equal(first.seg_logits.data, again.seg_logits.data)
+    predictor.set_image(image, bands=(3, 2, 1))  # other reading arguments
+    assert not predictor.from_cache and len(encodings) == 2
+    predictor.set_image(other)  # evicts the least recently used
+    predictor.set_image(image)
+    assert not predictor.from_cache and len(encodings) == 4
+    assert len(predictor.cache) == 1
