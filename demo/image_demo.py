@@ -10,8 +10,10 @@ coordinates (the image's CRS; or --roi-crs EPSG:4326 for lon/lat):
         --roi-crs map
 Batch (a .jsonl with {"image": ..., "text": ...} per line, or a .csv with
 columns image,text; relative image paths are resolved against the file;
-a progress bar is drawn on stderr when it is a terminal):
-    python demo/image_demo.py --batch pairs.jsonl CONFIG CHECKPOINT --out-dir DIR
+rows are grouped by image and each image is encoded once; a progress bar is
+drawn on stderr when it is a terminal):
+    python demo/image_demo.py --batch pairs.jsonl CONFIG CHECKPOINT \
+        --out-dir DIR
 
 For each pair it writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png``
 (prediction over the image, captioned with the expression) and
@@ -31,9 +33,9 @@ from typing import List, Tuple
 
 from mmengine.config import DictAction
 
-from rsrefseg_mm.apis import (inference_referring, init_referring_model,
+from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
-from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH, read_image
+from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from rsrefseg_mm.utils import enable_unsafe_load, track
 from rsrefseg_mm.visualization.overlays import FILL_ALPHA
 
@@ -137,14 +139,23 @@ def main(argv=None) -> None:
     stretch = None if args.no_stretch else tuple(args.stretch)
     model = init_referring_model(config, checkpoint, device=args.device,
                                  cfg_options=args.cfg_options)
-    for i, (img_path, text) in enumerate(
-            track(pairs, 'image demo', unit='image')):
-        image = read_image(img_path, args.bands, stretch, args.roi,
-                           args.roi_crs)
-        if image.stretch_ranges or image.nodata_pixels or \
-                image.georeferenced or image.window:
+    # rows of one image together, in order of first appearance: each image
+    # is encoded once, its expressions answered from the cached embeddings
+    first = {}
+    order = sorted(range(len(pairs)),
+                   key=lambda i: first.setdefault(pairs[i][0], i))
+    predictor = ReferringPredictor(model, cache_size=1)
+    encoded = 0
+    for i in track(order, 'image demo', unit='expression'):
+        img_path, text = pairs[i]
+        image = predictor.set_image(img_path, args.bands, stretch, args.roi,
+                                    args.roi_crs)
+        if not predictor.from_cache and (
+                image.stretch_ranges or image.nodata_pixels
+                or image.georeferenced or image.window):
             print(image.describe())
-        result = inference_referring(model, image, text)
+        encoded += not predictor.from_cache
+        result = predictor.predict(text)
         # in batch mode an image may come with several expressions
         stem = Path(img_path).stem if not args.batch else \
             f'{i:05d}_{Path(img_path).stem}'
@@ -155,6 +166,7 @@ def main(argv=None) -> None:
         print(f'{img_path}: "{text}" -> {n} px; ' +
               ', '.join(osp.basename(p) for p in paths.values()) +
               f' in {out_dir}')
+    print(f'{len(pairs)} expression(s) on {encoded} image(s) encoded')
 
 
 if __name__ == '__main__':

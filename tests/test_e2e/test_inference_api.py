@@ -110,3 +110,29 @@ def test_image_demo_cli_single_and_batch(tiny_config, tiny_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     # two expressions of the same image do not overwrite each other
     assert len(list(out2.glob('*_mask.png'))) == 2
+    assert '2 expression(s) on 1 image(s) encoded' in proc.stdout
+
+
+def test_image_demo_batch_groups_rows_by_image(model, tiny_config, tiny_ckpt,
+                                               tmp_path):
+    rng = np.random.default_rng(3)
+    for name in ('a', 'b'):
+        mmcv.imwrite(rng.integers(0, 255, (64, 72, 3), dtype=np.uint8),
+                     str(tmp_path / f'{name}.png'))
+    rows = [('a.png', 'the red circle'), ('b.png', 'the red circle'),
+            ('a.png', 'the white cross'), ('b.png', 'a blue square')]
+    pairs = tmp_path / 'pairs.csv'
+    pairs.write_text('image,text\n' +
+                     ''.join(f'{i},{t}\n' for i, t in rows))
+    out = tmp_path / 'out'
+    cmd = [sys.executable, 'demo/image_demo.py', '--batch', str(pairs),
+           tiny_config, tiny_ckpt[0], '--out-dir', str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '4 expression(s) on 2 image(s) encoded' in proc.stdout
+    for i, (name, text) in enumerate(rows):  # outputs keep the row order
+        got = mmcv.imread(str(out / f'{i:05d}_{name[0]}_mask.png'),
+                          flag='unchanged')
+        want = inference_referring(model, str(tmp_path / name), text)
+        np.testing.assert_array_equal(
+            got > 0, want.pred_sem_seg.data[0].numpy() > 0)
