@@ -57,8 +57,10 @@ def flop_counter() -> FlopCounterMode:
 class StageProbe:
     """Time (and FLOP-count) the stages of an RSRefSeg forward.
 
-    Wraps, on the instances, ``backbone.forward``, ``neck.forward``,
-    ``decode_head.forward`` and ``decode_head.encode_image``; the prompt
+    Wraps, on the instances, ``backbone.encode_image`` and
+    ``backbone.encode_text`` (together the encoder towers),
+    ``neck.forward``, ``decode_head.forward`` and
+    ``decode_head.encode_image``; the prompt
     encoder + mask decoder stage is the head minus its encoder. On CUDA each
     boundary is synchronised, which adds a few syncs per forward.
 
@@ -74,10 +76,12 @@ class StageProbe:
         self.counter: Optional[FlopCounterMode] = None
         self._restore = []
         head = model.decode_head
-        for name, owner, attr in (('encoder towers', model.backbone, 'forward'),
-                                  ('neck', model.neck, 'forward'),
-                                  ('head', head, 'forward'),
-                                  ('SAM encoder', head, 'encode_image')):
+        for name, owner, attr in (
+                ('encoder towers', model.backbone, 'encode_image'),
+                ('encoder towers', model.backbone, 'encode_text'),
+                ('neck', model.neck, 'forward'),
+                ('head', head, 'forward'),
+                ('SAM encoder', head, 'encode_image')):
             fn = getattr(owner, attr)
             setattr(owner, attr, self._wrap(name, fn))
             self._restore.append((owner, attr))
