@@ -14,6 +14,9 @@ Modes (one markdown table each):
   holding the same (LoRA-merged) weights, plus the stock encoder with only
   the attention switched to SDPA; interleaved repeats, same input, medians
   and ratios (``--stock-only`` skips the whole-model table);
+* ``--expressions-per-image K``: one image and K expressions, answered by
+  ``ReferringPredictor`` (image encoded once) next to K one-pass forwards:
+  first-query and follow-up latency, K expressions both ways, ratios;
 * ``--train``: one subprocess per ``with_cp`` setting (SAM encoder
   activation checkpointing off / on) runs training steps and reports its peak
   memory (max RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU).
@@ -89,6 +92,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         choices=['both', 'on', 'off'],
         default='both',
         help='--train: which with_cp settings to run')
+    parser.add_argument(
+        '--expressions-per-image',
+        type=int,
+        metavar='K',
+        help='one image, K expressions: ReferringPredictor vs K forwards')
     parser.add_argument(
         '--compare-stock',
         action='store_true',
@@ -216,6 +224,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             base.append(a)
         out['train'] = run_train_subprocesses(base, args)
         print_train(out['train'], args)
+    elif args.expressions_per_image:
+        from benchmark_utils.expressions import (benchmark_expressions,
+                                                 print_expressions)
+        cfg = load_config(args.config, args.cfg_options)
+        size = input_size(cfg, args.image_size)
+        model = build_model(cfg, args.device, args.checkpoint)
+        model.cfg = cfg
+        out['expressions'] = benchmark_expressions(
+            model, size, args.expressions_per_image, args.device, args.amp,
+            args.warmup, args.repeats, progress_force(args))
+        print_expressions(out['expressions'], osp.basename(args.config),
+                          args.expressions_per_image, env_line(args.device))
     else:
         cfg = load_config(args.config, args.cfg_options)
         size = input_size(cfg, args.image_size)
