@@ -76,6 +76,7 @@ class CLIPBPE:
         if context_length < 2:
             raise ValueError(
                 f'context_length must be >= 2, got {context_length}')
+        self.bpe_path = bpe_path
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
         with gzip.open(bpe_path) as f:

@@ -208,6 +208,12 @@ def _unpartition_add_functional(shortcut: torch.Tensor,
     return shortcut + grid
 
 
+def _tracing() -> bool:
+    """Under ``torch.compile`` or ``torch.jit`` tracing (ONNX export): the
+    graph-friendly one-op forms, no ``out=`` writes into views."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def window_partition_padded(x: torch.Tensor, window_size: int,
                             pad: Optional[torch.Tensor] = None
                             ) -> torch.Tensor:
@@ -233,7 +239,7 @@ def window_partition_padded(x: torch.Tensor, window_size: int,
     if pad is not None and pad.shape != x.shape[-1:]:
         raise ValueError(f'pad must have shape ({x.shape[-1]},), got '
                          f'{tuple(pad.shape)}')
-    if torch.compiler.is_compiling():
+    if _tracing():
         return _partition_functional(x, pad, window_size)
     return _WindowPartition.apply(x, pad, window_size)
 
@@ -262,6 +268,6 @@ def window_unpartition_add(shortcut: torch.Tensor, windows: torch.Tensor,
         raise ValueError(f'windows must have shape {expected} for a '
                          f'{tuple(shortcut.shape)} grid, got '
                          f'{tuple(windows.shape)}')
-    if torch.compiler.is_compiling():
+    if _tracing():
         return _unpartition_add_functional(shortcut, windows, window_size)
     return _WindowUnpartitionAdd.apply(shortcut, windows, window_size)

@@ -1,0 +1,174 @@
+"""Export a trained RSRefSeg to two ONNX graphs plus ``deploy.json``.
+
+``image_encoder.onnx``: ``image`` (1, 3, H, W) float32 RGB 0-255 at the
+model's input size -> ``img_feats``, ``image_embeddings``.
+``decoder.onnx``: ``img_feats``, ``image_embeddings``, ``token_ids`` (N, L)
+int64 (and ``token_mask`` (N, L) bool for SigLIP) -> ``logits`` (N, 1, Hm,
+Wm), ``global_map`` (N, h, w). ``deploy.json`` holds what a runtime needs
+beside the graphs; the tokenizer file is copied next to them.
+"""
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+import time
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..models.backbones import SigLIPBackbone
+from ..models.peft import merge_lora
+from ..models.sam import SAMFastAttention
+from .onnx_graphs import DecoderGraph, ImageEncoderGraph
+
+#: Expressions traced into the decoder (any N runs with dynamic axes).
+EXAMPLE_TEXTS = ('the white storage tank left of the road', 'a ship')
+DEPLOY_FORMAT = 'rsrefseg-onnx/1'
+
+
+def file_sha256(path: Optional[str]) -> Optional[str]:
+    """sha256 of a file (None for None)."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_input_size(cfg) -> Tuple[int, int]:
+    """(H, W) the test pipeline resizes images to (``Resize`` with
+    ``keep_ratio=False``).
+
+    Raises:
+        ValueError: The test pipeline has no such ``Resize``.
+    """
+    pipeline = cfg.test_dataloader.dataset.get('pipeline', [])
+    for t in pipeline:
+        if t.get('type') == 'Resize' and not t.get('keep_ratio', False):
+            scale = t['scale']
+            w, h = (scale, scale) if isinstance(scale, int) else scale
+            return int(h), int(w)
+    raise ValueError('export needs a test pipeline that resizes to a fixed '
+                     "size (dict(type='Resize', scale=..., keep_ratio=False))"
+                     f'; got {[t.get("type") for t in pipeline]}')
+
+
+def _tokenizer_info(backbone: nn.Module, out_dir: str) -> dict:
+    tok = backbone.tokenizer
+    if isinstance(backbone, SigLIPBackbone):
+        src, kind = tok.model_file, 'siglip-sentencepiece'
+        extra = dict(
+            eos_token=tok.eos_token,
+            unk_token=tok.unk_token,
+            pad_token=tok.sp.id_to_piece(tok.pad_id))
+    else:
+        src, kind, extra = tok.bpe_path, 'clip-bpe', {}
+    name = osp.basename(src)
+    shutil.copyfile(src, osp.join(out_dir, name))
+    return dict(
+        kind=kind, file=name, context_length=tok.context_length, **extra)
+
+
+@torch.no_grad()
+def export_onnx(model: nn.Module,
+                cfg,
+                out_dir: str,
+                config_path: Optional[str] = None,
+                checkpoint_path: Optional[str] = None,
+                opset: int = 17,
+                dynamic_expressions: bool = True,
+                texts: Sequence[str] = EXAMPLE_TEXTS) -> dict:
+    """Write ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and
+    the tokenizer file into ``out_dir``.
+
+    LoRA layers are merged into plain layers first (on a copy).
+
+    Args:
+        model (nn.Module): A trained ``RSRefSeg``.
+        cfg (Config): Its config (test pipeline, threshold).
+        out_dir (str): Output folder (created).
+        config_path (str, optional): For the hash in ``deploy.json``.
+        checkpoint_path (str, optional): For the hash in ``deploy.json``.
+        opset (int): ONNX opset. Defaults to 17.
+        dynamic_expressions (bool): Any number of expressions per decoder
+            call (dynamic first axis); else exactly ``len(texts)``.
+        texts (Sequence[str]): Expressions traced into the decoder.
+
+    Returns:
+        dict: The contents of ``deploy.json`` (plus export times and sizes).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    model = copy.deepcopy(model).cpu().eval()
+    merged = merge_lora(model)
+    for module in model.modules():
+        if isinstance(module, SAMFastAttention):
+            # relative positions folded into q / k: plain attention ops
+            module.rel_pos_mode = 'augmented'
+    h, w = model_input_size(cfg)
+    encoder, decoder = ImageEncoderGraph(model), DecoderGraph(model)
+    image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    image = image * 255
+    img_feats, image_embeddings = encoder(image)
+    tokens = model.backbone.tokenizer(list(texts))
+    tokens = tokens if isinstance(tokens, tuple) else (tokens, )
+    dec_args = (img_feats, image_embeddings) + tokens[:len(
+        decoder.input_names) - 2]
+    logits, global_map = decoder(*dec_args)
+    n_axis = {0: 'num_expressions'}
+    dynamic = {
+        name: n_axis
+        for name in ('token_ids', 'token_mask', 'logits', 'global_map')
+        if name in decoder.input_names + ('logits', 'global_map')
+    } if dynamic_expressions else None
+    times = {}
+    for name, graph, args, inputs, outputs, axes in (
+            ('image_encoder', encoder, (image, ), ['image'],
+             ['img_feats', 'image_embeddings'], None),
+            ('decoder', decoder, dec_args, list(decoder.input_names),
+             ['logits', 'global_map'], dynamic)):
+        start = time.perf_counter()
+        torch.onnx.export(
+            graph,
+            args,
+            osp.join(out_dir, f'{name}.onnx'),
+            dynamo=False,
+            opset_version=opset,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes)
+        times[name] = time.perf_counter() - start
+    info = dict(
+        format=DEPLOY_FORMAT,
+        image_encoder='image_encoder.onnx',
+        decoder='decoder.onnx',
+        input_size=[h, w],
+        input='RGB 0-255 float32 (1, 3, H, W), resized bilinearly '
+        '(OpenCV INTER_LINEAR, aspect ratio not kept); the graph normalises',
+        decoder_inputs=list(decoder.input_names),
+        img_feats_shape=list(img_feats.shape),
+        image_embeddings_shape=list(image_embeddings.shape),
+        low_res_size=list(logits.shape[-2:]),
+        filter_grid=list(global_map.shape[-2:]),
+        threshold=float(model.decode_head.threshold),
+        tokenizer=_tokenizer_info(model.backbone, out_dir),
+        dynamic_expressions=bool(dynamic_expressions),
+        opset=opset,
+        lora_layers_merged=merged,
+        config=osp.basename(config_path) if config_path else None,
+        config_sha256=file_sha256(config_path),
+        checkpoint_sha256=file_sha256(checkpoint_path),
+        torch=torch.__version__)
+    with open(osp.join(out_dir, 'deploy.json'), 'w') as f:
+        json.dump(info, f, indent=1)
+    sizes = {
+        name: sum(
+            osp.getsize(osp.join(out_dir, p)) for p in os.listdir(out_dir)
+            if p.startswith(name))
+        for name in ('image_encoder', 'decoder')
+    }
+    return dict(info, export_seconds=times, bytes=sizes)

@@ -1,0 +1,62 @@
+"""Export a trained RSRefSeg to ONNX for ONNX Runtime.
+
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir DIR \
+        [--opset 17] [--dynamic-expressions]
+
+writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
+tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
+checks both graphs with ``onnx.checker``. Run the result with
+``python -m rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR --out-dir
+OUT`` (only ONNX Runtime needed: ``pip install ".[deploy]"``).
+"""
+import argparse
+import json
+import os.path as osp
+
+from mmengine.config import DictAction
+
+from rsrefseg_mm.apis import init_referring_model
+from rsrefseg_mm.deployment import export_onnx
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument('--out-dir', required=True, help='output folder')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
+    parser.add_argument(
+        '--dynamic-expressions',
+        action='store_true',
+        help='any number of expressions per decoder call (default: the '
+        'decoder takes exactly --num-expressions)')
+    parser.add_argument(
+        '--num-expressions', type=int, default=1,
+        help='expressions per decoder call without --dynamic-expressions')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    import onnx
+    args = parse_args(argv)
+    model = init_referring_model(args.config, args.checkpoint,
+                                 cfg_options=args.cfg_options)
+    texts = [f'the white storage tank number {i}'
+             for i in range(max(args.num_expressions, 1))]
+    info = export_onnx(model, model.cfg, args.out_dir, args.config,
+                       args.checkpoint, args.opset, args.dynamic_expressions,
+                       texts)
+    for name in ('image_encoder', 'decoder'):
+        onnx.checker.check_model(osp.join(args.out_dir, f'{name}.onnx'))
+    print(json.dumps(dict(
+        out_dir=args.out_dir, seconds=info['export_seconds'],
+        bytes=info['bytes'], lora_layers_merged=info['lora_layers_merged']),
+        indent=1))
+    return info
+
+
+if __name__ == '__main__':
+    main()
