@@ -50,6 +50,7 @@ setup(
         geo=parse_requirements('requirements/geo.txt'),
         web=parse_requirements('requirements/web.txt'),
         tests=parse_requirements('requirements/tests.txt'),
+        export=parse_requirements('requirements/export.txt'),
         all=parse_requirements('requirements/geo.txt') +
         parse_requirements('requirements/web.txt')),
     zip_safe=False)
