@@ -33,11 +33,11 @@ from typing import List, Tuple
 
 from mmengine.config import DictAction
 
+from rsrefseg_deploy.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
 from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from rsrefseg_mm.utils import enable_unsafe_load, track
-from rsrefseg_mm.visualization.overlays import FILL_ALPHA
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,14 +16,16 @@ import mmcv
 import numpy as np
 from mmseg.structures import SegDataSample
 
+from rsrefseg_deploy.visualization import (FILL_ALPHA, PRED_COLOR, add_caption,
+                                           display_scale, draw_mask_overlay,
+                                           enlarge, heatmap_overlay)
 from ..geo import (DEFAULT_MIN_AREA_PX, RasterImage, mask_geojson,
                    qgis_style_path, write_geojson, write_mask_geotiff)
-from ..visualization import add_caption, draw_mask_overlay, heatmap_overlay
-from ..visualization.overlays import (FILL_ALPHA, PRED_COLOR, display_scale,
-                                      enlarge)
 
 
-def render_overlay(image: RasterImage, result: SegDataSample, text: str,
+def render_overlay(image: RasterImage,
+                   result: SegDataSample,
+                   text: str,
                    alpha: float = FILL_ALPHA) -> np.ndarray:
     """The prediction (translucent fill + contour) under the expression.
 
@@ -40,8 +42,8 @@ def render_overlay(image: RasterImage, result: SegDataSample, text: str,
     rgb = image.img[..., ::-1]
     scale = display_scale(rgb.shape[1])
     mask = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-    drawn = draw_mask_overlay(enlarge(rgb, scale), enlarge(mask, scale),
-                              PRED_COLOR, alpha)
+    drawn = draw_mask_overlay(
+        enlarge(rgb, scale), enlarge(mask, scale), PRED_COLOR, alpha)
     return add_caption(drawn, text)
 
 
@@ -98,9 +100,9 @@ def save_referring_outputs(image: RasterImage,
     mmcv.imwrite(
         mmcv.rgb2bgr(render_heatmap(image, result, text)), paths['heatmap'])
     if image.georeferenced:
-        paths['geotiff'] = write_mask_geotiff(
-            base + '_mask.tif', mask, image.transform, image.crs,
-            image.nodata_mask, text)
+        paths['geotiff'] = write_mask_geotiff(base + '_mask.tif', mask,
+                                              image.transform, image.crs,
+                                              image.nodata_mask, text)
         paths['qgis_style'] = qgis_style_path(paths['geotiff'])
         paths['geojson'] = write_geojson(
             base + '_mask.geojson',

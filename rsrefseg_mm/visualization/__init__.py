@@ -1,5 +1,6 @@
-from .captions import add_caption, label_panel, text_band
-from .overlays import draw_mask_overlay, heatmap_overlay, mask_iou
+from rsrefseg_deploy.visualization import (add_caption, draw_mask_overlay,
+                                           heatmap_overlay, label_panel,
+                                           mask_iou, text_band)
 from .referring_visualizer import ReferringVisualizer
 
 __all__ = [

@@ -7,9 +7,11 @@ from mmseg.registry import VISUALIZERS
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from .captions import add_caption, label_panel
-from .overlays import (FILL_ALPHA, GT_COLOR, PRED_COLOR, display_scale,
-                       draw_mask_overlay, enlarge, heatmap_overlay, mask_iou)
+from rsrefseg_deploy.visualization.captions import add_caption, label_panel
+from rsrefseg_deploy.visualization.overlays import (FILL_ALPHA, GT_COLOR,
+                                                    PRED_COLOR, display_scale,
+                                                    draw_mask_overlay, enlarge,
+                                                    heatmap_overlay, mask_iou)
 
 __all__ = ['ReferringVisualizer', 'add_caption', 'heatmap_overlay']
 
@@ -17,15 +19,14 @@ __all__ = ['ReferringVisualizer', 'add_caption', 'heatmap_overlay']
 PANEL_GAP = 4
 
 
-def hconcat_panels(panels: List[np.ndarray], gap: int = PANEL_GAP
-                   ) -> np.ndarray:
+def hconcat_panels(panels: List[np.ndarray],
+                   gap: int = PANEL_GAP) -> np.ndarray:
     """Place (H_i, W_i, 3) panels side by side, top-aligned, on white."""
     height = max(p.shape[0] for p in panels)
     cols = []
     for i, p in enumerate(panels):
         if p.shape[0] < height:
-            pad = np.full((height - p.shape[0], p.shape[1], 3), 255,
-                          np.uint8)
+            pad = np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)
             p = np.concatenate([p, pad], axis=0)
         if i:
             cols.append(np.full((height, gap, 3), 255, np.uint8))
@@ -57,7 +58,8 @@ class ReferringVisualizer(SegLocalVisualizer):
                  **kwargs) -> None:
         super().__init__(name=name, alpha=alpha, **kwargs)
 
-    def draw_referring(self, image: np.ndarray,
+    def draw_referring(self,
+                       image: np.ndarray,
                        data_sample: Optional[SegDataSample] = None,
                        draw_gt: bool = True,
                        draw_pred: bool = True) -> np.ndarray:
@@ -85,16 +87,18 @@ class ReferringVisualizer(SegLocalVisualizer):
         pred = mask_of('pred_sem_seg') if draw_pred else None
         panels = []
         if gt is not None:
-            panels.append(label_panel(
-                draw_mask_overlay(img, enlarge(gt, scale), GT_COLOR,
-                                  self.alpha), 'ground truth'))
+            panels.append(
+                label_panel(
+                    draw_mask_overlay(img, enlarge(gt, scale), GT_COLOR,
+                                      self.alpha), 'ground truth'))
         if pred is not None:
             label = 'prediction'
             if gt is not None:
                 label += f' \u00b7 IoU {mask_iou(pred, gt):.2f}'
-            panels.append(label_panel(
-                draw_mask_overlay(img, enlarge(pred, scale), PRED_COLOR,
-                                  self.alpha), label))
+            panels.append(
+                label_panel(
+                    draw_mask_overlay(img, enlarge(pred, scale), PRED_COLOR,
+                                      self.alpha), label))
         drawn = hconcat_panels(panels) if panels else img
         text = data_sample.get('text') if data_sample is not None else None
         if text is not None:

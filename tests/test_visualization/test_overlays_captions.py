@@ -9,8 +9,8 @@ from mmseg.structures import SegDataSample
 from rsrefseg_mm.visualization import (ReferringVisualizer, add_caption,
                                        draw_mask_overlay, mask_iou,
                                        text_band)
-from rsrefseg_mm.visualization import captions
-from rsrefseg_mm.visualization.overlays import PRED_COLOR
+from rsrefseg_deploy.visualization import captions
+from rsrefseg_deploy.visualization.overlays import PRED_COLOR
 
 GREEN = np.array([40, 190, 60])  # the synthetic scenes' green
 
@@ -89,8 +89,7 @@ def test_uncovered_characters_are_reported(monkeypatch):
     monkeypatch.setattr(captions, '_fontconfig_font', lambda cp: None)
     monkeypatch.setattr(captions, '_warned', set())
     messages = []
-    monkeypatch.setattr(captions, 'print_log',
-                        lambda msg, **kw: messages.append(msg))
+    monkeypatch.setattr(captions, 'warn', messages.append)
     band = render('\u50a8\u7f50')  # "storage tank", not in DejaVu Sans
     assert band.shape[0] > 0
     assert len(messages) == 1 and 'U+50A8' in messages[0]

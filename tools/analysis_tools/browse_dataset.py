@@ -31,7 +31,7 @@ from mmseg.registry import DATASETS  # noqa: E402
 from rsrefseg_mm.utils import track  # noqa: E402
 from rsrefseg_mm.visualization import (add_caption,  # noqa: E402
                                        draw_mask_overlay)
-from rsrefseg_mm.visualization.overlays import (FILL_ALPHA,  # noqa: E402
+from rsrefseg_deploy.visualization.overlays import (FILL_ALPHA,  # noqa: E402
                                                 GT_COLOR, display_scale,
                                                 enlarge)
 

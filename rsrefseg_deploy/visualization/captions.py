@@ -9,6 +9,7 @@ finally any installed font fontconfig reports for the character. A character
 no font covers is drawn as the font's empty box and logged once with how to
 fix it (install e.g. Debian's ``fonts-noto-cjk`` or set ``RSREFSEG_FONT``).
 """
+import logging
 import os
 import os.path as osp
 import shutil
@@ -17,8 +18,10 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from mmengine.logging import print_log
 from PIL import Image, ImageDraw, ImageFont
+
+#: Font problems are warnings of this module's logger.
+warn = logging.getLogger(__name__).warning
 
 #: Environment variable with extra font files (tried before system fonts).
 FONT_ENV = 'RSREFSEG_FONT'
@@ -56,8 +59,7 @@ def _cmap(path: str) -> frozenset:
         finally:
             font.close()
     except Exception as e:  # unreadable font file: skip it, loudly
-        print_log(f'captions: cannot read font {path} ({e}); skipped',
-                  logger='current', level=30)
+        warn(f'captions: cannot read font {path} ({e}); skipped')
         return frozenset()
 
 
@@ -67,9 +69,10 @@ def _fontconfig_font(code_point: int) -> Optional[str]:
     if shutil.which('fc-list') is None:
         return None
     try:
-        out = subprocess.run(
-            ['fc-list', f':charset={code_point:x}', 'file'],
-            capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(['fc-list', f':charset={code_point:x}', 'file'],
+                             capture_output=True,
+                             text=True,
+                             timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     files = sorted(line.strip().rstrip(':') for line in out.splitlines()
@@ -85,8 +88,7 @@ def font_paths() -> List[str]:
     if missing:
         raise FileNotFoundError(f'{FONT_ENV} names font files that do not '
                                 f'exist: {missing}')
-    return [dejavu_sans()] + extra + [p for p in SYSTEM_FONTS
-                                      if osp.isfile(p)]
+    return [dejavu_sans()] + extra + [p for p in SYSTEM_FONTS if osp.isfile(p)]
 
 
 _warned: set = set()
@@ -137,11 +139,9 @@ def text_runs(text: str) -> List[Tuple[str, str]]:
     if missing:
         _warned.update(missing)
         names = ', '.join(f'{c!r} (U+{ord(c):04X})' for c in missing)
-        print_log(
-            f'captions: no installed font has {names}; they are drawn as '
-            'boxes. Install a Unicode font (e.g. Debian/Ubuntu '
-            f'fonts-noto-cjk) or set {FONT_ENV}=/path/to/font.ttf',
-            logger='current', level=30)
+        warn(f'captions: no installed font has {names}; they are drawn as '
+             'boxes. Install a Unicode font (e.g. Debian/Ubuntu '
+             f'fonts-noto-cjk) or set {FONT_ENV}=/path/to/font.ttf')
     return runs
 
 
@@ -204,8 +204,7 @@ def text_band(text: str,
     pad = max(3, size // 3)
     lines = wrap_text(text, size, max(width - 2 * pad, size))
     line_h = int(round(size * 1.25))
-    band = Image.new('RGB', (width, line_h * len(lines) + 2 * pad),
-                     background)
+    band = Image.new('RGB', (width, line_h * len(lines) + 2 * pad), background)
     draw = ImageDraw.Draw(band)
     for i, line in enumerate(lines):
         x = float(pad)
@@ -216,7 +215,8 @@ def text_band(text: str,
     return np.asarray(band)
 
 
-def add_caption(image: np.ndarray, text: str,
+def add_caption(image: np.ndarray,
+                text: str,
                 size: Optional[int] = None) -> np.ndarray:
     """Put ``text`` in a white band above ``image``, wrapped to its width.
 
@@ -233,7 +233,8 @@ def add_caption(image: np.ndarray, text: str,
     return np.concatenate([band, image], axis=0)
 
 
-def label_panel(image: np.ndarray, label: str,
+def label_panel(image: np.ndarray,
+                label: str,
                 size: Optional[int] = None) -> np.ndarray:
     """Put a short label ("ground truth", "prediction") above a panel.
 
@@ -257,5 +258,7 @@ def covered(text: str) -> Dict[str, Optional[str]]:
     Useful to check a deployment can draw the expressions it expects.
     """
     paths = font_paths()
-    return {ch: font_for_char(ch, paths) for ch in sorted(set(text))
-            if not ch.isspace()}
+    return {
+        ch: font_for_char(ch, paths)
+        for ch in sorted(set(text)) if not ch.isspace()
+    }
