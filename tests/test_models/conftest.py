@@ -1,13 +1,7 @@
-"""Shared fixtures of the model tests (SigLIP tokenizer model and weights)."""
+"""Shared fixtures of the model tests (SigLIP weights; the tokenizer model
+``siglip_spiece`` comes from tests/conftest.py)."""
 import pytest
-from siglip_helpers import TINY_SIGLIP, random_hf_siglip, save_hf_folder, \
-    train_spiece
-
-
-@pytest.fixture(scope='session')
-def siglip_spiece(tmp_path_factory) -> str:
-    """Path of a small ``spiece.model`` with SigLIP's special ids."""
-    return train_spiece(str(tmp_path_factory.mktemp('spiece')))
+from siglip_helpers import TINY_SIGLIP, random_hf_siglip, save_hf_folder
 
 
 @pytest.fixture(scope='session')

@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='any number of expressions per decoder call (default: the '
         'decoder takes exactly --num-expressions)')
     parser.add_argument(
-        '--num-expressions', type=int, default=1,
+        '--num-expressions', type=int, default=1, metavar='N',
         help='expressions per decoder call without --dynamic-expressions')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -44,8 +44,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     model = init_referring_model(args.config, args.checkpoint,
                                  cfg_options=args.cfg_options)
-    texts = [f'the white storage tank number {i}'
-             for i in range(max(args.num_expressions, 1))]
+    # a dynamic axis is traced with 2 expressions (a size-1 axis can be
+    # folded into constants by the tracer)
+    count = 2 if args.dynamic_expressions else args.num_expressions
+    texts = [f'the white storage tank number {i}' for i in range(count)]
     info = export_onnx(model, model.cfg, args.out_dir, args.config,
                        args.checkpoint, args.opset, args.dynamic_expressions,
                        texts)

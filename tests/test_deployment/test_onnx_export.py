@@ -1,0 +1,108 @@
+"""tools/deployment/export_onnx.py: two graphs that onnx.checker accepts
+and that ONNX Runtime runs with PyTorch's numbers (tiny CLIP config and a
+tiny-size paper SigLIP config, LoRA merged)."""
+import json
+import os.path as osp
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+from siglip_helpers import TINY_SIGLIP
+
+from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
+
+PAPER_B = REPO / 'configs' / 'rsrefseg' / (
+    'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_'
+    'rrsisd-1024x1024.py')
+TEXTS = ['the red circle', 'a blue square at the top left of the image',
+         'the green triangle']
+
+
+def paper_tiny_config(path, spiece):
+    """The paper config at tiny sizes (random weights, LoRA kept)."""
+    path.write_text(f"""
+_base_ = [{str(PAPER_B)!r}]
+model = dict(
+    data_preprocessor=dict(size=(128, 128)),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_SIGLIP!r}),
+                  checkpoint=None, tokenizer={spiece!r}),
+    neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
+    decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r}),
+                     checkpoint=None))
+test_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadReferringImageFromFile'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=False),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs')]))
+""")
+    return str(path)
+
+
+@pytest.fixture(scope='module', params=['clip-tiny', 'siglip-paper-tiny'])
+def exported(request, tmp_path_factory, siglip_spiece):
+    root = tmp_path_factory.mktemp(request.param)
+    config = TINY_CONFIG if request.param == 'clip-tiny' else \
+        paper_tiny_config(root / 'paper_tiny.py', siglip_spiece)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    with torch.no_grad():  # LoRA updates and norms away from their init
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = root / 'model.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    tool = load_script('tools/deployment/export_onnx.py')
+    out = root / 'onnx'
+    info = tool.main(
+        [config, str(ckpt), '--out-dir',
+         str(out), '--dynamic-expressions'])
+    from rsrefseg_mm.apis import init_referring_model
+    return init_referring_model(config, str(ckpt)), str(out), info
+
+
+def run_graphs(out, image, tokens):
+    enc = ort.InferenceSession(osp.join(out, 'image_encoder.onnx'))
+    dec = ort.InferenceSession(osp.join(out, 'decoder.onnx'))
+    embeddings = enc.run(None, {'image': image})
+    names = [i.name for i in dec.get_inputs()]
+    return dec.run(None, dict(zip(names, embeddings + list(tokens))))
+
+
+def test_deploy_files(exported):
+    model, out, info = exported
+    for name in ('image_encoder', 'decoder'):
+        onnx.checker.check_model(osp.join(out, f'{name}.onnx'))
+    with open(osp.join(out, 'deploy.json')) as f:
+        deploy = json.load(f)
+    assert deploy['input_size'] == [128, 128]
+    assert osp.isfile(osp.join(out, deploy['tokenizer']['file']))
+    assert deploy['threshold'] == model.decode_head.threshold
+    assert len(deploy['checkpoint_sha256']) == 64
+    if deploy['tokenizer']['kind'] == 'siglip-sentencepiece':
+        assert deploy['decoder_inputs'][-1] == 'token_mask'
+        assert info['lora_layers_merged'] > 0  # the paper config's LoRA
+
+
+@pytest.mark.parametrize('num_texts', [1, 3])
+def test_onnx_runtime_equals_pytorch(exported, num_texts):
+    model, out, _ = exported
+    image = (np.random.default_rng(num_texts).random(
+        (1, 3, 128, 128)) * 255).astype(np.float32)
+    texts = TEXTS[:num_texts]
+    tokens = model.backbone.tokenizer(texts)
+    tokens = tokens if isinstance(tokens, tuple) else (tokens, )
+    logits, global_map = run_graphs(out, image,
+                                    [t.numpy() for t in tokens])
+    with torch.no_grad():
+        want, feats = model.decode(
+            model.encode_image(torch.from_numpy(image)), texts)
+    assert logits.shape == tuple(want.shape)
+    assert np.abs(logits - want.numpy()).max() <= 1e-3
+    assert np.abs(global_map - feats['global_map'].numpy()).max() <= 1e-4
+    masks = (logits > 0) != (want.numpy() > 0)
+    assert masks.mean() <= 1e-3
