@@ -79,9 +79,12 @@ class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
                     f'{text!r}')
         return list(texts)
 
-    def load_checked_state_dict(self, path: str,
+    def load_checked_state_dict(self,
+                                path: str,
                                 state_dict: Dict[str, torch.Tensor],
-                                expected_keys: str, arch_hint: str) -> None:
+                                expected_keys: str,
+                                arch_hint: str,
+                                strict: bool = True) -> None:
         """Load ``state_dict`` (read from ``path``) after checking it.
 
         Args:
@@ -89,9 +92,12 @@ class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
             state_dict (dict): Converted to this backbone's keys.
             expected_keys (str): Example keys, for the "no weights" error.
             arch_hint (str): What to do when the shapes differ.
+            strict (bool): Missing or unexpected keys are an error; False
+                loads what fits and logs them as a warning.
 
         Raises:
-            ValueError: No key in common, or tensors of another shape.
+            ValueError: No key in common, tensors of another shape, or
+                (``strict``) missing / unexpected keys.
         """
         own = self.state_dict()
         common = [k for k in state_dict if k in own]
@@ -110,19 +116,24 @@ class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
                 f'{self.family} checkpoint {path} does not match arch '
                 f'{self.arch_name!r} ({len(mismatched)} tensors differ, e.g. '
                 f'{"; ".join(mismatched[:3])}). {arch_hint}')
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        if missing:
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            msg = (f'{self.family} checkpoint {path} does not match arch '
+                   f'{self.arch_name!r} exactly: {len(missing)} missing '
+                   f'tensors (left at their initial values), e.g. '
+                   f'{missing[:5]}; {len(unexpected)} unexpected tensors, '
+                   f'e.g. {unexpected[:5]}.')
+            if strict:
+                raise ValueError(
+                    msg + ' Use the complete checkpoint of the arch, or set '
+                    "the backbone's `strict_load=False` to load it "
+                    'partially.')
             print_log(
-                f'{self.family} checkpoint {path}: {len(missing)} missing '
-                f'keys (left at their initial values): {missing[:10]}',
+                msg + ' Loaded partially (strict_load=False).',
                 logger='current',
                 level=logging.WARNING)
-        if unexpected:
-            print_log(
-                f'{self.family} checkpoint {path}: {len(unexpected)} '
-                f'unexpected keys (ignored): {unexpected[:10]}',
-                logger='current',
-                level=logging.WARNING)
+        self.load_state_dict(state_dict, strict=False)
         print_log(
             f'{self.family} {self.arch_name}: loaded {len(common)} tensors '
             f'from {path}',

@@ -17,7 +17,7 @@ from ..peft import apply_tuning, is_trainable
 from ..sam import (SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMFastAttention,
                    build_sam_modules, check_rel_pos_mode,
                    enable_fast_attention, load_sam_checkpoint,
-                   sam_arch_settings)
+                   resolve_decoder_norm_eps, sam_arch_settings)
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -57,8 +57,20 @@ class SAMPromptHead(BaseDecodeHead):
         sam_arch (str | dict): ``'vit_b'``, ``'vit_l'``, ``'vit_h'`` or a dict
             of :data:`~rsrefseg_mm.models.sam.sam_builder.SAM_DEFAULTS`
             keys (tiny demo models).
-        checkpoint (str, optional): Official SAM state dict, e.g.
-            ``checkpoints/sam_vit_b_01ec64.pth``. None keeps the random init.
+        checkpoint (str, optional): segment-anything's state dict (e.g.
+            ``checkpoints/sam_vit_b_01ec64.pth``) or a Hugging Face SAM folder
+            (``checkpoints/sam-vit-base``) or its ``model.safetensors``; see
+            :mod:`~rsrefseg_mm.models.sam.sam_checkpoint`. None keeps the
+            random init.
+        strict_load (bool): ``checkpoint`` must hold every SAM tensor and
+            nothing else (an error names the file, the arch and the first
+            keys). False loads what fits and logs the rest as a warning.
+            Defaults to True.
+        decoder_norm_eps (float, optional): LayerNorm eps of the mask
+            decoder's two-way transformer: segment-anything's 1e-5, or 1e-6
+            for weights trained with transformers' ``SamModel``. None
+            (default) takes the ``config.json`` value of a Hugging Face
+            checkpoint (1e-6 when it has none) and 1e-5 otherwise.
         encoder_tuning (dict): ``mode`` in ``'frozen' | 'lora' | 'full'`` plus
             LoRA ``rank``, ``alpha``, ``drop_rate``, ``targets`` (default
             ``['qkv', 'proj', 'lin1', 'lin2']``); see
@@ -95,6 +107,8 @@ class SAMPromptHead(BaseDecodeHead):
     def __init__(self,
                  sam_arch: Union[str, dict] = 'vit_b',
                  checkpoint: Optional[str] = None,
+                 strict_load: bool = True,
+                 decoder_norm_eps: Optional[float] = None,
                  encoder_tuning: dict = DEFAULT_ENCODER_TUNING,
                  fast_attn: bool = True,
                  rel_pos_mode: Optional[str] = None,
@@ -140,11 +154,16 @@ class SAMPromptHead(BaseDecodeHead):
         self.image_size = settings['image_size']
 
         sam = build_sam_modules(settings)
+        file_eps = None
         if checkpoint is not None:
-            load_sam_checkpoint(
+            file_eps = load_sam_checkpoint(
                 sam,
                 checkpoint,
-                arch_name=sam_arch if isinstance(sam_arch, str) else None)
+                arch_name=sam_arch if isinstance(sam_arch, str) else None,
+                strict=strict_load)['decoder_norm_eps']
+        self.decoder_norm_eps = resolve_decoder_norm_eps(
+            decoder_norm_eps, file_eps)
+        sam['mask_decoder'].set_transformer_norm_eps(self.decoder_norm_eps)
         self.image_encoder = sam['image_encoder']
         self.prompt_encoder = sam['prompt_encoder']
         self.mask_decoder = sam['mask_decoder']

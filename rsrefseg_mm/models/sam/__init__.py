@@ -1,8 +1,12 @@
 from .sam_builder import (SAM_ARCHS, SAM_CHECKPOINTS, SAM_DEFAULTS,
                           SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_sam_modules,
                           load_sam_checkpoint, sam_arch_settings)
-from .sam_fast_attention import (REL_POS_MODES, SAMFastAttention,
-                                 SAMFastBlock, augmented_rel_pos_attention,
+from .sam_checkpoint import (HF_SAM_DECODER_NORM_EPS, HF_SAM_REPOS,
+                             SAM_DECODER_NORM_EPS, convert_hf_sam_state_dict,
+                             is_hf_sam_state_dict, read_sam_checkpoint,
+                             resolve_decoder_norm_eps)
+from .sam_fast_attention import (REL_POS_MODES, SAMFastAttention, SAMFastBlock,
+                                 augmented_rel_pos_attention,
                                  check_rel_pos_mode, chunked_rel_pos_attention,
                                  decomposed_rel_pos_bias,
                                  decomposed_rel_pos_terms,
@@ -18,5 +22,7 @@ __all__ = [
     'chunked_rel_pos_attention', 'decomposed_rel_pos_bias',
     'decomposed_rel_pos_terms', 'default_rel_pos_mode',
     'enable_fast_attention', 'PairedMaskDecoder', 'window_partition_padded',
-    'window_unpartition_add'
+    'window_unpartition_add', 'HF_SAM_DECODER_NORM_EPS', 'HF_SAM_REPOS',
+    'SAM_DECODER_NORM_EPS', 'convert_hf_sam_state_dict',
+    'is_hf_sam_state_dict', 'read_sam_checkpoint', 'resolve_decoder_norm_eps'
 ]

@@ -1,11 +1,14 @@
-"""Build SAM's three parts and load official SAM checkpoints into them.
+"""Build SAM's three parts and load official SAM weights into them.
 
 The architectures mirror ``segment_anything.build_sam`` (``vit_b``,
 ``vit_l``, ``vit_h``); a dict gives custom (e.g. tiny test/demo) models.
-Official checkpoints (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``,
-``sam_vit_h_4b8939.pth``) are plain state dicts with the keys
-``image_encoder.*``, ``prompt_encoder.*`` and ``mask_decoder.*``.
+Weights: segment-anything's ``sam_vit_b_01ec64.pth``,
+``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth`` (plain state dicts with
+the keys ``image_encoder.*``, ``prompt_encoder.*`` and ``mask_decoder.*``)
+or the Hugging Face folders ``facebook/sam-vit-{base,large,huge}``
+(:mod:`~rsrefseg_mm.models.sam.sam_checkpoint`).
 """
+import logging
 import os.path as osp
 from functools import partial
 from typing import Dict, Optional, Union
@@ -15,7 +18,7 @@ from mmengine.logging import print_log
 from segment_anything.modeling import (ImageEncoderViT, PromptEncoder,
                                        TwoWayTransformer)
 
-from ...utils.checkpoint import safe_torch_load
+from .sam_checkpoint import HF_SAM_REPOS, read_sam_checkpoint
 from .sam_mask_decoder import PairedMaskDecoder
 
 #: Settings shared by every SAM variant (``segment_anything.build_sam``).
@@ -64,7 +67,8 @@ SAM_CHECKPOINTS = {
     'vit_l': 'sam_vit_l_0b3195.pth',
     'vit_h': 'sam_vit_h_4b8939.pth',
 }
-SAM_URL = 'https://github.com/facebookresearch/segment-anything#model-checkpoints'
+SAM_URL = ('https://github.com/facebookresearch/segment-anything'
+           '#model-checkpoints')
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
@@ -151,10 +155,13 @@ def build_sam_modules(arch: Union[str, dict]) -> nn.ModuleDict:
 
 def load_sam_checkpoint(modules: nn.Module,
                         checkpoint: str,
-                        arch_name: Optional[str] = None) -> dict:
-    """Load an official SAM state dict into SAM modules.
+                        arch_name: Optional[str] = None,
+                        strict: bool = True) -> dict:
+    """Load SAM weights into SAM modules, every tensor or an error.
 
-    Must run before LoRA is applied (LoRA renames ``x.weight`` to
+    Reads segment-anything's ``.pth`` files and Hugging Face SAM folders
+    (see :mod:`~rsrefseg_mm.models.sam.sam_checkpoint`). Must run before
+    LoRA is applied (LoRA renames ``x.weight`` to
     ``x.original_layer.weight``).
 
     Args:
@@ -162,41 +169,50 @@ def load_sam_checkpoint(modules: nn.Module,
             layout (``image_encoder.*``, ``prompt_encoder.*``,
             ``mask_decoder.*``), e.g. the output of
             :func:`build_sam_modules`.
-        checkpoint (str): Path of e.g. ``checkpoints/sam_vit_b_01ec64.pth``.
-        arch_name (str, optional): Arch name used in error messages.
+        checkpoint (str): ``checkpoints/sam_vit_b_01ec64.pth``, a Hugging
+            Face folder such as ``checkpoints/sam-vit-base`` or its
+            ``model.safetensors``.
+        arch_name (str, optional): Arch name, for messages.
+        strict (bool): Raise when the file lacks tensors of the modules or
+            holds tensors they do not have. False loads what fits and logs
+            a warning listing the missing and unexpected keys. Defaults to
+            True.
 
     Returns:
-        dict: ``missing_keys`` and ``unexpected_keys`` lists (also logged).
+        dict: ``missing_keys`` and ``unexpected_keys`` (lists), ``layout``
+        (``'segment-anything'`` / ``'transformers'``) and
+        ``decoder_norm_eps`` (the mask-decoder LayerNorm eps a transformers
+        file was trained with; None for segment-anything files).
 
     Raises:
         FileNotFoundError: The file does not exist (the message says what
             to download and where to put it).
-        ValueError: A tensor shape disagrees (wrong arch for the file).
+        ValueError: A tensor shape disagrees (wrong arch for the file), no
+            SAM tensor at all, or (``strict``) missing / unexpected keys.
         UnsafeCheckpointError: The pickle needs globals outside the safe
             loader's allow-list (see :mod:`rsrefseg_mm.utils.checkpoint`).
     """
-    if not osp.isfile(checkpoint):
-        fname = SAM_CHECKPOINTS.get(arch_name, 'sam_vit_b_01ec64.pth') \
-            if isinstance(arch_name, str) else 'sam_vit_b_01ec64.pth'
+    arch = arch_name if isinstance(arch_name, str) else 'custom'
+    if not osp.exists(checkpoint):
+        fname = SAM_CHECKPOINTS.get(arch, 'sam_vit_b_01ec64.pth')
+        repo = HF_SAM_REPOS.get(arch, 'facebook/sam-vit-base')
         raise FileNotFoundError(
             f'SAM checkpoint not found: {checkpoint!r}. Download the '
-            f'official SAM weights ({fname} for arch {arch_name!r}) from '
-            f'{SAM_URL} and save them as checkpoints/{fname} (or set the '
-            f'`sam_checkpoint` variable of the config / `checkpoint=None` '
-            f'for a random initialisation).')
-    state = safe_torch_load(checkpoint, map_location='cpu')
-    for key in ('state_dict', 'model'):
-        if isinstance(state, dict) and key in state and isinstance(
-                state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f'{checkpoint} does not hold a state dict')
+            f'official SAM weights for arch {arch!r}: {fname} from '
+            f'{SAM_URL} (save it as checkpoints/{fname}) or the Hugging Face '
+            f'folder {repo} (model.safetensors + config.json, e.g. '
+            f'checkpoints/{repo.split("/")[1]}/); set the `sam_checkpoint` '
+            f'variable of the config to it, or `checkpoint=None` for a '
+            f'random initialisation.')
+    state, info = read_sam_checkpoint(checkpoint)
+    source = info['file']
     own = modules.state_dict()
     if not set(state) & set(own):
         raise ValueError(
-            f'{checkpoint} shares no key with SAM\'s layout (image_encoder.*, '
-            f'prompt_encoder.*, mask_decoder.*); its first keys are '
-            f'{list(state)[:5]}. Pass an official SAM checkpoint.')
+            f'{source} shares no key with SAM\'s layout (image_encoder.*, '
+            f'prompt_encoder.*, mask_decoder.*; or transformers\' '
+            f'vision_encoder.*, ...); its first keys are {list(state)[:5]}. '
+            f'Pass an official SAM checkpoint.')
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape))
                   for k, v in state.items()
                   if k in own and tuple(v.shape) != tuple(own[k].shape)]
@@ -204,17 +220,34 @@ def load_sam_checkpoint(modules: nn.Module,
         lines = '\n'.join(f'  {k}: file {a} vs model {b}'
                           for k, a, b in mismatched[:8])
         raise ValueError(
-            f'SAM checkpoint {checkpoint} does not fit arch {arch_name!r}: '
+            f'SAM checkpoint {source} does not fit arch {arch!r}: '
             f'{len(mismatched)} tensors differ in shape, e.g.\n{lines}\n'
-            f'Use the checkpoint of the configured arch ({SAM_CHECKPOINTS}) '
-            f'or change `sam_arch`.')
-    result = modules.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(
-        result.unexpected_keys)
-    msg = f'Loaded SAM checkpoint {checkpoint}'
-    if missing:
-        msg += f'; missing keys ({len(missing)}): {missing[:10]}'
-    if unexpected:
-        msg += f'; unexpected keys ({len(unexpected)}): {unexpected[:10]}'
-    print_log(msg, logger='current')
-    return dict(missing_keys=missing, unexpected_keys=unexpected)
+            f'Use the checkpoint of the configured arch ({SAM_CHECKPOINTS}, '
+            f'{HF_SAM_REPOS}) or change `sam_arch`.')
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        msg = (f'SAM checkpoint {source} ({info["layout"]} layout) does not '
+               f'match arch {arch!r} exactly: {len(missing)} missing '
+               f'tensors (left at their random initialisation), e.g. '
+               f'{missing[:5]}; {len(unexpected)} unexpected tensors, e.g. '
+               f'{unexpected[:5]}.')
+        if strict:
+            raise ValueError(
+                msg + ' Use the complete checkpoint of the configured arch, '
+                'or set `strict_load=False` in SAMPromptHead to load it '
+                'partially.')
+        print_log(
+            msg + ' Loaded partially (strict_load=False).',
+            logger='current',
+            level=logging.WARNING)
+    modules.load_state_dict(state, strict=False)
+    print_log(
+        f'Loaded SAM checkpoint {source} ({info["layout"]} layout, '
+        f'{len(state) - len(unexpected)} tensors)',
+        logger='current')
+    return dict(
+        missing_keys=missing,
+        unexpected_keys=unexpected,
+        layout=info['layout'],
+        decoder_norm_eps=info['decoder_norm_eps'])

@@ -7,10 +7,16 @@ B*B pairings (or a shape error with dense prompts). :class:`PairedMaskDecoder`
 overrides ``predict_masks`` so that row ``i`` of the image embeddings is
 decoded with row ``i`` of the prompts; everything else (parameters, output
 selection in ``forward``) is the stock decoder.
+
+The LayerNorm eps of the two-way transformer can be set
+(:meth:`PairedMaskDecoder.set_transformer_norm_eps`): segment-anything uses
+PyTorch's 1e-5, transformers' ``SamMaskDecoder`` 1e-6, and weights trained
+under one run best under the same.
 """
 from typing import List, Tuple
 
 import torch
+import torch.nn as nn
 from segment_anything.modeling import MaskDecoder
 
 
@@ -20,6 +26,32 @@ class PairedMaskDecoder(MaskDecoder):
     Same constructor and state-dict layout as
     :class:`segment_anything.modeling.MaskDecoder`.
     """
+
+    @property
+    def transformer_norm_eps(self) -> float:
+        """LayerNorm eps of the two-way transformer (norm1-4 of every
+        layer and ``norm_final_attn``)."""
+        eps = {
+            m.eps
+            for m in self.transformer.modules() if isinstance(m, nn.LayerNorm)
+        }
+        if len(eps) != 1:
+            raise RuntimeError(f'the two-way transformer mixes LayerNorm '
+                               f'eps values {sorted(eps)}')
+        return eps.pop()
+
+    def set_transformer_norm_eps(self, eps: float) -> None:
+        """Set the LayerNorm eps of the two-way transformer.
+
+        Args:
+            eps (float): 1e-5 for segment-anything weights, 1e-6 for
+                weights trained with transformers' ``SamModel``.
+        """
+        if not eps > 0:
+            raise ValueError(f'LayerNorm eps must be > 0, got {eps}')
+        for m in self.transformer.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = float(eps)
 
     def predict_masks(
         self,
@@ -55,10 +87,9 @@ class PairedMaskDecoder(MaskDecoder):
         output_tokens = torch.cat(
             [self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(B, -1, -1)
-        tokens = torch.cat(
-            (output_tokens.to(sparse_prompt_embeddings.dtype),
-             sparse_prompt_embeddings),
-            dim=1)
+        tokens = torch.cat((output_tokens.to(
+            sparse_prompt_embeddings.dtype), sparse_prompt_embeddings),
+                           dim=1)
 
         src = image_embeddings + dense_prompt_embeddings
         pos_src = image_pe.expand(B, -1, -1, -1)

@@ -32,25 +32,55 @@ def test_build_matches_segment_anything_layout():
     assert all(ours[k].shape == theirs[k].shape for k in ours)
 
 
-def test_load_roundtrip_and_reports(tmp_path):
+def test_load_roundtrip(tmp_path):
     torch.manual_seed(0)
     src = build_sam_modules(TINY)
     state = src.state_dict()
     path = tmp_path / 'sam_tiny.pth'
-    torch.save(state, path)
+    torch.save(dict(state_dict=state), path)  # wrapped state dicts work
     torch.manual_seed(1)
     dst = build_sam_modules(TINY)
     res = load_sam_checkpoint(dst, str(path))
-    assert res == dict(missing_keys=[], unexpected_keys=[])
+    assert res == dict(
+        missing_keys=[],
+        unexpected_keys=[],
+        layout='segment-anything',
+        decoder_norm_eps=None)
     for k, v in dst.state_dict().items():
         assert torch.equal(v, state[k]), k
-    # missing and unexpected keys are reported, not fatal
+
+
+def test_missing_or_unexpected_keys_are_an_error(tmp_path):
+    state = build_sam_modules(TINY).state_dict()
+    lacks = [k for k in state if k.startswith('mask_decoder.output_hyper')]
+    path = tmp_path / 'sam_partial.pth'
+    torch.save({k: v for k, v in state.items() if k not in lacks}, path)
+    with pytest.raises(ValueError) as err:
+        load_sam_checkpoint(build_sam_modules(TINY), str(path), 'vit_b')
+    msg = str(err.value)
+    assert str(path) in msg and "arch 'vit_b'" in msg
+    assert f'{len(lacks)} missing tensors' in msg and lacks[0] in msg
+    assert 'strict_load=False' in msg
+    extra = dict(state, **{'extra.weight': torch.zeros(1)})
+    torch.save(extra, path)
+    with pytest.raises(ValueError, match=r"1 unexpected.*'extra\.weight'"):
+        load_sam_checkpoint(build_sam_modules(TINY), str(path))
+
+
+def test_partial_load_only_when_asked(tmp_path):
+    torch.manual_seed(0)
+    state = build_sam_modules(TINY).state_dict()
     state.pop('mask_decoder.iou_token.weight')
     state['extra.weight'] = torch.zeros(1)
-    torch.save(dict(state_dict=state), path)  # wrapped state dicts work
-    res = load_sam_checkpoint(build_sam_modules(TINY), str(path))
+    path = tmp_path / 'sam_partial.pth'
+    torch.save(state, path)
+    dst = build_sam_modules(TINY)
+    res = load_sam_checkpoint(dst, str(path), strict=False)
     assert res['missing_keys'] == ['mask_decoder.iou_token.weight']
     assert res['unexpected_keys'] == ['extra.weight']
+    loaded = dst.state_dict()
+    assert all(
+        torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
 
 
 def test_wrong_arch_is_a_clear_error(tmp_path):

@@ -74,6 +74,9 @@ class CLIPBackbone(BaseTextImageBackbone):
         checkpoint (str, optional): OpenAI TorchScript archive
             (``checkpoints/ViT-B-16.pt``) or plain state dict with
             OpenAI/open_clip/converted keys. None: random initialisation.
+        strict_load (bool): ``checkpoint`` must hold every tensor of the
+            arch and nothing else; False loads what fits and logs the rest
+            as a warning. Defaults to True.
         image_size (int | tuple[int, int], optional): Resolution the image
             tower runs at. Defaults to the arch's pretraining size; another
             size bicubically resizes the positional embedding on the fly
@@ -138,6 +141,7 @@ class CLIPBackbone(BaseTextImageBackbone):
     def __init__(self,
                  arch: Union[str, dict] = 'ViT-B/16',
                  checkpoint: Optional[str] = None,
+                 strict_load: bool = True,
                  image_size: Optional[Union[int, Sequence[int]]] = None,
                  image_tuning: dict = dict(
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
@@ -192,7 +196,7 @@ class CLIPBackbone(BaseTextImageBackbone):
             persistent=False)
 
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_checkpoint(checkpoint, strict=strict_load)
         self.image_tuning = apply_tuning(
             self.visual,
             name='CLIP image tower',
@@ -225,13 +229,18 @@ class CLIPBackbone(BaseTextImageBackbone):
             return 'custom', dict(arch)
         raise TypeError(f'arch must be a str or dict, got {type(arch)}')
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, strict: bool = True) -> None:
         """Load CLIP weights (see :mod:`.clip_checkpoint`) into the towers.
+
+        Args:
+            path (str): The weight file.
+            strict (bool): Missing / unexpected tensors are an error.
 
         Raises:
             FileNotFoundError: ``path`` does not exist (says what to get).
             ValueError: The file holds another architecture (shape
-                mismatch) or no CLIP weights at all.
+                mismatch), no CLIP weights at all, or (``strict``) not
+                exactly the arch's tensors.
         """
         state_dict = load_clip_checkpoint(path)
         self.load_checked_state_dict(
@@ -239,7 +248,8 @@ class CLIPBackbone(BaseTextImageBackbone):
             state_dict,
             expected_keys="'visual.conv1.weight', 'token_embedding.weight'",
             arch_hint=f'The file looks like {infer_clip_arch(state_dict)}; '
-            'set the backbone arch to match it.')
+            'set the backbone arch to match it.',
+            strict=strict)
 
     # ------------------------------------------------------------ forward
     def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:

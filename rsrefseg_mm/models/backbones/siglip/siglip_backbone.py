@@ -73,6 +73,9 @@ class SigLIPBackbone(BaseTextImageBackbone):
         checkpoint (str, optional): Hugging Face folder of the model (or its
             ``model.safetensors``) or open_clip's SigLIP checkpoint; see
             :mod:`.siglip_checkpoint`. None: random initialisation.
+        strict_load (bool): ``checkpoint`` must hold every tensor of the
+            arch and nothing else; False loads what fits and logs the rest
+            as a warning. Defaults to True.
         tokenizer (str, optional): ``spiece.model``. Defaults to the one in
             the ``checkpoint`` folder (or beside the checkpoint file).
         image_size (int, optional): Resolution the image tower runs at.
@@ -105,6 +108,7 @@ class SigLIPBackbone(BaseTextImageBackbone):
     def __init__(self,
                  arch: Union[str, dict] = 'so400m-patch14-384',
                  checkpoint: Optional[str] = None,
+                 strict_load: bool = True,
                  tokenizer: Optional[str] = None,
                  image_size: Optional[int] = None,
                  image_tuning: dict = dict(
@@ -153,7 +157,7 @@ class SigLIPBackbone(BaseTextImageBackbone):
                 f"{cfg['vocab_size']}")
 
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_checkpoint(checkpoint, strict=strict_load)
         self.image_tuning = apply_tuning(
             self.vision_model,
             name='SigLIP image tower',
@@ -198,8 +202,12 @@ class SigLIPBackbone(BaseTextImageBackbone):
                 'spiece.model) or `checkpoint` to the Hugging Face folder')
         return siglip_tokenizer_path(checkpoint)
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, strict: bool = True) -> None:
         """Load SigLIP weights (see :mod:`.siglip_checkpoint`).
+
+        Args:
+            path (str): Folder or weight file.
+            strict (bool): Missing / unexpected tensors are an error.
 
         Raises:
             FileNotFoundError: ``path`` does not exist (says what to get).
@@ -212,7 +220,7 @@ class SigLIPBackbone(BaseTextImageBackbone):
             k for k in own if k not in state_dict and k.startswith(
                 ('vision_model.', 'text_model.'))
         ]
-        if tower_missing and any(k in own for k in state_dict):
+        if strict and tower_missing and any(k in own for k in state_dict):
             raise ValueError(
                 f'SigLIP checkpoint {path} lacks {len(tower_missing)} tensors '
                 f'of arch {self.arch_name!r}, e.g. {tower_missing[:5]}')
@@ -221,7 +229,8 @@ class SigLIPBackbone(BaseTextImageBackbone):
             state_dict,
             expected_keys="'vision_model.embeddings.patch_embedding.weight' "
             "or open_clip's 'visual.trunk.*'",
-            arch_hint='Set the backbone arch to the model the file holds.')
+            arch_hint='Set the backbone arch to the model the file holds.',
+            strict=strict)
 
     # ------------------------------------------------------------ forward
     def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
