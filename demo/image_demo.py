@@ -37,7 +37,7 @@ from rsrefseg_deploy.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
 from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
-from rsrefseg_mm.utils import enable_unsafe_load, track
+from rsrefseg_mm.utils import allow_unsafe_load, track
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,9 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--unsafe-load',
         action='store_true',
-        help='unpickle checkpoints without the safe loader\'s allow-list '
-        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
-        'Pickles can run code: only for files you trust')
+        help='unpickle the checkpoint without the safe loader\'s '
+        'allow-list (torch.load weights_only=False). Pickles can run code: '
+        'only for files you trust')
     parser.add_argument(
         '--opacity', type=float, default=FILL_ALPHA,
         help='opacity of the mask fill in the overlay (the contour is '
@@ -126,8 +126,6 @@ def read_pairs(path: str) -> List[Tuple[str, str]]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.unsafe_load:
-        enable_unsafe_load()
     if args.batch:
         config, checkpoint = args.inputs
         pairs = read_pairs(args.batch)
@@ -137,8 +135,9 @@ def main(argv=None) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stretch = None if args.no_stretch else tuple(args.stretch)
-    model = init_referring_model(config, checkpoint, device=args.device,
-                                 cfg_options=args.cfg_options)
+    with allow_unsafe_load(args.unsafe_load):
+        model = init_referring_model(config, checkpoint, device=args.device,
+                                     cfg_options=args.cfg_options)
     # rows of one image together, in order of first appearance: each image
     # is encoded once, its expressions answered from the cached embeddings
     first = {}

@@ -46,6 +46,7 @@ from rsrefseg_mm.apis import (ReferringPredictor,  # noqa: E402
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
 from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
 from rsrefseg_mm.geo import RasterImage, read_image  # noqa: E402
+from rsrefseg_mm.utils import allow_unsafe_load  # noqa: E402
 
 # also when huggingface_hub was imported before the variables were set
 # (gradio's analytics and gradio_client's telemetry go through it)
@@ -288,14 +289,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default=None,
                         help='folder for examples and outputs (default: a '
                         'temporary folder)')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle the checkpoint without the safe '
+                        'loader\'s allow-list (torch.load weights_only='
+                        'False). Pickles can run code: only for files you '
+                        'trust')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix='rsrefseg_web_')
-    model = init_referring_model(args.config, args.checkpoint,
-                                 device=args.device)
+    with allow_unsafe_load(args.unsafe_load):
+        model = init_referring_model(args.config, args.checkpoint,
+                                     device=args.device)
     examples = make_examples(osp.join(work, 'examples'))
     predictor = WebPredictor(model, osp.join(work, 'outputs'))
     print(f'RSRefSeg web demo on http://{args.host}:{args.port} '

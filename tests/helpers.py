@@ -211,3 +211,49 @@ def fake_runner(seen: dict) -> type:
             seen['ran'] = 'test'
 
     return FakeRunner
+
+
+def sam_block_pair(dim: int = 32,
+                   heads: int = 4,
+                   grid: int = 64,
+                   ws: int = 14,
+                   lora: bool = False) -> Tuple[nn.Module, nn.Module]:
+    """A segment-anything windowed ``Block`` and its ``SAMFastBlock`` copy.
+
+    The rel-pos tables and biases are drawn with std 0.5 (padded keys and
+    values then matter); with ``lora`` the qkv / proj layers get LoRA (rank
+    4) and only the LoRA weights train.
+
+    Args:
+        dim (int): Channels.
+        heads (int): Attention heads.
+        grid (int): Input side, in tokens.
+        ws (int): Window size.
+        lora (bool): Add LoRA to ``qkv`` and ``proj``.
+
+    Returns:
+        tuple[nn.Module, nn.Module]: ``(stock, fast)``, same weights.
+    """
+    import copy
+
+    from segment_anything.modeling.image_encoder import Block
+
+    from rsrefseg_mm.models.peft.tuning import apply_lora
+    from rsrefseg_mm.models.sam.sam_fast_attention import (
+        SAMFastAttention, SAMFastBlock, enable_fast_attention)
+    torch.manual_seed(0)
+    stock = Block(
+        dim, heads, use_rel_pos=True, window_size=ws, input_size=(grid, grid))
+    for name, p in stock.named_parameters():
+        if 'rel_pos' in name or name.endswith('bias'):
+            nn.init.normal_(p, std=0.5)  # padded keys/values = the bias
+    if lora:
+        apply_lora(stock, ['qkv', 'proj'], rank=4, alpha=8, drop_rate=0.)
+        for name, p in stock.named_parameters():
+            if 'lora_up' in name:
+                nn.init.normal_(p, std=0.1)
+            p.requires_grad_('lora_' in name)  # as apply_tuning does
+    fast = copy.deepcopy(stock)
+    enable_fast_attention(fast)
+    assert type(fast) is SAMFastBlock and type(fast.attn) is SAMFastAttention
+    return stock, fast

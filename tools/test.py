@@ -6,8 +6,9 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 from rsrefseg_mm.engine import RSRefSegRunner as Runner
-from rsrefseg_mm.utils import (apply_compile_arg, drop_pretrained_checkpoints,
-                               enable_unsafe_load, use_gloo_without_cuda)
+from rsrefseg_mm.utils import (allow_unsafe_load, apply_compile_arg,
+                               drop_pretrained_checkpoints,
+                               use_gloo_without_cuda)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,17 +37,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--unsafe-load',
         action='store_true',
-        help='unpickle checkpoints without the safe loader\'s allow-list '
-        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
-        'Pickles can run code: only for files you trust')
+        help='unpickle the checkpoint without the safe loader\'s '
+        'allow-list (torch.load weights_only=False). Pickles can run code: '
+        'only for files you trust')
     parser.add_argument(
         '--compile',
         nargs='?',
         const='default',
         metavar='MODE',
-        help='torch.compile the CLIP towers and the SAM image encoder '
-        '(config key `compile`); MODE is a torch.compile mode, e.g. '
-        'reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
+        help='torch.compile the text/image towers and the SAM image '
+        'encoder (adds CompileHotPathsHook to custom_hooks); MODE is a '
+        'torch.compile mode, e.g. reduce-overhead (CUDA graphs)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -79,7 +80,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
+def trigger_visualization_hook(cfg: Config,
+                               args: argparse.Namespace) -> Config:
     """Turn on the visualization hook for ``--show`` / ``--show-dir``."""
     default_hooks = cfg.default_hooks
     if 'visualization' in default_hooks:
@@ -103,8 +105,6 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main() -> None:
     args = parse_args()
-    if args.unsafe_load:
-        enable_unsafe_load()
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -152,11 +152,12 @@ def main() -> None:
     if args.compile is not None:
         apply_compile_arg(cfg, args.compile)
 
-    # build the runner from config (mmengine's Runner + the `compile` key)
-    runner = Runner.from_cfg(cfg)
-
-    # start testing
-    runner.test()
+    # --unsafe-load holds while the runner loads the checkpoint and ends
+    # with the test
+    with allow_unsafe_load(args.unsafe_load):
+        # mmengine's Runner, checkpoints loaded through the allow-list
+        runner = Runner.from_cfg(cfg)
+        runner.test()
 
 
 if __name__ == '__main__':

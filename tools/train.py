@@ -1,4 +1,4 @@
-# Train an RSRefSeg model; the command line of MMSegmentation 1.x tools/train.py.
+# Train an RSRefSeg model (the command line of MMSegmentation 1.x train.py).
 import argparse
 import logging
 import os
@@ -8,12 +8,15 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from rsrefseg_mm.engine import RSRefSegRunner as Runner
-from rsrefseg_mm.utils import (apply_compile_arg, enable_unsafe_load,
+from rsrefseg_mm.utils import (allow_unsafe_load, apply_compile_arg,
                                use_gloo_without_cuda)
 
-# fp32 wrappers that --amp replaces by AnyDeviceAmpOptimWrapper (which takes
-# their arguments, max_consecutive_skips included)
-FP32_OPTIM_WRAPPERS = ('OptimWrapper', 'SkipNonFiniteOptimWrapper')
+# the mixed-precision wrapper --amp puts in place of an fp32 one (the
+# non-finite step guard, with max_consecutive_skips, is kept)
+AMP_OPTIM_WRAPPERS = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'SkipNonFiniteOptimWrapper': 'SkipNonFiniteAmpOptimWrapper',
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,21 +32,24 @@ def parse_args() -> argparse.Namespace:
         '--amp',
         action='store_true',
         default=False,
-        help='enable automatic-mixed-precision training (bf16 on CPU)')
+        help='enable automatic-mixed-precision training (bfloat16 unless '
+        'the config sets optim_wrapper.dtype; mmengine\'s AmpOptimWrapper '
+        'needs a GPU, NPU, MLU or MUSA device)')
     parser.add_argument(
         '--unsafe-load',
         action='store_true',
-        help='unpickle checkpoints without the safe loader\'s allow-list '
-        '(torch.load weights_only=False; same as RSREFSEG_UNSAFE_LOAD=1). '
-        'Pickles can run code: only for files you trust')
+        help='unpickle checkpoints (load_from, --resume, pretrained weight '
+        'files) without the safe loader\'s allow-list (torch.load '
+        'weights_only=False). Pickles can run code: only for files you '
+        'trust')
     parser.add_argument(
         '--compile',
         nargs='?',
         const='default',
         metavar='MODE',
-        help='torch.compile the CLIP towers and the SAM image encoder '
-        '(config key `compile`); MODE is a torch.compile mode, e.g. '
-        'reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
+        help='torch.compile the text/image towers and the SAM image '
+        'encoder (adds CompileHotPathsHook to custom_hooks); MODE is a '
+        'torch.compile mode, e.g. max-autotune-no-cudagraphs')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -71,8 +77,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.unsafe_load:
-        enable_unsafe_load()
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -89,23 +93,21 @@ def main() -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    # enable automatic-mixed-precision training (bf16 by default);
-    # AnyDeviceAmpOptimWrapper (rsrefseg_mm.engine.optimizers) runs on CPU, where
-    # mmengine's AmpOptimWrapper asserts a GPU.
+    # enable automatic-mixed-precision training (bf16 by default)
     if args.amp is True:
         optim_wrapper = cfg.optim_wrapper.type
-        if optim_wrapper in ('AmpOptimWrapper', 'AnyDeviceAmpOptimWrapper'):
+        if optim_wrapper in AMP_OPTIM_WRAPPERS.values():
             print_log(
-                'AMP training is already enabled in your config; using '
-                'AnyDeviceAmpOptimWrapper.',
+                'AMP training is already enabled in your config.',
                 logger='current',
                 level=logging.WARNING)
         else:
-            assert optim_wrapper in FP32_OPTIM_WRAPPERS, (
+            assert optim_wrapper in AMP_OPTIM_WRAPPERS, (
                 '`--amp` is only supported when the optimizer wrapper type is '
-                f'one of {FP32_OPTIM_WRAPPERS} but got {optim_wrapper}.')
+                f'one of {tuple(AMP_OPTIM_WRAPPERS)} but got {optim_wrapper}.')
+            cfg.optim_wrapper.type = AMP_OPTIM_WRAPPERS[optim_wrapper]
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
-        cfg.optim_wrapper.type = 'AnyDeviceAmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
     # resume training
     cfg.resume = args.resume
@@ -113,11 +115,12 @@ def main() -> None:
     if args.compile is not None:
         apply_compile_arg(cfg, args.compile)
 
-    # build the runner from config (mmengine's Runner + the `compile` key)
-    runner = Runner.from_cfg(cfg)
-
-    # start training
-    runner.train()
+    # --unsafe-load holds while the runner builds the model (pretrained
+    # weight files) and trains (load_from / resume), and ends with it
+    with allow_unsafe_load(args.unsafe_load):
+        # mmengine's Runner, checkpoints loaded through the allow-list
+        runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

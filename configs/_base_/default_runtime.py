@@ -2,12 +2,13 @@
 default_scope = 'mmseg'
 # Registers RSRefSeg's models, datasets, transforms and metrics.
 custom_imports = dict(imports=['rsrefseg_mm'], allow_failed_imports=False)
-# mmengine Runner whose top-level `compile` key (True or torch.compile
-# arguments, e.g. compile = dict(mode='reduce-overhead')) compiles the
-# encoder towers and the SAM encoder for train, val and test
-# (rsrefseg_mm/engine/runner.py; tools/train.py and test.py build it and
-# take --compile; runner_type serves RUNNERS.build).
+# mmengine's Runner, checkpoints (load_from, resume) read through the safe
+# loader's allow-list (rsrefseg_mm/engine/runner.py); tools/train.py and
+# test.py build it, runner_type serves RUNNERS.build.
 runner_type = 'RSRefSegRunner'
+# torch.compile of the towers and the SAM encoder (train, val and test):
+# custom_hooks = [dict(type='CompileHotPathsHook', mode='reduce-overhead')]
+# or tools/train.py / test.py --compile [MODE].
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -25,7 +25,7 @@ from mmseg.structures import SegDataSample
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH
 from ..geo.stretch import StretchType
-from ..utils import drop_pretrained_checkpoints
+from ..utils import checkpoint_loading, drop_pretrained_checkpoints
 from .pipeline import InputType, load_referring_image
 from .predictor import ReferringPredictor
 
@@ -38,7 +38,10 @@ def init_referring_model(config: Union[str, Path, Config],
 
     Thin wrapper of :func:`mmseg.apis.init_model`. When ``checkpoint`` is
     given, the pretrained CLIP/SAM paths of the config are not read (the
-    trained checkpoint holds every weight).
+    trained checkpoint holds every weight), and the checkpoint is loaded
+    through :func:`~rsrefseg_mm.utils.checkpoint_loading` (the runner's
+    allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts out for a
+    trusted file).
 
     Args:
         config (str | Path | Config): Config file or object.
@@ -48,6 +51,10 @@ def init_referring_model(config: Union[str, Path, Config],
 
     Returns:
         nn.Module: The segmentor in eval mode, with ``cfg`` attached.
+
+    Raises:
+        UnsafeCheckpointError: The checkpoint needs globals outside the
+            allow-list.
     """
     if not isinstance(config, Config):
         config = Config.fromfile(str(config))
@@ -60,7 +67,9 @@ def init_referring_model(config: Union[str, Path, Config],
     else:
         print_log('init_referring_model: no checkpoint given, weights are '
                   'pretrained/random as in the config', logger='current')
-    return init_model(config, checkpoint, device=device)
+        return init_model(config, None, device=device)
+    with checkpoint_loading(checkpoint):
+        return init_model(config, checkpoint, device=device)
 
 
 @torch.no_grad()

@@ -9,8 +9,9 @@ every module of the model declares its hot paths in a ``compile_targets``
 attribute (names of sub-modules or methods with fixed-shape tensor
 inputs), e.g. :class:`~rsrefseg_mm.models.backbones.CLIPBackbone`'s image
 and text towers and :class:`~rsrefseg_mm.models.decode_heads.SAMPromptHead`'s
-SAM encoder loop (``_encode``). :class:`~rsrefseg_mm.engine.RSRefSegRunner`
-calls it for ``compile=...`` in train, val and test.
+SAM encoder loop (``_encode``).
+:class:`~rsrefseg_mm.engine.CompileHotPathsHook` calls it before the train,
+val or test loop.
 """
 from typing import Callable, List, Optional, Sequence
 
@@ -78,8 +79,8 @@ def compile_hot_paths(model: nn.Module,
         targets = default_compile_targets(model)
     if not targets:
         raise ValueError(f'{type(model).__name__} declares no compile '
-                         'targets; pass `targets` (compile=dict(targets=[...'
-                         ']) in a config)')
+                         'targets; pass `targets` (e.g. the `targets` '
+                         'argument of CompileHotPathsHook)')
     resolved = [_resolve(model, t) for t in targets]
     for owner, attr in resolved:
         value = getattr(owner, attr)

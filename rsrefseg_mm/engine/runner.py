@@ -1,71 +1,78 @@
-"""mmengine ``Runner`` whose ``compile`` key compiles the model's towers.
+"""mmengine ``Runner`` that loads checkpoints through the safe loader."""
+from typing import Union
 
-:class:`RSRefSegRunner` is what ``tools/train.py`` and ``tools/test.py``
-build; ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
-default_runtime.py``) selects it for entry points that build runners from
-the registry (``RUNNERS.build(cfg)``). With a top-level ``compile`` key
-(``True`` or a dict of ``torch.compile`` arguments, optionally with
-``targets``), e.g.::
-
-    compile = dict(mode='max-autotune-no-cudagraphs')  # training
-    compile = dict(mode='reduce-overhead')  # inference with CUDA graphs
-
-it compiles the hot paths of :func:`~rsrefseg_mm.engine.compile_hot_paths`
-once, before the first train, val or test loop (mmengine itself compiles
-the whole ``train_step`` and only when training).
-"""
-from typing import List, Optional
-
-from mmengine.model import is_model_wrapper
+from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from .compiler import compile_hot_paths
+from ..utils.checkpoint import checkpoint_loading
 
 
 @RUNNERS.register_module()
 class RSRefSegRunner(Runner):
-    """``Runner`` with the ``compile`` key applied to the model's towers.
+    """mmengine's ``Runner`` whose checkpoint loads use the allow-list.
 
-    Accepts every argument of mmengine's ``Runner``; see the module
-    docstring for ``compile``.
+    ``tools/train.py`` and ``tools/test.py`` build it, and
+    ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
+    default_runtime.py``) selects it for code that builds runners from the
+    registry. It overrides two public methods:
+
+    * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) runs
+      mmengine's loader inside
+      :func:`~rsrefseg_mm.utils.checkpoint_loading`. mmengine 0.10 calls
+      ``torch.load`` without ``weights_only``; since torch 2.6 that means
+      ``weights_only=True``, which refuses the message hub and numpy objects
+      of mmengine's own checkpoints. The runner passes exactly those
+      globals for this one load, names the file when it refuses one, and
+      leaves mmengine's ``CheckpointLoader`` untouched for other code.
+    * :meth:`from_cfg` refuses the top-level ``compile`` key. Configs written
+      for earlier versions of this runner used it to compile the model's hot
+      paths; mmengine reads it as "compile the whole ``train_step``". The
+      error names the hook that compiles the hot paths now
+      (:class:`~rsrefseg_mm.engine.CompileHotPathsHook`).
+
+    Accepts every argument of mmengine's ``Runner``.
     """
 
-    _compiled_targets: Optional[List[str]] = None
-
-    def _maybe_compile(self, target: str) -> None:
-        """Compile the model's hot paths when ``cfg.compile`` asks for it.
+    @classmethod
+    def from_cfg(cls, cfg: Union[Config, ConfigDict, dict]) -> 'Runner':
+        """Build the runner from a config (mmengine's ``from_cfg``).
 
         Args:
-            target (str): The loop about to run (``'train_step'``,
-                ``'val_step'``, ``'test_step'``); the same hot paths serve
-                all of them, so they are compiled once.
+            cfg (Config | dict): The whole config.
+
+        Returns:
+            RSRefSegRunner: The runner.
+
+        Raises:
+            ValueError: The config sets the top-level ``compile`` key.
         """
-        compile_cfg = self.cfg.get('compile', None)
-        if compile_cfg is None or compile_cfg is False:
-            return
-        if self._compiled_targets is not None:
-            return
-        if compile_cfg is True:
-            compile_cfg = dict()
-        if not isinstance(compile_cfg, dict):
-            raise TypeError('`compile` must be a bool or a dict of '
-                            f'torch.compile arguments, got {compile_cfg!r}')
-        kwargs = dict(compile_cfg)
-        targets = kwargs.pop('targets', None)
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
-        self._compiled_targets = compile_hot_paths(model, targets, **kwargs)
-        self.logger.info(f'torch.compile({kwargs}) of '
-                         f'{self._compiled_targets} (before {target}); the '
-                         'first iterations compile and are slow')
+        if cfg.get('compile', None) not in (None, False):
+            raise ValueError(
+                f'compile={cfg["compile"]!r}: the top-level `compile` key '
+                'is not read by RSRefSegRunner (mmengine would compile the '
+                'whole train_step, whose tokenizer, backward and optimizer '
+                'step break the graph). Compile the towers and the SAM '
+                'encoder with custom_hooks = [dict(type='
+                "'CompileHotPathsHook', mode=..., backend=...)] or with "
+                'tools/train.py / tools/test.py --compile [MODE].')
+        return super().from_cfg(cfg)
 
-    def val(self) -> dict:
-        """Validate, compiled when ``cfg.compile`` is set."""
-        self._maybe_compile('val_step')
-        return super().val()
+    def load_checkpoint(self, filename: str, **kwargs) -> dict:
+        """Load ``filename`` into the model, through the allow-list.
 
-    def test(self) -> dict:
-        """Test, compiled when ``cfg.compile`` is set."""
-        self._maybe_compile('test_step')
-        return super().test()
+        Args:
+            filename (str): Local path (or any scheme mmengine's
+                ``CheckpointLoader`` reads).
+            **kwargs: ``map_location``, ``strict``, ``revise_keys`` of
+                mmengine's ``Runner.load_checkpoint``.
+
+        Returns:
+            dict: The loaded checkpoint.
+
+        Raises:
+            UnsafeCheckpointError: The file needs globals outside the
+                allow-list (nothing of it has run).
+        """
+        with checkpoint_loading(filename):
+            return super().load_checkpoint(filename, **kwargs)

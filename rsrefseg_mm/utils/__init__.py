@@ -1,5 +1,5 @@
 from .checkpoint import (UNSAFE_LOAD_ENV, UnsafeCheckpointError,
-                         enable_unsafe_load, load_from_local,
+                         allow_unsafe_load, checkpoint_loading,
                          runner_safe_globals, safe_torch_load,
                          unsafe_load_enabled)
 from .config import apply_compile_arg, drop_pretrained_checkpoints
@@ -7,8 +7,8 @@ from .dist import use_gloo_without_cuda
 from .progress import track
 
 __all__ = [
-    'apply_compile_arg', 'load_from_local', 'safe_torch_load',
+    'apply_compile_arg', 'checkpoint_loading', 'safe_torch_load',
     'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV',
-    'enable_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',
+    'allow_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',
     'use_gloo_without_cuda', 'track'
 ]

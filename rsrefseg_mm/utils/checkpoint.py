@@ -1,12 +1,10 @@
 """Safe checkpoint loading: ``weights_only=True`` plus an explicit allow-list.
 
 Unpickling a ``.pth`` file can run arbitrary code; torch's ``weights_only``
-unpickler only rebuilds tensors, containers and the globals it is told are
-safe. mmengine 0.10.7 loads local checkpoints with a bare ``torch.load``,
-which (torch >= 2.6) rejects the few non-tensor objects our runner saves.
-Importing :mod:`rsrefseg_mm` registers :func:`load_from_local` as mmengine's
-loader for local paths: it keeps ``weights_only=True`` and allows exactly the
-globals found in runner checkpoints (:func:`runner_safe_globals`):
+unpickler (the default of ``torch.load`` since torch 2.6) only rebuilds
+tensors, containers and the globals it is told are safe. The checkpoints
+mmengine's runner saves hold a few other objects, allowed here by
+:func:`runner_safe_globals`:
 
 * ``mmengine.logging.HistoryBuffer`` (the message hub's logged scalars) and a
   restricted ``getattr`` that only resolves its built-in statistics methods
@@ -14,28 +12,37 @@ globals found in runner checkpoints (:func:`runner_safe_globals`):
 * numpy arrays, numeric scalars and numeric dtypes (``eta`` and the buffers'
   histories), under numpy 2's and numpy 1's module names.
 
-Everything else (e.g. ``os.system`` in a crafted pickle) raises
-:class:`UnsafeCheckpointError` naming the file and the refused globals,
-before any of the file's code can run. For a file you trust, opt in with
-``--unsafe-load`` (``tools/train.py``, ``tools/test.py``,
-``demo/image_demo.py``) or the environment variable
-``RSREFSEG_UNSAFE_LOAD=1``; the load then uses ``weights_only=False`` and
-logs a warning.
+Nothing is registered globally. The allow-list applies where rsrefseg_mm
+loads a file: its weight-file readers (:func:`safe_torch_load`), its runner
+(:class:`~rsrefseg_mm.engine.RSRefSegRunner`: ``load_from``, ``resume``) and
+:func:`~rsrefseg_mm.apis.init_referring_model`, each through
+:func:`checkpoint_loading`. A pickle that needs any other global (e.g.
+``os.system`` in a crafted file) raises :class:`UnsafeCheckpointError`
+naming the file and the refused globals, before any of its code runs.
+
+For a file you trust, opt in for a block of code with
+:func:`allow_unsafe_load` (``--unsafe-load`` of ``tools/train.py``,
+``tools/test.py`` and the demos) or for a whole process with the
+environment variable ``RSREFSEG_UNSAFE_LOAD=1``; such loads use
+``weights_only=False`` and log a warning.
 """
 import logging
 import os
-import os.path as osp
 import pickle
 import re
-from typing import Any, Callable, List, Optional, Tuple, Union
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
-#: Environment variable that opts in to full (unsafe) unpickling.
+#: Environment variable that opts a whole process in to full unpickling.
 UNSAFE_LOAD_ENV = 'RSREFSEG_UNSAFE_LOAD'
+#: torch's switch for ``torch.load`` calls that do not pass
+#: ``weights_only`` (mmengine's loaders), set inside a trusted load only.
+TORCH_NO_WEIGHTS_ONLY_ENV = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 #: HistoryBuffer statistics the restricted ``getattr`` may resolve.
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 #: numpy dtypes a checkpoint may hold (no object / void / string dtypes).
@@ -44,6 +51,9 @@ NUMPY_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
                 'longdouble', 'complex64', 'complex128')
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
+
+_unsafe_load: ContextVar[bool] = ContextVar(
+    'rsrefseg_unsafe_load', default=False)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -87,9 +97,10 @@ def runner_safe_globals() -> List[SafeGlobal]:
                     (multiarray.scalar, f'{prefix}.scalar')]
     # numpy >= 1.25 has one class per dtype (np.dtypes.Float64DType, ...);
     # unpickling a dtype instance needs its class.
-    allowed += sorted({type(np.dtype(name))
-                       for name in NUMPY_DTYPES} - {np.dtype},
-                      key=lambda t: t.__name__)
+    allowed += sorted(
+        {type(np.dtype(name))
+         for name in NUMPY_DTYPES} - {np.dtype},
+        key=lambda t: t.__name__)
     return allowed
 
 
@@ -104,19 +115,38 @@ def _allowed_names() -> set:
 
 
 def unsafe_load_enabled() -> bool:
-    """Whether the user opted in to ``weights_only=False`` loading."""
-    return os.environ.get(UNSAFE_LOAD_ENV, '').strip().lower() in (
-        '1', 'true', 'yes', 'on')
+    """Whether loads here may unpickle without the allow-list.
+
+    True inside :func:`allow_unsafe_load` or when the environment variable
+    ``RSREFSEG_UNSAFE_LOAD`` is ``1`` / ``true`` / ``yes`` / ``on``.
+    """
+    return _unsafe_load.get() or os.environ.get(
+        UNSAFE_LOAD_ENV, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
-def enable_unsafe_load() -> None:
-    """Opt in for this process and its children (``--unsafe-load``)."""
-    os.environ[UNSAFE_LOAD_ENV] = '1'
-    print_log(
-        f'--unsafe-load: checkpoints are unpickled without restrictions '
-        f'({UNSAFE_LOAD_ENV}=1); only load files you trust',
-        logger='current',
-        level=logging.WARNING)
+@contextmanager
+def allow_unsafe_load(enabled: bool = True) -> Iterator[None]:
+    """Opt in to full unpickling for the code run inside the block.
+
+    ``--unsafe-load`` of the tools and demos wraps their work in it. The
+    opt-in ends with the block (it is a context variable: other threads and
+    the code after the block load safely).
+
+    Args:
+        enabled (bool): False makes the block a no-op (so that a command
+            line flag can be passed straight through). Defaults to True.
+    """
+    if enabled:
+        print_log(
+            '--unsafe-load: checkpoints are unpickled without restrictions; '
+            'only load files you trust',
+            logger='current',
+            level=logging.WARNING)
+    token = _unsafe_load.set(_unsafe_load.get() or enabled)
+    try:
+        yield
+    finally:
+        _unsafe_load.reset(token)
 
 
 def _refusal_reason(filename: str, error: Exception) -> str:
@@ -129,7 +159,7 @@ def _refusal_reason(filename: str, error: Exception) -> str:
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
         refused = sorted(set(found) - _allowed_names())
-    except Exception:  # not a zip checkpoint: fall back to the message
+    except Exception:  # not a local zip checkpoint: use the message
         refused = []
     refused = refused or re.findall(r'GLOBAL (\S+)', str(error))
     if refused:
@@ -137,9 +167,78 @@ def _refusal_reason(filename: str, error: Exception) -> str:
     return str(error)
 
 
-def safe_torch_load(filename: str,
-                    map_location: Optional[Any] = None) -> Any:
-    """``torch.load`` with ``weights_only=True`` and the runner allow-list.
+@contextmanager
+def _allow_listed(filename: str) -> Iterator[None]:
+    """``torch.load`` calls in the block take :func:`runner_safe_globals`;
+    a refusal becomes an :class:`UnsafeCheckpointError` naming ``filename``.
+    """
+    # only the globals not yet allowed are added (and removed on exit), so
+    # that nested blocks do not remove what an outer block allowed
+    present = set(torch.serialization.get_safe_globals())
+    added = [g for g in runner_safe_globals() if g not in present]
+    try:
+        with torch.serialization.safe_globals(added):
+            yield
+    except UnsafeCheckpointError:
+        raise  # from a nested load, already names its file
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f'{filename}: refused by the safe checkpoint loader: '
+            f'{_refusal_reason(filename, e)} (allowed: tensors, containers, '
+            f'numpy arrays/scalars, mmengine HistoryBuffer). Unpickling it '
+            f'could run code. If you trust this file, pass --unsafe-load '
+            f'(tools/train.py, tools/test.py, demo/image_demo.py, '
+            f'demo/web_demo.py), wrap the call in rsrefseg_mm.utils.'
+            f'allow_unsafe_load() or set {UNSAFE_LOAD_ENV}=1.') from e
+
+
+@contextmanager
+def _trusted(filename: str) -> Iterator[None]:
+    """``torch.load`` calls in the block that do not pass ``weights_only``
+    (mmengine's loaders) unpickle fully: torch's own switch for them,
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``, is set for the block only."""
+    print_log(
+        f'{filename}: loading with weights_only=False (unsafe load opted '
+        'in); the file can run code',
+        logger='current',
+        level=logging.WARNING)
+    previous = os.environ.get(TORCH_NO_WEIGHTS_ONLY_ENV)
+    os.environ[TORCH_NO_WEIGHTS_ONLY_ENV] = '1'
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TORCH_NO_WEIGHTS_ONLY_ENV]
+        else:
+            os.environ[TORCH_NO_WEIGHTS_ONLY_ENV] = previous
+
+
+@contextmanager
+def checkpoint_loading(filename: str) -> Iterator[None]:
+    """Load ``filename`` safely with code that calls ``torch.load``.
+
+    Wrap a call that loads one checkpoint through ``torch.load`` without a
+    ``weights_only`` argument (mmengine's ``CheckpointLoader``, e.g.
+    ``Runner.load_checkpoint`` or :func:`mmseg.apis.init_model`): inside the
+    block the load keeps torch's ``weights_only=True`` default and accepts
+    the globals of :func:`runner_safe_globals` (or, opted in with
+    :func:`allow_unsafe_load` / ``RSREFSEG_UNSAFE_LOAD=1``, unpickles
+    fully). Nothing outside the block changes.
+
+    Args:
+        filename (str): The checkpoint the block loads (named in errors).
+
+    Raises:
+        UnsafeCheckpointError: The file needs other globals; the message
+            names the file, the globals and how to opt in.
+    """
+    loading = _trusted if unsafe_load_enabled() else _allow_listed
+    with loading(filename):
+        yield
+
+
+def safe_torch_load(filename: str, map_location: Optional[Any] = None) -> Any:
+    """``torch.load`` of a local file through :func:`checkpoint_loading`.
 
     Args:
         filename (str): Local file written by ``torch.save``.
@@ -149,43 +248,11 @@ def safe_torch_load(filename: str,
         The unpickled object.
 
     Raises:
-        UnsafeCheckpointError: The file needs other globals; the message
-            names the file, the globals and how to opt in.
+        UnsafeCheckpointError: The file needs globals outside the
+            allow-list (and no unsafe load was opted in).
     """
-    if unsafe_load_enabled():
-        print_log(
-            f'{filename}: loading with weights_only=False ({UNSAFE_LOAD_ENV}'
-            ' is set); the file can run code',
-            logger='current',
-            level=logging.WARNING)
+    with checkpoint_loading(filename):
         return torch.load(
-            filename, map_location=map_location, weights_only=False)
-    try:
-        with torch.serialization.safe_globals(runner_safe_globals()):
-            return torch.load(
-                filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f'{filename}: refused by the safe checkpoint loader: '
-            f'{_refusal_reason(filename, e)} (allowed: tensors, containers, '
-            f'numpy arrays/scalars, mmengine HistoryBuffer). Unpickling it '
-            f'could run code. If you trust this file, pass --unsafe-load '
-            f'(tools/train.py, tools/test.py, demo/image_demo.py) or set '
-            f'{UNSAFE_LOAD_ENV}=1.') from e
-
-
-@CheckpointLoader.register_scheme(prefixes='', force=True)
-def load_from_local(filename: str, map_location: Optional[str] = None):
-    """mmengine's local-path loader, through :func:`safe_torch_load`.
-
-    Args:
-        filename (str): Path of the checkpoint (``~`` is expanded).
-        map_location (str, optional): Same as :func:`torch.load`.
-
-    Returns:
-        dict | OrderedDict: The loaded checkpoint.
-    """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_torch_load(filename, map_location=map_location)
+            filename,
+            map_location=map_location,
+            weights_only=not unsafe_load_enabled())

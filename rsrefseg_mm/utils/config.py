@@ -3,6 +3,9 @@ from typing import Any
 
 from ..models.backbones.siglip.siglip_checkpoint import siglip_tokenizer_path
 
+#: Registry name of the hook that ``--compile`` adds.
+COMPILE_HOOK = 'CompileHotPathsHook'
+
 
 def drop_pretrained_checkpoints(model_cfg: Any) -> int:
     """Set every ``checkpoint`` key of a model config to None, in place.
@@ -39,19 +42,22 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
 
 
 def apply_compile_arg(cfg: Any, mode: str) -> None:
-    """Turn ``tools/train.py``/``test.py --compile [MODE]`` into the
-    config's ``compile`` key (read by ``RSRefSegRunner``).
+    """Turn ``tools/train.py``/``test.py --compile [MODE]`` into a
+    ``CompileHotPathsHook`` in the config's ``custom_hooks``.
 
-    A ``compile`` dict already in the config keeps its other arguments
-    (``targets``, ``backend``, ...); ``mode`` replaces its mode, and
-    ``'default'`` leaves the config's mode (torch's default when none).
+    A ``CompileHotPathsHook`` already in ``custom_hooks`` keeps its other
+    arguments (``targets``, ``backend``, ...); ``mode`` replaces its mode,
+    and ``'default'`` leaves the hook's mode (torch's default when none).
 
     Args:
         cfg (Config): The config, modified in place.
         mode (str): A ``torch.compile`` mode or ``'default'``.
     """
-    current = cfg.get('compile', None)
-    compile_cfg = dict(current) if isinstance(current, dict) else dict()
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    found = [h for h in hooks if h.get('type') == COMPILE_HOOK]
+    if not found:
+        found = [dict(type=COMPILE_HOOK)]
+        hooks += found
     if mode != 'default':
-        compile_cfg['mode'] = mode
-    cfg.compile = compile_cfg
+        found[0]['mode'] = mode
+    cfg.custom_hooks = hooks

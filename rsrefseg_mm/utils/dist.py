@@ -1,4 +1,4 @@
-"""Distributed-launch helpers shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Distributed launch on CPU-only machines (tools/train.py, tools/test.py)."""
 import atexit
 import os
 import sys
@@ -13,31 +13,40 @@ from mmengine.logging import print_log
 def use_gloo_without_cuda(cfg: Config) -> None:
     """Let multi-process runs work on CPU-only machines.
 
-    NCCL needs GPUs, and mmengine 0.10.7's ``init_dist('pytorch')`` calls
-    ``torch.cuda.set_device`` unconditionally (it raises without a driver).
-    Without CUDA we therefore switch ``env_cfg.dist_cfg.backend`` to gloo
-    and, for the ``pytorch`` launcher (torchrun / ``tools/dist_*.sh``),
-    create the gloo process group ourselves from torchrun's environment;
-    the runner then finds it initialised and skips its own ``init_dist``.
-    The runner would also wrap the model in DDP with
-    ``device_ids=[LOCAL_RANK]`` (GPU only), so the model wrapper gets
-    ``device_ids=None`` (CPU DDP). The group created here is left through
-    a bounded barrier and destroyed at interpreter exit: without that, a
-    finished rank could abort with "terminate called without an active
-    exception" (gloo; seen in 2-process ``dist_test.sh`` runs). The switches are
-    logged; nothing changes when CUDA is available.
+    Without CUDA, ``env_cfg.dist_cfg.backend`` nccl becomes gloo, and the
+    model wrapper gets ``device_ids=None`` (mmengine's default DDP wrapper
+    passes ``device_ids=[LOCAL_RANK]``, which only GPUs accept). The
+    backend switch is logged; nothing changes when CUDA is available or
+    without a launcher.
+
+    For the ``pytorch`` launcher (torchrun, ``tools/dist_*.sh``) the gloo
+    process group is created here, from torchrun's environment, because
+    mmengine 0.10.7's ``init_dist('pytorch')`` calls
+    ``torch.cuda.set_device(LOCAL_RANK)`` before ``init_process_group``,
+    and on a machine without an NVIDIA driver that call raises ("Found no
+    NVIDIA driver on your system") for any backend. The runner then finds
+    the group initialised and skips its own ``init_dist``. The group is
+    left through a bounded barrier and destroyed at interpreter exit:
+    otherwise a rank that finishes first can abort a peer whose gloo
+    threads still use the connections ("terminate called without an active
+    exception").
+
+    Args:
+        cfg (Config): The whole config (``launcher`` set), modified in
+            place.
     """
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none' or torch.cuda.is_available():
         return
-    backend = (cfg.get('env_cfg') or {}).get('dist_cfg', {}).get(
-        'backend', 'nccl')
+    backend = (cfg.get('env_cfg') or {}).get('dist_cfg',
+                                             {}).get('backend', 'nccl')
     if backend == 'nccl':
         backend = 'gloo'
         # merge: also creates env_cfg / dist_cfg when the config has none
         cfg.merge_from_dict({'env_cfg.dist_cfg.backend': backend})
-        print_log('CUDA is not available: distributed backend set to gloo.',
-                  logger='current')
+        print_log(
+            'CUDA is not available: distributed backend set to gloo.',
+            logger='current')
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
@@ -68,7 +77,8 @@ def _destroy_process_group(timeout_s: float = 60) -> None:
     try:
         torch_dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
     except RuntimeError as e:
-        print(f'rank {torch_dist.get_rank()}: not every rank reached the '
-              f'exit barrier ({e}); destroying the process group anyway',
-              file=sys.stderr)
+        print(
+            f'rank {torch_dist.get_rank()}: not every rank reached the '
+            f'exit barrier ({e}); destroying the process group anyway',
+            file=sys.stderr)
     torch_dist.destroy_process_group()

@@ -1,22 +1,22 @@
 """torch.compile of the hot paths: compiled == eager on CPU (tiny model,
-fused windowed SAM block), target resolution and the runner switch."""
+fused windowed SAM block), target resolution, CompileHotPathsHook and the
+--compile switch."""
 import copy
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import TINY_CONFIG as TINY_CFG
+from helpers import sam_block_pair
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
+from mmseg.registry import HOOKS, MODELS, RUNNERS
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.engine import compile_hot_paths, default_compile_targets
+from rsrefseg_mm.engine import (CompileHotPathsHook, RSRefSegRunner,
+                                compile_hot_paths, default_compile_targets)
 from rsrefseg_mm.utils import apply_compile_arg, drop_pretrained_checkpoints
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_CFG = str(sorted((REPO / 'configs' / 'rsrefseg').glob(
-    'rsrefseg-tiny_*.py'))[0])
 TEXTS = ['the red circle', 'the white object']
 
 
@@ -29,8 +29,8 @@ def tiny_model():
 
 
 def batch(n=2, size=128):
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     torch.manual_seed(1)
     images = torch.rand(n, 3, size, size) * 255
     samples = []
@@ -68,15 +68,77 @@ def test_targets_resolve_and_errors():
     assert model.state_dict().keys() == tiny_model().state_dict().keys()
 
 
-def test_compile_arg_merges_into_config():
-    cfg = Config(dict(compile=dict(backend='aot_eager', targets=['x'])))
+def test_compile_arg_adds_or_updates_the_hook():
+    other = dict(type='ReferringVisualizationHook')
+    hook = dict(type='CompileHotPathsHook', backend='aot_eager', targets=['x'])
+    cfg = Config(dict(custom_hooks=[other, hook]))
     apply_compile_arg(cfg, 'reduce-overhead')
-    assert cfg.compile == dict(
-        backend='aot_eager', targets=['x'], mode='reduce-overhead')
+    assert cfg.custom_hooks == [other, dict(hook, mode='reduce-overhead')]
     cfg = Config(dict())
     apply_compile_arg(cfg, 'default')
-    assert cfg.compile == dict()
-    assert Config.fromfile(TINY_CFG).runner_type == 'RSRefSegRunner'
+    assert cfg.custom_hooks == [dict(type='CompileHotPathsHook')]
+    apply_compile_arg(cfg, 'max-autotune')
+    assert cfg.custom_hooks == [
+        dict(type='CompileHotPathsHook', mode='max-autotune')
+    ]
+
+
+class _Logger:
+
+    def __init__(self):
+        self.lines = []
+
+    def info(self, msg):
+        self.lines.append(msg)
+
+
+def test_hook_compiles_once_before_the_first_loop():
+    model = tiny_model()
+    hook = HOOKS.build(
+        dict(
+            type='CompileHotPathsHook',
+            backend='eager',
+            targets=['backbone.visual', 'decode_head._encode']))
+    assert isinstance(hook, CompileHotPathsHook)
+    runner = SimpleNamespace(model=model, logger=_Logger())
+    encode = model.decode_head._encode
+    hook.before_train(runner)
+    assert hook.compiled_targets == ['backbone.visual', 'decode_head._encode']
+    assert model.backbone.visual._compiled_call_impl is not None
+    assert model.backbone.text._compiled_call_impl is None
+    compiled = model.decode_head._encode
+    assert compiled is not encode
+    assert runner.logger.lines == [
+        "torch.compile({'backend': 'eager'}) of ['backbone.visual', "
+        "'decode_head._encode'] (before train_step); the first iterations "
+        'compile and are slow'
+    ]
+    # validation during training and a later test reuse the graphs
+    hook.before_val(runner)
+    hook.before_test(runner)
+    assert model.decode_head._encode is compiled
+    assert len(runner.logger.lines) == 1
+    # a test-only run compiles before its test loop
+    test_hook = CompileHotPathsHook(backend='eager')
+    runner = SimpleNamespace(model=tiny_model(), logger=_Logger())
+    test_hook.before_test(runner)
+    assert test_hook.compiled_targets == default_compile_targets(runner.model)
+    assert '(before test_step)' in runner.logger.lines[0]
+
+
+def test_top_level_compile_key_names_the_hook(tmp_path):
+    """Configs that set `compile` for the former runner fail with an error
+    naming CompileHotPathsHook; `runner_type = 'RSRefSegRunner'` still
+    selects the runner."""
+    cfg = Config.fromfile(TINY_CFG)
+    assert cfg.runner_type == 'RSRefSegRunner'
+    assert RUNNERS.get(cfg.runner_type) is RSRefSegRunner
+    cfg.work_dir = str(tmp_path)
+    cfg.compile = dict(mode='reduce-overhead')
+    with pytest.raises(ValueError, match='CompileHotPathsHook'):
+        RUNNERS.build(cfg)
+    with pytest.raises(ValueError, match='CompileHotPathsHook'):
+        RSRefSegRunner.from_cfg(Config(dict(compile=True)))
 
 
 @pytest.mark.compile
@@ -130,9 +192,7 @@ def test_inductor_fused_window_block_matches_eager():
     """The GPU default path of a padded windowed block (one-pass window
     ops in their compile form, rel-pos folded into q/k), Inductor forward
     and backward."""
-    sys.path.insert(0, str(REPO / 'tests' / 'test_models' / 'test_utils'))
-    from test_sam_window_ops import _block_pair
-    _, fast = _block_pair(dim=32, heads=2, grid=32, ws=7)
+    _, fast = sam_block_pair(dim=32, heads=2, grid=32, ws=7)
     fast.fused_window_min_tokens = 1
     fast.attn.rel_pos_mode = 'augmented'
     x = torch.randn(1, 32, 32, 32, requires_grad=True)
@@ -146,5 +206,5 @@ def test_inductor_fused_window_block_matches_eager():
     assert (out - ref).abs().max() < 1e-4
     assert torch.allclose(x.grad, x2.grad, atol=1e-4, rtol=1e-4)
     for name, p in fast.named_parameters():
-        assert torch.allclose(p.grad, ref_grads[name], atol=1e-4,
-                              rtol=1e-4), name
+        assert torch.allclose(
+            p.grad, ref_grads[name], atol=1e-4, rtol=1e-4), name

@@ -1,15 +1,18 @@
-"""Import, registration and version checks of the rsrefseg_mm package."""
+"""Import, registration and version checks of the rsrefseg_mm package;
+importing it changes nothing of mmengine's checkpoint loading or Runner."""
+import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
-from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS,
-                            TRANSFORMS, VISUALIZERS)
+from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS,
+                            OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
+                            RUNNERS, TRANSFORMS, VISUALIZERS)
 
 import rsrefseg_mm
 
 from helpers import REPO
-
 
 ADVERTISED = {
     MODELS: ['RSRefSeg', 'CLIPBackbone', 'TextFilterNeck', 'SAMPromptHead'],
@@ -20,14 +23,17 @@ ADVERTISED = {
     TRANSFORMS: ['LoadReferringAnnotations', 'PackReferringInputs'],
     METRICS: ['ReferringIoUMetric'],
     VISUALIZERS: ['ReferringVisualizer'],
-    HOOKS: ['ReferringVisualizationHook'],
-    OPTIM_WRAPPERS: ['AnyDeviceAmpOptimWrapper'],
+    HOOKS: ['ReferringVisualizationHook', 'CompileHotPathsHook'],
+    OPTIM_WRAPPERS:
+    ['SkipNonFiniteOptimWrapper', 'SkipNonFiniteAmpOptimWrapper'],
+    OPTIM_WRAPPER_CONSTRUCTORS: ['TrainableParamsOptimWrapperConstructor'],
+    RUNNERS: ['RSRefSegRunner'],
 }
 
 
-@pytest.mark.parametrize(
-    'registry,name', [(r, n) for r, names in ADVERTISED.items()
-                      for n in names])
+@pytest.mark.parametrize('registry,name', [(r, n)
+                                           for r, names in ADVERTISED.items()
+                                           for n in names])
 def test_type_registered_in_mmseg(registry, name):
     assert registry.get(name) is not None, f'{name} not in {registry.name}'
     # registered in mmseg's own registry, not only in a child
@@ -45,6 +51,61 @@ def test_version_check_rejects_unsupported(version):
     with pytest.raises(AssertionError, match=r'mmcv==' + version):
         rsrefseg_mm.check_version('mmcv', version, rsrefseg_mm.MMCV_MIN,
                                   rsrefseg_mm.MMCV_MAX)
+
+
+def test_torch_needs_weights_only_default():
+    """torch < 2.6 loads with weights_only=False by default: refused."""
+    rsrefseg_mm.check_version('torch', '2.14.1+cu130', rsrefseg_mm.TORCH_MIN,
+                              rsrefseg_mm.TORCH_MAX)
+    with pytest.raises(AssertionError, match=r'2.6.0 <= torch, but '):
+        rsrefseg_mm.check_version('torch', '2.5.1', rsrefseg_mm.TORCH_MIN,
+                                  rsrefseg_mm.TORCH_MAX)
+
+
+# mmengine's loader schemes, Runner attributes, torch's allow-list and the
+# environment, before and after `import rsrefseg_mm` (and its engine and
+# tools' imports), in a fresh interpreter
+GLOBAL_STATE = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    from mmengine.runner import Runner
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    def state():
+        return dict(
+            schemes={p: f'{f.__module__}.{f.__qualname__}'
+                     for p, f in CheckpointLoader._schemes.items()},
+            runner={k: repr(v) for k, v in vars(Runner).items()},
+            environ=dict(os.environ))
+
+    before = state()
+    import rsrefseg_mm
+    from rsrefseg_mm.engine import RSRefSegRunner
+    from rsrefseg_mm.apis import init_referring_model
+    from rsrefseg_mm.utils import runner_safe_globals
+    # torch adds its own entries as its modules load; none of ours
+    ours = set(runner_safe_globals())
+    allowed = [str(g) for g in torch.serialization.get_safe_globals()
+               if g in ours]
+    json.dump(dict(before=before, after=state(), allowed=allowed),
+              sys.stdout)
+''')
+
+
+def test_import_leaves_mmengine_and_torch_as_shipped():
+    proc = subprocess.run([sys.executable, '-c', GLOBAL_STATE],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    before, after = out['before'], out['after']
+    assert before['schemes'][''] == \
+        'mmengine.runner.checkpoint.load_from_local'
+    for key in ('schemes', 'runner', 'environ'):
+        assert after[key] == before[key], key
+    assert out['allowed'] == []
 
 
 def test_import_fails_clearly_with_wrong_mmseg(tmp_path):
@@ -65,16 +126,21 @@ def test_import_fails_clearly_with_wrong_mmseg(tmp_path):
 
 
 @pytest.mark.parametrize('tool,options', [
-    ('train.py', ['--work-dir', '--cfg-options', '--resume', '--amp',
-                  '--launcher', '--unsafe-load']),
-    ('test.py', ['checkpoint', '--work-dir', '--out', '--show', '--show-dir',
-                 '--tta', '--cfg-options', '--launcher', '--unsafe-load']),
+    ('train.py', [
+        '--work-dir', '--cfg-options', '--resume', '--amp', '--launcher',
+        '--unsafe-load', '--compile'
+    ]),
+    ('test.py', [
+        'checkpoint', '--work-dir', '--out', '--show', '--show-dir', '--tta',
+        '--cfg-options', '--launcher', '--unsafe-load', '--compile'
+    ]),
 ])
 def test_tools_help(tool, options):
-    proc = subprocess.run([sys.executable, str(REPO / 'tools' / tool), '-h'],
-                          capture_output=True,
-                          text=True,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / tool), '-h'],
+        capture_output=True,
+        text=True,
+        cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     for opt in options:
         assert opt in proc.stdout, f'{opt} missing from {tool} --help'

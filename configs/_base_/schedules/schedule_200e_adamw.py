@@ -5,14 +5,15 @@ max_epochs = 200
 warmup_epochs = 5
 val_interval = 5
 
-# AnyDeviceAmpOptimWrapper = mmengine's AmpOptimWrapper that also runs bf16
-# on CPU (rsrefseg_mm/engine/optimizers); on GPUs it behaves the same. A step
+# mmengine's AmpOptimWrapper (bf16 autocast; needs a GPU) in which a step
 # with a NaN/inf loss or gradient is skipped (skipped_steps in the log); 20
-# in a row stop training. The constructor gives AdamW the trainable (LoRA,
+# in a row stop training (rsrefseg_mm/engine/optimizers). Without a GPU,
+# train in fp32: optim_wrapper = dict(type='SkipNonFiniteOptimWrapper',
+# _delete_=True, ...). The constructor gives AdamW the trainable (LoRA,
 # prompter, decoder) parameters only and uses PyTorch's fused AdamW kernel
 # on CUDA.
 optim_wrapper = dict(
-    type='AnyDeviceAmpOptimWrapper',
+    type='SkipNonFiniteAmpOptimWrapper',
     dtype='bfloat16',
     constructor='TrainableParamsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
@@ -36,7 +37,9 @@ param_scheduler = [
         convert_to_iter_based=True),
 ]
 train_cfg = dict(
-    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=val_interval)
+    type='EpochBasedTrainLoop',
+    max_epochs=max_epochs,
+    val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 

@@ -57,7 +57,8 @@ class ReferringVisualizationHook(SegVisualizationHook):
             img_path = output.get('img_path')
             img = None
             if img_path is not None:
-                img_bytes = fileio.get(img_path, backend_args=self.backend_args)
+                img_bytes = fileio.get(
+                    img_path, backend_args=self.backend_args)
                 stem = osp.splitext(osp.basename(img_path))[0]
                 if is_8bit_photo(img_bytes[:32]):
                     img = mmcv.imfrombytes(img_bytes, channel_order='rgb')

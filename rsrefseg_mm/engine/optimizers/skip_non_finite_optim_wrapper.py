@@ -1,61 +1,60 @@
-"""fp32 optimizer wrapper that skips steps with a non-finite loss/gradient."""
-from typing import Optional
-
-import torch
-from mmengine.optim import OptimWrapper
+"""mmengine's optimizer wrappers with the non-finite step guard."""
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPERS
 
-from .non_finite_guard import NonFiniteGuard
+from .non_finite_mixin import NonFiniteMixin
 
 
 @OPTIM_WRAPPERS.register_module()
-class SkipNonFiniteOptimWrapper(OptimWrapper):
+class SkipNonFiniteOptimWrapper(NonFiniteMixin, OptimWrapper):
     """mmengine's ``OptimWrapper`` guarded against NaN/inf steps.
 
-    Same behaviour and checkpoint layout as
-    :class:`~mmengine.optim.OptimWrapper`, except that a step whose loss (of
-    any micro-batch since the last step) or whose gradients are not finite is
-    skipped (the gradients are zeroed as usual), logged and counted in
-    ``train/skipped_steps``; ``max_consecutive_skips`` skipped steps in a row
-    raise :class:`~rsrefseg_mm.engine.optimizers.NonFiniteStepError` (see
-    :class:`~rsrefseg_mm.engine.optimizers.NonFiniteGuard`). In a config:
-    ``optim_wrapper = dict(type='SkipNonFiniteOptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3), max_consecutive_skips=20)``.
+    Same behaviour, arguments and checkpoint layout as
+    :class:`~mmengine.optim.OptimWrapper`, plus ``max_consecutive_skips``
+    (see :class:`~rsrefseg_mm.engine.optimizers.NonFiniteMixin`). In a
+    config::
 
-    Args:
-        optimizer (Optimizer): The optimizer (built by mmengine).
-        max_consecutive_skips (int, optional): Consecutive skipped steps that
-            stop training; None never stops. Defaults to 20.
-        **kwargs: ``OptimWrapper`` arguments (``accumulative_counts``,
-            ``clip_grad``).
+        optim_wrapper = dict(
+            type='SkipNonFiniteOptimWrapper',
+            optimizer=dict(type='AdamW', lr=1e-3),
+            max_consecutive_skips=20)
     """
 
-    def __init__(self,
-                 optimizer: torch.optim.Optimizer,
-                 max_consecutive_skips: Optional[int] = 20,
-                 **kwargs) -> None:
-        super().__init__(optimizer=optimizer, **kwargs)
-        self.non_finite = NonFiniteGuard(max_consecutive_skips)
 
-    def update_params(self,
-                      loss: torch.Tensor,
-                      step_kwargs: Optional[dict] = None,
-                      zero_kwargs: Optional[dict] = None) -> None:
-        """Backward (and step when due), noting whether ``loss`` is finite.
+@OPTIM_WRAPPERS.register_module()
+class SkipNonFiniteAmpOptimWrapper(NonFiniteMixin, AmpOptimWrapper):
+    """mmengine's ``AmpOptimWrapper`` guarded against NaN/inf steps.
 
-        Args:
-            loss (Tensor): The loss to back-propagate.
-            step_kwargs (dict, optional): For ``optimizer.step``.
-            zero_kwargs (dict, optional): For ``optimizer.zero_grad``.
-        """
-        self.non_finite.observe_loss(loss)
-        super().update_params(loss, step_kwargs, zero_kwargs)
+    Same behaviour, arguments and checkpoint layout as
+    :class:`~mmengine.optim.AmpOptimWrapper` (so it needs a GPU, NPU, MLU
+    or MUSA device), plus ``max_consecutive_skips`` (see
+    :class:`~rsrefseg_mm.engine.optimizers.NonFiniteMixin`). The check sees
+    the loss-scaled gradients, which are finite exactly when the unscaled
+    ones are; after a skipped step the ``GradScaler`` still records the
+    overflow and lowers its scale. In a config::
 
-    def step(self, **kwargs) -> None:
-        """Clip and step unless the loss or a gradient is non-finite.
+        optim_wrapper = dict(
+            type='SkipNonFiniteAmpOptimWrapper',
+            dtype='bfloat16',
+            optimizer=dict(type='AdamW', lr=1e-4),
+            max_consecutive_skips=20)
+    """
 
-        Args:
-            kwargs: Keyword arguments for ``optimizer.step``.
-        """
-        if self.non_finite.check(self.optimizer):
-            super().step(**kwargs)
+    def after_skipped_step(self) -> None:
+        """Let the loss scaler see the skipped step's inf/NaN gradients."""
+        self.loss_scaler.unscale_(self.optimizer)
+        self.loss_scaler.update(self._scale_update_param)
+
+
+@OPTIM_WRAPPERS.register_module(name='AnyDeviceAmpOptimWrapper')
+def removed_any_device_amp_optim_wrapper(**kwargs) -> None:
+    """The former name: raise an error that names the replacements.
+
+    Raises:
+        ValueError: Always.
+    """
+    raise ValueError(
+        "optim_wrapper type 'AnyDeviceAmpOptimWrapper' was replaced by "
+        "'SkipNonFiniteAmpOptimWrapper' (mmengine's AmpOptimWrapper with the "
+        "same non-finite step guard; GPU/NPU/MLU/MUSA). Without an "
+        "accelerator train in fp32 with 'SkipNonFiniteOptimWrapper'.")

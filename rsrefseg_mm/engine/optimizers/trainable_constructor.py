@@ -16,8 +16,8 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
-from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, \
-    OPTIMIZERS
+from mmseg.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
+                            OPTIMIZERS)
 
 #: optimizers with a ``fused`` CUDA implementation in PyTorch
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD', 'Adagrad')
@@ -49,7 +49,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     Config::
 
         optim_wrapper = dict(
-            type='AnyDeviceAmpOptimWrapper', dtype='bfloat16',
+            type='SkipNonFiniteAmpOptimWrapper', dtype='bfloat16',
             constructor='TrainableParamsOptimWrapperConstructor',
             optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05))
 
