@@ -77,12 +77,16 @@ def test_resume_matches_uninterrupted_run(trained, tmp_path, tiny_config,
 @pytest.mark.compile
 def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config,
                                           env):
-    """--compile: RSRefSegRunner compiles the towers for training and for
-    testing; 3 training iterations through the Dynamo graphs give the eager
-    run's weights (backend eager: the plumbing; Inductor and AOTAutograd
-    are compared with eager in tests/test_engine/test_compile.py)."""
-    proc = train(tiny_config, tmp_path, env, 3,
-                 extra=['compile.backend=eager'], compile_mode='default')
+    """--compile: CompileHotPathsHook compiles the towers for training and
+    for testing; 3 training iterations through the Dynamo graphs give the
+    eager run's weights (backend eager, set on the hook in the config: the
+    plumbing; Inductor and AOTAutograd are compared with eager in
+    tests/test_engine/test_compile.py)."""
+    config = tmp_path / 'tiny_compile_eager.py'
+    config.write_text(f"_base_ = [{tiny_config!r}]\n"
+                      "custom_hooks = [dict(type='CompileHotPathsHook', "
+                      "backend='eager')]\n")
+    proc = train(str(config), tmp_path, env, 3, compile_mode='default')
     out = proc.stdout + proc.stderr
     assert "torch.compile({'backend': 'eager'}) of ['backbone.visual', " \
         "'backbone.text', 'decode_head._encode'] (before train_step)" in out
@@ -90,9 +94,10 @@ def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config,
     compiled, _ = weights(tmp_path / 'iter_3.pth')
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], atol=1e-4, rtol=0)
-    proc = run([PY, 'tools/test.py', tiny_config, str(trained / 'iter_6.pth'),
-                '--work-dir', str(tmp_path / 'test'), '--compile',
-                '--cfg-options', *FAST, 'compile.backend=eager'], env)
+    proc = run([PY, 'tools/test.py', str(config),
+                str(trained / 'iter_6.pth'), '--work-dir',
+                str(tmp_path / 'test'), '--compile', '--cfg-options', *FAST],
+               env)
     assert '(before test_step)' in proc.stdout + proc.stderr
     assert 'refer/mIoU' in read_metrics(tmp_path / 'test')
 

@@ -21,7 +21,8 @@ from rsrefseg_mm.models.sam.sam_fast_attention import (
 from rsrefseg_mm.models.sam.sam_window_ops import (
     _partition_functional, _unpartition_add_functional,
     window_partition_padded, window_unpartition_add)
-from rsrefseg_mm.models.peft.tuning import apply_lora
+
+from helpers import sam_block_pair
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
 GRIDS = [(64, 64, 14), (16, 16, 8), (10, 7, 4), (3, 5, 4), (5, 3, 4),
@@ -96,26 +97,6 @@ def test_window_ops_gradcheck(H, W, ws):
         lambda a, b: window_unpartition_add(a, b, ws), (x, win))
 
 
-def _block_pair(dim=32, heads=4, grid=64, ws=14, lora=False):
-    torch.manual_seed(0)
-    stock = Block(
-        dim, heads, use_rel_pos=True, window_size=ws,
-        input_size=(grid, grid))
-    for name, p in stock.named_parameters():
-        if 'rel_pos' in name or name.endswith('bias'):
-            nn.init.normal_(p, std=0.5)  # padded keys/values = the bias
-    if lora:
-        apply_lora(stock, ['qkv', 'proj'], rank=4, alpha=8, drop_rate=0.)
-        for name, p in stock.named_parameters():
-            if 'lora_up' in name:
-                nn.init.normal_(p, std=0.1)
-            p.requires_grad_('lora_' in name)  # as apply_tuning does
-    fast = copy.deepcopy(stock)
-    enable_fast_attention(fast)
-    assert type(fast) is SAMFastBlock and type(fast.attn) is SAMFastAttention
-    return stock, fast
-
-
 def _spy_window_ops(monkeypatch):
     calls = []
     for name in ('window_partition_padded', 'window_unpartition_add'):
@@ -146,7 +127,7 @@ def test_fused_window_block_matches_stock_with_gradients(
     """64 x 64 tokens, 14 x 14 windows: padded to 70 x 70 (5 x 5 windows);
     the qkv bias is non-zero, so the padded keys/values matter."""
     calls = _spy_window_ops(monkeypatch)
-    stock, fast = _block_pair()
+    stock, fast = sam_block_pair()
     fast.window_qkv = window_qkv
     fast.attn.rel_pos_mode = rel_pos_mode
     x = torch.randn(2, 64, 64, 32, requires_grad=True)
@@ -161,7 +142,7 @@ def test_fused_window_block_matches_stock_with_gradients(
 
 def test_fused_window_block_inference_paths():
     """no_grad: CPU default chunked mask slices, and the folded path."""
-    stock, fast = _block_pair()
+    stock, fast = sam_block_pair()
     x = torch.randn(1, 64, 64, 32)
     with torch.no_grad():
         ref = stock(x)
@@ -178,7 +159,7 @@ def test_fused_window_block_inference_paths():
 def test_fused_window_block_with_lora_qkv():
     """LoRA on qkv: padded positions get the base layer's bias (the LoRA
     branch maps 0 to 0); training and merged inference."""
-    stock, fast = _block_pair(lora=True)
+    stock, fast = sam_block_pair(lora=True)
     assert fast.attn.qkv_bias() is fast.attn.qkv.original_layer.bias
     x = torch.randn(1, 64, 64, 32, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
@@ -197,7 +178,7 @@ def test_small_grids_keep_the_stock_block(monkeypatch):
     """Grids under fused_window_min_tokens (the tiny demo: 16 x 16) run
     segment-anything's Block.forward: same ops, same rounding."""
     calls = _spy_window_ops(monkeypatch)
-    stock, fast = _block_pair(grid=16, ws=8)
+    stock, fast = sam_block_pair(grid=16, ws=8)
     x = torch.randn(2, 16, 16, 32)
     assert not fast.uses_fused_windows(x)
     fast.attn.rel_pos_mode = 'mask'
@@ -272,7 +253,7 @@ def test_folded_blocks_allocate_no_attention_matrix(window):
     sys.path.insert(0, str(TOOLS))
     from sam_block_benchmark import OpRecorder
     grid = 64 if window else 32
-    stock, fast = _block_pair(grid=grid, ws=window)
+    stock, fast = sam_block_pair(grid=grid, ws=window)
     seq = window**2 if window else grid**2
     seqs = 25 if window else 1
     big = seqs * 4 * seq * seq // 2
@@ -297,7 +278,7 @@ def test_augmented_head_size_is_padded_to_a_multiple_of_8(monkeypatch):
         return sdpa(q, k, v, **kwargs)
 
     monkeypatch.setattr(fast_module.F, 'scaled_dot_product_attention', spy)
-    stock, fast = _block_pair()
+    stock, fast = sam_block_pair()
     fast.attn.rel_pos_mode = 'augmented'
     x = torch.randn(1, 64, 64, 32)
     with torch.no_grad():
