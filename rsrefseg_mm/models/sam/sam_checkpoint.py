@@ -25,7 +25,7 @@ import logging
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -102,27 +102,67 @@ def is_hf_sam_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
     return any(k.startswith('vision_encoder.') for k in state_dict)
 
 
-def convert_hf_sam_state_dict(
-    state_dict: Dict[str, torch.Tensor]
-) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
-    """transformers ``SamModel`` keys -> segment-anything ``Sam`` keys.
+def hf_sam_key_map(keys: Iterable[str]) -> Dict[str, Optional[str]]:
+    """Map transformers ``SamModel`` keys to segment-anything ``Sam`` keys.
 
     Vision encoder: ``patch_embed.projection`` -> ``patch_embed.proj``,
     ``layers.N.layer_norm1/2`` -> ``blocks.N.norm1/2`` (fused ``attn.qkv``,
     ``attn.proj``, ``attn.rel_pos_h/w`` and ``mlp.lin1/2`` keep their
     names), ``neck.conv1/layer_norm1/conv2/layer_norm2`` ->
     ``neck.0/1/2/3``. Prompt encoder: ``shared_image_embedding.
-    positional_embedding`` -> ``pe_layer.positional_encoding_gaussian_matrix``
-    (its copy ``prompt_encoder.shared_embedding.positional_embedding`` must
-    be equal and is dropped), ``mask_embed.conv1/layer_norm1/conv2/
-    layer_norm2/conv3`` -> ``mask_downscaling.0/1/3/4/6``, ``point_embed.N``
-    -> ``point_embeddings.N``. Mask decoder: ``layer_norm1..4`` ->
+    positional_embedding`` (and its copy ``prompt_encoder.shared_embedding.
+    positional_embedding``) -> ``pe_layer.positional_encoding_gaussian_
+    matrix``, ``mask_embed.conv1/layer_norm1/conv2/layer_norm2/conv3`` ->
+    ``mask_downscaling.0/1/3/4/6``, ``point_embed.N`` ->
+    ``point_embeddings.N``. Mask decoder: ``layer_norm1..4`` ->
     ``norm1..4``, ``layer_norm_final_attn`` -> ``norm_final_attn``,
     ``upscale_conv1/upscale_layer_norm/upscale_conv2`` ->
     ``output_upscaling.0/1/3``, and the feed-forward heads (hypernetwork
     MLPs, IoU head) ``proj_in/layers.i/proj_out`` -> ``layers.0/i+1/D-1``.
     The rest of a key after the module path is kept, so LoRA-wrapped keys
-    (``...qkv.original_layer.weight``) convert too.
+    (``...qkv.original_layer.weight``) map too.
+
+    Args:
+        keys (Iterable[str]): transformers keys.
+
+    Returns:
+        dict[str, str | None]: The segment-anything key of each key; None
+        for keys of no known ``SamModel`` module.
+    """
+    keys = list(keys)
+    depth: Dict[str, int] = {}
+    for k in keys:
+        m = _FFN.match(k)
+        if m:
+            hidden = int(m.group(3)) + 1 if m.group(3) is not None else 0
+            depth[m.group(1)] = max(depth.get(m.group(1), 2), hidden + 2)
+    mapping: Dict[str, Optional[str]] = {}
+    for key in keys:
+        k = _HF_SHARED_PE if key == _HF_PROMPT_PE else key
+        m = _FFN.match(k)
+        if m:
+            name, part = m.group(1), m.group(2)
+            index = 0 if part == 'proj_in' else depth[name] - 1 \
+                if part == 'proj_out' else int(m.group(3)) + 1
+            mapping[key] = f'mask_decoder.{name}.layers.{index}.' + \
+                k[m.end():]
+            continue
+        mapping[key] = None
+        for rule, dst in _RULES:
+            m = rule.match(k)
+            if m:
+                mapping[key] = m.expand(dst) + k[m.end():]
+                break
+    return mapping
+
+
+def convert_hf_sam_state_dict(
+    state_dict: Dict[str, torch.Tensor]
+) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """transformers ``SamModel`` state dict -> segment-anything keys.
+
+    Keys are mapped by :func:`hf_sam_key_map`; of the two copies of the
+    shared positional encoding one is kept.
 
     Args:
         state_dict (dict[str, Tensor]): transformers keys.
@@ -135,37 +175,21 @@ def convert_hf_sam_state_dict(
         ValueError: The two copies of the shared positional encoding
             differ.
     """
-    depth: Dict[str, int] = {}
-    for k in state_dict:
-        m = _FFN.match(k)
-        if m:
-            hidden = int(m.group(3)) + 1 if m.group(3) is not None else 0
-            depth[m.group(1)] = max(depth.get(m.group(1), 2), hidden + 2)
-    if _HF_PROMPT_PE in state_dict and _HF_SHARED_PE in state_dict and \
-            not torch.equal(state_dict[_HF_PROMPT_PE],
-                            state_dict[_HF_SHARED_PE]):
-        raise ValueError(f'{_HF_SHARED_PE} and {_HF_PROMPT_PE} differ; '
-                         'SamModel uses one tensor for both')
+    if _HF_PROMPT_PE in state_dict and _HF_SHARED_PE in state_dict:
+        if not torch.equal(state_dict[_HF_PROMPT_PE],
+                           state_dict[_HF_SHARED_PE]):
+            raise ValueError(f'{_HF_SHARED_PE} and {_HF_PROMPT_PE} differ; '
+                             'SamModel uses one tensor for both')
+        state_dict = {
+            k: v
+            for k, v in state_dict.items() if k != _HF_PROMPT_PE
+        }
     out, unknown = OrderedDict(), []
-    for k, v in state_dict.items():
-        if k == _HF_PROMPT_PE and _HF_SHARED_PE in state_dict:
-            continue
-        if k == _HF_PROMPT_PE:
-            k = _HF_SHARED_PE
-        m = _FFN.match(k)
-        if m:
-            name, part = m.group(1), m.group(2)
-            index = 0 if part == 'proj_in' else depth[name] - 1 \
-                if part == 'proj_out' else int(m.group(3)) + 1
-            out[f'mask_decoder.{name}.layers.{index}.' + k[m.end():]] = v
-            continue
-        for rule, dst in _RULES:
-            m = rule.match(k)
-            if m:
-                out[m.expand(dst) + k[m.end():]] = v
-                break
-        else:
+    for k, new in hf_sam_key_map(state_dict).items():
+        if new is None:
             unknown.append(k)
+        else:
+            out[new] = state_dict[k]
     return out, unknown
 
 

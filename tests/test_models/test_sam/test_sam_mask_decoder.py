@@ -9,9 +9,7 @@ from rsrefseg_mm.models.sam.sam_mask_decoder import PairedMaskDecoder
 def decoders(dim=32):
     torch.manual_seed(0)
     kw = dict(
-        transformer_dim=dim,
-        num_multimask_outputs=3,
-        iou_head_hidden_dim=32)
+        transformer_dim=dim, num_multimask_outputs=3, iou_head_hidden_dim=32)
     stock = MaskDecoder(
         transformer=TwoWayTransformer(
             depth=2, embedding_dim=dim, mlp_dim=64, num_heads=4),
@@ -62,3 +60,31 @@ def test_batch_mismatch_raises():
         paired(
             torch.randn(2, 32, 8, 8), torch.randn(1, 32, 8, 8),
             torch.randn(3, 5, 32), torch.randn(2, 32, 8, 8), False)
+
+
+def test_transformer_norm_eps():
+    """The eps reaches every LayerNorm of the two-way transformer and
+    nothing else; it is what the forward uses."""
+    import torch.nn as nn
+    _, paired = decoders()
+    norms = [
+        m for m in paired.transformer.modules() if isinstance(m, nn.LayerNorm)
+    ]
+    assert len(norms) == 9  # 4 per layer + norm_final_attn
+    assert paired.transformer_norm_eps == 1e-5  # segment-anything's
+    paired.set_transformer_norm_eps(1e-6)
+    assert paired.transformer_norm_eps == 1e-6
+    assert all(m.eps == 1e-6 for m in norms)
+    assert paired.output_upscaling[1].eps == 1e-6  # LayerNorm2d, unchanged
+    # a constant-ish token: its normalisation depends on the eps
+    x = torch.full((1, 2, 32), 0.5) + 1e-3 * torch.randn(1, 2, 32)
+    ref = torch.nn.functional.layer_norm(x, (32, ), norms[0].weight,
+                                         norms[0].bias, 1e-6)
+    assert torch.allclose(norms[0](x), ref)
+    assert not torch.allclose(
+        norms[0](x),
+        torch.nn.functional.layer_norm(x, (32, ), norms[0].weight,
+                                       norms[0].bias, 1e-5),
+        atol=1e-3)
+    with pytest.raises(ValueError, match='> 0'):
+        paired.set_transformer_norm_eps(0)
