@@ -138,8 +138,8 @@ def allow_unsafe_load(enabled: bool = True) -> Iterator[None]:
     """
     if enabled:
         print_log(
-            '--unsafe-load: checkpoints are unpickled without restrictions; '
-            'only load files you trust',
+            'unsafe load opted in (--unsafe-load): checkpoints are unpickled '
+            'without restrictions; only load files you trust',
             logger='current',
             level=logging.WARNING)
     token = _unsafe_load.set(_unsafe_load.get() or enabled)
