@@ -52,15 +52,16 @@ class SigLIPBackbone(BaseTextImageBackbone):
     so400m-p14-384), ``img_global`` (B, D) the MAP head output,
     ``text_feats`` (B, 64, D) after the final LayerNorm, ``text_global``
     (B, D) the text head on the last position, ``text_mask`` (B, 64) True on
-    the tokens and EOS, ``logit_scale`` (exp'd) and ``logit_bias``. Images: RGB 0-255 ->
-    ``x / 255`` -> ``(x - 0.5) / 0.5`` -> bilinear resize to ``image_size``
+    the tokens and EOS, ``logit_scale`` (exp'd) and ``logit_bias``.
+    Images: RGB 0-255 -> ``x / 255`` -> ``(x - 0.5) / 0.5`` -> bilinear
+    resize to ``image_size``
     (``align_corners=False``, no anti-aliasing, as the RSRefSeg authors feed
     the 1024 SAM input to SigLIP). Text: :class:`SigLIPTokenizer` on the
     model's ``spiece.model``, padded to the 64 positions SigLIP was trained
     with and run without attention mask (SigLIP's training setting), so an
     expression's features do not depend on its batch. (The authors pad to the
-    longest expression of the batch instead; the pooled sentence feature,
-    read at the last position, then changes with the batch.)
+    longest expression of the batch instead, also without attention mask,
+    so every token feature and the sentence feature change with the batch.)
 
     Parameters: ``vision_model.*``, ``text_model.*``, ``logit_scale``,
     ``logit_bias`` (both frozen unless ``logit_trainable``). Projections are
