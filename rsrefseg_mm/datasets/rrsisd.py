@@ -1,7 +1,6 @@
 """RRSIS-D referring remote-sensing segmentation dataset (REFER layout)."""
 import json
 import os.path as osp
-import pickle
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
@@ -10,6 +9,7 @@ from mmengine.fileio import join_path
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from ..utils.safe_pickle import UnsafePickleError, load_plain_pickle
 from .mask_utils import validate_segmentation
 from .text import check_expression
 
@@ -29,7 +29,10 @@ class RRSISDDataset(BaseSegDataset):
 
     Two annotation formats are read:
 
-    1. The REFER layout of the RMSIN release (``ann_file`` a pickle)::
+    1. The REFER layout of the RMSIN release (``ann_file`` a pickle of
+       plain lists and dicts, read without running code: a file that asks
+       for anything else raises
+       :class:`~rsrefseg_mm.utils.UnsafePickleError`)::
 
         data/rrsisd/
         ├── refs(unc).p       # list of refs: ref_id, ann_id, image_id,
@@ -92,8 +95,7 @@ class RRSISDDataset(BaseSegDataset):
                  ann_file: str = 'refs(unc).p',
                  instances_file: str = 'instances.json',
                  default_split: Optional[str] = None,
-                 data_prefix: dict = dict(
-                     img_path='images/rrsisd/JPEGImages'),
+                 data_prefix: dict = dict(img_path='images/rrsisd/JPEGImages'),
                  img_suffix: str = '.jpg',
                  **kwargs) -> None:
         if split not in self.SPLITS:
@@ -128,7 +130,9 @@ class RRSISDDataset(BaseSegDataset):
     def _load_refs(self) -> List[dict]:
         raw = self._read_bytes(self.ann_file, 'annotation file')
         try:
-            refs = pickle.loads(raw)
+            refs = load_plain_pickle(raw, self.ann_file)
+        except UnsafePickleError:
+            raise
         except Exception as e:
             raise ValueError(f'{type(self).__name__}: cannot unpickle '
                              f'annotation file {self.ann_file}: {e!r}')
@@ -151,8 +155,8 @@ class RRSISDDataset(BaseSegDataset):
         return instances
 
     # ------------------------------------------------------------- parsing
-    def _make_info(self, *, file_name: str, segmentation, text: str,
-                   ref_id, ann_id, image_id, sent_id, category_id,
+    def _make_info(self, *, file_name: str, segmentation, text: str, ref_id,
+                   ann_id, image_id, sent_id, category_id,
                    category: Optional[str], height: Optional[int],
                    width: Optional[int], where: str) -> dict:
         try:
@@ -162,8 +166,8 @@ class RRSISDDataset(BaseSegDataset):
         if not isinstance(file_name, str) or not file_name:
             raise ValueError(f'{where}: missing "file_name"')
         return dict(
-            img_path=join_path(self.data_prefix.get('img_path', ''),
-                               file_name),
+            img_path=join_path(
+                self.data_prefix.get('img_path', ''), file_name),
             seg_map_path=None,
             segmentation=segmentation,
             seg_size=(int(height), int(width))
@@ -185,8 +189,10 @@ class RRSISDDataset(BaseSegDataset):
         instances = self._load_instances()
         anns = {a['id']: a for a in instances['annotations']}
         images = {im['id']: im for im in instances.get('images', [])}
-        cat_names = {c['id']: c['name']
-                     for c in instances.get('categories', [])}
+        cat_names = {
+            c['id']: c['name']
+            for c in instances.get('categories', [])
+        }
         data_list = []
         for ref in refs:
             if ref.get('split') != self.split:
@@ -248,8 +254,8 @@ class RRSISDDataset(BaseSegDataset):
             if self._jsonl_split(item, where) != self.split:
                 continue
             ann_id = item.get('ann_id')
-            ref_id = item.get('ref_id', ann_id if ann_id is not None
-                              else lineno)
+            ref_id = item.get('ref_id',
+                              ann_id if ann_id is not None else lineno)
             sent_id = item.get('sent_id', lineno)
             size = None
             seg = item.get('segmentation')
@@ -257,9 +263,9 @@ class RRSISDDataset(BaseSegDataset):
                 size = seg.get('size')
             elif isinstance(seg, list) and seg and isinstance(seg[0], dict):
                 size = seg[0].get('size')
-            h, w = (size if isinstance(size, (list, tuple)) and
-                    len(size) == 2 else (item.get('height'),
-                                         item.get('width')))
+            h, w = (
+                size if isinstance(size, (list, tuple)) and len(size) == 2 else
+                (item.get('height'), item.get('width')))
             data_list.append(
                 self._make_info(
                     file_name=item.get('file_name'),
@@ -304,8 +310,8 @@ class RRSISDDataset(BaseSegDataset):
                 raw = self._read_bytes(self.ann_file, 'annotation file')
                 for line in raw.decode('utf-8').splitlines():
                     if line.strip():
-                        counts[json.loads(line).get(
-                            'split', self.default_split)] += 1
+                        counts[json.loads(line).get('split',
+                                                    self.default_split)] += 1
             else:
                 for ref in self._load_refs():
                     counts[ref.get('split')] += len(ref.get('sentences', []))

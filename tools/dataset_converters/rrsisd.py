@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import pickle
 import sys
 from collections import Counter, defaultdict
 from typing import Dict, List
@@ -40,8 +39,10 @@ try:
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     from rsrefseg_mm.datasets import decode_segmentation
+
 from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
-from rsrefseg_mm.utils import track  # noqa: E402
+from rsrefseg_mm.utils import load_plain_pickle_file  # noqa: E402
+from rsrefseg_mm.utils import UnsafePickleError, track  # noqa: E402
 
 EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
 DOWNLOAD_HINT = (
@@ -87,9 +88,11 @@ def check(args: argparse.Namespace) -> int:
         print(DOWNLOAD_HINT)
         return 1
     try:
-        with open(ann_path, 'rb') as f:
-            refs = pickle.load(f)
+        refs = load_plain_pickle_file(ann_path)
         assert isinstance(refs, list), f'expected a list, got {type(refs)}'
+    except UnsafePickleError as e:
+        print(f'RRSIS-D check FAILED: {e}')
+        return 1
     except Exception as e:
         print(f'RRSIS-D check FAILED: cannot read {ann_path}: {e!r}')
         print(DOWNLOAD_HINT)
@@ -131,9 +134,10 @@ def check(args: argparse.Namespace) -> int:
                     report.add('corrupt image', img_path)
         ann = anns.get(ref.get('ann_id'))
         if ann is None:
-            report.add('missing annotation',
-                       f'{where}: ann_id={ref.get("ann_id")} not in '
-                       f'{inst_path}')
+            report.add(
+                'missing annotation',
+                f'{where}: ann_id={ref.get("ann_id")} not in '
+                f'{inst_path}')
             continue
         image = images.get(ref.get('image_id'), {})
         seg = ann.get('segmentation')
@@ -143,14 +147,14 @@ def check(args: argparse.Namespace) -> int:
                                            image.get('width'))
                 shape = checked_images.get(file_name)
                 if shape and tuple(mask.shape) != tuple(shape):
-                    report.add('size mismatch',
-                               f'{where}: mask {mask.shape} vs image '
-                               f'{shape} ({img_path})')
+                    report.add(
+                        'size mismatch',
+                        f'{where}: mask {mask.shape} vs image '
+                        f'{shape} ({img_path})')
             except ValueError as e:
                 report.add('bad mask', f'{where} ann_id={ann["id"]}: {e}')
         category_id = ref.get('category_id',
-                              ann.get('categories_id',
-                                      ann.get('category_id')))
+                              ann.get('categories_id', ann.get('category_id')))
         sentences = ref.get('sentences') or []
         if not sentences:
             report.add('no expression', where)
@@ -163,13 +167,19 @@ def check(args: argparse.Namespace) -> int:
                 continue
             counts[split] += 1
             lines[split].append(
-                dict(split=split, image_id=ref.get('image_id'),
-                     sent=text.strip(), file_name=file_name,
-                     category_id=category_id,
-                     category_name=cat_names.get(category_id),
-                     ann_id=ann['id'], bbox=ann.get('bbox'),
-                     segmentation=seg, area=ann.get('area'),
-                     ref_id=ref_id, sent_id=s.get('sent_id')))
+                dict(
+                    split=split,
+                    image_id=ref.get('image_id'),
+                    sent=text.strip(),
+                    file_name=file_name,
+                    category_id=category_id,
+                    category_name=cat_names.get(category_id),
+                    ann_id=ann['id'],
+                    bbox=ann.get('bbox'),
+                    segmentation=seg,
+                    area=ann.get('area'),
+                    ref_id=ref_id,
+                    sent_id=s.get('sent_id')))
 
     print(f'RRSIS-D at {root}: {len(refs)} refs, {len(checked_images)} '
           f'images, {len(anns)} annotations')
@@ -177,9 +187,10 @@ def check(args: argparse.Namespace) -> int:
         note = '' if args.skip_count_check else f' (expected {n})'
         print(f'  {split:5s}: {counts[split]} expressions{note}')
         if not args.skip_count_check and counts[split] != n:
-            report.add('count mismatch',
-                       f'{split}: {counts[split]} expressions, RRSIS-D has '
-                       f'{n} (use --skip-count-check for subsets)')
+            report.add(
+                'count mismatch',
+                f'{split}: {counts[split]} expressions, RRSIS-D has '
+                f'{n} (use --skip-count-check for subsets)')
     if report:
         report.print()
         print('\nRRSIS-D check FAILED. ' + DOWNLOAD_HINT)
@@ -206,10 +217,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--out-jsonl', help='write rrsisd_{split}.jsonl to this folder')
     parser.add_argument(
-        '--skip-decode', action='store_true',
+        '--skip-decode',
+        action='store_true',
         help='only check that files exist (do not decode images and masks)')
     parser.add_argument(
-        '--skip-count-check', action='store_true',
+        '--skip-count-check',
+        action='store_true',
         help='do not compare the split sizes with 12,181 / 1,740 / 3,481')
     parser.add_argument(
         '--show', type=int, default=20, help='problems listed per kind')

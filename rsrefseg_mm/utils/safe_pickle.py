@@ -1,0 +1,112 @@
+"""Unpickle plain data (annotation files) without running code.
+
+A pickle is a program: its ``GLOBAL`` / ``STACK_GLOBAL`` opcodes import any
+callable and ``REDUCE`` calls it, so ``pickle.load`` on a downloaded file
+(``refs(unc).p`` of a REFER-style dataset from a mirror) can run a command.
+Plain data needs no such import: lists, dicts, tuples, strings, bytes,
+numbers, booleans and None have opcodes of their own. The restricted
+unpickler here resolves only the few globals plain containers need when an
+older protocol wrote them (``set``, ``frozenset``; ``_codecs.encode`` for
+``bytes`` under protocol 2) and refuses every other one before it is
+imported, naming the file and the global it asked for.
+"""
+import codecs
+import io
+import pickle
+from typing import Any, Callable, Dict, Tuple, Union
+
+#: ``(module, name)`` of the globals plain data may need, per the module
+#: name Python 3 and Python 2 pickles use.
+PLAIN_DATA_GLOBALS: Dict[Tuple[str, str], Callable] = {
+    ('builtins', 'set'): set,
+    ('builtins', 'frozenset'): frozenset,
+    ('__builtin__', 'set'): set,
+    ('__builtin__', 'frozenset'): frozenset,
+    ('_codecs', 'encode'): codecs.encode,
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global that plain data never needs.
+
+    Attributes:
+        source (str): The file (for the message).
+        global_name (str): ``module.name`` of the refused global.
+    """
+
+    def __init__(self, source: str, global_name: str) -> None:
+        self.source = source
+        self.global_name = global_name
+        super().__init__(
+            f'{source}: refused to unpickle: the file asks for the global '
+            f'{global_name}, which plain annotation data (lists, dicts, '
+            'strings, numbers) never needs; a file that does may run code '
+            'when loaded. Nothing of it was run. Use the original release '
+            'of the file, or a JSON export of it.')
+
+
+class PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers and scalars only.
+
+    Args:
+        file (BinaryIO): The pickle stream.
+        source (str): File name for error messages.
+        **kwargs: Other :class:`pickle.Unpickler` arguments (``encoding``,
+            ``errors`` for Python 2 pickles).
+    """
+
+    def __init__(self, file, source: str = 'pickle', **kwargs) -> None:
+        super().__init__(file, **kwargs)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Callable:
+        """Resolve an allowed global, refuse any other.
+
+        Raises:
+            UnsafePickleError: For a global outside
+                :data:`PLAIN_DATA_GLOBALS` (nothing is imported).
+        """
+        allowed = PLAIN_DATA_GLOBALS.get((module, name))
+        if allowed is None:
+            raise UnsafePickleError(self.source, f'{module}.{name}')
+        return allowed
+
+    def persistent_load(self, pid: Any) -> Any:
+        """Persistent ids reference external objects: refused."""
+        raise UnsafePickleError(self.source, f'persistent object {pid!r:.60}')
+
+
+def load_plain_pickle(data: Union[bytes, bytearray, memoryview],
+                      source: str = 'pickle',
+                      **kwargs) -> Any:
+    """Unpickle bytes that hold plain data only.
+
+    Args:
+        data (bytes): The pickle's bytes.
+        source (str): File name for error messages.
+        **kwargs: ``encoding`` / ``errors`` for Python 2 pickles (see
+            :class:`pickle.Unpickler`).
+
+    Returns:
+        Any: The lists, dicts, strings, numbers ... the pickle holds.
+
+    Raises:
+        UnsafePickleError: The pickle asks for another global (the message
+            names ``source`` and the global).
+        pickle.UnpicklingError: The bytes are not a valid pickle.
+    """
+    return PlainDataUnpickler(io.BytesIO(data), source, **kwargs).load()
+
+
+def load_plain_pickle_file(path: str, **kwargs) -> Any:
+    """:func:`load_plain_pickle` on a file's content.
+
+    Args:
+        path (str): The pickle file.
+        **kwargs: See :func:`load_plain_pickle`.
+
+    Returns:
+        Any: The plain data the file holds.
+    """
+    with open(path, 'rb') as f:
+        return PlainDataUnpickler(f, str(path), **kwargs).load()

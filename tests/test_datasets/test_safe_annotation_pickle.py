@@ -1,0 +1,128 @@
+"""Annotation pickles are read without running code: plain data loads, a
+crafted ``refs(unc).p`` is refused (dataset and checker) and its command
+never runs."""
+import os
+import pickle
+
+import pytest
+from helpers import RunsACommand, load_script
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
+
+import rsrefseg_mm  # noqa: F401
+from rsrefseg_mm.utils import (UnsafePickleError, load_plain_pickle,
+                               load_plain_pickle_file)
+
+PLAIN = [
+    dict(
+        ref_id=1,
+        split='train',
+        file_name='a.jpg',
+        ann_id=7,
+        sentences=[dict(sent='the ship', sent_id=0, tokens=['the', 'ship'])],
+        bbox=[1.5, 2.0, 3, 4],
+        flags=(True, False, None),
+        counts=b'\x00\x01rle',
+        big=2**70,
+        neg=-3.25),
+    {
+        'nested': {
+            'set': {1, 2},
+            'frozen': frozenset({'x'})
+        }
+    },
+]
+#: The global a pickled ``os.system`` asks for on this platform.
+SYSTEM = f'{os.system.__module__}.system'
+
+
+@pytest.mark.parametrize('protocol', range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_round_trips_in_every_protocol(protocol):
+    assert load_plain_pickle(pickle.dumps(PLAIN, protocol)) == PLAIN
+
+
+def test_python2_pickle_of_a_set():
+    # protocol 2 as Python 2 writes it: __builtin__.set([...])
+    raw = b'\x80\x02c__builtin__\nset\nq\x00]q\x01K\x01a\x85q\x02Rq\x03.'
+    assert load_plain_pickle(raw) == {1}
+
+
+@pytest.mark.parametrize('payload', [
+    lambda marker: RunsACommand(marker),
+    lambda marker: [dict(ref_id=1, sentences=[RunsACommand(marker)])],
+])
+def test_crafted_pickle_is_refused_before_it_runs(tmp_path, payload):
+    marker = tmp_path / 'command_ran'
+    path = tmp_path / 'refs.p'
+    path.write_bytes(pickle.dumps(payload(marker)))
+    with pytest.raises(UnsafePickleError) as exc:
+        load_plain_pickle_file(str(path))
+    assert exc.value.global_name == SYSTEM
+    assert str(path) in str(exc.value) and SYSTEM in str(exc.value)
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the stock unpickler runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize('name', [
+    'builtins.eval', 'builtins.getattr', 'numpy.core.multiarray._reconstruct',
+    'collections.OrderedDict'
+])
+def test_other_globals_are_refused(name):
+    module, attr = name.rsplit('.', 1)
+    raw = b'\x80\x02c' + f'{module}\n{attr}\n'.encode() + b')R.'
+    with pytest.raises(UnsafePickleError, match=name.replace('.', r'\.')):
+        load_plain_pickle(raw, 'x.p')
+
+
+def test_not_a_pickle_is_an_unpickling_error():
+    with pytest.raises(pickle.UnpicklingError):
+        load_plain_pickle(b'not a pickle', 'x.p')
+
+
+def crafted_refs(root, marker):
+    """Replace the refs of a REFER layout with a list that runs a command
+    when unpickled, keeping the real refs around it."""
+    path = root / 'refs(unc).p'
+    refs = pickle.loads(path.read_bytes())
+    refs.insert(1, RunsACommand(marker))
+    path.write_bytes(pickle.dumps(refs))
+    return path
+
+
+def test_rrsisd_dataset_refuses_a_crafted_annotation_file(
+        refer_copy, tmp_path):
+    marker = tmp_path / 'command_ran'
+    path = crafted_refs(refer_copy['root'], marker)
+    init_default_scope('mmseg')
+    with pytest.raises(UnsafePickleError) as exc:
+        DATASETS.build(
+            dict(
+                type='RRSISDDataset',
+                data_root=str(refer_copy['root']),
+                split='train',
+                pipeline=[]))
+    assert str(path) in str(exc.value) and SYSTEM in str(exc.value)
+    assert not marker.exists()
+
+
+def test_rrsisd_dataset_still_reads_the_plain_file(refer_fixture):
+    init_default_scope('mmseg')
+    ds = DATASETS.build(
+        dict(
+            type='RRSISDDataset',
+            data_root=str(refer_fixture['root']),
+            split='train',
+            pipeline=[]))
+    assert len(ds) == refer_fixture['counts']['train']
+
+
+def test_checker_refuses_a_crafted_annotation_file(refer_copy, tmp_path,
+                                                   capsys):
+    marker = tmp_path / 'command_ran'
+    path = crafted_refs(refer_copy['root'], marker)
+    tool = load_script('tools/dataset_converters/rrsisd.py')
+    assert tool.main([str(refer_copy['root']), '--skip-count-check']) == 1
+    out = capsys.readouterr().out
+    assert 'FAILED' in out and str(path) in out and SYSTEM in out
+    assert not marker.exists()
