@@ -1,13 +1,12 @@
 """Building SAM parts and loading SAM checkpoints."""
 import pytest
 import torch
+from helpers import TINY_SAM
 
 from rsrefseg_mm.models.sam.sam_builder import (SAM_DEFAULTS,
-                                                  build_sam_modules,
-                                                  load_sam_checkpoint,
-                                                  sam_arch_settings)
-
-from helpers import TINY_SAM
+                                                build_sam_modules,
+                                                load_sam_checkpoint,
+                                                sam_arch_settings)
 
 TINY = TINY_SAM
 
@@ -15,8 +14,8 @@ TINY = TINY_SAM
 def test_arch_settings():
     assert sam_arch_settings('vit_l')['encoder_depth'] == 24
     assert sam_arch_settings('vit_h')['encoder_embed_dim'] == 1280
-    assert sam_arch_settings(TINY)['decoder_depth'] == SAM_DEFAULTS[
-        'decoder_depth']
+    assert sam_arch_settings(
+        TINY)['decoder_depth'] == SAM_DEFAULTS['decoder_depth']
     with pytest.raises(ValueError, match='Unknown SAM arch'):
         sam_arch_settings('vit_x')
     with pytest.raises(ValueError, match='embed_dims'):
@@ -97,7 +96,8 @@ def test_wrong_arch_is_a_clear_error(tmp_path):
 def test_missing_file_says_what_to_download(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_sam_checkpoint(
-            build_sam_modules(TINY), str(tmp_path / 'nope.pth'),
+            build_sam_modules(TINY),
+            str(tmp_path / 'nope.pth'),
             arch_name='vit_b')
     msg = str(err.value)
     assert 'sam_vit_b_01ec64.pth' in msg
