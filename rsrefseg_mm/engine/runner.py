@@ -1,4 +1,7 @@
-"""mmengine ``Runner`` that loads checkpoints through the safe loader."""
+"""mmengine ``Runner`` that loads checkpoints through the safe loader and
+writes them atomically."""
+import os
+import os.path as osp
 from typing import Union
 
 from mmengine.config import Config, ConfigDict
@@ -15,7 +18,7 @@ class RSRefSegRunner(Runner):
     ``tools/train.py`` and ``tools/test.py`` build it, and
     ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
     default_runtime.py``) selects it for code that builds runners from the
-    registry. It overrides two public methods:
+    registry. It overrides three public methods:
 
     * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) runs
       mmengine's loader inside
@@ -30,6 +33,12 @@ class RSRefSegRunner(Runner):
       paths; mmengine reads it as "compile the whole ``train_step``". The
       error names the hook that compiles the hot paths now
       (:class:`~rsrefseg_mm.engine.CompileHotPathsHook`).
+
+    * :meth:`save_checkpoint` writes a local checkpoint to a temporary file
+      in the same folder, flushes it to disk and renames it into place
+      (``os.replace``, atomic on POSIX and Windows): a run killed while
+      saving never leaves a truncated file under a checkpoint's name, so
+      ``last_checkpoint`` and ``--resume`` only ever see complete files.
 
     Accepts every argument of mmengine's ``Runner``.
     """
@@ -76,3 +85,28 @@ class RSRefSegRunner(Runner):
         """
         with checkpoint_loading(filename):
             return super().load_checkpoint(filename, **kwargs)
+
+    def save_checkpoint(self, out_dir: str, filename: str, *args,
+                        **kwargs) -> None:
+        """mmengine's ``save_checkpoint``, atomic for local folders.
+
+        Args:
+            out_dir (str): Folder of the checkpoint.
+            filename (str): Its file name.
+            *args, **kwargs: The other arguments of mmengine's
+                ``Runner.save_checkpoint``.
+        """
+        if '://' in str(out_dir) or kwargs.get('backend_args') or kwargs.get(
+                'file_client_args'):
+            return super().save_checkpoint(out_dir, filename, *args,
+                                           **kwargs)
+        part = f'.{filename}.{os.getpid()}.part'
+        part_path = osp.join(out_dir, part)
+        try:
+            super().save_checkpoint(out_dir, part, *args, **kwargs)
+            with open(part_path, 'rb+') as f:
+                os.fsync(f.fileno())
+            os.replace(part_path, osp.join(out_dir, filename))
+        finally:
+            if osp.exists(part_path):
+                os.remove(part_path)

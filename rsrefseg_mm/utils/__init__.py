@@ -1,4 +1,5 @@
-from .checkpoint import (UNSAFE_LOAD_ENV, UnsafeCheckpointError,
+from .checkpoint import (UNSAFE_LOAD_ENV, CorruptCheckpointError,
+                         UnsafeCheckpointError,
                          allow_unsafe_load, checkpoint_loading,
                          runner_safe_globals, safe_torch_load,
                          unsafe_load_enabled)
@@ -9,6 +10,7 @@ from .safe_pickle import (UnsafePickleError, load_plain_pickle,
                           load_plain_pickle_file)
 
 __all__ = [
+    'CorruptCheckpointError',
     'apply_compile_arg', 'checkpoint_loading', 'safe_torch_load',
     'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV',
     'allow_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',

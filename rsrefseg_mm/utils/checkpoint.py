@@ -28,8 +28,10 @@ environment variable ``RSREFSEG_UNSAFE_LOAD=1``; such loads use
 """
 import logging
 import os
+import os.path as osp
 import pickle
 import re
+import zipfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
@@ -54,6 +56,53 @@ SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
 _unsafe_load: ContextVar[bool] = ContextVar(
     'rsrefseg_unsafe_load', default=False)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or not a checkpoint at all."""
+
+
+#: Messages of torch / zipfile / pickle for files that are cut or garbage.
+CORRUPT_MARKERS = ('PytorchStreamReader', 'zip archive', 'central directory',
+                   'invalid load key', 'truncated', 'Ran out of input',
+                   'unexpected EOF', 'corrupt')
+
+
+def _other_checkpoints(filename: str, limit: int = 3) -> List[str]:
+    """The newest other ``.pth`` files beside ``filename``."""
+    folder = osp.dirname(osp.abspath(filename))
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith('.pth')]
+    except OSError:
+        return []
+    paths = [osp.join(folder, n) for n in names]
+    paths = [p for p in paths if not osp.samefile(p, filename)] \
+        if osp.exists(filename) else paths
+    return sorted(paths, key=osp.getmtime, reverse=True)[:limit]
+
+
+def _corrupt_error(filename: str, error: BaseException) -> Exception:
+    others = _other_checkpoints(filename)
+    hint = (f'; the newest other checkpoints there: {", ".join(others)}'
+            if others else '')
+    return CorruptCheckpointError(
+        f'{filename}: cannot be read as a checkpoint, the file is truncated '
+        f'or corrupt ({type(error).__name__}: {str(error)[:160]}), as an '
+        'interrupted copy or download leaves it. Load (or --resume from) '
+        f'the previous checkpoint instead{hint}.')
+
+
+def _not_zip(filename: str) -> bool:
+    """A local file that is not a zip archive (torch.save's format)."""
+    return osp.isfile(filename) and not zipfile.is_zipfile(filename)
+
+
+def _is_corrupt(error: BaseException) -> bool:
+    if isinstance(error, (EOFError, zipfile.BadZipFile)):
+        return True
+    return isinstance(error, (RuntimeError, pickle.UnpicklingError,
+                              ValueError)) and any(
+                                  m in str(error) for m in CORRUPT_MARKERS)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -182,6 +231,9 @@ def _allow_listed(filename: str) -> Iterator[None]:
     except UnsafeCheckpointError:
         raise  # from a nested load, already names its file
     except pickle.UnpicklingError as e:
+        if _is_corrupt(e) or (_not_zip(filename)
+                              and not re.search(r'GLOBAL \S+', str(e))):
+            raise  # not a refused global: checkpoint_loading names it
         raise UnsafeCheckpointError(
             f'{filename}: refused by the safe checkpoint loader: '
             f'{_refusal_reason(filename, e)} (allowed: tensors, containers, '
@@ -231,10 +283,21 @@ def checkpoint_loading(filename: str) -> Iterator[None]:
     Raises:
         UnsafeCheckpointError: The file needs other globals; the message
             names the file, the globals and how to opt in.
+        CorruptCheckpointError: The file is truncated or not a checkpoint;
+            the message names it and the newest other checkpoints beside
+            it.
     """
     loading = _trusted if unsafe_load_enabled() else _allow_listed
-    with loading(filename):
-        yield
+    try:
+        with loading(filename):
+            yield
+    except (CorruptCheckpointError, UnsafeCheckpointError):
+        raise
+    except Exception as e:
+        cause = e.__cause__ or e
+        if _not_zip(filename) or _is_corrupt(e) or _is_corrupt(cause):
+            raise _corrupt_error(filename, cause) from e
+        raise
 
 
 def safe_torch_load(filename: str, map_location: Optional[Any] = None) -> Any:
