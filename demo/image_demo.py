@@ -23,6 +23,13 @@ georeferenced input also ``<stem>_mask.tif`` (uint8 GeoTIFF: 1 target,
 --roi) and ``<stem>_mask.geojson`` (the mask's polygons, holes kept, in the
 input's CRS). Non-8-bit data is stretched per band (2-98 % by default) and
 nodata pixels are never predicted as target.
+
+Rasters (and regions of interest) larger than twice the model's input size
+are read decimated to that working size (mean of the valid pixels, from the
+file's overviews when it has them), so a 16k x 16k scene needs no more
+memory than a small one; the outputs are on that working grid, with its
+transform. ``--output-resolution native`` writes ``<stem>_mask.tif`` on the
+input file's own grid instead (block by block, memory stays bounded).
 """
 import argparse
 import csv
@@ -36,6 +43,7 @@ from mmengine.config import DictAction
 from rsrefseg_deploy.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
+from rsrefseg_mm.apis.outputs import OUTPUT_RESOLUTIONS
 from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from rsrefseg_mm.utils import allow_unsafe_load, track
 
@@ -87,6 +95,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar='PX',
         help='polygons smaller than this many pixels are left out of the '
         f'GeoJSON (default {DEFAULT_MIN_AREA_PX:g})')
+    parser.add_argument(
+        '--output-resolution', choices=OUTPUT_RESOLUTIONS, default='working',
+        help="grid of the mask GeoTIFF of a large raster read decimated: "
+        "'working' (default; the grid the model's prediction is on) or "
+        "'native' (the input file's pixels, written block by block)")
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. '
@@ -151,16 +164,17 @@ def main(argv=None) -> None:
                                     args.roi_crs)
         if not predictor.from_cache and (
                 image.stretch_ranges or image.nodata_pixels
-                or image.georeferenced or image.window):
+                or image.georeferenced or image.window or image.decimated):
             print(image.describe())
         encoded += not predictor.from_cache
         result = predictor.predict(text)
         # in batch mode an image may come with several expressions
         stem = Path(img_path).stem if not args.batch else \
             f'{i:05d}_{Path(img_path).stem}'
-        paths = save_referring_outputs(image, result, text, str(out_dir),
-                                       stem, args.min_polygon_area,
-                                       args.opacity)
+        paths = save_referring_outputs(
+            image, result, text, str(out_dir), stem, args.min_polygon_area,
+            args.opacity, args.output_resolution,
+            model.decode_head.threshold)
         n = int(result.pred_sem_seg.data.sum())
         print(f'{img_path}: "{text}" -> {n} px; ' +
               ', '.join(osp.basename(p) for p in paths.values()) +

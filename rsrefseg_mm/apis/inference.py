@@ -26,7 +26,7 @@ from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH
 from ..geo.stretch import StretchType
 from ..utils import checkpoint_loading, drop_pretrained_checkpoints
-from .pipeline import InputType, load_referring_image
+from .pipeline import InputType, load_referring_image, resolve_max_read_size
 from .predictor import ReferringPredictor
 
 
@@ -81,6 +81,7 @@ def inference_referring(
     stretch: StretchType = DEFAULT_STRETCH,
     roi: Optional[Sequence[float]] = None,
     roi_crs: str = 'pixel',
+    max_read_size: Union[int, str, None] = 'auto',
 ) -> Union[SegDataSample, List[SegDataSample]]:
     """Segment the object each expression refers to.
 
@@ -103,16 +104,23 @@ def inference_referring(
             :func:`rsrefseg_mm.geo.roi_window`).
         roi_crs (str): ``'pixel'`` (default), ``'map'`` or a CRS such as
             ``'EPSG:4326'``.
+        max_read_size (int | str | None): Longest side of raster reads
+            (files read with rasterio); larger images or ROIs are decimated
+            while they are read. ``'auto'`` (default): twice the model's
+            input size (:func:`~rsrefseg_mm.apis.pipeline.working_size`);
+            None: the file's resolution.
 
     Returns:
         SegDataSample | list[SegDataSample]: Per sample ``pred_sem_seg``
         (1, H, W) 0/1 mask and ``seg_logits`` (1, H, W) foreground
         probability (mmseg stores the sigmoid for one-channel heads) at the
-        image (or ROI) size, ``global_map`` (1, H, W) the global text-filter
+        size of the image (or ROI) as read - the working grid for a
+        decimated read -, ``global_map`` (1, H, W) the global text-filter
         activation in [0, 1], and in its metainfo the ``text`` and, when
         they apply, ``nodata_mask`` (nodata pixels are never foreground),
-        ``geo_transform`` / ``crs`` (of the ROI when one was given; see
-        :func:`georeferenced_mask`), ``roi_window`` and ``stretch_ranges``.
+        ``geo_transform`` / ``crs`` (of the ROI when one was given, scaled
+        to the working grid; see :func:`georeferenced_mask`),
+        ``roi_window`` (pixels of the file) and ``stretch_ranges``.
     """
     single = isinstance(texts, str)
     if single:
@@ -125,11 +133,13 @@ def inference_referring(
     groups: Dict[object, List[int]] = {}
     for i, img in enumerate(imgs):
         groups.setdefault(_image_key(img), []).append(i)
-    predictor = ReferringPredictor(model)
+    max_size = resolve_max_read_size(max_read_size, model.cfg)
+    predictor = ReferringPredictor(model, max_read_size=None)
     results: List[Optional[SegDataSample]] = [None] * len(texts)
     for indices in groups.values():
         image = load_referring_image(imgs[indices[0]], indices[0], bands,
-                                     stretch, roi, roi_crs)
+                                     stretch, roi, roi_crs,
+                                     max_size=max_size)
         if image.stretch_ranges is not None or image.nodata_pixels:
             print_log(f'inference_referring: {image.describe()}',
                       logger='current')

@@ -25,7 +25,7 @@ from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH, RasterImage
 from ..geo.stretch import StretchType
 from .pipeline import (InputType, build_test_pipeline, load_referring_image,
-                       prepare_inputs)
+                       prepare_inputs, resolve_max_read_size)
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
@@ -71,18 +71,28 @@ class ReferringPredictor:
     or array's content and the reading arguments, so that coming back to an
     image does not encode it again (:attr:`from_cache` tells).
 
+    Rasters larger than the working resolution are decimated while they are
+    read (``max_read_size``), so memory and time do not grow with the
+    scene; the prediction and its georeference are then on that working
+    grid (see :func:`rsrefseg_mm.geo.read_image`).
+
     Args:
         model (nn.Module): From :func:`~rsrefseg_mm.apis.init_referring_model`
             (an ``RSRefSeg`` with ``cfg`` attached), in eval mode.
         max_batch (int): Most expressions decoded in one forward (bounds the
             memory of a long list). Defaults to 8.
         cache_size (int): Encoded images kept. Defaults to 0 (none).
+        max_read_size (int | str | None): Longest side of raster reads:
+            ``'auto'`` (default) is
+            :data:`~rsrefseg_mm.apis.pipeline.WORKING_SIZE_FACTOR` times the
+            model's input size; None reads at the file's resolution.
     """
 
     def __init__(self,
                  model,
                  max_batch: int = 8,
-                 cache_size: int = 0) -> None:
+                 cache_size: int = 0,
+                 max_read_size: Union[int, str, None] = 'auto') -> None:
         if max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {max_batch}')
         if cache_size < 0:
@@ -92,6 +102,7 @@ class ReferringPredictor:
         self.cache_size = int(cache_size)
         self.cache: 'OrderedDict[Hashable, tuple]' = OrderedDict()
         self.pipeline = build_test_pipeline(model.cfg)
+        self.max_read_size = resolve_max_read_size(max_read_size, model.cfg)
         self.reset_image()
 
     @property
@@ -156,7 +167,7 @@ class ReferringPredictor:
             self.from_cache = True
             return self.image
         raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
-                                      name)
+                                      name, self.max_read_size)
         data = self.model.data_preprocessor(
             pseudo_collate(
                 [prepare_inputs(raster, IMAGE_ONLY_TEXT, self.pipeline)]),

@@ -1,12 +1,15 @@
 """Remote-sensing inputs and outputs: GeoTIFF / any rasterio-readable file
-in (band selection, percentile stretch, nodata, region of interest), the
-mask as a georeferenced GeoTIFF and its polygons as GeoJSON out.
+in (band selection, percentile stretch, nodata, region of interest,
+decimation of large scenes while reading), the mask as a georeferenced
+GeoTIFF (on the working grid or the file's) and its polygons as GeoJSON out.
 
 rasterio is an optional dependency (``pip install -e ".[geo]"``, installed
 by ``make install``); 8-bit JPEG / PNG inputs and arrays do not need it.
 """
+from .decimation import decimated_shape, scale_transform
 from .export import (DEFAULT_MIN_AREA_PX, mask_geojson, mask_polygons,
                      qgis_style_path, write_geojson, write_mask_geotiff)
+from .native_mask import write_native_mask_geotiff
 from .raster_image import RasterImage
 from .reader import (array_to_image, is_8bit_photo, read_image,
                      require_rasterio, select_bands)
@@ -18,5 +21,6 @@ __all__ = [
     'is_8bit_photo', 'require_rasterio', 'to_uint8', 'check_stretch',
     'DEFAULT_STRETCH', 'parse_roi', 'roi_window', 'window_transform',
     'write_mask_geotiff', 'mask_polygons', 'mask_geojson', 'write_geojson',
-    'DEFAULT_MIN_AREA_PX', 'qgis_style_path'
+    'DEFAULT_MIN_AREA_PX', 'qgis_style_path', 'decimated_shape',
+    'scale_transform', 'write_native_mask_geotiff'
 ]

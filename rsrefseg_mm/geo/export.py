@@ -43,6 +43,8 @@ QGIS_STYLE = """<qgis version="3.22" styleCategories="AllStyleCategories">
 """
 #: Default minimum polygon area in pixels (smaller specks are dropped).
 DEFAULT_MIN_AREA_PX = 4.0
+#: Tile size of mask GeoTIFFs (pixels).
+MASK_BLOCK = 256
 
 
 def qgis_style_path(path: str) -> str:
@@ -79,23 +81,50 @@ def write_mask_geotiff(path: str,
     data = (np.asarray(mask) > 0).astype(np.uint8) * MASK_TARGET
     if nodata_mask is not None:
         data[nodata_mask] = MASK_NODATA
-    h, w = data.shape
-    profile = dict(
-        driver='GTiff', width=w, height=h, count=1, dtype='uint8', crs=crs,
-        transform=transform, nodata=MASK_NODATA, compress='deflate')
-    if h >= 256 and w >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.open(path, 'w', **profile) as dst:
+    with rasterio.open(path, 'w', **mask_profile(*data.shape, transform,
+                                                 crs)) as dst:
         dst.write(data, 1)
-        dst.write_colormap(1, MASK_COLORMAP)
-        dst.set_band_description(
-            1, 'referred object: 1 target, 0 background, 255 nodata')
-        if text is not None:
-            dst.update_tags(expression=text)
-    with open(qgis_style_path(path), 'w', encoding='utf-8') as f:
-        f.write(QGIS_STYLE.format(background=MASK_BACKGROUND,
-                                  target=MASK_TARGET))
+        describe_mask_band(dst, text)
+    write_qgis_style(path)
     return path
+
+
+def mask_profile(height: int, width: int, transform, crs=None) -> dict:
+    """rasterio profile of a mask GeoTIFF: one uint8 band, nodata 255,
+    deflate, 256 x 256 tiles when the mask is that large."""
+    profile = dict(
+        driver='GTiff',
+        width=width,
+        height=height,
+        count=1,
+        dtype='uint8',
+        crs=crs,
+        transform=transform,
+        nodata=MASK_NODATA,
+        compress='deflate')
+    if height >= MASK_BLOCK and width >= MASK_BLOCK:
+        profile.update(
+            tiled=True, blockxsize=MASK_BLOCK, blockysize=MASK_BLOCK)
+    return profile
+
+
+def describe_mask_band(dst, text: Optional[str] = None) -> None:
+    """Colour table, band description and the expression tag of an open
+    mask GeoTIFF."""
+    dst.write_colormap(1, MASK_COLORMAP)
+    dst.set_band_description(
+        1, 'referred object: 1 target, 0 background, 255 nodata')
+    if text is not None:
+        dst.update_tags(expression=text)
+
+
+def write_qgis_style(path: str) -> str:
+    """Write ``<name>.qml`` beside the mask GeoTIFF ``path``."""
+    style = qgis_style_path(path)
+    with open(style, 'w', encoding='utf-8') as f:
+        f.write(
+            QGIS_STYLE.format(background=MASK_BACKGROUND, target=MASK_TARGET))
+    return style
 
 
 def _ring_area(ring: List) -> float:

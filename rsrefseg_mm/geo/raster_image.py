@@ -21,17 +21,27 @@ class RasterImage:
             every pixel is valid. The prediction is forced to background
             there.
         transform (affine.Affine, optional): Pixel -> map transform of
-            ``img`` (of the crop when ``window`` is set); None when the
-            input is not georeferenced.
+            ``img`` (of the crop when ``window`` is set, of the working grid
+            when the read was decimated); None when the input is not
+            georeferenced.
         crs (rasterio.crs.CRS, optional): Coordinate reference system.
         window (tuple, optional): ``(col_off, row_off, width, height)`` of
-            the crop in the full image, when a region of interest was read.
+            the crop in the full image (its pixels, at the file's
+            resolution), when a region of interest was read.
         bands (tuple[int, ...], optional): 1-based bands shown as R, G, B.
         dtype (str): dtype of the data before conversion to uint8.
         stretch (tuple[float, float], optional): Percentiles of the stretch
             applied (None when the data passed through).
         stretch_ranges (list[tuple[float, float]], optional): Per shown
             band, the values mapped to 0 and 255.
+        path (str, optional): The file read (for outputs at its
+            resolution); None for bytes, arrays and photos.
+        native_shape (tuple[int, int], optional): ``(H, W)`` of the region
+            read at the file's resolution when ``img`` is a decimated read
+            of it (see :mod:`.decimation`); None when ``img`` is at the
+            file's resolution.
+        native_transform (affine.Affine, optional): Pixel -> map transform
+            of that native grid (georeferenced decimated reads).
     """
     img: np.ndarray
     source: str
@@ -43,11 +53,20 @@ class RasterImage:
     dtype: str = 'uint8'
     stretch: Optional[Tuple[float, float]] = None
     stretch_ranges: Optional[List[Tuple[float, float]]] = None
+    path: Optional[str] = None
+    native_shape: Optional[Tuple[int, int]] = None
+    native_transform: Optional[object] = None
 
     @property
     def georeferenced(self) -> bool:
         """Whether the image has a geotransform."""
         return self.transform is not None
+
+    @property
+    def decimated(self) -> bool:
+        """Whether ``img`` is a decimated read (a working grid coarser
+        than the file)."""
+        return self.native_shape is not None
 
     @property
     def nodata_pixels(self) -> int:
@@ -86,6 +105,10 @@ class RasterImage:
         georeference)."""
         h, w = self.img.shape[:2]
         parts = [f'{self.source}: {w} x {h} px']
+        if self.decimated:
+            nh, nw = self.native_shape
+            parts[0] += (f' read from {nw} x {nh} px (each pixel the mean '
+                         f'of {nw / w:.3g} x {nh / h:.3g})')
         if self.window is not None:
             c, r, cw, ch = self.window
             parts.append(f'region of interest columns [{c}, {c + cw}), rows '

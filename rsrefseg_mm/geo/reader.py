@@ -4,8 +4,9 @@
 decoded by mmcv exactly as ``LoadImageFromFile`` does; everything else
 (GeoTIFF / any GDAL format, 16-bit PNG, georeferenced JPEG) is read with
 rasterio: band selection, nodata / alpha / internal masks, percentile
-stretch of non-8-bit data (:mod:`.stretch`), geotransform and CRS, and an
-optional region of interest read as a window (:mod:`.roi`).
+stretch of non-8-bit data (:mod:`.stretch`), geotransform and CRS, an
+optional region of interest read as a window (:mod:`.roi`) and, for reads
+larger than ``max_size``, decimation while reading (:mod:`.decimation`).
 """
 import os.path as osp
 import warnings
@@ -15,6 +16,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import mmcv
 import numpy as np
 
+from .decimation import (decimated_shape, read_bands, read_cache_env,
+                         scale_transform)
 from .raster_image import RasterImage
 from .roi import roi_window, window_transform
 from .stretch import DEFAULT_STRETCH, StretchType, check_stretch, to_uint8
@@ -162,8 +165,8 @@ def _read_photo(data: bytes, source: str, bands, roi, roi_crs: str,
         raise OSError(f'cannot decode image {source}')
     window = None
     if roi is not None:
-        window = roi_window(roi, roi_crs, img.shape[1], img.shape[0],
-                            source=source)
+        window = roi_window(
+            roi, roi_crs, img.shape[1], img.shape[0], source=source)
         c, r, w, h = window
         img = img[r:r + h, c:c + w]
     chosen = None
@@ -171,18 +174,22 @@ def _read_photo(data: bytes, source: str, bands, roi, roi_crs: str,
         chosen = select_bands(3, bands, source=source)
         rgb = img[..., ::-1][..., [b - 1 for b in chosen]]
         img = np.ascontiguousarray(rgb[..., ::-1])
-    return RasterImage(img=np.ascontiguousarray(img), source=source,
-                       window=window, bands=chosen)
+    return RasterImage(
+        img=np.ascontiguousarray(img),
+        source=source,
+        window=window,
+        bands=chosen)
 
 
 def _read_raster(opener: Callable, source: str, bands, stretch, roi,
-                 roi_crs: str) -> RasterImage:
+                 roi_crs: str, max_size: Optional[int],
+                 path: Optional[str]) -> RasterImage:
     rasterio = require_rasterio(source)
     from affine import Affine
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(**read_cache_env()):
             warnings.simplefilter('ignore', NotGeoreferencedWarning)
             with opener() as src:
                 info = ', '.join(
@@ -190,8 +197,8 @@ def _read_raster(opener: Callable, source: str, bands, stretch, roi,
                     for i, (ci, d) in enumerate(
                         zip(src.colorinterp, src.descriptions), 1))
                 chosen = select_bands(src.count, bands,
-                                      [c.name for c in src.colorinterp],
-                                      info, source)
+                                      [c.name for c in src.colorinterp], info,
+                                      source)
                 georef = src.crs is not None or \
                     src.transform != Affine.identity()
                 if not georef and src.gcps[0]:
@@ -203,16 +210,32 @@ def _read_raster(opener: Callable, source: str, bands, stretch, roi,
                     roi, roi_crs, src.width, src.height,
                     src.transform if georef else None, src.crs, source)
                 rwin = None if window is None else Window(*window)
-                data = src.read(list(chosen), window=rwin)
-                valid = src.read_masks(list(chosen), window=rwin) > 0
+                native = (src.height, src.width) if window is None else \
+                    (window[3], window[2])
+                shape = decimated_shape(*native, max_size)
+                data, valid = read_bands(src, chosen, rwin, shape)
                 crs = src.crs
                 transform = window_transform(src.transform, window) \
                     if georef else None
     except RasterioError as e:
         raise OSError(f'cannot read or decode image {source} with rasterio '
                       f'({type(e).__name__}: {e})') from e
-    return _finish(data, valid, stretch, source, transform=transform,
-                   crs=crs, window=window, bands=chosen)
+    grid = {}
+    if shape is not None:
+        grid = dict(native_shape=native, native_transform=transform)
+        if transform is not None:
+            transform = scale_transform(transform, native, shape)
+    return _finish(
+        data,
+        valid,
+        stretch,
+        source,
+        transform=transform,
+        crs=crs,
+        window=window,
+        bands=chosen,
+        path=path,
+        **grid)
 
 
 def read_image(source: ImageSource,
@@ -221,7 +244,8 @@ def read_image(source: ImageSource,
                roi: Optional[Sequence[float]] = None,
                roi_crs: str = 'pixel',
                name: Optional[str] = None,
-               imdecode_backend: str = 'cv2') -> RasterImage:
+               imdecode_backend: str = 'cv2',
+               max_size: Optional[int] = None) -> RasterImage:
     """Read an image file (or its bytes) for referring segmentation.
 
     Args:
@@ -238,6 +262,14 @@ def read_image(source: ImageSource,
             ``'EPSG:4326'``. Defaults to ``'pixel'``.
         name (str, optional): Name in messages (defaults to the path).
         imdecode_backend (str): mmcv backend for 8-bit photos.
+        max_size (int, optional): Longest side of the image returned for
+            files read with rasterio: a larger image (or region of
+            interest) is decimated while it is read (mean of the valid
+            pixels, from the file's overviews when it has them; see
+            :mod:`.decimation`), the stretch percentiles and nodata are
+            taken on that read and the transform is scaled to match. None
+            (default) reads at the file's resolution. 8-bit photos decoded
+            by mmcv are kept at their size.
 
     Returns:
         RasterImage: (H, W, 3) uint8 BGR image, nodata mask, georeference.
@@ -256,7 +288,7 @@ def read_image(source: ImageSource,
                                imdecode_backend)
         rasterio = require_rasterio(name)
         return _read_raster(lambda: rasterio.io.MemoryFile(source).open(),
-                            name, bands, stretch, roi, roi_crs)
+                            name, bands, stretch, roi, roi_crs, max_size, None)
     path = str(source)
     name = name or path
     if not osp.isfile(path):
@@ -270,8 +302,8 @@ def read_image(source: ImageSource,
             data = f.read()
         return _read_photo(data, name, bands, roi, roi_crs, imdecode_backend)
     rasterio = require_rasterio(name)
-    return _read_raster(lambda: rasterio.open(path), name, bands, stretch,
-                        roi, roi_crs)
+    return _read_raster(lambda: rasterio.open(path), name, bands, stretch, roi,
+                        roi_crs, max_size, path)
 
 
 def array_to_image(array: np.ndarray,
@@ -313,8 +345,8 @@ def array_to_image(array: np.ndarray,
         order = [b - 1 for b in chosen]
     window = None
     if roi is not None:
-        window = roi_window(roi, 'pixel', data.shape[1], data.shape[0],
-                            source=name)
+        window = roi_window(
+            roi, 'pixel', data.shape[1], data.shape[0], source=name)
         c, r, w, h = window
         data = data[r:r + h, c:c + w]
         mask = None if mask is None else mask[r:r + h, c:c + w]

@@ -15,8 +15,8 @@ PixelWindow = Tuple[int, int, int, int]
 EDGE_TOLERANCE = 1e-6
 
 
-def parse_roi(roi: Sequence[float], source: str = 'image'
-              ) -> Tuple[float, float, float, float]:
+def parse_roi(roi: Sequence[float],
+              source: str = 'image') -> Tuple[float, float, float, float]:
     """Validate ``(xmin, ymin, xmax, ymax)``.
 
     Args:
@@ -87,11 +87,12 @@ def roi_window(roi: Sequence[float],
             except Exception as e:  # rasterio.errors.CRSError
                 raise ValueError(f'roi_crs {roi_crs!r} is not "pixel", "map" '
                                  f'or a CRS rasterio understands: {e}') from e
-            xmin, ymin, xmax, ymax = transform_bounds(src_crs, crs, xmin,
-                                                      ymin, xmax, ymax)
+            xmin, ymin, xmax, ymax = transform_bounds(src_crs, crs, xmin, ymin,
+                                                      xmax, ymax)
         inv = ~Affine(*transform[:6])
-        corners = [apply_affine(inv, x, y) for x in (xmin, xmax)
-                   for y in (ymin, ymax)]
+        corners = [
+            apply_affine(inv, x, y) for x in (xmin, xmax) for y in (ymin, ymax)
+        ]
         cols = (min(c for c, _ in corners), max(c for c, _ in corners))
         rows = (min(r for _, r in corners), max(r for _, r in corners))
     col0 = math.floor(cols[0] + EDGE_TOLERANCE)
@@ -109,7 +110,8 @@ def roi_window(roi: Sequence[float],
         print_log(
             f'roi of {source}: pixel window columns [{col0}, {col1}), rows '
             f'[{row0}, {row1}) clipped to the image: columns [{c0}, {c1}), '
-            f'rows [{r0}, {r1})', logger='current')
+            f'rows [{r0}, {r1})',
+            logger='current')
     return c0, r0, c1 - c0, r1 - r0
 
 
