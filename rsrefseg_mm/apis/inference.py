@@ -22,9 +22,9 @@ from mmengine.logging import print_log
 from mmseg.apis import init_model
 from mmseg.structures import SegDataSample
 
+from rsrefseg_deploy.geo.stretch import StretchType
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH
-from ..geo.stretch import StretchType
 from ..utils import checkpoint_loading, drop_pretrained_checkpoints
 from .pipeline import InputType, load_referring_image, resolve_max_read_size
 from .predictor import ReferringPredictor
@@ -101,7 +101,7 @@ def inference_referring(
             through data already in 0-255.
         roi (Sequence[float], optional): Region of interest ``(xmin, ymin,
             xmax, ymax)`` cropped before inference (see
-            :func:`rsrefseg_mm.geo.roi_window`).
+            :func:`rsrefseg_deploy.geo.roi_window`).
         roi_crs (str): ``'pixel'`` (default), ``'map'`` or a CRS such as
             ``'EPSG:4326'``.
         max_read_size (int | str | None): Longest side of raster reads

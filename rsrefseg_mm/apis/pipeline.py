@@ -7,8 +7,8 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
+from rsrefseg_deploy.geo.stretch import StretchType
 from ..geo import DEFAULT_STRETCH, RasterImage, array_to_image, read_image
-from ..geo.stretch import StretchType
 
 InputType = Union[str, Path, np.ndarray, RasterImage]
 #: Transforms that need annotations; dropped for inference.

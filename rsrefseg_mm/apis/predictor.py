@@ -21,9 +21,9 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
+from rsrefseg_deploy.geo.stretch import StretchType
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH, RasterImage
-from ..geo.stretch import StretchType
 from .pipeline import (InputType, build_test_pipeline, load_referring_image,
                        prepare_inputs, resolve_max_read_size)
 

@@ -7,10 +7,10 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from rsrefseg_deploy.geo.decimation import (READ_CACHE_BYTES, read_bands,
+                                            read_cache_env)
+from rsrefseg_deploy.geo.roi import apply_affine
 from rsrefseg_mm.geo import decimated_shape, read_image, scale_transform
-from rsrefseg_mm.geo.decimation import (READ_CACHE_BYTES, read_bands,
-                                        read_cache_env)
-from rsrefseg_mm.geo.roi import apply_affine
 
 #: Web Mercator, 2 m wide and 3 m high pixels, origin away from zero
 NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)

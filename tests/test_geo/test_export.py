@@ -56,6 +56,7 @@ def test_qgis_style_beside_the_geotiff_keeps_the_image_visible(tmp_path):
     with ``<name>.tif``: paletted band 1, background transparent, target
     opaque red; nodata (255) has no entry, so it is not drawn."""
     import xml.etree.ElementTree as ET
+
     from affine import Affine
     path = write_mask_geotiff(str(tmp_path / 'scene_mask.tif'),
                               shapes_mask(), Affine(0.5, 0, 0, 0, -0.5, 0))

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsrefseg_mm.geo import native_mask as native_mask_module
+from rsrefseg_deploy.geo import native_mask as native_mask_module
+from rsrefseg_deploy.geo.native_mask import upsample_bilinear
 from rsrefseg_mm.geo import read_image, write_native_mask_geotiff
-from rsrefseg_mm.geo.native_mask import upsample_bilinear
 
 #: Web Mercator, 2 m wide and 3 m high pixels, origin away from zero
 NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)

@@ -8,8 +8,8 @@ from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
+from rsrefseg_deploy.geo.stretch import StretchType
 from ...geo import DEFAULT_STRETCH, RasterImage, check_stretch, read_image
-from ...geo.stretch import StretchType
 from ..mask_utils import binarize_mask_file, decode_segmentation
 
 

@@ -1,7 +1,8 @@
 """Read an image for referring segmentation from a file, bytes or an array.
 
 8-bit photos (JPEG, 8-bit PNG, BMP, WebP) without a georeference sidecar are
-decoded by mmcv exactly as ``LoadImageFromFile`` does; everything else
+decoded by OpenCV exactly as mmcv's ``LoadImageFromFile`` does (its default
+cv2 backend; the others go through mmcv); everything else
 (GeoTIFF / any GDAL format, 16-bit PNG, georeferenced JPEG) is read with
 rasterio: band selection, nodata / alpha / internal masks, percentile
 stretch of non-8-bit data (:mod:`.stretch`), geotransform and CRS, an
@@ -13,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple, Union
 
-import mmcv
+import cv2
 import numpy as np
 
 from .decimation import (decimated_shape, read_bands, read_cache_env,
@@ -157,7 +158,12 @@ def _finish(rgb: np.ndarray, valid: np.ndarray, stretch: StretchType,
 def _read_photo(data: bytes, source: str, bands, roi, roi_crs: str,
                 imdecode_backend: str) -> RasterImage:
     try:
-        img = mmcv.imfrombytes(data, flag='color', backend=imdecode_backend)
+        if imdecode_backend == 'cv2':
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        else:  # pillow / turbojpeg / tifffile, as the mmcv loaders offer
+            import mmcv
+            img = mmcv.imfrombytes(
+                data, flag='color', backend=imdecode_backend)
     except Exception as e:  # cv2.error, PIL errors
         raise OSError(f'cannot decode image {source} '
                       f'({type(e).__name__}: {e})') from e

@@ -4,10 +4,9 @@ Referring expressions describe the whole image, so a large scene is not
 tiled: the user crops the region the expression talks about and the outputs
 are georeferenced to that crop.
 """
+import logging
 import math
 from typing import Optional, Sequence, Tuple
-
-from mmengine.logging import print_log
 
 #: (col_off, row_off, width, height) in pixels of the full image.
 PixelWindow = Tuple[int, int, int, int]
@@ -107,11 +106,10 @@ def roi_window(roi: Sequence[float],
             f'({width} x {height} px): pixel window columns [{col0}, {col1})'
             f', rows [{row0}, {row1})')
     if (c0, r0, c1, r1) != (col0, row0, col1, row1):
-        print_log(
+        logging.getLogger(__name__).info(
             f'roi of {source}: pixel window columns [{col0}, {col1}), rows '
             f'[{row0}, {row1}) clipped to the image: columns [{c0}, {c1}), '
-            f'rows [{r0}, {r1})',
-            logger='current')
+            f'rows [{r0}, {r1})')
     return c0, r0, c1 - c0, r1 - r0
 
 
