@@ -11,6 +11,7 @@ with it, and ``rsrefseg_mm.geo`` re-exports it.
 from .decimation import decimated_shape, scale_transform
 from .export import (DEFAULT_MIN_AREA_PX, mask_geojson, mask_polygons,
                      qgis_style_path, write_geojson, write_mask_geotiff)
+from .inputs import InputType, image_cache_key, load_referring_image
 from .native_mask import write_native_mask_geotiff
 from .raster_image import RasterImage
 from .reader import (array_to_image, is_8bit_photo, read_image,
@@ -19,6 +20,7 @@ from .roi import parse_roi, roi_window, window_transform
 from .stretch import DEFAULT_STRETCH, check_stretch, to_uint8
 
 __all__ = [
+    'InputType', 'image_cache_key', 'load_referring_image',
     'RasterImage', 'read_image', 'array_to_image', 'select_bands',
     'is_8bit_photo', 'require_rasterio', 'to_uint8', 'check_stretch',
     'DEFAULT_STRETCH', 'parse_roi', 'roi_window', 'window_transform',

@@ -61,7 +61,8 @@ class CLIPBPE:
     """CLIP's BPE (see the module docstring).
 
     Args:
-        bpe_path (str): The gzipped merge list ``bpe_simple_vocab_16e6.txt.gz``.
+        bpe_path (str): The gzipped merge list
+            ``bpe_simple_vocab_16e6.txt.gz``.
         context_length (int): Length of the id rows. Defaults to 77.
     """
 
@@ -147,7 +148,8 @@ class CLIPBPE:
         """Token ids of ``text`` without start/end tokens."""
         ids: List[int] = []
         for token in re.findall(self.pat, self.clean(text)):
-            token = ''.join(self.byte_encoder[b] for b in token.encode('utf-8'))
+            token = ''.join(self.byte_encoder[b]
+                            for b in token.encode('utf-8'))
             ids.extend(self.encoder[t] for t in self.bpe(token).split(' '))
         return ids
 

@@ -1,26 +1,18 @@
 """What the model sees of a user's input: the image as read (at most at the
 working resolution), the test pipeline without loading and annotations."""
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
-import numpy as np
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
-from rsrefseg_deploy.geo.stretch import StretchType
-from ..geo import DEFAULT_STRETCH, RasterImage, array_to_image, read_image
+from rsrefseg_deploy.geo import RasterImage
+from rsrefseg_deploy.geo.inputs import (WORKING_SIZE_FACTOR, InputType,
+                                        image_cache_key, load_referring_image)
 
-InputType = Union[str, Path, np.ndarray, RasterImage]
 #: Transforms that need annotations; dropped for inference.
 ANNOTATION_TRANSFORMS = ('LoadReferringAnnotations', 'LoadAnnotations')
 #: Image loaders; inputs are read by :func:`load_referring_image` instead.
 IMAGE_LOADERS = ('LoadReferringImageFromFile', 'LoadImageFromFile')
-#: Whole-image (and region of interest) reads of rasters are decimated to a
-#: longest side of at most this many times the model's input size: finer
-#: than what the model looks at, so that the mask (upsampled from the
-#: model's output to the read's size) keeps detail, while memory and time
-#: stay independent of the scene's size.
-WORKING_SIZE_FACTOR = 2
 
 
 def build_test_pipeline(cfg: Config) -> Compose:
@@ -86,42 +78,16 @@ def resolve_max_read_size(max_read_size: Union[int, str, None],
     return max_read_size
 
 
-def load_referring_image(img: InputType,
-                         index: int = 0,
-                         bands: Optional[Sequence[int]] = None,
-                         stretch: StretchType = DEFAULT_STRETCH,
-                         roi: Optional[Sequence[float]] = None,
-                         roi_crs: str = 'pixel',
-                         name: Optional[str] = None,
-                         max_size: Optional[int] = None) -> RasterImage:
-    """Read one input of :func:`inference_referring` (same arguments;
-    ``name`` replaces a file's path in messages; ``max_size`` decimates
-    larger raster reads, see :func:`rsrefseg_mm.geo.read_image`).
-
-    Returns:
-        RasterImage: The (H, W, 3) uint8 BGR image the model sees, with its
-        nodata mask and georeference.
-    """
-    if isinstance(img, RasterImage):
-        if bands is not None or roi is not None:
-            raise ValueError(f'sample {index}: a RasterImage is already read;'
-                             ' pass bands / roi to read_image instead')
-        return img
-    if isinstance(img, (str, Path)):
-        return read_image(
-            img, bands, stretch, roi, roi_crs, name=name, max_size=max_size)
-    if isinstance(img, np.ndarray):
-        if roi is not None and roi_crs != 'pixel':
-            raise ValueError(f'sample {index}: an array has no georeference;'
-                             ' give the roi in pixels')
-        return array_to_image(img, bands, stretch, roi, name=f'array {index}')
-    raise ValueError(f'sample {index}: expected an image path, an (H, W, C) '
-                     f'array or a RasterImage, got {type(img).__name__}')
-
-
 def prepare_inputs(image: RasterImage, text: str, pipeline: Compose) -> dict:
     """Run the test pipeline on a loaded image and its expression."""
     results = dict(text=text, **image.pipeline_inputs())
     if not image.source.startswith('array'):
         results['img_path'] = image.source
     return pipeline(results)
+
+
+__all__ = [
+    'InputType', 'build_test_pipeline', 'image_cache_key',
+    'load_referring_image', 'model_input_size', 'prepare_inputs',
+    'resolve_max_read_size', 'working_size'
+]

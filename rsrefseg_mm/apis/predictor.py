@@ -8,12 +8,9 @@ Example:
     >>> tank, road = predictor.predict(['the white tank', 'the road'])
     >>> mask = tank.pred_sem_seg.data[0].numpy()  # (H, W) 0/1
 """
-import hashlib
 from collections import OrderedDict
-from pathlib import Path
 from typing import Hashable, Iterator, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
@@ -24,8 +21,9 @@ from torch import Tensor
 from rsrefseg_deploy.geo.stretch import StretchType
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH, RasterImage
-from .pipeline import (InputType, build_test_pipeline, load_referring_image,
-                       prepare_inputs, resolve_max_read_size)
+from .pipeline import (InputType, build_test_pipeline, image_cache_key,
+                       load_referring_image, prepare_inputs,
+                       resolve_max_read_size)
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
@@ -118,24 +116,6 @@ class ReferringPredictor:
         #: Whether the last :meth:`set_image` found the image in the cache.
         self.from_cache = False
 
-    @staticmethod
-    def cache_key(image: InputType, *read_args) -> Optional[Hashable]:
-        """Content hash of a file or array plus the reading arguments;
-        None for an image already read (not cached)."""
-        digest = hashlib.sha256()
-        if isinstance(image, (str, Path)):
-            with open(image, 'rb') as f:
-                for block in iter(lambda: f.read(1 << 20), b''):
-                    digest.update(block)
-        elif isinstance(image, np.ndarray):
-            digest.update(repr((image.shape, image.dtype.str)).encode())
-            digest.update(np.ascontiguousarray(image).tobytes())
-            if np.ma.isMaskedArray(image):
-                digest.update(np.ma.getmaskarray(image).tobytes())
-        else:
-            return None
-        return (digest.hexdigest(), repr(read_args))
-
     @torch.no_grad()
     def set_image(self,
                   image: InputType,
@@ -159,7 +139,7 @@ class ReferringPredictor:
             RasterImage: The image the model sees (georeference, nodata).
         """
         self.reset_image()
-        key = self.cache_key(image, bands, stretch, roi, roi_crs) \
+        key = image_cache_key(image, bands, stretch, roi, roi_crs) \
             if self.cache_size else None
         if key is not None and key in self.cache:
             self.cache.move_to_end(key)

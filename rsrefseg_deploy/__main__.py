@@ -1,0 +1,88 @@
+"""Segment what expressions refer to in an image with ONNX Runtime.
+
+    python -m rsrefseg_deploy IMAGE "EXPRESSION" ["EXPRESSION" ...] \
+        --model-dir DIR --out-dir OUT [--bands 3 2 1] [--roi ...]
+
+DIR is what ``tools/deployment/export_onnx.py`` wrote. The image is encoded
+once and every expression answered on it; the outputs are those of
+``demo/image_demo.py``: ``<stem>_mask.png``, ``<stem>_overlay.png``,
+``<stem>_heatmap.png`` and, for a georeferenced input, ``<stem>_mask.tif``
+(+ ``.qml``) and ``<stem>_mask.geojson``.
+"""
+import argparse
+import time
+from pathlib import Path
+
+from .geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from .outputs import OUTPUT_RESOLUTIONS, save_outputs
+from .predictor import OnnxReferringPredictor
+from .visualization import FILL_ALPHA
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog='python -m rsrefseg_deploy',
+        description=__doc__.split('\n')[0])
+    parser.add_argument('image', help='JPEG / PNG / GeoTIFF / any '
+                        'rasterio-readable file')
+    parser.add_argument('texts', nargs='+', metavar='EXPRESSION')
+    parser.add_argument('--model-dir', required=True,
+                        help='folder written by export_onnx.py')
+    parser.add_argument('--out-dir', required=True, help='output folder')
+    parser.add_argument('--bands', type=int, nargs='+', metavar='B',
+                        help='1-based bands shown as R G B (or one band)')
+    stretch = parser.add_mutually_exclusive_group()
+    stretch.add_argument('--stretch', type=float, nargs=2,
+                         metavar=('LOW', 'HIGH'), default=DEFAULT_STRETCH,
+                         help='percentile stretch of non-8-bit data '
+                         '(default: 2 98)')
+    stretch.add_argument('--no-stretch', action='store_true',
+                         help='pass non-8-bit data through (0-255)')
+    parser.add_argument('--roi', type=float, nargs=4,
+                        metavar=('XMIN', 'YMIN', 'XMAX', 'YMAX'),
+                        help='region of interest (see --roi-crs)')
+    parser.add_argument('--roi-crs', default='pixel',
+                        help="'pixel', 'map' or a CRS such as EPSG:4326")
+    parser.add_argument('--output-resolution', choices=OUTPUT_RESOLUTIONS,
+                        default='working',
+                        help='grid of the mask GeoTIFF for decimated reads')
+    parser.add_argument('--opacity', type=float, default=FILL_ALPHA)
+    parser.add_argument('--min-polygon-area', type=float,
+                        default=DEFAULT_MIN_AREA_PX, metavar='PX')
+    parser.add_argument('--threads', type=int,
+                        help='ONNX Runtime intra-op threads')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list:
+    args = parse_args(argv)
+    predictor = OnnxReferringPredictor(args.model_dir, threads=args.threads)
+    start = time.perf_counter()
+    image = predictor.set_image(
+        args.image, args.bands, None if args.no_stretch else args.stretch,
+        args.roi, args.roi_crs)
+    encoded = time.perf_counter()
+    results = predictor.predict(list(args.texts))
+    answered = time.perf_counter()
+    if image.stretch_ranges or image.nodata_pixels or \
+            image.georeferenced or image.window:
+        print(image.describe())
+    stem = Path(args.image).stem
+    written = []
+    for i, result in enumerate(results):
+        name = stem if len(results) == 1 else f'{stem}_{i}'
+        paths = save_outputs(image, result.mask, result.global_map,
+                             result.text, args.out_dir, name,
+                             args.min_polygon_area, args.opacity,
+                             args.output_resolution, result.probability,
+                             predictor.threshold)
+        written.append(paths)
+        print(f'{args.image}: "{result.text}" -> {int(result.mask.sum())} '
+              f'px; ' + ', '.join(Path(p).name for p in paths.values()))
+    print(f'image encoded in {encoded - start:.2f} s, {len(results)} '
+          f'expression(s) answered in {answered - encoded:.2f} s')
+    return written
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,124 @@
+"""OnnxReferringPredictor gives the PyTorch ReferringPredictor's masks, and
+``python -m rsrefseg_deploy`` runs with torch and OpenMMLab blocked."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from rsrefseg_deploy import OnnxReferringPredictor
+from rsrefseg_mm.apis import ReferringPredictor
+
+from helpers import REPO
+
+TEXTS = ['the red circle', 'a blue square at the top left of the image',
+         'the green triangle']
+#: Modules the deployment may not import.
+BLOCKED = ('torch', 'mmcv', 'mmengine', 'mmseg', 'mmpretrain', 'rsrefseg_mm')
+
+
+def write_geotiff(path, height=90, width=120):
+    """A 16-bit 4-band GeoTIFF with a nodata strip (EPSG:32633)."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
+    data[:, :, :7] = 0
+    with rasterio.open(
+            path, 'w', driver='GTiff', height=height, width=width, count=4,
+            dtype='uint16', crs='EPSG:32633', nodata=0,
+            transform=from_origin(500000, 4100000, 10, 10)) as dst:
+        dst.write(data)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)
+    tif = write_geotiff(tmp_path_factory.mktemp('geo') / 'scene.tif')
+    return dict(photo=(photo, None), geotiff=(tif, (3, 2, 1)))
+
+
+@pytest.mark.parametrize('kind', ['photo', 'geotiff'])
+@pytest.mark.parametrize('num_texts', [1, 3])
+def test_onnx_predictor_equals_pytorch(exported, images, kind, num_texts):
+    model, model_dir, _ = exported
+    image, bands = images[kind]
+    texts = TEXTS[:num_texts]
+    ours = OnnxReferringPredictor(model_dir)
+    ours.set_image(image, bands)
+    got = ours.predict(texts)
+    torch_predictor = ReferringPredictor(model)
+    torch_predictor.set_image(image, bands)
+    want = torch_predictor.predict(texts)
+    for g, w in zip(got, want):
+        prob = w.seg_logits.data[0].numpy()
+        assert g.text == w.text and g.mask.shape == prob.shape
+        assert np.abs(g.probability - prob).max() <= 1e-3
+        mismatch = (g.mask != w.pred_sem_seg.data[0].numpy()).mean()
+        assert mismatch <= 1e-3
+        assert np.abs(g.global_map - w.global_map.data[0].numpy()).max() \
+            <= 1e-3
+    if kind == 'geotiff':  # georeference and nodata as the PyTorch path
+        assert got[0].image.crs == want[0].metainfo['crs']
+        assert got[0].image.transform == want[0].metainfo['geo_transform']
+        assert (got[0].mask[:, :7] == 0).all()
+
+
+def test_errors(exported, images):
+    _, model_dir, _ = exported
+    ours = OnnxReferringPredictor(model_dir)
+    with pytest.raises(RuntimeError, match='set_image'):
+        ours.predict('the red circle')
+    ours.set_image(images['photo'][0])
+    with pytest.raises(ValueError, match='expression 1'):
+        ours.predict(['the red circle', '  '])
+    with pytest.raises(FileNotFoundError, match='export_onnx.py'):
+        OnnxReferringPredictor(os.path.dirname(model_dir))
+
+
+BLOCKER = '''
+import importlib.abc
+import runpy
+import sys
+
+BLOCKED = {blocked!r}
+
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(f'blocked in the deployment test: {{name}}')
+
+
+sys.meta_path.insert(0, Block())
+sys.argv = ['rsrefseg_deploy'] + {argv!r}
+runpy.run_module('rsrefseg_deploy', run_name='__main__', alter_sys=True)
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)
+assert not loaded, loaded
+print('BLOCKED_OK')
+'''
+
+
+def test_cli_without_torch_or_openmmlab(exported, images, tmp_path):
+    _, model_dir, _ = exported
+    out = tmp_path / 'out'
+    argv = [images['geotiff'][0], 'the red circle', 'the green triangle',
+            '--model-dir', model_dir, '--out-dir', str(out),
+            '--bands', '3', '2', '1']
+    proc = subprocess.run(
+        [sys.executable, '-c',
+         BLOCKER.format(blocked=BLOCKED, argv=argv)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'BLOCKED_OK' in proc.stdout
+    names = sorted(p.name for p in out.iterdir())
+    for i in (0, 1):
+        for suffix in ('_mask.png', '_overlay.png', '_heatmap.png',
+                       '_mask.tif', '_mask.qml', '_mask.geojson'):
+            assert f'scene_{i}{suffix}' in names
+    with rasterio.open(out / 'scene_0_mask.tif') as src, \
+            rasterio.open(images['geotiff'][0]) as ref:
+        assert src.crs == ref.crs and src.transform == ref.transform
