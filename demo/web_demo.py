@@ -14,6 +14,15 @@ when the input was georeferenced, a PNG otherwise). A few synthetic scenes
 they are segmented as in the demo. A bad file or an empty expression gives a
 message in the page, never a stack trace.
 
+Made to run for weeks: each request writes its files into a folder of its
+own and only the last ``--keep-results`` folders are kept; Gradio's cache
+(uploads and the copies it serves, under ``<work-dir>/gradio`` unless
+``GRADIO_TEMP_DIR`` is set) is swept every ``--cache-ttl`` seconds of files
+older than that, and of the empty entries Gradio leaves; uploads larger than
+``--max-upload-size`` are refused with a message; large rasters are read at
+the model's working resolution, so memory does not grow with the upload.
+Concurrent requests are answered one at a time, each from its own image.
+
 Nothing is downloaded and nothing phones home: Gradio's analytics are off,
 the page uses Gradio's bundled fonts and scripts only, and the server binds
 to 127.0.0.1 unless ``--host`` says otherwise.
@@ -26,13 +35,17 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
 import os.path as osp  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from collections import deque  # noqa: E402
 from typing import List, Optional, Sequence, Tuple  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -58,6 +71,12 @@ FILE_TYPES = ['.png', '.jpg', '.jpeg', '.tif', '.tiff', '.jp2', '.bmp',
 #: Synthetic example scenes (test split, attribute expressions, like
 #: ``make demo``).
 NUM_EXAMPLES = 3
+#: Output folders kept (those of the last requests).
+KEEP_RESULTS = 8
+#: Seconds Gradio keeps uploads and served copies (its ``delete_cache``).
+CACHE_TTL = 3600
+#: Largest upload accepted (Gradio's ``max_file_size``).
+MAX_UPLOAD_SIZE = '200mb'
 USER_ERRORS = (ValueError, OSError, ImportError)
 
 
@@ -109,6 +128,73 @@ def make_examples(out_dir: str) -> List[List[str]]:
     return examples
 
 
+class ResultFolders:
+    """A folder per request under ``root``; the last ``keep`` are kept.
+
+    Gradio serves copies of the returned files from its own cache, made
+    before the next request (one at a time) starts, so older folders can
+    go.
+
+    Args:
+        root (str): Parent folder (created).
+        keep (int): Folders kept.
+    """
+
+    def __init__(self, root: str, keep: int = KEEP_RESULTS) -> None:
+        if keep < 1:
+            raise ValueError(f'keep must be >= 1, got {keep}')
+        self.root = root
+        self.keep = keep
+        self.folders: deque = deque()
+        self.count = 0
+        self.lock = threading.Lock()
+        os.makedirs(root, exist_ok=True)
+
+    def new(self) -> str:
+        """Create the next folder and delete those beyond ``keep``."""
+        with self.lock:
+            self.count += 1
+            path = osp.join(self.root, f'{self.count:08d}')
+            os.makedirs(path)
+            self.folders.append(path)
+            while len(self.folders) > self.keep:
+                shutil.rmtree(self.folders.popleft(), ignore_errors=True)
+        return path
+
+
+def sweep_cache(root: str, min_age: float) -> int:
+    """Remove what Gradio leaves behind in its cache folder ``root``.
+
+    Gradio's ``delete_cache`` deletes the files it cached but not the
+    folder each one was cached in, and ``gr.File`` leaves an empty
+    temporary file in ``root`` per request. Both are removed here once they
+    are ``min_age`` seconds old: empty folders and empty files directly
+    under ``root``.
+
+    Returns:
+        int: Entries removed.
+    """
+    removed = 0
+    now = time.time()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if now - info.st_mtime <= min_age:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    os.rmdir(entry.path)  # fails unless empty
+                elif entry.is_file(follow_symlinks=False) and \
+                        info.st_size == 0:
+                    os.remove(entry.path)
+                else:
+                    continue
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 class WebPredictor:
     """The demo's callbacks, independent of the page layout.
 
@@ -120,16 +206,29 @@ class WebPredictor:
 
     Args:
         model (nn.Module): From :func:`init_referring_model`.
-        out_root (str): Folder for the per-request output files.
+        out_root (str): Folder for the per-request output folders.
         cache_size (int): Encoded images kept. Defaults to 4.
+        keep_results (int): Output folders kept. Defaults to
+            :data:`KEEP_RESULTS`.
+        gradio_cache (str, optional): Gradio's cache folder, swept after
+            each request (:func:`sweep_cache`, ``cache_ttl``).
+        cache_ttl (float): See ``gradio_cache``; also named in the message
+            for an upload that is gone.
     """
 
-    def __init__(self, model, out_root: str, cache_size: int = 4) -> None:
+    def __init__(self,
+                 model,
+                 out_root: str,
+                 cache_size: int = 4,
+                 keep_results: int = KEEP_RESULTS,
+                 gradio_cache: Optional[str] = None,
+                 cache_ttl: float = CACHE_TTL) -> None:
         self.model = model
-        self.out_root = out_root
+        self.folders = ResultFolders(out_root, keep_results)
         self.predictor = ReferringPredictor(model, cache_size=cache_size)
         self.lock = threading.Lock()
-        os.makedirs(out_root, exist_ok=True)
+        self.gradio_cache = gradio_cache
+        self.cache_ttl = cache_ttl
 
     @staticmethod
     def _friendly(error: Exception, path: Optional[str]) -> str:
@@ -141,11 +240,19 @@ class WebPredictor:
             msg = msg.replace(path, osp.basename(path))
         return html.escape(msg, quote=False)
 
-    def _read(self, path: Optional[str], bands_text: str) -> RasterImage:
+    def _check_upload(self, path: Optional[str]) -> None:
         if not path:
             raise ValueError('upload an image first (PNG, JPEG or GeoTIFF)')
+        if not osp.isfile(path):
+            raise ValueError(
+                f'{osp.basename(path)} is no longer on the server (uploads '
+                f'are kept for about {self.cache_ttl:g} s): upload it again')
+
+    def _read(self, path: Optional[str], bands_text: str) -> RasterImage:
+        self._check_upload(path)
         return read_image(path, parse_bands(bands_text),
-                          name=osp.basename(path))
+                          name=osp.basename(path),
+                          max_size=self.predictor.max_read_size)
 
     def preview(self, path: Optional[str],
                 bands_text: str) -> Tuple[Optional[np.ndarray], str]:
@@ -176,9 +283,7 @@ class WebPredictor:
         """
         try:
             text = check_expression(text, 'expression')
-            if not path:
-                raise ValueError(
-                    'upload an image first (PNG, JPEG or GeoTIFF)')
+            self._check_upload(path)
             with self.lock:
                 start = time.perf_counter()
                 image = self.predictor.set_image(
@@ -187,10 +292,11 @@ class WebPredictor:
                 encoded = time.perf_counter()
                 result = self.predictor.predict(text)
                 answered = time.perf_counter()
-            out_dir = tempfile.mkdtemp(dir=self.out_root)
             stem = osp.splitext(osp.basename(path))[0]
-            paths = save_referring_outputs(image, result, text, out_dir,
-                                           stem)
+            paths = save_referring_outputs(image, result, text,
+                                           self.folders.new(), stem)
+            if self.gradio_cache:
+                sweep_cache(self.gradio_cache, self.cache_ttl)
         except USER_ERRORS as e:
             raise gr.Error(self._friendly(e, path), print_exception=False)
         except Exception as e:  # a bug: full report on the console only
@@ -213,10 +319,22 @@ class WebPredictor:
 
 
 def build_demo(predictor: WebPredictor,
-               examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
-    """The Gradio page."""
+               examples: Sequence[Sequence[str]] = (),
+               cache_ttl: float = CACHE_TTL,
+               max_upload_size: str = MAX_UPLOAD_SIZE) -> gr.Blocks:
+    """The Gradio page.
+
+    Args:
+        predictor (WebPredictor): The callbacks.
+        examples (Sequence): ``[file, text, bands]`` rows.
+        cache_ttl (float): Every ``cache_ttl`` seconds Gradio deletes the
+            uploads and served copies older than that (``delete_cache``).
+        max_upload_size (str): Named on the page; enforced by
+            :func:`launch`.
+    """
     with gr.Blocks(title='RSRefSeg referring segmentation',
-                   analytics_enabled=False) as demo:
+                   analytics_enabled=False,
+                   delete_cache=(cache_ttl, cache_ttl)) as demo:
         gr.Markdown(
             '## RSRefSeg: referring remote-sensing segmentation\n'
             'Upload an image (PNG, JPEG or GeoTIFF), type what to segment '
@@ -226,9 +344,9 @@ def build_demo(predictor: WebPredictor,
             'stretched per band (2-98 %), nodata is never segmented.')
         with gr.Row():
             with gr.Column():
-                file = gr.File(label='Image (PNG, JPEG, GeoTIFF)',
-                               file_types=FILE_TYPES, type='filepath',
-                               elem_id='image-file')
+                file = gr.File(label='Image (PNG, JPEG, GeoTIFF; up to '
+                               f'{max_upload_size})', file_types=FILE_TYPES,
+                               type='filepath', elem_id='image-file')
                 preview = gr.Image(label='Input as the model sees it',
                                    type='numpy', interactive=False,
                                    format='png', elem_id='preview')
@@ -265,8 +383,14 @@ def build_demo(predictor: WebPredictor,
 
 
 def launch(demo: gr.Blocks, host: str, port: Optional[int],
-           allowed_paths: Sequence[str] = (), block: bool = True):
+           allowed_paths: Sequence[str] = (), block: bool = True,
+           max_upload_size: str = MAX_UPLOAD_SIZE):
     """Serve the page (no share link, no SSR, no MCP server).
+
+    Args:
+        max_upload_size (str): Larger uploads are refused by the server
+            (HTTP 413, "File size exceeded maximum allowed size ...") and
+            the page, e.g. ``'200mb'``.
 
     Returns:
         tuple: Gradio's ``(app, local_url, share_url)``.
@@ -274,7 +398,16 @@ def launch(demo: gr.Blocks, host: str, port: Optional[int],
     return demo.queue().launch(
         server_name=host, server_port=port, share=False, inbrowser=False,
         ssr_mode=False, mcp_server=False, quiet=not block,
-        allowed_paths=list(allowed_paths), prevent_thread_lock=not block)
+        allowed_paths=list(allowed_paths), prevent_thread_lock=not block,
+        max_file_size=max_upload_size)
+
+
+def upload_size(text: str) -> str:
+    """``'200mb'``, ``'2 GB'`` ... as Gradio's ``max_file_size`` reads it."""
+    if not re.fullmatch(r'\s*\d+\s*[kmgt]?b\s*', text, re.IGNORECASE):
+        raise argparse.ArgumentTypeError(
+            f'expected a size such as 200mb or 2gb, got {text!r}')
+    return text.replace(' ', '').lower()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -287,28 +420,56 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'the network)')
     parser.add_argument('--port', type=int, default=7860)
     parser.add_argument('--work-dir', default=None,
-                        help='folder for examples and outputs (default: a '
-                        'temporary folder)')
+                        help='folder for examples, outputs and (unless '
+                        'GRADIO_TEMP_DIR is set) Gradio\'s cache (default: '
+                        'a temporary folder, deleted at exit)')
+    parser.add_argument('--keep-results', type=int, default=KEEP_RESULTS,
+                        help='output folders kept, those of the last '
+                        f'requests (default {KEEP_RESULTS})')
+    parser.add_argument('--cache-ttl', type=float, default=CACHE_TTL,
+                        metavar='SECONDS',
+                        help='uploads and served files older than this are '
+                        'deleted, checked as often (default '
+                        f'{CACHE_TTL})')
+    parser.add_argument('--max-upload-size', default=MAX_UPLOAD_SIZE,
+                        type=upload_size,
+                        help='largest upload accepted, e.g. 200mb, 2gb '
+                        f'(default {MAX_UPLOAD_SIZE})')
     parser.add_argument('--unsafe-load', action='store_true',
                         help='unpickle the checkpoint without the safe '
                         'loader\'s allow-list (torch.load weights_only='
                         'False). Pickles can run code: only for files you '
                         'trust')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cache_ttl <= 0:
+        parser.error('--cache-ttl must be > 0')
+    if args.keep_results < 1:
+        parser.error('--keep-results must be >= 1')
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix='rsrefseg_web_')
+    if not args.work_dir:
+        atexit.register(shutil.rmtree, work, True)
+    # uploads and served copies under the work dir, unless set
+    gradio_cache = os.environ.setdefault('GRADIO_TEMP_DIR',
+                                         osp.join(work, 'gradio'))
+    os.makedirs(gradio_cache, exist_ok=True)
     with allow_unsafe_load(args.unsafe_load):
         model = init_referring_model(args.config, args.checkpoint,
                                      device=args.device)
     examples = make_examples(osp.join(work, 'examples'))
-    predictor = WebPredictor(model, osp.join(work, 'outputs'))
+    predictor = WebPredictor(model, osp.join(work, 'outputs'),
+                             keep_results=args.keep_results,
+                             gradio_cache=gradio_cache,
+                             cache_ttl=args.cache_ttl)
     print(f'RSRefSeg web demo on http://{args.host}:{args.port} '
-          f'(files under {work})', flush=True)
-    launch(build_demo(predictor, examples), args.host, args.port,
-           allowed_paths=[work])
+          f'(files under {work}, Gradio cache {gradio_cache})', flush=True)
+    launch(build_demo(predictor, examples, args.cache_ttl,
+                      args.max_upload_size), args.host, args.port,
+           allowed_paths=[work], max_upload_size=args.max_upload_size)
 
 
 if __name__ == '__main__':

@@ -1,20 +1,23 @@
 """demo/web_demo.py served on 127.0.0.1 and driven over real HTTP by
-gradio_client, with every non-loopback connection refused and recorded."""
+gradio_client, with every non-loopback connection refused and recorded:
+results, errors, parallel clients, the upload limit and the files left on
+disk by a stream of requests."""
 import os
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from helpers import free_port, load_script
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from PIL import Image
 
 from rsrefseg_mm.apis import init_referring_model
-
-from helpers import free_port, load_script
 
 LOOPBACK = ('127.', '::1', 'localhost')
 
@@ -66,6 +69,31 @@ class NetworkGuard:
         socket.getaddrinfo = self._getaddrinfo
 
 
+#: Upload limit of the served demo (the examples are far smaller).
+MAX_UPLOAD = '1mb'
+
+
+def start_demo(web, model, work, examples=(), **kwargs):
+    """Build and launch a demo on a free loopback port; (demo, url)."""
+    ttl = kwargs.pop('cache_ttl', web.CACHE_TTL)
+    predictor = web.WebPredictor(
+        model,
+        str(work / 'out'),
+        gradio_cache=os.environ['GRADIO_TEMP_DIR'],
+        cache_ttl=ttl,
+        **kwargs)
+    demo = web.build_demo(predictor, examples, ttl, MAX_UPLOAD)
+    port = free_port()
+    _, url, _ = web.launch(
+        demo,
+        '127.0.0.1',
+        port, [str(work)],
+        block=False,
+        max_upload_size=MAX_UPLOAD)
+    assert url.startswith(f'http://127.0.0.1:{port}')
+    return demo, url
+
+
 @pytest.fixture(scope='module')
 def served(tmp_path_factory, tiny_config):
     """(client, examples, guard, work dir) of a running demo."""
@@ -75,22 +103,24 @@ def served(tmp_path_factory, tiny_config):
     net = MODELS.build(Config.fromfile(tiny_config).model)
     ckpt = work / 'tiny.pth'
     torch.save(dict(state_dict=net.state_dict(), meta=dict()), ckpt)
-    with NetworkGuard() as guard:
+    with NetworkGuard() as guard, pytest.MonkeyPatch.context() as mp:
+        mp.setenv('GRADIO_TEMP_DIR', str(work / 'gradio'))
         web = load_script('demo/web_demo.py')
         assert os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'
         from gradio_client import Client
         model = init_referring_model(tiny_config, str(ckpt))
         examples = web.make_examples(str(work / 'examples'))
-        demo = web.build_demo(web.WebPredictor(model, str(work / 'out')),
-                              examples)
-        port = free_port()
-        _, url, _ = web.launch(demo, '127.0.0.1', port, [str(work)],
-                               block=False)
-        assert url.startswith(f'http://127.0.0.1:{port}')
+        demo, url = start_demo(web, model, work, examples)
         try:
-            client = Client(url, verbose=False, download_files=str(
-                work / 'downloads'))
-            yield client, examples, guard, work
+            client = Client(
+                url, verbose=False, download_files=str(work / 'downloads'))
+            yield dict(
+                client=client,
+                examples=examples,
+                guard=guard,
+                work=work,
+                web=web,
+                model=model)
         finally:
             demo.close()
     assert guard.attempts == [], f'the demo tried to reach {guard.attempts}'
@@ -98,7 +128,7 @@ def served(tmp_path_factory, tiny_config):
 
 def test_png_example(served):
     from gradio_client import handle_file
-    client, examples, _, _ = served
+    client, examples = served['client'], served['examples']
     path, text, bands = examples[0]
     overlay, heat, files, status = client.predict(
         handle_file(path), text, bands, api_name='/segment')
@@ -114,11 +144,11 @@ def test_png_example(served):
 
 def test_geotiff_example_downloads_georeferenced_mask(served):
     from gradio_client import handle_file
-    client, examples, _, _ = served
+    client, examples = served['client'], served['examples']
     path, text, bands = examples[-1]
     assert path.endswith('.tif') and bands == '3 2 1'
-    _, _, files, status = client.predict(handle_file(path), text, bands,
-                                         api_name='/segment')
+    _, _, files, status = client.predict(
+        handle_file(path), text, bands, api_name='/segment')
     exts = sorted(os.path.splitext(f)[1] for f in files)
     assert exts == ['.geojson', '.png', '.qml', '.tif']
     tif = next(f for f in files if f.endswith('.tif'))
@@ -144,7 +174,8 @@ def test_geotiff_example_downloads_georeferenced_mask(served):
 def test_errors_are_messages_not_traces(served, case, expected):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
-    client, examples, _, work = served
+    client, examples, work = (served['client'], served['examples'],
+                              served['work'])
     png, tif = examples[0][0], examples[-1][0]
     broken = work / 'broken.tif'
     broken.write_bytes(b'II*\x00' + b'not a tiff' * 10)
@@ -164,7 +195,7 @@ def test_errors_are_messages_not_traces(served, case, expected):
 
 def test_second_expression_on_an_image_reuses_its_embeddings(served):
     from gradio_client import handle_file
-    client, examples, _, _ = served
+    client, examples = served['client'], served['examples']
     path, text, bands = examples[-1]
     statuses = [
         client.predict(handle_file(path), t, bands, api_name='/segment')[3]
@@ -178,28 +209,118 @@ def test_second_expression_on_an_image_reuses_its_embeddings(served):
     assert all('answered in' in s for s in statuses)
 
 
-def test_two_clients_get_their_own_images(served, tiny_config):
-    from concurrent.futures import ThreadPoolExecutor
+def mask_of(files):
+    """The 0/255 PNG mask among the downloaded files."""
+    png = next(f for f in files if f.endswith('_mask.png'))
+    return np.asarray(Image.open(png))
 
+
+def test_parallel_clients_get_their_own_results(served):
+    """8 requests from 4 clients at once (PNGs and the 4-band GeoTIFF, each
+    with its own expression): every answer is the one of its own request,
+    as the model gives it for that image and expression."""
     from gradio_client import Client, handle_file
-    client, examples, _, work = served
-    url = client.src
-    jobs = [(examples[i % 3][0], examples[i % 3][1]) for i in range(6)]
+
+    from rsrefseg_mm.apis import inference_referring
+    examples, work = served['examples'], served['work']
+    url = served['client'].src
+    texts = [
+        'the red circle', 'the white object', 'the cross', 'the blue square'
+    ]
+    jobs = [(examples[i % 4][0], texts[i // 2 % 4], examples[i % 4][2])
+            for i in range(8)]
 
     def ask(job):
-        own = Client(url, verbose=False,
-                     download_files=str(work / f'dl_{os.getpid()}'))
-        _, _, files, _ = own.predict(handle_file(job[0]), job[1], '',
-                                     api_name='/segment')
-        return np.asarray(Image.open(files[0]))
+        own = Client(url, verbose=False, download_files=str(work / 'parallel'))
+        _, _, files, status = own.predict(
+            handle_file(job[0]), job[1], job[2], api_name='/segment')
+        return mask_of(files), status
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        masks = list(pool.map(ask, jobs))
-    # mixing would show: the three images get different masks
-    assert len({m.tobytes() for m in masks[:3]}) == 3
-    model = init_referring_model(tiny_config, str(work / 'tiny.pth'))
-    from rsrefseg_mm.apis import inference_referring
-    for (path, text), mask in zip(jobs, masks):
-        want = inference_referring(model, path, text)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(ask, jobs))
+    masks = [m for m, _ in answers]
+    # mixing would show: the four images get different masks
+    assert len({m.tobytes() for m in masks[:4]}) == 4
+    for (path, text, bands), (mask, status) in zip(jobs, answers):
+        assert f'"{text}"' in status
+        assert os.path.basename(path) in status
+        want = inference_referring(
+            served['model'], path, text, bands=(3, 2, 1) if bands else None)
         want = want.pred_sem_seg.data[0].numpy().astype(np.uint8) * 255
         np.testing.assert_array_equal(mask, want)
+
+
+def test_uploads_over_the_limit_are_refused(served):
+    """The client refuses before sending; the server answers 413 with a
+    message to a client that sends anyway."""
+    import httpx
+    from gradio_client import handle_file
+    client, work = served['client'], served['work']
+    big = work / 'big.tif'
+    big.write_bytes(b'\0' * (2**20 + 1))  # 1mb is 2**20 bytes
+    with pytest.raises(ValueError, match='exceeds the maximum file size'):
+        client.predict(
+            handle_file(str(big)), 'the red circle', '', api_name='/segment')
+    with open(big, 'rb') as f:
+        resp = httpx.post(client.upload_url, files=[('files', ('big.tif', f))])
+    assert resp.status_code == 413
+    assert 'maximum allowed size of 1048576 bytes' in resp.text
+    assert not list((work / 'gradio').rglob('big.tif'))
+
+
+def files_under(root):
+    return [p for p in root.rglob('*') if p.is_file()]
+
+
+def held(root):
+    """Files under ``root`` that hold data."""
+    return [p for p in files_under(root) if p.stat().st_size]
+
+
+def test_thirty_requests_leave_a_bounded_number_of_files(
+        served, tmp_path, monkeypatch):
+    """A demo of its own, keeping 4 result folders and Gradio's cache for
+    2 s: after 30 requests (4 different uploads, 30 expressions) and the
+    cache period, one more request leaves its own files only."""
+    from gradio_client import Client, handle_file
+    web, examples = served['web'], served['examples']
+    cache = tmp_path / 'gradio'
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(cache))
+    ttl, keep = 2, 4
+    demo, url = start_demo(
+        web, served['model'], tmp_path, cache_ttl=ttl, keep_results=keep)
+    out = tmp_path / 'out'
+    try:
+        client = Client(
+            url, verbose=False, download_files=str(tmp_path / 'downloads'))
+
+        def ask(i):
+            path, _, bands = examples[i % len(examples)]
+            return client.predict(
+                handle_file(path),
+                f'the object {i}',
+                bands,
+                api_name='/segment')
+
+        for i in range(30):
+            ask(i)
+            assert len(os.listdir(out)) == min(i + 1, keep)
+        # our folders: the last 4 requests' files, at most 6 each
+        assert len(files_under(out)) <= keep * 6
+        during = len(list(cache.rglob('*')))
+        deadline = time.monotonic() + 60
+        while held(cache) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert held(cache) == []  # Gradio deleted its copies and uploads
+        time.sleep(ttl + 0.5)  # what it leaves behind grows old
+        ask(30)
+        left = list(cache.rglob('*'))
+        # the last request: one upload, two images, at most 4 downloads,
+        # each in a folder, and one empty temporary file of gr.File
+        print(f'30 requests: {during} entries in the Gradio cache, '
+              f'{len(files_under(out))} files in the outputs; after the '
+              f'cache period and one more request: {len(left)} entries')
+        assert len(left) <= 2 * 7 + 1 < during
+        assert len(files_under(out)) <= keep * 6
+    finally:
+        demo.close()
