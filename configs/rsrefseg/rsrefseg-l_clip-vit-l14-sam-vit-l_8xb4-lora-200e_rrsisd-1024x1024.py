@@ -14,7 +14,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 # set on the first training batch so the filter logits have mean 0 and std 2,
 # start every filter in its working range (see configs/rsrefseg/README.md).
 calibrated_filters = dict(
-    learnable_scale=True, filter_calibration=dict(std=2.0))
+    filter_cfg=dict(_delete_=True, type='calibrated', std=2.0))
 
 data_preprocessor = dict(size=crop_size)
 model = dict(

@@ -50,9 +50,9 @@ model = dict(
         dense_prompt_size=(64, 64),  # 4x SAM's 16x16 image embedding
         down_spatial_times=1,
         # Random towers have logit scale 1/0.07 and near-zero cosines: a bias
-        # of -2 keeps the filters off saturation (the -10 default suits
+        # of -2 keeps the filters off saturation (the base's -10 suits
         # pretrained CLIP, whose filters would otherwise get no gradient).
-        init_bias=-2.0),
+        filter_cfg=dict(init_bias=-2.0)),
     decode_head=dict(
         sam_arch=dict(
             _delete_=True,

@@ -27,6 +27,7 @@ model = dict(
         checkpoint=clip_checkpoint,
         image_tuning=dict(**lora, targets=['attn.qkv', 'attn.proj']),
         text_tuning=dict(**lora, targets=['attn.qkv', 'attn.proj'])),
+    # TextFilterNeck() is the authors' prompter (SigLIP); the CLIP variant:
     neck=dict(
         type='TextFilterNeck',
         in_channels=512,  # CLIP ViT-B/16 joint embedding
@@ -36,6 +37,12 @@ model = dict(
         use_local_filter=True,
         use_global_filter=True,
         use_dense_prompt=True,
+        exclude_sot=True,  # CLIP's start token is the same for every text
+        # CLIP has no logit bias: a learnable one, starting at -10
+        filter_cfg=dict(type='learned', init_bias=-10.0),
+        fuse_norm_act=False,  # plain 1x1 conv with bias
+        final_proj=False,
+        pos_embed='random',  # the neck's own random-Fourier encoding
         norm_cfg=norm_cfg),
     decode_head=dict(
         type='SAMPromptHead',

@@ -34,23 +34,11 @@ model = dict(
         # the authors also adapt the text head (the sentence projection)
         text_tuning=dict(**lora, targets=siglip_lora_targets + ['head']),
         logit_trainable=False),  # filter scale / bias = SigLIP's own, frozen
-    neck=dict(
-        type='TextFilterNeck',
-        in_channels=1152,
-        prompt_dims=256,
-        dense_prompt_size=(256, 256),  # SAM mask input for a 1024 image
-        down_spatial_times=2,  # 27 -> 14 -> 7: 49 sparse prompts
-        use_local_filter=True,
-        use_global_filter=True,
-        use_dense_prompt=True,
-        exclude_sot=False,  # SigLIP text has no start token
-        init_bias=0.0,  # b = SigLIP's logit_bias ...
-        learnable_bias=False,  # ... frozen, as the authors'
-        learnable_scale=False,
-        fuse_norm_act=True,  # 1x1 conv 3456 -> 256 + norm + GELU
-        final_proj=True,  # linear 1x1 conv with bias: tokens not clipped
-        pos_embed='sam',  # SAM's pretrained shared positional encoding
-        norm_cfg=norm_cfg),
+    # TextFilterNeck() is the authors' prompter: 1x1 conv 3456 -> 256 + norm
+    # + GELU, SAM's pretrained positional encoding, 2 stride-2 convs
+    # (27 -> 14 -> 7: 49 sparse prompts), a linear 1x1 conv; the filters use
+    # SigLIP's own scale and bias, frozen
+    neck=dict(type='TextFilterNeck', in_channels=1152, norm_cfg=norm_cfg),
     decode_head=dict(
         type='SAMPromptHead',
         sam_arch='vit_b',

@@ -1,5 +1,5 @@
-"""Text-filtered prompter between CLIP and SAM (RSRefSeg, arXiv 2501.06809).
-"""
+"""Text-filtered prompter between the text-image towers and SAM (RSRefSeg,
+arXiv 2501.06809)."""
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -14,70 +14,71 @@ from mmseg.registry import MODELS
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import Tensor
 
+from .filter_cfg import check_filter_cfg, filter_cfg_from_legacy
+
 
 @MODELS.register_module()
 class TextFilterNeck(BaseModule):
-    """Turn CLIP image/text features into SAM prompts via text filters.
+    """Turn the towers' image and text features into SAM prompts.
 
-    From `RSRefSeg <https://arxiv.org/abs/2501.06809>`_. With patch features
+    From `RSRefSeg <https://arxiv.org/abs/2501.06809>`_. ``TextFilterNeck()``
+    is the authors' prompter for SigLIP so400m and SAM; the CLIP variant sets
+    its own keys (``configs/_base_/models/rsrefseg.py``). With patch features
     ``V`` (B, D, h, w), token features ``T`` (B, L, D), the sentence feature
-    ``t_g`` (B, D), the logit scale ``s`` and a learnable bias ``b``:
+    ``t_g`` (B, D), the scale ``s`` and the bias ``b`` (``filter_cfg``):
 
     * local filter ``A_loc = sigmoid(s * cos(V, T_l) + b)`` (B, L, h, w),
-      averaged over the *real* tokens only (``text_mask``): padding never
-      enters the mean. SOT/EOT: the backbone's ``text_mask`` marks SOT..EOT
-      inclusive. CLIP's text tower is causal, so the SOT feature only sees
-      itself and is identical for every sentence; with ``exclude_sot=True``
-      (default) it is left out of the mean. EOT (the sentence summary, also
-      ``t_g``) stays in. Masked positions of ``local_maps`` are 0.
+      averaged over the *real* tokens only (``text_mask``). The authors
+      average over all L positions, padding included, so their mean depends
+      on the padded length; here padding never enters it. With
+      ``exclude_sot=True`` (CLIP: its causal text tower gives the start
+      token the same feature for every sentence) the first real token is
+      left out too. Masked positions of ``local_maps`` are 0.
     * global filter ``A_g = sigmoid(s * cos(V, t_g) + b)`` (B, h, w).
     * ``F = concat[(V + mean_l(A_loc * V)) / 2, A_g * V, V]`` (B, 3D, h, w)
-      -> 1x1 conv to ``prompt_dims`` C (``fuse``; + norm + act with
-      ``fuse_norm_act``) -> + SAM random-Fourier positional encoding on the
-      (h, w) grid (cell centres ``(i + 0.5) / h``) ->
-      ``down_spatial_times`` x (3x3 stride-2 conv + norm + act) ->
-      (``final_proj``: a linear 1x1 conv with bias, so the tokens are not
-      clipped by the last activation) -> sparse prompts (B, N, C),
-      N = h' * w'.
+      -> 1x1 conv to ``prompt_dims`` C (``fuse``: conv + norm + act, or a
+      plain conv with bias when ``fuse_norm_act=False``) -> + positional
+      encoding on the (h, w) grid (cell centres ``(i + 0.5) / h``) ->
+      ``down_spatial_times`` x (3x3 stride-2 conv + norm + act) -> a linear
+      1x1 conv with bias (``final_proj``; the tokens are not clipped by the
+      last activation) -> sparse prompts (B, N, C), N = h' * w'.
     * dense prompt: the global logit map ``s * cos(V, t_g) + b`` (before the
       sigmoid) resized (bilinear) to ``dense_prompt_size`` (B, 1, Hm, Wm).
 
-    The positional encoding is either a fresh random one owned by the neck
-    (``pos_embed='random'``) or SAM's pretrained shared image positional
-    encoding (``pos_embed='sam'``: the prompt encoder's ``pe_layer``, the
-    one the mask decoder adds to the image embedding), which
+    The positional encoding is SAM's pretrained shared image encoding
+    (``pos_embed='sam'``: the prompt encoder's ``pe_layer``, which
     :class:`~rsrefseg_mm.models.segmentors.RSRefSeg` hands over with
-    :meth:`set_pos_embed_layer` (not registered here, so it is stored once,
-    in the head).
+    :meth:`set_pos_embed_layer`; stored once, in the head) or a fresh random
+    one owned by the neck (``pos_embed='random'``).
 
-    Filter calibration (``filter_calibration=dict(std=2.0)``): a sigmoid
-    filter only passes gradient in its working range (logits within a few
-    units of 0). With a fixed scale ``s`` ~ 100 (trained CLIP) a bias of -10
-    puts that range at cosines 0.07-0.13 (logits -3..3), a window narrower
-    than the spread of patch-text cosines, so most positions start
-    saturated. With calibration, the first training forward measures the
-    mean and std of the cosines (real tokens and the sentence, all ranks
-    together) and sets the learnable gain ``g`` and bias ``b`` so that the
-    logits start with mean 0 and the given std; it happens once (the
-    ``filters_calibrated`` buffer is saved with the checkpoint).
+    ``filter_cfg`` says where ``s`` and ``b`` come from (``s`` always starts
+    from the backbone's ``logit_scale``; a backbone with a ``logit_bias``,
+    SigLIP, adds it to ``b``):
 
-    The RSRefSeg authors' prompter is ``fuse_norm_act=True,
-    final_proj=True, pos_embed='sam'`` with SigLIP's own scale and bias
-    (``init_bias=0, learnable_bias=False``). One deliberate difference: the
-    authors average the local maps over *all* L positions, padding included
-    (so the mean depends on the padded length); here padded positions never
-    enter the mean (``text_mask``).
+    * ``dict(type='backbone')`` (the authors'): the backbone's scale and bias
+      as they are, frozen (``init_bias``, default 0, is a frozen offset);
+    * ``dict(type='learned', init_bias=-10.0, gain=False)``: a learnable
+      bias, and with ``gain=True`` a learnable factor ``exp(g)`` on ``s``;
+    * ``dict(type='calibrated', std=2.0, init_bias=-10.0)``: learnable gain
+      and bias set on the first training forward so that the logits start
+      with mean 0 and std ``std`` (statistics over all ranks; done once, the
+      ``filters_calibrated`` buffer is saved). A sigmoid filter only passes
+      gradient within a few units of 0: with CLIP's fixed ``s`` ~ 100 a
+      bias of -10 leaves most positions saturated.
+
+    The arguments of earlier versions (``init_bias``, ``learnable_bias``,
+    ``learnable_scale``, ``filter_calibration``) are still read and mapped
+    to ``filter_cfg`` with a warning that names it.
 
     Ablation switches: with ``use_local_filter=False`` the first branch is
-    ``V`` (no text-weighted term) and with ``use_global_filter=False`` the
-    second branch is ``V``; the channel layout (3D) stays, so only the
-    filtering is removed. The maps are still computed and returned for
-    visualisation, and the dense prompt (``use_dense_prompt``) is the global
-    logit map whether or not the global branch filters ``F``.
+    ``V`` and with ``use_global_filter=False`` the second branch is ``V``;
+    the channel layout (3D) stays, so only the filtering is removed. The maps
+    are still computed and returned for visualisation, and the dense prompt
+    (``use_dense_prompt``) is the global logit map either way.
 
     Args:
-        in_channels (int): CLIP joint embedding dim D (512 for ViT-B/16,
-            768 for ViT-L/14).
+        in_channels (int): Joint embedding dim D of the towers (1152 for
+            SigLIP so400m, 512 for CLIP ViT-B/16, 768 for ViT-L/14).
         prompt_dims (int): SAM prompt dim C (256 for official SAM).
         dense_prompt_size (tuple[int, int]): SAM mask-input size (Hm, Wm),
             (256, 256) for a 1024 input.
@@ -85,22 +86,16 @@ class TextFilterNeck(BaseModule):
         use_local_filter (bool): Local (per-token) filter branch.
         use_global_filter (bool): Global (sentence) filter branch.
         use_dense_prompt (bool): Output the dense prompt (else None).
-        exclude_sot (bool): Leave the SOT token out of the local mean.
-        learnable_scale (bool): Multiply ``s`` by a learnable ``exp(g)``
-            (g initialised at 0). ``s`` itself comes from the backbone.
-        init_bias (float): Initial ``b``. A backbone that returns its own
-            ``logit_bias`` (SigLIP) adds it to ``b``.
-        learnable_bias (bool): Whether ``b`` is trained. Defaults to True.
-        fuse_norm_act (bool): ``fuse`` is conv (no bias) + norm + act
-            instead of a plain 1x1 conv with bias. Defaults to False.
-        final_proj (bool): Append a linear 1x1 conv with bias after the
-            down-sampling convs. Defaults to False.
-        pos_embed (str): ``'random'`` (own random-Fourier encoding) or
-            ``'sam'`` (SAM's pretrained shared encoding, see above).
-        filter_calibration (dict, optional): ``dict(std=...)`` to calibrate
-            ``g`` and ``b`` on the first training batch (see above); needs
-            ``learnable_scale=True`` and ``learnable_bias=True``. None
-            (default) keeps ``init_bias`` and the backbone's scale.
+        exclude_sot (bool): Leave the first real token (CLIP's SOT) out of
+            the local mean. Defaults to False.
+        filter_cfg (dict): Scale and bias of the filters (see above).
+            Defaults to ``dict(type='backbone')``.
+        fuse_norm_act (bool): ``fuse`` is conv (no bias) + norm + act (the
+            authors') instead of a plain 1x1 conv with bias. Defaults to
+            True.
+        final_proj (bool): The linear 1x1 conv after the down-sampling convs
+            (the authors'). Defaults to True.
+        pos_embed (str): ``'sam'`` (default) or ``'random'`` (see above).
         norm_cfg (dict): Norm of the prompter convs. BN by default; use
             ``dict(type='SyncBN')`` only in distributed configs.
         act_cfg (dict): Activation of the prompter convs.
@@ -108,25 +103,25 @@ class TextFilterNeck(BaseModule):
     """
 
     def __init__(self,
-                 in_channels: int = 512,
+                 in_channels: int = 1152,
                  prompt_dims: int = 256,
                  dense_prompt_size: Union[int, Sequence[int]] = (256, 256),
                  down_spatial_times: int = 2,
                  use_local_filter: bool = True,
                  use_global_filter: bool = True,
                  use_dense_prompt: bool = True,
-                 exclude_sot: bool = True,
-                 learnable_scale: bool = False,
-                 init_bias: float = -10.0,
-                 learnable_bias: bool = True,
-                 fuse_norm_act: bool = False,
-                 final_proj: bool = False,
-                 pos_embed: str = 'random',
-                 filter_calibration: Optional[dict] = None,
+                 exclude_sot: bool = False,
+                 filter_cfg: dict = dict(type='backbone'),
+                 fuse_norm_act: bool = True,
+                 final_proj: bool = True,
+                 pos_embed: str = 'sam',
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **legacy) -> None:
         super().__init__(init_cfg)
+        if legacy:
+            filter_cfg = filter_cfg_from_legacy(legacy)
         if down_spatial_times < 0:
             raise ValueError('down_spatial_times must be >= 0, got '
                              f'{down_spatial_times}')
@@ -147,20 +142,16 @@ class TextFilterNeck(BaseModule):
         self.use_dense_prompt = use_dense_prompt
         self.exclude_sot = exclude_sot
 
+        self.filter_cfg = check_filter_cfg(filter_cfg)
+        kind = self.filter_cfg['type']
         self.logit_bias = nn.Parameter(
-            torch.tensor(float(init_bias)), requires_grad=learnable_bias)
-        self.log_scale_gain = nn.Parameter(
-            torch.zeros(())) if learnable_scale else None
+            torch.tensor(float(self.filter_cfg['init_bias'])),
+            requires_grad=kind != 'backbone')
+        self.log_scale_gain = nn.Parameter(torch.zeros(())) if kind == \
+            'calibrated' or self.filter_cfg.get('gain') else None
         self.filter_calibration = None
-        if filter_calibration is not None:
-            unknown = set(filter_calibration) - {'std'}
-            if unknown or not (learnable_scale and learnable_bias):
-                raise ValueError(
-                    'filter_calibration=dict(std=...) needs '
-                    'learnable_scale=True and learnable_bias=True; got '
-                    f'keys {sorted(filter_calibration)}, learnable_scale='
-                    f'{learnable_scale}, learnable_bias={learnable_bias}')
-            self.filter_calibration = {'std': 2.0, **filter_calibration}
+        if kind == 'calibrated':
+            self.filter_calibration = {'std': self.filter_cfg['std']}
             self.register_buffer('filters_calibrated', torch.tensor(False))
 
         if fuse_norm_act:
@@ -242,10 +233,12 @@ class TextFilterNeck(BaseModule):
             global_cos (Tensor): (B, 1, h, w) patch-sentence cosines.
             weights (Tensor): (B, L) tokens that enter the local mean.
         """
-        vals = torch.cat([local_cos[weights.bool()].flatten(),
-                          global_cos.flatten()]).double()
+        vals = torch.cat(
+            [local_cos[weights.bool()].flatten(),
+             global_cos.flatten()]).double()
         stats = torch.stack([
-            vals.new_tensor(float(vals.numel())), vals.sum(),
+            vals.new_tensor(float(vals.numel())),
+            vals.sum(),
             vals.square().sum()
         ])
         all_reduce(stats)  # sum over ranks; no-op when not distributed
@@ -287,7 +280,8 @@ class TextFilterNeck(BaseModule):
         """Compute SAM prompts.
 
         Args:
-            feats (dict): CLIPBackbone outputs: ``img_feats`` (B, D, h, w),
+            feats (dict): Backbone outputs (``SigLIPBackbone``,
+                ``CLIPBackbone``): ``img_feats`` (B, D, h, w),
                 ``text_feats`` (B, L, D), ``text_global`` (B, D),
                 ``text_mask`` (B, L) bool (all tokens real if absent),
                 ``logit_scale`` (0-dim), optional ``logit_bias``.
@@ -313,8 +307,8 @@ class TextFilterNeck(BaseModule):
                 f'text_global {tuple(t_g.shape)}')
         text_mask = feats.get('text_mask')
         if text_mask is None:
-            text_mask = torch.ones(T.shape[:2], dtype=torch.bool,
-                                   device=T.device)
+            text_mask = torch.ones(
+                T.shape[:2], dtype=torch.bool, device=T.device)
         v_n = F.normalize(V, dim=1)
         local_cos = torch.einsum('bdhw,bld->blhw', v_n,
                                  F.normalize(T, dim=-1))  # (B, L, h, w)
@@ -329,8 +323,9 @@ class TextFilterNeck(BaseModule):
         # local filter: (B, L, h, w)
         local_logits = scale * local_cos + bias
         local_maps = local_logits.sigmoid() * weights[:, :, None, None]
-        local_mean = local_maps.sum(1, keepdim=True) / weights.sum(
-            1).clamp(min=1)[:, None, None, None]  # (B, 1, h, w)
+        local_mean = local_maps.sum(
+            1, keepdim=True) / weights.sum(1).clamp(
+                min=1)[:, None, None, None]  # (B, 1, h, w)
         # global filter: (B, 1, h, w)
         global_logits = scale * global_cos + bias
         global_map = global_logits.sigmoid()

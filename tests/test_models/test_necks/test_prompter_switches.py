@@ -23,8 +23,7 @@ def authors_neck(**kwargs):
         dense_prompt_size=(64, 64),
         down_spatial_times=2,
         exclude_sot=False,
-        init_bias=0.0,
-        learnable_bias=False,
+        filter_cfg=dict(type='backbone'),
         fuse_norm_act=True,
         final_proj=True,
         pos_embed='sam')
@@ -232,3 +231,62 @@ def test_calibration_waits_for_training_and_needs_learnable_affine():
     assert not neck.filters_calibrated
     with pytest.raises(ValueError, match='learnable_scale=True'):
         authors_neck(filter_calibration=dict(std=2.0))
+
+
+def test_default_neck_is_the_authors_prompter():
+    """``TextFilterNeck()`` with no arguments (but the width) computes the
+    authors' formula: same outputs as :func:`reference` and as the neck
+    configured key by key."""
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    default = MODELS.build(
+        dict(type='TextFilterNeck', in_channels=D, prompt_dims=C,
+             dense_prompt_size=(64, 64))).eval()
+    explicit = authors_neck()
+    default.load_state_dict(explicit.state_dict())
+    assert not default.logit_bias.requires_grad
+    assert default.log_scale_gain is None and not default.exclude_sot
+    pe = sam_pe()
+    default.set_pos_embed_layer(pe)
+    explicit.set_pos_embed_layer(pe)
+    f = feats()
+    with torch.no_grad():
+        out = default(f)
+        ref_sparse, ref_dense = reference(f, default, pe)
+        torch.testing.assert_close(out['sparse_prompts'],
+                                   explicit(f)['sparse_prompts'])
+    torch.testing.assert_close(out['sparse_prompts'], ref_sparse, atol=1e-4,
+                               rtol=1e-4)
+    torch.testing.assert_close(out['dense_prompts'], ref_dense, atol=1e-4,
+                               rtol=1e-4)
+    # and its constructor defaults are the full-size authors' prompter
+    paper = MODELS.build(dict(type='TextFilterNeck'))
+    assert paper.fuse.conv.in_channels == 3 * 1152
+    assert paper.fuse.conv.out_channels == 256 and paper.fuse.with_norm
+    assert len(paper.downsample) == 2 and paper.final_proj is not None
+    assert paper.pos_embed == 'sam' and paper.dense_prompt_size == (256, 256)
+
+
+@pytest.mark.parametrize('legacy, expected', [
+    (dict(init_bias=-2.0), dict(type='learned', init_bias=-2.0, gain=False)),
+    (dict(learnable_scale=True, filter_calibration=dict(std=3.0)),
+     dict(type='calibrated', init_bias=-10.0, std=3.0)),
+    (dict(init_bias=0.0, learnable_bias=False),
+     dict(type='backbone', init_bias=0.0)),
+])
+def test_legacy_filter_keys_map_to_filter_cfg(legacy, expected,
+                                              monkeypatch):
+    from rsrefseg_mm.models.necks import filter_cfg as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, **kw: logged.append(msg))
+    init_default_scope('mmseg')
+    neck = MODELS.build(
+        dict(type='TextFilterNeck', in_channels=D, prompt_dims=C, **legacy))
+    assert neck.filter_cfg == expected
+    assert len(logged) == 1 and 'filter_cfg' in logged[0]
+    with pytest.raises(TypeError, match='unexpected'):
+        MODELS.build(dict(type='TextFilterNeck', pos_embd='sam'))
+    with pytest.raises(ValueError, match="type='calibrated'"):
+        MODELS.build(
+            dict(type='TextFilterNeck', filter_calibration=dict(std=2.0)))

@@ -11,13 +11,19 @@ D, C = 16, 32
 
 
 def make_neck(**kwargs):
+    """The CLIP variant's neck (configs/_base_/models/rsrefseg.py)."""
     torch.manual_seed(0)
     cfg = dict(
         type='TextFilterNeck',
         in_channels=D,
         prompt_dims=C,
         dense_prompt_size=(32, 32),
-        down_spatial_times=2)
+        down_spatial_times=2,
+        exclude_sot=True,
+        filter_cfg=dict(type='learned', init_bias=-10.0),
+        fuse_norm_act=False,
+        final_proj=False,
+        pos_embed='random')
     cfg.update(kwargs)
     init_default_scope('mmseg')
     return MODELS.build(cfg).eval()
