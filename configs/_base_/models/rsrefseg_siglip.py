@@ -54,8 +54,6 @@ model = dict(
         fast_attn=True,
         rel_pos_mode=None,
         with_cp=False,
-        num_classes=2,
-        out_channels=1,
         threshold=0.5,
         # 5 x sigmoid BCE on the logits resized to the label, no Dice
         loss_decode=dict(

@@ -1,11 +1,13 @@
-"""SAM as a promptable decode head (RSRefSeg, https://arxiv.org/abs/2501.06809).
-"""
+"""SAM as a promptable decode head (RSRefSeg,
+https://arxiv.org/abs/2501.06809)."""
+import logging
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.losses import DiceLoss
 from mmseg.models.utils import resize
@@ -18,6 +20,35 @@ from ..sam import (SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMFastAttention,
                    build_sam_modules, check_rel_pos_mode,
                    enable_fast_attention, load_sam_checkpoint,
                    resolve_decoder_norm_eps, sam_arch_settings)
+
+#: Arguments of earlier versions that accepted one value only.
+FIXED_ARGUMENTS = dict(num_classes=2, out_channels=1, multimask_output=False)
+
+
+def check_fixed_arguments(given: dict) -> None:
+    """Accept the arguments of :data:`FIXED_ARGUMENTS` at their only value
+    (with a warning to remove them); refuse anything else.
+
+    Raises:
+        TypeError: An unknown argument.
+        ValueError: A fixed argument with another value.
+    """
+    for key, value in given.items():
+        if key not in FIXED_ARGUMENTS:
+            raise TypeError(
+                f'SAMPromptHead got an unexpected argument {key!r}')
+        if value != FIXED_ARGUMENTS[key]:
+            raise ValueError(
+                f'SAMPromptHead: {key}={value!r} is not possible: the head '
+                'decodes one binary mask per expression (num_classes=2, '
+                'out_channels=1, a single mask token)')
+    if given:
+        print_log(
+            f'SAMPromptHead: {sorted(given)} are no longer arguments (one '
+            'binary mask per expression is the only choice); remove them',
+            logger='current',
+            level=logging.WARNING)
+
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -87,9 +118,6 @@ class SAMPromptHead(BaseDecodeHead):
             (:class:`~rsrefseg_mm.models.sam.SAMFastBlock`).
         with_cp (bool): Activation checkpointing of the encoder blocks while
             training (only when the encoder is trainable). Defaults to False.
-        multimask_output (bool): Must stay False (one referring mask).
-        num_classes (int): 2 (background / target).
-        out_channels (int): 1 (sigmoid logits).
         threshold (float): Foreground threshold on the sigmoid. 0.5.
         loss_decode (dict | list[dict]): mmseg losses. ``CrossEntropyLoss``
             with ``use_sigmoid=True`` sees pred (B,1,H,W) vs label (B,H,W),
@@ -113,9 +141,6 @@ class SAMPromptHead(BaseDecodeHead):
                  fast_attn: bool = True,
                  rel_pos_mode: Optional[str] = None,
                  with_cp: bool = False,
-                 multimask_output: bool = False,
-                 num_classes: int = 2,
-                 out_channels: int = 1,
                  threshold: float = 0.5,
                  loss_decode: Union[dict, Sequence[dict]] = dict(
                      type='CrossEntropyLoss',
@@ -124,21 +149,16 @@ class SAMPromptHead(BaseDecodeHead):
                      loss_weight=5.0),
                  ignore_index: int = 255,
                  align_corners: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        if num_classes != 2 or out_channels != 1:
-            raise ValueError('SAMPromptHead predicts one binary mask: use '
-                             'num_classes=2, out_channels=1, got '
-                             f'{num_classes}, {out_channels}')
-        if multimask_output:
-            raise ValueError('RSRefSeg decodes a single mask per expression; '
-                             'multimask_output must be False')
+                 init_cfg: Optional[dict] = None,
+                 **fixed) -> None:
+        check_fixed_arguments(fixed)
         settings = sam_arch_settings(sam_arch)
         dim = settings['prompt_embed_dim']
         super().__init__(
             in_channels=dim,
             channels=dim,
-            num_classes=num_classes,
-            out_channels=out_channels,
+            num_classes=2,
+            out_channels=1,
             threshold=threshold,
             dropout_ratio=0,
             loss_decode=loss_decode,
@@ -149,7 +169,6 @@ class SAMPromptHead(BaseDecodeHead):
         # classifier here, so drop it (unused parameters break DDP).
         del self.conv_seg
         self.sam_arch = sam_arch
-        self.multimask_output = multimask_output
         self.with_cp = with_cp
         self.image_size = settings['image_size']
 
@@ -311,7 +330,7 @@ class SAMPromptHead(BaseDecodeHead):
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=self.multimask_output)
+            multimask_output=False)
         return masks
 
     def loss_by_feat(self, seg_logits: Tensor,

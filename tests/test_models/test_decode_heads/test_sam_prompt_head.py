@@ -246,10 +246,15 @@ def test_loss_and_predict_entry_points():
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match='single mask'):
+    with pytest.raises(ValueError, match='one binary mask'):
         tiny_head(multimask_output=True)
     with pytest.raises(ValueError, match='num_classes=2'):
         tiny_head(num_classes=3, out_channels=3)
+    with pytest.raises(TypeError, match='unexpected argument'):
+        tiny_head(num_class=2)
+    # the old keys at their only value still build (with a warning)
+    head = tiny_head(num_classes=2, out_channels=1, multimask_output=False)
+    assert (head.num_classes, head.out_channels) == (2, 1)
     with pytest.raises(FileNotFoundError, match='sam_vit_b_01ec64'):
         tiny_head(checkpoint='does/not/exist.pth')
     with pytest.raises(ValueError, match='rel_pos_mode'):

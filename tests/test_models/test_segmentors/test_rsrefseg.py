@@ -63,12 +63,17 @@ def model_cfg(backbone=None, **kwargs):
             pad_val=0,
             seg_pad_val=255),
         backbone=backbone or dict(type='FakeCLIPBackboneForTest'),
-        neck=dict(
+        neck=dict(  # the CLIP variant's prompter
             type='TextFilterNeck',
             in_channels=D,
             prompt_dims=C,
             dense_prompt_size=(32, 32),
-            down_spatial_times=1),
+            down_spatial_times=1,
+            exclude_sot=True,
+            filter_cfg=dict(type='learned', init_bias=-10.0),
+            fuse_norm_act=False,
+            final_proj=False,
+            pos_embed='random'),
         decode_head=dict(
             type='SAMPromptHead', sam_arch=TINY_SAM, encoder_tuning=LORA),
         test_cfg=dict(mode='whole'))

@@ -73,8 +73,9 @@ def saved_tensors_per_part(model, inputs, samples):
         return t
 
     outs = {}
-    model.backbone.register_forward_hook(
-        lambda m, a, o: outs.__setitem__('clip', o))
+    # the towers' outputs, as the prompter receives them
+    model.neck.register_forward_pre_hook(
+        lambda m, a: outs.__setitem__('clip', a[0]))
     model.decode_head.image_encoder.neck.register_forward_hook(
         lambda m, a, o: outs.__setitem__('sam', o))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
