@@ -425,3 +425,29 @@ def test_build_from_registry():
     n_lora = sum('lora_down' in n for n, _ in backbone.named_parameters())
     assert n_lora == 2 + 4  # image: qkv x2; text (default targets) x4
     backbone.init_weights()  # must not re-initialise / fail
+
+
+def test_shared_knobs_and_checkpointed_blocks():
+    """``logit_trainable`` and ``with_cp`` as on SigLIPBackbone; with_cp
+    gives the same loss and gradients."""
+    arch = dict(image_size=32, patch_size=16, embed_dims=32, num_layers=2,
+                num_heads=2, output_dims=16, text_embed_dims=32,
+                text_num_layers=2, text_num_heads=2, context_length=16,
+                vocab_size=49408)
+    full = dict(mode='full')
+    grads = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        clip = CLIPBackbone(arch=arch, image_tuning=full, text_tuning=full,
+                            logit_trainable=True, with_cp=with_cp).train()
+        assert clip.logit_scale.requires_grad
+        assert clip.visual.transformer.with_cp == with_cp
+        out = clip(torch.rand(2, 3, 32, 32) * 255, ['a red car', 'ship'])
+        loss = out['img_feats'].square().mean() + out['text_feats'].mean()
+        loss.backward()
+        grads.append([p.grad.clone() for p in clip.parameters()
+                      if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TypeError, match='logit_trainable'):
+        CLIPBackbone(arch=arch, logit_scale_trainable=True)

@@ -87,9 +87,11 @@ class CLIPBackbone(BaseTextImageBackbone):
             ``['attn.qkv', 'attn.proj']``). See
             :func:`~rsrefseg_mm.models.peft.tuning.apply_tuning`.
         text_tuning (dict): Same for the text tower.
-        logit_scale_trainable (bool): Whether CLIP's temperature is learnt.
-            Defaults to False.
+        logit_trainable (bool): Whether CLIP's temperature is learnt.
+            Defaults to False. (Earlier ``logit_scale_trainable``.)
         fast_attn (bool): Attention via SDPA (True) or an explicit softmax.
+        with_cp (bool): Activation checkpointing of both towers' blocks
+            while training. Defaults to False.
         resize_antialias (bool): Anti-alias the bicubic down-sizing to
             ``image_size``. CLIP was trained on PIL bicubic resizes, which
             anti-alias when shrinking, so True (default) is the closer
@@ -147,10 +149,18 @@ class CLIPBackbone(BaseTextImageBackbone):
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
                  text_tuning: dict = dict(
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
-                 logit_scale_trainable: bool = False,
+                 logit_trainable: bool = False,
                  fast_attn: bool = True,
+                 with_cp: bool = False,
                  resize_antialias: bool = True,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **renamed) -> None:
+        if 'logit_scale_trainable' in renamed:
+            raise TypeError('CLIPBackbone: logit_scale_trainable is now '
+                            'logit_trainable (the name SigLIPBackbone uses)')
+        if renamed:
+            raise TypeError('CLIPBackbone got unexpected arguments '
+                            f'{sorted(renamed)}')
         super().__init__(init_cfg=init_cfg)
         self.arch_name, cfg = self._parse_arch(arch)
         self.arch_settings = cfg
@@ -171,7 +181,8 @@ class CLIPBackbone(BaseTextImageBackbone):
             num_heads=cfg['num_heads'],
             output_dims=cfg['output_dims'],
             quick_gelu=quick_gelu,
-            fast_attn=fast_attn)
+            fast_attn=fast_attn,
+            with_cp=with_cp)
         self.text = CLIPTextTower(
             context_length=cfg['context_length'],
             vocab_size=cfg['vocab_size'],
@@ -180,7 +191,8 @@ class CLIPBackbone(BaseTextImageBackbone):
             num_heads=cfg['text_num_heads'],
             output_dims=cfg['output_dims'],
             quick_gelu=quick_gelu,
-            fast_attn=fast_attn)
+            fast_attn=fast_attn,
+            with_cp=with_cp)
         self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
         self.tokenizer = _shared_tokenizer(cfg['context_length'])
         if cfg['vocab_size'] < self.tokenizer.vocab_size:
@@ -207,7 +219,7 @@ class CLIPBackbone(BaseTextImageBackbone):
             name='CLIP text tower',
             default_targets=DEFAULT_LORA_TARGETS,
             **dict(text_tuning or dict(mode='full')))
-        self.logit_scale.requires_grad_(logit_scale_trainable)
+        self.logit_scale.requires_grad_(logit_trainable)
 
     # ------------------------------------------------------------ set-up
     @classmethod

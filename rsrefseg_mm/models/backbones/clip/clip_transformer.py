@@ -22,6 +22,7 @@ from typing import Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 
 
 class QuickGELU(nn.Module):
@@ -134,6 +135,8 @@ class CLIPTransformer(nn.Module):
         num_heads (int): Attention heads.
         quick_gelu (bool): See :class:`CLIPResidualBlock`.
         fast_attn (bool): See :class:`CLIPAttention`.
+        with_cp (bool): Activation checkpointing of each block while
+            training (recompute in backward, less memory).
     """
 
     def __init__(self,
@@ -141,9 +144,11 @@ class CLIPTransformer(nn.Module):
                  num_layers: int,
                  num_heads: int,
                  quick_gelu: bool = True,
-                 fast_attn: bool = True) -> None:
+                 fast_attn: bool = True,
+                 with_cp: bool = False) -> None:
         super().__init__()
         self.embed_dims = embed_dims
+        self.with_cp = with_cp
         self.resblocks = nn.ModuleList([
             CLIPResidualBlock(
                 embed_dims,
@@ -154,8 +159,12 @@ class CLIPTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """(B, N, C) -> (B, N, C)."""
+        use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         for blk in self.resblocks:
-            x = blk(x, causal=causal)
+            if use_cp:
+                x = cp.checkpoint(blk, x, causal, use_reentrant=False)
+            else:
+                x = blk(x, causal=causal)
         return x
 
     def init_weights(self) -> None:
@@ -210,6 +219,7 @@ class CLIPVisionTower(nn.Module):
         output_dims (int): Width of the joint embedding space (``proj``).
         quick_gelu (bool): QuickGELU activation.
         fast_attn (bool): SDPA attention.
+        with_cp (bool): Activation checkpointing of the blocks.
     """
 
     def __init__(self,
@@ -220,7 +230,8 @@ class CLIPVisionTower(nn.Module):
                  num_heads: int,
                  output_dims: int,
                  quick_gelu: bool = True,
-                 fast_attn: bool = True) -> None:
+                 fast_attn: bool = True,
+                 with_cp: bool = False) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f'image_size {image_size} is not a multiple of '
@@ -237,7 +248,7 @@ class CLIPVisionTower(nn.Module):
                                 embed_dims))
         self.ln_pre = LayerNorm(embed_dims)
         self.transformer = CLIPTransformer(embed_dims, num_layers, num_heads,
-                                           quick_gelu, fast_attn)
+                                           quick_gelu, fast_attn, with_cp)
         self.ln_post = LayerNorm(embed_dims)
         self.proj = nn.Parameter(scale * torch.randn(embed_dims, output_dims))
         self.transformer.init_weights()
@@ -285,6 +296,7 @@ class CLIPTextTower(nn.Module):
         output_dims (int): Width of the joint embedding space.
         quick_gelu (bool): QuickGELU activation.
         fast_attn (bool): SDPA attention.
+        with_cp (bool): Activation checkpointing of the blocks.
     """
 
     def __init__(self,
@@ -295,7 +307,8 @@ class CLIPTextTower(nn.Module):
                  num_heads: int,
                  output_dims: int,
                  quick_gelu: bool = True,
-                 fast_attn: bool = True) -> None:
+                 fast_attn: bool = True,
+                 with_cp: bool = False) -> None:
         super().__init__()
         self.context_length = context_length
         self.vocab_size = vocab_size
@@ -303,7 +316,7 @@ class CLIPTextTower(nn.Module):
         self.positional_embedding = nn.Parameter(
             torch.empty(context_length, embed_dims))
         self.transformer = CLIPTransformer(embed_dims, num_layers, num_heads,
-                                           quick_gelu, fast_attn)
+                                           quick_gelu, fast_attn, with_cp)
         self.ln_final = LayerNorm(embed_dims)
         self.text_projection = nn.Parameter(
             torch.empty(embed_dims, output_dims))

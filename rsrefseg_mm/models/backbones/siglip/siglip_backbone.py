@@ -90,6 +90,10 @@ class SigLIPBackbone(BaseTextImageBackbone):
             False (the authors freeze them).
         with_cp (bool): Activation checkpointing of both towers' blocks.
         init_cfg (dict, optional): Leave None when ``checkpoint`` is used.
+
+    Unlike :class:`CLIPBackbone` there is no ``fast_attn`` switch: SigLIP's
+    attention always runs ``F.scaled_dot_product_attention`` (with the
+    text padding mask), there is no explicit-softmax path to choose.
     """
 
     arch_zoo: Dict[str, dict] = {
