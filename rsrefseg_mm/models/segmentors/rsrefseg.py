@@ -25,7 +25,7 @@ def count_parameters(module: nn.Module) -> Tuple[int, int]:
 
 @MODELS.register_module()
 class RSRefSeg(EncoderDecoder):
-    """Referring segmentation with CLIP prompts for SAM.
+    """Referring segmentation: text-filtered SigLIP / CLIP features prompt SAM.
 
     `RSRefSeg: Referring Remote Sensing Image Segmentation with Foundation
     Models <https://arxiv.org/abs/2501.06809>`_. Keeps mmseg
@@ -34,11 +34,18 @@ class RSRefSeg(EncoderDecoder):
 
     .. code:: text
 
-        texts = [meta['text'] for meta in batch_img_metas]
-        backbone(inputs, texts) -> neck -> dict(images=inputs, **prompts)
-        -> decode_head (SAM) -> (B, 1, Hm, Wm) logits
+        encode_image(inputs)            # once per image
+            backbone.encode_image  -> img_feats (B, D, h, w), img_global
+            [decode_head.encode_image -> SAM embeddings (B, C, S/16, S/16)]
+        prompt(embeddings, texts)       # per expression
+            backbone.encode_text -> text_feats, text_global, text_mask
+            neck -> sparse_prompts (N, P, C), dense_prompts, activation maps
+        decode_head.forward -> (N, 1, Hm, Wm) logits
+        (decode = prompt + decode_head.forward; extract_feat = encode_image
+        without SAM + prompt, one expression per image, for loss / predict)
 
-    A neck with ``pos_embed='sam'`` gets the head's SAM positional encoding
+    One image serves any number of expressions (its embeddings are
+    expanded, not copied), see :meth:`decode`. A neck with ``pos_embed='sam'`` gets the head's SAM positional encoding
     (``decode_head.prompt_encoder.pe_layer``). Only whole-image inference is
     supported and there is no auxiliary head.
     Trainable / total parameter counts per component are logged at init.
@@ -85,7 +92,8 @@ class RSRefSeg(EncoderDecoder):
         if pretrained is not None:
             raise ValueError(
                 'RSRefSeg takes its pretrained weights from '
-                '`backbone.checkpoint` (CLIP) and `decode_head.checkpoint` '
+                '`backbone.checkpoint` (SigLIP / CLIP) and '
+                '`decode_head.checkpoint` '
                 f'(SAM), not from `pretrained` (got {pretrained!r})')
         if neck is None:
             raise ValueError('RSRefSeg needs a neck (the text-filter prompter)')
