@@ -12,6 +12,8 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList)
 from torch import Tensor
 
+from .image_embedding_cache import ImageEmbeddingCacheMixin
+
 
 def count_parameters(module: nn.Module) -> Tuple[int, int]:
     """Return (trainable, total) parameter counts of ``module``."""
@@ -24,7 +26,7 @@ def count_parameters(module: nn.Module) -> Tuple[int, int]:
 
 
 @MODELS.register_module()
-class RSRefSeg(EncoderDecoder):
+class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
     """Referring segmentation: text-filtered SigLIP / CLIP features prompt SAM.
 
     `RSRefSeg: Referring Remote Sensing Image Segmentation with Foundation
@@ -45,7 +47,8 @@ class RSRefSeg(EncoderDecoder):
         without SAM + prompt, one expression per image, for loss / predict)
 
     One image serves any number of expressions (its embeddings are
-    expanded, not copied), see :meth:`decode`. A neck with ``pos_embed='sam'`` gets the head's SAM positional encoding
+    expanded, not copied), see :meth:`decode`. A neck with
+    ``pos_embed='sam'`` gets the head's SAM positional encoding
     (``decode_head.prompt_encoder.pe_layer``). Only whole-image inference is
     supported and there is no auxiliary head.
     Trainable / total parameter counts per component are logged at init.
@@ -96,7 +99,8 @@ class RSRefSeg(EncoderDecoder):
                 '`decode_head.checkpoint` '
                 f'(SAM), not from `pretrained` (got {pretrained!r})')
         if neck is None:
-            raise ValueError('RSRefSeg needs a neck (the text-filter prompter)')
+            raise ValueError(
+                'RSRefSeg needs a neck (the text-filter prompter)')
         if auxiliary_head is not None:
             raise ValueError('RSRefSeg does not support an auxiliary head')
         if filter_loss_weight < 0:
@@ -308,38 +312,6 @@ class RSRefSeg(EncoderDecoder):
             x = self.prompt(self._cached_image_embeddings(inputs), texts)
         return self.decode_head.predict(x, batch_img_metas, self.test_cfg)
 
-    def _cached_image_embeddings(self, inputs: Tensor) -> Dict[str, Tensor]:
-        """:meth:`encode_image` of ``inputs``, reusing rows whose pixels
-        equal (exactly) those of an image encoded before in this mode.
-
-        Args:
-            inputs (Tensor): (B, 3, H, W) preprocessed images.
-
-        Returns:
-            dict: As :meth:`encode_image` (``with_sam=True``).
-        """
-        cache: list = self.__dict__.setdefault('_image_cache', [])
-        rows: List[Optional[Dict[str, Tensor]]] = []
-        for image in inputs:
-            rows.append(
-                next((emb for key, emb in cache if key.shape == image.shape
-                      and torch.equal(key, image)), None))
-        missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
-            encoded = self.encode_image(inputs[missing])
-            self.image_encodings += len(missing)
-            for j, i in enumerate(missing):
-                rows[i] = {k: v[j:j + 1] for k, v in encoded.items()}
-                cache.append((inputs[i], rows[i]))
-        del cache[:-int(self.test_cfg.get('image_cache_size', 4))]
-        return {k: torch.cat([row[k] for row in rows]) for k in rows[0]}
-
-    def train(self, mode: bool = True) -> 'RSRefSeg':
-        """Set the mode; cached image embeddings (``group_by_image``) are
-        dropped at every switch, since training changes the weights."""
-        self.__dict__['_image_cache'] = []
-        return super().train(mode)
-
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
         metas = [ds.metainfo for ds in data_samples]
@@ -361,9 +333,8 @@ class RSRefSeg(EncoderDecoder):
                 with 1 = target, ``decode_head.ignore_index`` = ignored.
 
         Returns:
-            Tensor: Mean BCE over the grid cells, each weighted by its
-            share of non-ignored pixels; the target of a cell is its
-            target share among those pixels.
+            Tensor: Mean BCE over the cells, weighted by their share of
+            non-ignored pixels; a cell's target is its target share.
         """
         gt = torch.stack([ds.gt_sem_seg.data for ds in data_samples])
         gt = gt.to(global_logits.device)
