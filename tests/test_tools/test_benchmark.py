@@ -41,7 +41,6 @@ def test_inference_and_stock_comparison(capsys):
     inf = out['inference']
     assert set(inf['stages']) == set(bm.STAGES)
     assert all(t > 0 for t in inf['stages'].values())
-    assert sum(inf['stages'].values()) <= inf['latency']['median'] * 1.5
     assert inf['images_per_s'] == pytest.approx(
         2 / inf['latency']['median'])
     # stage FLOPs per image == the SAM encoder counted on its own
@@ -93,17 +92,14 @@ def test_merged_lora_weights_give_the_stock_encoder():
     assert (ours - without_lora).abs().max() > 1e-2  # LoRA was merged
 
 
-def test_train_mode_runs_one_subprocess_per_with_cp(capfd, monkeypatch):
-    """Also the GPU-machine path: the workers run with the mmcv.ops shim;
-    ``--progress on`` reaches the workers, whose bars go to stderr."""
-    monkeypatch.setenv('RSREFSEG_MMCV_OPS_SHIM', '1')
+def test_train_mode_runs_one_subprocess_per_with_cp(capfd):
+    """``--progress on`` reaches the workers, whose bars go to stderr."""
     out = bm.main([
         TINY_CFG, '--train', '--batch-size', '1', '--repeats', '2',
         '--warmup', '1', '--device', 'cpu', '--progress', 'on'
     ])['train']
     assert [r['with_cp'] for r in out] == [False, True]
     assert [r['with_cp_model'] for r in out] == [False, True]
-    assert all(r['mmcv_ops_shim'] for r in out)
     for r in out:
         assert r['memory']['peak'] > 0 and r['step']['median'] > 0
         assert r['flops_per_image'] > 0
@@ -137,23 +133,6 @@ def test_progress_bars_with_rate_and_eta(capsys, progress):
     assert '3/3' in err and 'run/s' in err and 'round/s' in err
     assert 'ETA' in err
     assert 'ETA' not in out and '| images/s |' in out
-
-
-def test_mmcv_ops_shim_point_sample_matches_mmcv():
-    import mmcv.ops as mmcv_ops  # a requirement: fail, not skip
-    assert not getattr(mmcv_ops, '__shim__', None)  # the compiled reference
-    shim = load_tool('mmcv_ops_shim')
-    torch.manual_seed(0)
-    feats = torch.randn(2, 3, 9, 11)
-    for points in (torch.rand(2, 5, 2), torch.rand(2, 4, 6, 2)):
-        for align in (False, True):
-            ref = mmcv_ops.point_sample(feats, points, align_corners=align)
-            ours = shim.point_sample(feats, points, align_corners=align)
-            assert torch.allclose(ref, ours, atol=1e-6)
-    with pytest.raises(RuntimeError, match='CrissCrossAttention'):
-        shim._getattr('CrissCrossAttention')(8)
-    with pytest.raises(AttributeError):
-        shim._getattr('__path__')  # mmcv.ops is no package: submodules fail
 
 
 def test_env_line_names_threads_and_allocator(monkeypatch):

@@ -43,19 +43,13 @@ Example::
 """
 import argparse
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-# benchmark_utils (and mmcv_ops_shim) live beside this script
+# benchmark_utils lives beside this script
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-if os.environ.get('RSREFSEG_MMCV_OPS_SHIM') == '1':
-    # GPU machines without a compiled mmcv: see mmcv_ops_shim.py
-    import mmcv_ops_shim  # noqa: E402
-
-    mmcv_ops_shim.install()
 
 import torch  # noqa: E402
 # also used as bm.<name> by gpu_benchmark.py and the tests
@@ -80,7 +74,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='bfloat16 autocast (inference) / AnyDeviceAmpOptimWrapper '
+        help='bfloat16 autocast (inference) / SkipNonFiniteAmpOptimWrapper '
         '(training)')
     parser.add_argument(
         '--train',
@@ -166,8 +160,6 @@ def train_worker(args) -> dict:
     res.update(
         with_cp=with_cp,
         with_cp_model=bool(model.decode_head.with_cp),
-        mmcv_ops_shim=bool(
-            getattr(sys.modules.get('mmcv.ops'), '__shim__', False)),
         size=list(size),
         env=env_line(args.device),
         cuda=args.device.startswith('cuda'))

@@ -132,7 +132,10 @@ def main(argv=None) -> int:
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     if args.checkpoint:
         from mmengine.runner import load_checkpoint
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+
+        from rsrefseg_mm.utils import checkpoint_loading
+        with checkpoint_loading(args.checkpoint):
+            load_checkpoint(model, args.checkpoint, map_location='cpu')
     model = model.to(args.device).eval()
     dataset = DATASETS.build(cfg[f'{args.split}_dataloader'].dataset)
     n = min(args.num_samples, len(dataset))

@@ -53,7 +53,10 @@ def build_model(cfg,
     model = revert_sync_batchnorm(model)
     if checkpoint:
         from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu')
+
+        from rsrefseg_mm.utils import checkpoint_loading
+        with checkpoint_loading(checkpoint):
+            load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 
 

@@ -178,7 +178,7 @@ def build_optim_wrapper(model, cfg, amp: bool):
     if constructor:
         ow['constructor'] = constructor
     if amp:
-        ow.update(type='AnyDeviceAmpOptimWrapper', dtype='bfloat16')
+        ow.update(type='SkipNonFiniteAmpOptimWrapper', dtype='bfloat16')
     else:
         ow.update(type='OptimWrapper')
     return _build(model, ow)

@@ -93,7 +93,7 @@ def print_train(results: List[dict], args) -> None:
     r0 = results[0]
     print(f'{r0["env"]}; batch {args.batch_size}, input '
           f'{r0["size"][0]}x{r0["size"][1]}, '
-          f'{"bf16 (AnyDeviceAmpOptimWrapper)" if args.amp else "fp32"}, '
+          f'{"bf16 (SkipNonFiniteAmpOptimWrapper)" if args.amp else "fp32"}, '
           f'{r0["step"]["n"]} timed step(s) after {args.warmup} warm-up, '
           f'{r0["trainable_params"] / 1e6:.2f} M trainable parameters; '
           'one subprocess per row\n')
