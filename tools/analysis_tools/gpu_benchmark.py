@@ -50,23 +50,9 @@ from typing import Dict, Optional, Sequence
 # benchmark_utils lives beside this script
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import benchmark_utils as bu  # noqa: E402
 import torch  # noqa: E402
-from benchmark_utils import (
-    benchmark_stock,
-    build_model,  # noqa: E402
-    env_line,
-    input_size,
-    load_config)
-from benchmark_utils.gpu_report import gpu_report  # noqa: E402
-from benchmark_utils.gpu_report import nominal_infer_flops
-from benchmark_utils.gpu_runs import (
-    find_max_batches,
-    log,  # noqa: E402
-    matmul_ceiling,
-    run_compiled,
-    run_inference,
-    run_training,
-    set_rel_pos_mode)
+from benchmark_utils import gpu_report, gpu_runs  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(
@@ -171,7 +157,8 @@ def run_authors_path(model, args) -> Dict:
     del sam, sig
     if args.device.startswith('cuda'):
         torch.cuda.empty_cache()
-    log(f"authors' path (transformers SAM + SigLIP '{args.authors_siglip}')"
+    gpu_runs.log(
+        f"authors' path (transformers SAM + SigLIP '{args.authors_siglip}')"
         f' batch {args.infer_batch}: {res["images_per_s"]:.1f} img/s')
     return res
 
@@ -184,6 +171,11 @@ def save(res: Dict, out_dir: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Run the steps of the module docstring.
+
+    Returns:
+        dict: The results (also in ``OUT/gpu_benchmark.json``).
+    """
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     dev = args.device
@@ -199,47 +191,46 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         torch.backends.cuda.enable_flash_sdp(True)
         torch.backends.cuda.enable_mem_efficient_sdp(True)
     t_start = time.perf_counter()
-    res = dict(env=env_line(dev), config=osp.basename(args.config))
+    res = dict(env=bu.env_line(dev), config=osp.basename(args.config))
     if cuda:
         res['sdp'] = dict(
             flash=torch.backends.cuda.flash_sdp_enabled(),
             mem_efficient=torch.backends.cuda.mem_efficient_sdp_enabled(),
             math=torch.backends.cuda.math_sdp_enabled())
-    log(res['env'])
-    res['matmul_tflops'] = matmul_ceiling(dev) if cuda else None
-    log(f'bf16 matmul ceiling: {res["matmul_tflops"]} TFLOP/s')
+    gpu_runs.log(res['env'])
+    res['matmul_tflops'] = gpu_runs.matmul_ceiling(dev) if cuda else None
+    gpu_runs.log(f'bf16 matmul ceiling: {res["matmul_tflops"]} TFLOP/s')
 
-    cfg = load_config(args.config, args.cfg_options)
-    size = input_size(cfg, None)
+    cfg = bu.load_config(args.config, args.cfg_options)
+    size = bu.input_size(cfg, None)
     res['size'] = list(size)
-    res['nominal_infer_flops'] = nominal_infer_flops(cfg, size)
-    model = build_model(cfg, dev)
-    log('model built')
+    res['nominal_infer_flops'] = gpu_report.nominal_infer_flops(cfg, size)
+    model = bu.build_model(cfg, dev)
+    gpu_runs.log('model built')
 
     res['eager'] = {}
     for i, mode in enumerate(args.rel_pos_modes):
-        set_rel_pos_mode(model, mode)
+        gpu_runs.set_rel_pos_mode(model, mode)
+        # batch-1 latency with the first mode only
+        batches = sorted({1, args.infer_batch}) if i == 0 else \
+            [args.infer_batch]
         run = dict(
-            inference=run_inference(
-                model,
-                size,
-                args,
-                sorted({1, args.infer_batch}) if i ==
-                0 else [args.infer_batch],
-                count_flops=i == 0))
-        log(f'eager inference, rel_pos_mode={mode}: ' +
-            ', '.join(f'batch {b} {r["images_per_s"]:.1f} img/s'
-                      for b, r in run['inference'].items()))
+            inference=gpu_runs.run_inference(
+                model, size, args, batches, count_flops=i == 0))
+        gpu_runs.log(f'eager inference, rel_pos_mode={mode}: ' +
+                     ', '.join(f'batch {b} {r["images_per_s"]:.1f} img/s'
+                               for b, r in run['inference'].items()))
         if not args.skip_train and mode != 'chunked':
-            run['train'] = run_training(
+            run['train'] = gpu_runs.run_training(
                 model, cfg, size, args, count_flops=i == 0)
             for cp, r in run['train'].items():
                 ips = 'OOM' if r is None else f'{r["images_per_s"]:.1f} img/s'
-                log(f'eager training, rel_pos_mode={mode}, with_cp={cp}: '
+                gpu_runs.log(
+                    f'eager training, rel_pos_mode={mode}, with_cp={cp}: '
                     f'{ips}')
         res['eager'][mode] = run
         save(res, args.out)
-    set_rel_pos_mode(model, 'auto')
+    gpu_runs.set_rel_pos_mode(model, 'auto')
 
     if args.authors_siglip != 'none':
         res['authors'] = run_authors_path(model, args)
@@ -248,21 +239,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     if not args.skip_stock:
         torch.manual_seed(0)
         images = torch.rand(4, 3, *size, device=dev) * 255
-        res['stock'] = benchmark_stock(model, images, dev, True, args.warmup,
-                                       args.repeats)
-        log(f'SAM encoder stock/ours: {res["stock"]["speedup"]}')
+        res['stock'] = bu.benchmark_stock(model, images, dev, True,
+                                          args.warmup, args.repeats)
+        gpu_runs.log(f'SAM encoder stock/ours: {res["stock"]["speedup"]}')
         del images
         save(res, args.out)
 
     if args.find_max_batch != 'none':
-        res['max_batch'] = find_max_batches(model, cfg, size, args)
+        res['max_batch'] = gpu_runs.find_max_batches(model, cfg, size, args)
         save(res, args.out)
 
     if args.compile is not None:
-        res['compiled'] = run_compiled(model, cfg, size, args)
+        res['compiled'] = gpu_runs.run_compiled(model, cfg, size, args)
 
     res['wall_s'] = time.perf_counter() - t_start
-    text = gpu_report(res, args)
+    text = gpu_report.gpu_report(res, args)
     print(text)
     with open(osp.join(args.out, 'gpu_benchmark.md'), 'w') as f:
         f.write(text)
