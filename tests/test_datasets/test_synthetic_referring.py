@@ -10,7 +10,7 @@ from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
-from rsrefseg_mm.datasets.synthetic import COLORS, SHAPES, object_mask
+from rsrefseg_mm.datasets.synthetic_scenes import COLORS, SHAPES, object_mask
 
 from helpers import REPO
 

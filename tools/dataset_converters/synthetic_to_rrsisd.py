@@ -30,11 +30,11 @@ import numpy as np
 
 try:
     from rsrefseg_mm.datasets import SyntheticReferringDataset, encode_mask
-    from rsrefseg_mm.datasets.synthetic import EXPRESSION_TYPES, SHAPES
+    from rsrefseg_mm.datasets.synthetic_scenes import EXPRESSION_TYPES, SHAPES
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     from rsrefseg_mm.datasets import SyntheticReferringDataset, encode_mask
-    from rsrefseg_mm.datasets.synthetic import EXPRESSION_TYPES, SHAPES
+    from rsrefseg_mm.datasets.synthetic_scenes import EXPRESSION_TYPES, SHAPES
 
 
 def write_rrsisd(out_dir: str,

@@ -14,7 +14,7 @@ from mmseg.models.segmentors import BaseSegmentor, SegTTAModel
 from mmseg.registry import MODELS
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.datasets.synthetic import (COLORS, POSITIONS, render_scene,
+from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, POSITIONS, render_scene,
                                             resolve_expression)
 from rsrefseg_mm.models.segmentors import ReferringTTAModel
 
