@@ -1,13 +1,13 @@
 """tools/analysis_tools/benchmark.py and the GPU-run helpers on tiny models."""
 import copy
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
 
 import rsrefseg_mm  # noqa: F401
-
-from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
 
 TINY_CFG = TINY_CONFIG
 
@@ -41,8 +41,7 @@ def test_inference_and_stock_comparison(capsys):
     inf = out['inference']
     assert set(inf['stages']) == set(bm.STAGES)
     assert all(t > 0 for t in inf['stages'].values())
-    assert inf['images_per_s'] == pytest.approx(
-        2 / inf['latency']['median'])
+    assert inf['images_per_s'] == pytest.approx(2 / inf['latency']['median'])
     # stage FLOPs per image == the SAM encoder counted on its own
     cfg = bm.load_config(TINY_CFG)
     model = bm.build_model(cfg, 'cpu')
@@ -69,9 +68,11 @@ def test_merged_lora_weights_give_the_stock_encoder():
     torch.manual_seed(0)
     arch = dict(TINY_SAM, image_size=64)
     head = MODELS.build(
-        dict(type='SAMPromptHead', sam_arch=arch,
-             encoder_tuning=dict(mode='lora', rank=4, alpha=8,
-                                 drop_rate=0.))).eval()
+        dict(
+            type='SAMPromptHead',
+            sam_arch=arch,
+            encoder_tuning=dict(mode='lora', rank=4, alpha=8,
+                                drop_rate=0.))).eval()
     with torch.no_grad():  # LoRA-B starts at zero: make the update count
         for name, p in head.image_encoder.named_parameters():
             if 'lora_up' in name or 'rel_pos' in name:
@@ -95,8 +96,8 @@ def test_merged_lora_weights_give_the_stock_encoder():
 def test_train_mode_runs_one_subprocess_per_with_cp(capfd):
     """``--progress on`` reaches the workers, whose bars go to stderr."""
     out = bm.main([
-        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '2',
-        '--warmup', '1', '--device', 'cpu', '--progress', 'on'
+        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '2', '--warmup',
+        '1', '--device', 'cpu', '--progress', 'on'
     ])['train']
     assert [r['with_cp'] for r in out] == [False, True]
     assert [r['with_cp_model'] for r in out] == [False, True]
@@ -113,6 +114,14 @@ def test_train_mode_runs_one_subprocess_per_with_cp(capfd):
     assert 'training timed' in captured.err
     assert '2/2' in captured.err and 'step/s' in captured.err
     assert 'ETA' in captured.err and 'ETA' not in text
+
+
+def test_bf16_training_needs_a_gpu(capsys):
+    with pytest.raises(SystemExit):
+        bm.parse_args([TINY_CFG, '--train', '--amp', '--device', 'cpu'])
+    assert 'SkipNonFiniteAmpOptimWrapper' in capsys.readouterr().err
+    args = bm.parse_args([TINY_CFG, '--amp', '--device', 'cpu'])
+    assert args.amp and not args.train  # bf16 autocast inference on CPU
 
 
 @pytest.mark.parametrize('progress', ['auto', 'on', 'off'])
@@ -136,7 +145,7 @@ def test_progress_bars_with_rate_and_eta(capsys, progress):
 
 
 def test_env_line_names_threads_and_allocator(monkeypatch):
-    for key in list(bm.os.environ):
+    for key in list(os.environ):
         if key.startswith('MALLOC_') or key == 'LD_PRELOAD':
             monkeypatch.delenv(key)
     assert bm.env_line('cpu').endswith('threads, allocator: default)')
@@ -144,16 +153,14 @@ def test_env_line_names_threads_and_allocator(monkeypatch):
     assert 'allocator: MALLOC_MMAP_MAX_=0)' in bm.env_line('cpu')
 
 
-def test_siglip_config_stage_flops(tmp_path, capsys):
+def test_siglip_config_stage_flops(tmp_path, capsys, siglip_spiece):
     """The paper's SigLIP config (tiny archs) benchmarks; the towers' FLOPs
     per image equal the backbone counted on its own."""
-    import sys
-    sys.path.insert(0, str(REPO / 'tools' / 'misc'))
     from siglip_helpers import TINY_SIGLIP
-    from train_spiece import train_spiece
-    spiece = train_spiece(str(tmp_path))
-    paper = next((REPO / 'configs' / 'rsrefseg').glob(
-        'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_*.py'))
+    spiece = siglip_spiece
+    paper = next(
+        (REPO / 'configs' /
+         'rsrefseg').glob('rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_*.py'))
     cfg = tmp_path / 'siglip_tiny.py'
     cfg.write_text(f"""
 _base_ = [{str(paper)!r}]
@@ -164,8 +171,10 @@ model = dict(
     neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
     decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r})))
 """)
-    out = bm.main([str(cfg), '--batch-size', '2', '--repeats', '1',
-                   '--warmup', '1', '--device', 'cpu'])
+    out = bm.main([
+        str(cfg), '--batch-size', '2', '--repeats', '1', '--warmup', '1',
+        '--device', 'cpu'
+    ])
     inf = out['inference']
     assert set(inf['stages']) == set(bm.STAGES)
     model = bm.build_model(bm.load_config(str(cfg)), 'cpu')

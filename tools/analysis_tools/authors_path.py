@@ -165,7 +165,8 @@ def benchmark_authors_path(sam: nn.Module, sig: nn.Module, batch_size: int,
     pixels_sig = torch.randn(
         batch_size, 3, vc.image_size, vc.image_size, generator=g).to(device)
     ids = torch.randint(
-        0, tc.text_config.vocab_size,
+        0,
+        tc.text_config.vocab_size,
         (batch_size, tc.text_config.max_position_embeddings),
         generator=g).to(device)
     amp_ctx = (lambda: torch.autocast(

@@ -34,11 +34,13 @@ to stdout.
 
 Example::
 
+    B=configs/rsrefseg/rsrefseg-b_clip-vit-b16-sam-vit-b
     python tools/analysis_tools/benchmark.py \\
-        configs/rsrefseg/rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py \\
+        ${B}_8xb4-lora-200e_rrsisd-1024x1024.py \\
         --compare-stock --batch-size 1 --repeats 3
-    python tools/analysis_tools/benchmark.py \
-        configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py \
+    S=configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b
+    python tools/analysis_tools/benchmark.py \\
+        ${S}_8xb4-lora-200e_rrsisd-1024x1024.py \\
         --cfg-options model.backbone.tokenizer=work_dirs/spiece/spiece.model
 """
 import argparse
@@ -52,7 +54,7 @@ from typing import List, Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
-# also used as bm.<name> by gpu_benchmark.py and the tests
+# yapf: disable
 from benchmark_utils import (STAGES, TEXTS, amp_context,  # noqa: E402,F401
                              benchmark_inference, benchmark_stock,
                              benchmark_train_steps, build_model, env_line,
@@ -60,6 +62,8 @@ from benchmark_utils import (STAGES, TEXTS, amp_context,  # noqa: E402,F401
                              make_samples, merged_sam_state_dict,
                              print_inference, print_stock, print_train,
                              synchronize)
+
+# yapf: enable
 
 
 # ------------------------------------------------------------------ args
@@ -75,7 +79,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--amp',
         action='store_true',
         help='bfloat16 autocast (inference) / SkipNonFiniteAmpOptimWrapper '
-        '(training)')
+        '(training, GPU only)')
     parser.add_argument(
         '--train',
         action='store_true',
@@ -133,11 +137,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.cfg_options is not None:
         from mmengine.config import DictAction
         opts = argparse.Namespace()
-        DictAction(option_strings=[], dest='cfg_options')(
-            parser, opts, args.cfg_options)
+        DictAction(
+            option_strings=[], dest='cfg_options')(parser, opts,
+                                                   args.cfg_options)
         args.cfg_options = opts.cfg_options
     if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error('--batch-size and --repeats must be >= 1, --warmup >= 0')
+    if args.train and args.amp and not args.device.startswith('cuda'):
+        parser.error('--train --amp trains in bf16 through '
+                     'SkipNonFiniteAmpOptimWrapper (mmengine\'s '
+                     'AmpOptimWrapper), which needs a GPU; train in fp32 on '
+                     'CPU (without --amp)')
     return args
 
 
@@ -153,10 +163,9 @@ def train_worker(args) -> dict:
     size = input_size(cfg, args.image_size)
     with_cp = args.with_cp == 'on'
     model = build_model(cfg, args.device, args.checkpoint, with_cp=with_cp)
-    res = benchmark_train_steps(model, cfg, size, args.batch_size,
-                                args.device, args.amp, args.warmup,
-                                args.repeats, not args.no_flops,
-                                progress_force(args))
+    res = benchmark_train_steps(model, cfg, size, args.batch_size, args.device,
+                                args.amp, args.warmup, args.repeats,
+                                not args.no_flops, progress_force(args))
     res.update(
         with_cp=with_cp,
         with_cp_model=bool(model.decode_head.with_cp),
@@ -172,10 +181,11 @@ def run_train_subprocesses(argv: Sequence[str], args) -> List[dict]:
     results = []
     base = [a for a in argv]
     for cp_setting in settings:
-        cmd = [sys.executable, osp.abspath(__file__), *base, '--worker',
-               '--with-cp', cp_setting]
-        print(f'[benchmark] with_cp={cp_setting}: {" ".join(cmd)}',
-              flush=True)
+        cmd = [
+            sys.executable,
+            osp.abspath(__file__), *base, '--worker', '--with-cp', cp_setting
+        ]
+        print(f'[benchmark] with_cp={cp_setting}: {" ".join(cmd)}', flush=True)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = [
             ln for ln in proc.stdout.splitlines()
@@ -223,9 +233,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         size = input_size(cfg, args.image_size)
         model = build_model(cfg, args.device, args.checkpoint)
         model.cfg = cfg
-        out['expressions'] = benchmark_expressions(
-            model, size, args.expressions_per_image, args.device, args.amp,
-            args.warmup, args.repeats, progress_force(args))
+        out['expressions'] = benchmark_expressions(model, size,
+                                                   args.expressions_per_image,
+                                                   args.device, args.amp,
+                                                   args.warmup, args.repeats,
+                                                   progress_force(args))
         print_expressions(out['expressions'], osp.basename(args.config),
                           args.expressions_per_image, env_line(args.device))
     else:
@@ -237,14 +249,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             args.batch_size, 3, *size, device=args.device) * 255
         samples = make_samples(args.batch_size, size, args.device)
         if not (args.compare_stock and args.stock_only):
-            out['inference'] = benchmark_inference(
-                model, images, samples, args.device, args.amp, args.warmup,
-                args.repeats, not args.no_flops, progress_force(args))
+            out['inference'] = benchmark_inference(model, images, samples,
+                                                   args.device, args.amp,
+                                                   args.warmup, args.repeats,
+                                                   not args.no_flops,
+                                                   progress_force(args))
             print_inference(out['inference'], args, size)
         if args.compare_stock:
             out['stock'] = benchmark_stock(model, images, args.device,
-                                           args.amp, args.warmup,
-                                           args.repeats, progress_force(args))
+                                           args.amp, args.warmup, args.repeats,
+                                           progress_force(args))
             print_stock(out['stock'], args)
     if args.json:
         with open(args.json, 'w') as f:

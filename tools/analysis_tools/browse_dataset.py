@@ -26,14 +26,15 @@ try:
 except ImportError:  # running from a clone without `pip install -e .`
     sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
     import rsrefseg_mm  # noqa: F401
+
 from mmseg.registry import DATASETS  # noqa: E402
 
+from rsrefseg_deploy.visualization.overlays import FILL_ALPHA  # noqa: E402
+from rsrefseg_deploy.visualization.overlays import (GT_COLOR, display_scale,
+                                                    enlarge)
 from rsrefseg_mm.utils import track  # noqa: E402
-from rsrefseg_mm.visualization import (add_caption,  # noqa: E402
-                                       draw_mask_overlay)
-from rsrefseg_deploy.visualization.overlays import (FILL_ALPHA,  # noqa: E402
-                                                GT_COLOR, display_scale,
-                                                enlarge)
+from rsrefseg_mm.visualization import add_caption  # noqa: E402
+from rsrefseg_mm.visualization import draw_mask_overlay
 
 
 def render_sample(img: np.ndarray,
@@ -58,11 +59,14 @@ def render_sample(img: np.ndarray,
     """
     rgb = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
     if mask.shape != rgb.shape[:2]:
-        mask = cv2.resize(mask.astype(np.uint8), rgb.shape[1::-1],
-                          interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(
+            mask.astype(np.uint8),
+            rgb.shape[1::-1],
+            interpolation=cv2.INTER_NEAREST)
     scale = display_scale(rgb.shape[1])
-    out = draw_mask_overlay(enlarge(rgb, scale), enlarge(mask, scale),
-                            GT_COLOR, alpha, ignore_index)
+    out = draw_mask_overlay(
+        enlarge(rgb, scale), enlarge(mask, scale), GT_COLOR, alpha,
+        ignore_index)
     return np.ascontiguousarray(add_caption(out, text)[..., ::-1])
 
 
@@ -70,12 +74,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Browse a referring dataset')
     parser.add_argument('config', help='config file')
     parser.add_argument('--output-dir', required=True, help='output folder')
-    parser.add_argument('--split', default='train',
-                        choices=['train', 'val', 'test'])
-    parser.add_argument('--num', type=int, default=20,
-                        help='number of samples')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--split', default='train', choices=['train', 'val', 'test'])
+    parser.add_argument(
+        '--num', type=int, default=20, help='number of samples')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override settings, e.g. train_dataloader.dataset.num_samples=5')
     return parser.parse_args(argv)
 

@@ -38,24 +38,35 @@ DEMO = osp.join(REPO, 'scripts', 'demo.sh')
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3,
-                                                                   4])
+    parser.add_argument(
+        '--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--work-dir', default='work_dirs/demo_sweep')
-    parser.add_argument('--cores', type=int, default=os.cpu_count() or 1,
-                        help='cores to fill: cores // threads demos run at '
-                        'the same time (default: all)')
+    parser.add_argument(
+        '--cores',
+        type=int,
+        default=os.cpu_count() or 1,
+        help='cores to fill: cores // threads demos run at '
+        'the same time (default: all)')
     parser.add_argument('--min-miou', type=float, default=50.0)
     parser.add_argument('--max-shuffled-ratio', type=float, default=0.5)
-    parser.add_argument('--max-minutes', type=float, default=10.0,
-                        help="a run must finish within this (the demo's "
-                        'budget)')
-    parser.add_argument('--rerun', action='store_true',
-                        help='repeat runs whose metrics exist')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the commands, run nothing')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        help='more train-time overrides (key=value)')
+    parser.add_argument(
+        '--max-minutes',
+        type=float,
+        default=10.0,
+        help="a run must finish within this (the demo's "
+        'budget)')
+    parser.add_argument(
+        '--rerun', action='store_true', help='repeat runs whose metrics exist')
+    parser.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='print the commands, run nothing')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        help='more train-time overrides (key=value)')
     args = parser.parse_args(argv)
     if args.cores < 1 or min(args.threads) < 1:
         parser.error('--cores and --threads must be >= 1')
@@ -77,13 +88,15 @@ def read_metrics(folder: str) -> Optional[dict]:
         return json.load(f)
 
 
-def demo_command(seed: int, threads: int, work: str,
+def demo_command(seed: int,
+                 threads: int,
+                 work: str,
                  cfg_options: Sequence[str] = ()) -> Dict:
     """argv and environment of one ``scripts/demo.sh`` run."""
-    env = dict(os.environ, DEMO_WORK_DIR=work,
-               DEMO_TRAIN_THREADS=str(threads))
-    argv = ['bash', DEMO, '--cfg-options', f'randomness.seed={seed}',
-            *cfg_options]
+    env = dict(os.environ, DEMO_WORK_DIR=work, DEMO_TRAIN_THREADS=str(threads))
+    argv = [
+        'bash', DEMO, '--cfg-options', f'randomness.seed={seed}', *cfg_options
+    ]
     return dict(argv=argv, env=env)
 
 
@@ -98,15 +111,23 @@ def collect(work: str, seed: int, threads: int,
                 seconds = float(f.read())
         except (OSError, ValueError):
             seconds = None
-    row = dict(seed=seed, threads=threads, seconds=seconds, miou=None,
-               shuffled=None, passed=False)
+    row = dict(
+        seed=seed,
+        threads=threads,
+        seconds=seconds,
+        miou=None,
+        shuffled=None,
+        passed=False)
     if true is not None and shuffled is not None:
-        row.update(miou=float(true['refer/mIoU']),
-                   shuffled=float(shuffled['refer/mIoU']))
+        row.update(
+            miou=float(true['refer/mIoU']),
+            shuffled=float(shuffled['refer/mIoU']))
     return row
 
 
-def judge(row: dict, min_miou: float, max_ratio: float,
+def judge(row: dict,
+          min_miou: float,
+          max_ratio: float,
           max_minutes: float = 10.0) -> dict:
     """``passed``: test mIoU >= ``min_miou``, shuffled-expression mIoU <=
     ``max_ratio`` x test mIoU, and (when known) wall time <=
@@ -126,31 +147,46 @@ def run_one(args: argparse.Namespace, seed: int, threads: int) -> dict:
     if args.rerun or not done:
         cmd = demo_command(seed, threads, work, args.cfg_options)
         if args.dry_run:
-            print(f'DEMO_WORK_DIR={work} DEMO_TRAIN_THREADS={threads} '
-                  + ' '.join(cmd['argv']))
-            return dict(seed=seed, threads=threads, seconds=None, miou=None,
-                        shuffled=None, passed=False)
+            print(f'DEMO_WORK_DIR={work} DEMO_TRAIN_THREADS={threads} ' +
+                  ' '.join(cmd['argv']))
+            return dict(
+                seed=seed,
+                threads=threads,
+                seconds=None,
+                miou=None,
+                shuffled=None,
+                passed=False)
         os.makedirs(work, exist_ok=True)
         log = osp.join(work, 'demo.log')
-        print(f'seed {seed}, {threads} thread(s): running, log {log}',
-              flush=True)
+        print(
+            f'seed {seed}, {threads} thread(s): running, log {log}',
+            flush=True)
         start = time.time()
         with open(log, 'w') as f:
-            rc = subprocess.call(cmd['argv'], env=cmd['env'], cwd=REPO,
-                                 stdout=f, stderr=subprocess.STDOUT)
+            rc = subprocess.call(
+                cmd['argv'],
+                env=cmd['env'],
+                cwd=REPO,
+                stdout=f,
+                stderr=subprocess.STDOUT)
         seconds = time.time() - start
         if rc:
-            print(f'seed {seed}, {threads} thread(s): demo.sh failed '
-                  f'(exit {rc}), see {log}', flush=True)
+            print(
+                f'seed {seed}, {threads} thread(s): demo.sh failed '
+                f'(exit {rc}), see {log}',
+                flush=True)
         else:
             with open(osp.join(work, 'sweep_wall_time.txt'), 'w') as f:
                 f.write(f'{seconds:.0f}\n')
-    return judge(collect(work, seed, threads, seconds), args.min_miou,
-                 args.max_shuffled_ratio, args.max_minutes)
+    return judge(
+        collect(work, seed, threads, seconds), args.min_miou,
+        args.max_shuffled_ratio, args.max_minutes)
 
 
-def table(rows: List[dict], min_miou: float = 50.0,
-          max_ratio: float = 0.5, max_minutes: float = 10.0) -> str:
+def table(rows: List[dict],
+          min_miou: float = 50.0,
+          max_ratio: float = 0.5,
+          max_minutes: float = 10.0) -> str:
     """Markdown table of the runs and one summary line per thread count."""
     lines = [
         '| seed | threads | test mIoU | shuffled mIoU | shuffled / test | '
@@ -160,12 +196,14 @@ def table(rows: List[dict], min_miou: float = 50.0,
         if r['miou'] is None:
             cells = ['-', '-', '-']
         else:
-            cells = [f'{r["miou"]:.2f}', f'{r["shuffled"]:.2f}',
-                     f'{r["shuffled"] / max(r["miou"], 1e-9):.2f}']
+            cells = [
+                f'{r["miou"]:.2f}', f'{r["shuffled"]:.2f}',
+                f'{r["shuffled"] / max(r["miou"], 1e-9):.2f}'
+            ]
         wall = '-' if r['seconds'] is None else \
             f'{int(r["seconds"]) // 60} min {int(r["seconds"]) % 60:02d} s'
-        lines.append(f'| {r["seed"]} | {r["threads"]} | ' + ' | '.join(cells)
-                     + f' | {wall} | {"yes" if r["passed"] else "no"} |')
+        lines.append(f'| {r["seed"]} | {r["threads"]} | ' + ' | '.join(cells) +
+                     f' | {wall} | {"yes" if r["passed"] else "no"} |')
     lines.append('')
     for threads in sorted({r['threads'] for r in rows}):
         group = [r for r in rows if r['threads'] == threads]
@@ -186,8 +224,8 @@ def main(argv=None) -> int:
                 pool.map(lambda s: run_one(args, s, threads), args.seeds))
     if args.dry_run:
         return 0
-    print(table(rows, args.min_miou, args.max_shuffled_ratio,
-                args.max_minutes))
+    print(
+        table(rows, args.min_miou, args.max_shuffled_ratio, args.max_minutes))
     return 0 if all(r['miou'] is not None for r in rows) else 1
 
 

@@ -4,9 +4,9 @@ Runs the backbone and the prompter of a config on samples of its dataset and
 prints the statistics of the patch-text cosines and of the sigmoid filter
 outputs ``sigmoid(s * cos + b)`` (local: per real token; global: sentence)::
 
+    S=configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b
     python tools/analysis_tools/filter_stats.py \
-        configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py \
-        --num-samples 64
+        ${S}_8xb4-lora-200e_rrsisd-1024x1024.py --num-samples 64
 
 With the config's pretrained files (default) it shows where training starts;
 with ``--checkpoint`` (a runner checkpoint) where a trained model stands. A
@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument(
         '--checkpoint', help='runner checkpoint (else the pretrained files)')
-    parser.add_argument('--split', default='val', choices=['train', 'val',
-                                                           'test'])
+    parser.add_argument(
+        '--split', default='val', choices=['train', 'val', 'test'])
     parser.add_argument('--num-samples', type=int, default=32)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--device', default='cpu')
@@ -59,8 +59,11 @@ def quantiles(x: torch.Tensor) -> Dict[str, float]:
     if x.numel() > 1_000_000:  # torch.quantile's input limit
         x = x[torch.randperm(x.numel())[:1_000_000]]
     q = torch.quantile(x, x.new_tensor([0.01, 0.05, 0.5, 0.95, 0.99]))
-    return dict(mean=float(x.mean()), std=float(x.std()),
-                **{f'p{p}': float(v) for p, v in zip((1, 5, 50, 95, 99), q)})
+    return dict(
+        mean=float(x.mean()),
+        std=float(x.std()),
+        **{f'p{p}': float(v)
+           for p, v in zip((1, 5, 50, 95, 99), q)})
 
 
 @torch.no_grad()
@@ -73,8 +76,7 @@ def collect(model, batches) -> Dict[str, torch.Tensor]:
     for data in batches:
         data = model.data_preprocessor(data, False)
         metas = [s.metainfo for s in data['data_samples']]
-        feats = model.backbone(data['inputs'],
-                               [m['text'] for m in metas])
+        feats = model.backbone(data['inputs'], [m['text'] for m in metas])
         V = F.normalize(feats['img_feats'].float(), dim=1)
         local = torch.einsum('bdhw,bld->blhw', V,
                              F.normalize(feats['text_feats'].float(), dim=-1))
@@ -114,9 +116,10 @@ def report(stats: Dict[str, torch.Tensor]) -> str:
             if kind == 'act':
                 sat = f'{100 * float(((x < SATURATION) | (x > 1 - SATURATION)).float().mean()):.1f} %'  # noqa: E501
             lines.append(f'| {name} {"cosine" if kind == "cos" else "filter"}'
-                         f' | ' + ' | '.join(f'{q[k]:.4f}' for k in (
-                             'mean', 'std', 'p1', 'p5', 'p50', 'p95', 'p99'))
-                         + f' | {sat} |')
+                         f' | ' +
+                         ' | '.join(f'{q[k]:.4f}'
+                                    for k in ('mean', 'std', 'p1', 'p5', 'p50',
+                                              'p95', 'p99')) + f' | {sat} |')
     return '\n'.join(lines)
 
 
@@ -143,10 +146,13 @@ def main(argv=None) -> int:
         raise ValueError(f'the {args.split} split of {args.config} is empty')
     batches = []
     for start in range(0, n, args.batch_size):
-        items = [dataset[i] for i in range(start, min(n, start +
-                                                      args.batch_size))]
-        batches.append(dict(inputs=[it['inputs'] for it in items],
-                            data_samples=[it['data_samples'] for it in items]))
+        items = [
+            dataset[i] for i in range(start, min(n, start + args.batch_size))
+        ]
+        batches.append(
+            dict(
+                inputs=[it['inputs'] for it in items],
+                data_samples=[it['data_samples'] for it in items]))
     print(f'{n} {args.split} samples of {args.config}')
     print(report(collect(model, batches)))
     return 0

@@ -24,8 +24,7 @@ import torch
 from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_utils import (build_model, env_line, load_config,  # noqa: E402
-                             summarize)
+import benchmark_utils as bu  # noqa: E402
 
 TEXTS = ('the large white storage tank at the lower left of the image',
          'the harbor in the middle')
@@ -35,12 +34,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('--checkpoint', help='default: random weights')
-    parser.add_argument('--model-dir', required=True,
-                        help='exported model (exported here if missing)')
+    parser.add_argument(
+        '--model-dir',
+        required=True,
+        help='exported model (exported here if missing)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--threads', type=int,
-                        help='threads of both runtimes (default: all)')
+    parser.add_argument(
+        '--threads', type=int, help='threads of both runtimes (default: all)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -52,12 +53,17 @@ def main(argv=None) -> Dict[str, dict]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.cfg_options)
-    model = build_model(cfg, 'cpu', args.checkpoint)
+    cfg = bu.load_config(args.config, args.cfg_options)
+    model = bu.build_model(cfg, 'cpu', args.checkpoint)
     if not osp.isfile(osp.join(args.model_dir, 'deploy.json')):
         start = time.perf_counter()
-        info = export_onnx(model, cfg, args.model_dir, args.config,
-                           args.checkpoint, texts=TEXTS)
+        info = export_onnx(
+            model,
+            cfg,
+            args.model_dir,
+            args.config,
+            args.checkpoint,
+            texts=TEXTS)
         print(f'exported in {time.perf_counter() - start:.1f} s: '
               f'{info["bytes"]} bytes')
     options = ort.SessionOptions()
@@ -74,8 +80,9 @@ def main(argv=None) -> Dict[str, dict]:
 
     def tokens(text):
         out = model.backbone.tokenizer([text])
-        return [t.numpy() for t in (out if isinstance(out, tuple) else
-                                    (out, ))]
+        return [
+            t.numpy() for t in (out if isinstance(out, tuple) else (out, ))
+        ]
 
     def ort_first():
         emb = enc.run(None, {'image': image})
@@ -113,10 +120,10 @@ def main(argv=None) -> Dict[str, dict]:
                 for key, value in zip(times,
                                       (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     times[key].append(value)
-    res = {k: summarize(v) for k, v in times.items()}
+    res = {k: bu.summarize(v) for k, v in times.items()}
     med = {k: v['median'] for k, v in res.items()}
     print(f'\n### ONNX Runtime vs PyTorch: {osp.basename(args.config)}\n\n'
-          f'{env_line("cpu")}, onnxruntime {ort.__version__}\n')
+          f'{bu.env_line("cpu")}, onnxruntime {ort.__version__}\n')
     print('| query | PyTorch median s | ONNX Runtime median s | ORT / PyTorch '
           '|\n| --- | --- | --- | --- |')
     for q in ('first', 'follow-up'):

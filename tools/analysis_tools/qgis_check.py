@@ -77,8 +77,10 @@ def read_png_mask(path: str):
     img = QImage(path)
     if img.isNull():
         raise SystemExit(f'cannot read the PNG mask {path}')
-    return [[1 if QColor(img.pixel(c, r)).value() > 127 else 0
-             for c in range(img.width())] for r in range(img.height())]
+    return [[
+        1 if QColor(img.pixel(c, r)).value() > 127 else 0
+        for c in range(img.width())
+    ] for r in range(img.height())]
 
 
 def component_sizes(pixels) -> list:
@@ -110,14 +112,24 @@ def main(argv=None) -> int:
     parser.add_argument('mask', help='<name>_mask.tif of image_demo.py')
     parser.add_argument('polygons', help='<name>_mask.geojson')
     parser.add_argument('png_mask', help='<name>_mask.png (image pixels)')
-    parser.add_argument('--roi', type=int, nargs=4,
-                        metavar=('COL0', 'ROW0', 'COL1', 'ROW1'),
-                        help='the pixel crop the demo was run with')
-    parser.add_argument('--min-polygon-area', type=float, default=4.0,
-                        help="image_demo.py's speck threshold (pixels)")
-    parser.add_argument('--bands', type=int, nargs=3, default=(3, 2, 1),
-                        metavar=('R', 'G', 'B'),
-                        help='image bands shown as red, green, blue (1-based)')
+    parser.add_argument(
+        '--roi',
+        type=int,
+        nargs=4,
+        metavar=('COL0', 'ROW0', 'COL1', 'ROW1'),
+        help='the pixel crop the demo was run with')
+    parser.add_argument(
+        '--min-polygon-area',
+        type=float,
+        default=4.0,
+        help="image_demo.py's speck threshold (pixels)")
+    parser.add_argument(
+        '--bands',
+        type=int,
+        nargs=3,
+        default=(3, 2, 1),
+        metavar=('R', 'G', 'B'),
+        help='image bands shown as red, green, blue (1-based)')
     parser.add_argument('--screenshot', help='save the rendered map here')
     args = parser.parse_args(argv)
 
@@ -133,9 +145,10 @@ def main(argv=None) -> int:
                  'QGIS loads the image, the mask GeoTIFF and the GeoJSON'):
         return 1
     crs = image.crs()
-    check(crs.isValid() and mask.crs() == crs and polys.crs() == crs,
-          f'image, mask and polygons share one CRS ({crs.authid()}: '
-          f'mask {mask.crs().authid()}, polygons {polys.crs().authid()})')
+    check(
+        crs.isValid() and mask.crs() == crs and polys.crs() == crs,
+        f'image, mask and polygons share one CRS ({crs.authid()}: '
+        f'mask {mask.crs().authid()}, polygons {polys.crs().authid()})')
 
     # 2. pixel grid
     left, top, px, py, cols, rows = grid(image)
@@ -144,10 +157,10 @@ def main(argv=None) -> int:
     want = (left + col0 * px, top - row0 * py, px, py, col1 - col0,
             row1 - row0)
     got = (m_left, m_top, m_px, m_py, m_cols, m_rows)
-    check(all(abs(a - b) <= 1e-6 * max(1.0, abs(b))
-              for a, b in zip(got, want)),
-          f'mask grid == image pixels [{col0}:{col1}, {row0}:{row1}] '
-          f'(left, top, pixel w, h, cols, rows = {got})')
+    check(
+        all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(got, want)),
+        f'mask grid == image pixels [{col0}:{col1}, {row0}:{row1}] '
+        f'(left, top, pixel w, h, cols, rows = {got})')
 
     # 3. placement: QGIS samples == the PNG prediction, pixel by pixel
     png = read_png_mask(args.png_mask)
@@ -168,11 +181,13 @@ def main(argv=None) -> int:
             else:
                 wrong += value != png_value
     target_px = sum(v == 1 for row in qgis_pixels for v in row)
-    check(len(png) == m_rows and len(png[0]) == m_cols and wrong == 0,
-          f'QGIS samples at {m_rows * m_cols} pixel centres == the PNG '
-          f'prediction ({wrong} differ; {target_px} target pixels)')
-    check(target_px > 0, 'the mask has target pixels (a model that '
-          'predicts nothing checks nothing)')
+    check(
+        len(png) == m_rows and len(png[0]) == m_cols and wrong == 0,
+        f'QGIS samples at {m_rows * m_cols} pixel centres == the PNG '
+        f'prediction ({wrong} differ; {target_px} target pixels)')
+    check(
+        target_px > 0, 'the mask has target pixels (a model that '
+        'predicts nothing checks nothing)')
 
     # 4. polygons: area and interior points
     pixel_area = m_px * m_py
@@ -184,15 +199,17 @@ def main(argv=None) -> int:
         areas.append(geom.area())
         value, ok = provider.sample(geom.pointOnSurface().asPoint(), 1)
         inside += bool(ok and int(value) == 1)
-    check(len(areas) == len(kept) > 0 and inside == len(areas),
-          f'{len(areas)} polygons == the {len(kept)} 4-connected target '
-          f'regions of >= {args.min_polygon_area:g} px QGIS reads from the '
-          f'mask ({len(sizes) - len(kept)} specks dropped); {inside} have '
-          'their interior point on a target pixel')
+    check(
+        len(areas) == len(kept) > 0 and inside == len(areas),
+        f'{len(areas)} polygons == the {len(kept)} 4-connected target '
+        f'regions of >= {args.min_polygon_area:g} px QGIS reads from the '
+        f'mask ({len(sizes) - len(kept)} specks dropped); {inside} have '
+        'their interior point on a target pixel')
     want_area = sum(kept) * pixel_area
-    check(abs(sum(areas) - want_area) <= 1e-6 * max(1.0, want_area),
-          f'polygon area {sum(areas):.2f} map units² == {sum(kept)} px x '
-          f'{pixel_area:g} (of {target_px} target px)')
+    check(
+        abs(sum(areas) - want_area) <= 1e-6 * max(1.0, want_area),
+        f'polygon area {sum(areas):.2f} map units² == {sum(kept)} px x '
+        f'{pixel_area:g} (of {target_px} target px)')
 
     # 5. render: image (bands as R, G, B, 2-98 % cut), mask (its colour
     # table), polygon outlines
@@ -201,9 +218,12 @@ def main(argv=None) -> int:
     image.setContrastEnhancement(
         QgsContrastEnhancement.StretchToMinimumMaximum,
         QgsRasterMinMaxOrigin.CumulativeCut)
-    polys.renderer().setSymbol(QgsFillSymbol.createSimple(
-        dict(color='0,0,0,0', outline_color='255,230,0',
-             outline_width='0.5')))
+    polys.renderer().setSymbol(
+        QgsFillSymbol.createSimple(
+            dict(
+                color='0,0,0,0',
+                outline_color='255,230,0',
+                outline_width='0.5')))
     settings = QgsMapSettings()
     settings.setLayers([polys, mask, image])
     settings.setDestinationCrs(crs)
@@ -233,11 +253,14 @@ def main(argv=None) -> int:
                 y = int((row0 + r + 0.5) * scale_y)
                 total += 1
                 visible += QColor(picture.pixel(x, y)).value() > 8
-        check(total > 0 and visible > 0.5 * total,
-              f'the image shows through the mask\'s background '
-              f'({visible} of {total} background pixels not black)')
-    print(f'{check.failed} check(s) failed' if check.failed else
-          'all checks passed', flush=True)
+        check(
+            total > 0 and visible > 0.5 * total,
+            f'the image shows through the mask\'s background '
+            f'({visible} of {total} background pixels not black)')
+    print(
+        f'{check.failed} check(s) failed'
+        if check.failed else 'all checks passed',
+        flush=True)
     return 1 if check.failed else 0
 
 

@@ -102,13 +102,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         nargs='+',
         default=['windowed', 'global'],
         choices=['windowed', 'global'])
+    p.add_argument('--variants', nargs='+', default=VARIANTS, choices=VARIANTS)
     p.add_argument(
-        '--variants',
+        '--passes',
         nargs='+',
-        default=VARIANTS,
-        choices=VARIANTS)
-    p.add_argument(
-        '--passes', nargs='+', default=['fwd', 'fwd+bwd'],
+        default=['fwd', 'fwd+bwd'],
         choices=['fwd', 'fwd+bwd'])
     p.add_argument(
         '--rel-pos-mode',
@@ -129,8 +127,7 @@ def build_blocks(args, window: int) -> Dict[str, nn.Module]:
     """The variants of one block, holding the same random weights."""
     from segment_anything.modeling.image_encoder import Block
 
-    from rsrefseg_mm.models.sam.sam_fast_attention import \
-        enable_fast_attention
+    from rsrefseg_mm.models.sam.sam_fast_attention import enable_fast_attention
     torch.manual_seed(0)
     grid = (args.grid, args.grid)
     stock = Block(
@@ -176,6 +173,7 @@ def make_step(block: nn.Module, x: torch.Tensor, pass_: str,
             out.float().square().mean().backward()
             block.zero_grad(set_to_none=True)
             xg.grad = None
+
     return step
 
 
@@ -196,8 +194,8 @@ def run(args) -> dict:
         window = args.window if kind == 'windowed' else 0
         blocks = build_blocks(args, window)
         torch.manual_seed(1)
-        x = torch.randn(args.batch, args.grid, args.grid, args.dim,
-                        device=device)
+        x = torch.randn(
+            args.batch, args.grid, args.grid, args.dim, device=device)
         seq = args.window**2 if window else args.grid**2
         seqs = args.batch * (-(-args.grid // args.window))**2 if window \
             else args.batch
@@ -289,9 +287,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         with open(args.json, 'w') as f:
             json.dump(
                 {
-                    k: {n: {kk: vv
+                    k: {
+                        n: {kk: vv
                             for kk, vv in r.items() if kk != 'profile'}
-                        for n, r in row.items()}
+                        for n, r in row.items()
+                    }
                     for k, row in results.items()
                 },
                 f,

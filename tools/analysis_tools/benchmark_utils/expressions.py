@@ -58,8 +58,7 @@ def benchmark_expressions(model,
         ``forwards_k`` (K one-pass forwards).
     """
     from rsrefseg_mm.apis import ReferringPredictor, build_test_pipeline
-    from rsrefseg_mm.apis.pipeline import (load_referring_image,
-                                           prepare_inputs)
+    from rsrefseg_mm.apis.pipeline import load_referring_image, prepare_inputs
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
     texts = expressions(k)
@@ -73,23 +72,26 @@ def benchmark_expressions(model,
         return model.predict(data['inputs'], data['data_samples'])
 
     times: Dict[str, List[float]] = {
-        'first': [], 'follow_up': [], 'predictor_k': [], 'forwards_k': []
+        'first': [],
+        'follow_up': [],
+        'predictor_k': [],
+        'forwards_k': []
     }
     rounds = list(range(warmup + repeats))
     with torch.no_grad(), amp_context(device, amp):
         for r in track(rounds, f'{k} expressions / image', force=force):
             predictor.reset_image()
-            first = _timed(device, lambda: (predictor.set_image(image),
-                                            predictor.predict(texts[0])))
+            first = _timed(
+                device, lambda:
+                (predictor.set_image(image), predictor.predict(texts[0])))
             follow = _timed(device, lambda: predictor.predict(texts[-1]))
             predictor.reset_image()
-            batch = _timed(device, lambda: (predictor.set_image(image),
-                                            predictor.predict(texts)))
-            forwards = _timed(device,
-                              lambda: [one_pass(t) for t in texts])
+            batch = _timed(
+                device, lambda:
+                (predictor.set_image(image), predictor.predict(texts)))
+            forwards = _timed(device, lambda: [one_pass(t) for t in texts])
             if r >= warmup:
-                for key, value in zip(times,
-                                      (first, follow, batch, forwards)):
+                for key, value in zip(times, (first, follow, batch, forwards)):
                     times[key].append(value)
     return {key: summarize(values) for key, values in times.items()}
 

@@ -11,7 +11,6 @@ from torch.utils.flop_counter import FlopCounterMode
 STAGES = ('encoder towers', 'neck', 'SAM encoder', 'SAM prompt enc + decoder')
 
 
-
 def synchronize(device: str) -> None:
     if str(device).startswith('cuda'):
         torch.cuda.synchronize()
@@ -76,12 +75,13 @@ class StageProbe:
         self.counter: Optional[FlopCounterMode] = None
         self._restore = []
         head = model.decode_head
-        for name, owner, attr in (
-                ('encoder towers', model.backbone, 'encode_image'),
-                ('encoder towers', model.backbone, 'encode_text'),
-                ('neck', model.neck, 'forward'),
-                ('head', head, 'forward'),
-                ('SAM encoder', head, 'encode_image')):
+        for name, owner, attr in (('encoder towers', model.backbone,
+                                   'encode_image'),
+                                  ('encoder towers', model.backbone,
+                                   'encode_text'), ('neck', model.neck,
+                                                    'forward'), ('head', head,
+                                                                 'forward'),
+                                  ('SAM encoder', head, 'encode_image')):
             fn = getattr(owner, attr)
             setattr(owner, attr, self._wrap(name, fn))
             self._restore.append((owner, attr))

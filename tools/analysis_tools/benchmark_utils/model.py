@@ -72,7 +72,9 @@ def input_size(cfg, image_size: Optional[Sequence[int]]) -> tuple:
     return tuple(size)
 
 
-def make_samples(batch_size: int, size: tuple, device: str,
+def make_samples(batch_size: int,
+                 size: tuple,
+                 device: str,
                  with_gt: bool = False) -> list:
     """Data samples with referring expressions (and a box mask as gt)."""
     from mmengine.structures import PixelData

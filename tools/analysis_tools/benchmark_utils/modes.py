@@ -12,8 +12,15 @@ from .measure import (PeakMemory, StageProbe, amp_context, flop_counter,
 from .model import make_samples
 
 
-def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
-                        count_flops=True, progress=None) -> dict:
+def benchmark_inference(model,
+                        inputs,
+                        samples,
+                        device,
+                        amp,
+                        warmup,
+                        repeats,
+                        count_flops=True,
+                        progress=None) -> dict:
     """Time ``model(inputs, samples, mode='predict')``.
 
     ``progress`` is :func:`rsrefseg_mm.utils.track`'s ``force`` (None: a
@@ -33,8 +40,9 @@ def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
             model(inputs, samples, mode='predict')
 
     try:
-        for i in track(range(warmup), 'inference warm-up', unit='run',
-                       force=progress):
+        for i in track(
+                range(warmup), 'inference warm-up', unit='run',
+                force=progress):
             if i == 0 and count_flops:
                 probe.counter = flop_counter()
                 with probe.counter, probe.iteration():
@@ -50,8 +58,9 @@ def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
             probe.counter = None
         probe.times.clear()
         with PeakMemory(device) as mem:
-            for _ in track(range(repeats), 'inference timed', unit='run',
-                           force=progress):
+            for _ in track(
+                    range(repeats), 'inference timed', unit='run',
+                    force=progress):
                 synchronize(device)
                 t0 = time.perf_counter()
                 with probe.iteration():
@@ -61,10 +70,7 @@ def benchmark_inference(model, inputs, samples, device, amp, warmup, repeats,
     finally:
         probe.remove()
     lat = summarize(latencies)
-    flops = {
-        k: v / batch_size
-        for k, v in probe.stage_flops().items()
-    }
+    flops = {k: v / batch_size for k, v in probe.stage_flops().items()}
     return dict(
         latency=lat,
         images_per_s=batch_size / lat['median'],
@@ -96,7 +102,12 @@ def merged_sam_state_dict(encoder: torch.nn.Module) -> dict:
     return state
 
 
-def benchmark_stock(model, images, device, amp, warmup, repeats,
+def benchmark_stock(model,
+                    images,
+                    device,
+                    amp,
+                    warmup,
+                    repeats,
                     progress=None) -> dict:
     """SAM image encoder vs stock segment-anything on the same input.
 
@@ -107,10 +118,9 @@ def benchmark_stock(model, images, device, amp, warmup, repeats,
     fast attention and unmerged LoRA layers; omitted when it has no LoRA).
     Repeats are interleaved, rotating the order.
     """
-    from rsrefseg_mm.models.sam.sam_builder import build_sam_modules
-    from rsrefseg_mm.models.sam.sam_fast_attention import \
-        enable_fast_attention
     from rsrefseg_mm.models.peft.tuning import LoRALinear
+    from rsrefseg_mm.models.sam.sam_builder import build_sam_modules
+    from rsrefseg_mm.models.sam.sam_fast_attention import enable_fast_attention
     head = model.decode_head
     ours = head.image_encoder
     state = merged_sam_state_dict(ours)
@@ -132,8 +142,11 @@ def benchmark_stock(model, images, device, amp, warmup, repeats,
         for name in names:
             for _ in range(warmup):
                 outputs[name] = encoders[name](x).float()
-        for r in track(range(repeats), 'SAM encoder vs stock', unit='round',
-                       force=progress):
+        for r in track(
+                range(repeats),
+                'SAM encoder vs stock',
+                unit='round',
+                force=progress):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 synchronize(device)
@@ -171,8 +184,9 @@ def build_optim_wrapper(model, cfg, amp: bool):
     optimizer-wrapper constructor, bf16 when ``amp``."""
     from mmengine.optim import build_optim_wrapper as _build
     optimizer = copy.deepcopy(
-        cfg.get('optim_wrapper', {}).get(
-            'optimizer', dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
+        cfg.get('optim_wrapper',
+                {}).get('optimizer',
+                        dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
     ow = dict(optimizer=optimizer)
     constructor = cfg.get('optim_wrapper', {}).get('constructor')
     if constructor:
@@ -184,8 +198,16 @@ def build_optim_wrapper(model, cfg, amp: bool):
     return _build(model, ow)
 
 
-def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
-                          repeats, count_flops=True, progress=None) -> dict:
+def benchmark_train_steps(model,
+                          cfg,
+                          size,
+                          batch_size,
+                          device,
+                          amp,
+                          warmup,
+                          repeats,
+                          count_flops=True,
+                          progress=None) -> dict:
     """Time ``model.train_step`` (data preprocessor, loss, backward, AdamW).
 
     Returns:
@@ -205,8 +227,8 @@ def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
         ],
         data_samples=make_samples(batch_size, size, device, with_gt=True))
     flops = forward_flops = None
-    for i in track(range(warmup), 'training warm-up', unit='step',
-                   force=progress):
+    for i in track(
+            range(warmup), 'training warm-up', unit='step', force=progress):
         if i == 0 and count_flops:
             with flop_counter() as fc:
                 model.train_step(data, optim_wrapper)
@@ -219,8 +241,8 @@ def benchmark_train_steps(model, cfg, size, batch_size, device, amp, warmup,
             model.train_step(data, optim_wrapper)
     steps = []
     with PeakMemory(device) as mem:
-        for _ in track(range(repeats), 'training timed', unit='step',
-                       force=progress):
+        for _ in track(
+                range(repeats), 'training timed', unit='step', force=progress):
             synchronize(device)
             t0 = time.perf_counter()
             log_vars = model.train_step(data, optim_wrapper)
