@@ -1,17 +1,18 @@
-from .mask_utils import (binarize_mask_file, decode_segmentation,
-                         encode_mask, rle_string_to_counts,
-                         validate_segmentation)
+from .mask_utils import (binarize_mask_file, decode_segmentation, encode_mask,
+                         rle_string_to_counts, validate_segmentation)
 from .phrase_datasets import (PhraseMaskDataset, RefSegRSDataset,
                               RISBenchDataset, first_category)
 from .rrsisd import REFERRING_METAINFO, RRSISDDataset
 from .synthetic import SyntheticReferringDataset
-from .transforms import *  # noqa: F401,F403
+from .transforms import (LoadReferringAnnotations, LoadReferringImageFromFile,
+                         PackReferringInputs, ReferringRandomFlip,
+                         flip_referring_text)
 
 __all__ = [
-    'RRSISDDataset', 'RefSegRSDataset', 'RISBenchDataset',
-    'PhraseMaskDataset', 'SyntheticReferringDataset', 'REFERRING_METAINFO',
+    'RRSISDDataset', 'RefSegRSDataset', 'RISBenchDataset', 'PhraseMaskDataset',
+    'SyntheticReferringDataset', 'REFERRING_METAINFO',
     'LoadReferringAnnotations', 'PackReferringInputs', 'decode_segmentation',
     'encode_mask', 'validate_segmentation', 'binarize_mask_file',
     'rle_string_to_counts', 'first_category', 'ReferringRandomFlip',
-    'flip_referring_text'
+    'flip_referring_text', 'LoadReferringImageFromFile'
 ]

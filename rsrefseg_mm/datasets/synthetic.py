@@ -8,8 +8,17 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from .rrsisd import REFERRING_METAINFO
-from .synthetic_scenes import (EXPRESSION_TYPES, SHAPES, SPLIT_CODES,
-                               generate_scene, render_scene)
+from .synthetic_scenes import (COLORS, EXPRESSION_TYPES, POSITIONS, SHAPES,
+                               SPLIT_CODES, candidate_expressions,
+                               generate_scene, object_mask, render_scene,
+                               resolve_expression)
+
+# the scene helpers stay importable from here
+__all__ = [
+    'SyntheticReferringDataset', 'COLORS', 'EXPRESSION_TYPES', 'POSITIONS',
+    'SHAPES', 'candidate_expressions', 'generate_scene', 'object_mask',
+    'render_scene', 'resolve_expression'
+]
 
 
 @DATASETS.register_module()
