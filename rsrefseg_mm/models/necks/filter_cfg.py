@@ -35,11 +35,18 @@ def check_filter_cfg(filter_cfg: dict) -> dict:
     return dict(type=kind, **{**FILTER_TYPES[kind], **cfg})
 
 
-def filter_cfg_from_legacy(legacy: dict) -> dict:
+def filter_cfg_from_legacy(legacy: dict, given: dict) -> dict:
     """The ``filter_cfg`` of the arguments earlier versions took
     (``init_bias``, ``learnable_bias``, ``learnable_scale``,
     ``filter_calibration``; their defaults were -10, True, False, None);
     logged as a warning that names the replacement.
+
+    Args:
+        legacy (dict): The earlier arguments.
+        given (dict): The ``filter_cfg`` given next to them (replaced).
+
+    Returns:
+        dict: The ``filter_cfg`` they stand for.
 
     Raises:
         TypeError: Other unknown arguments.
@@ -70,7 +77,7 @@ def filter_cfg_from_legacy(legacy: dict) -> dict:
         cfg = dict(type='backbone', init_bias=bias)
     print_log(
         f'TextFilterNeck: {sorted(legacy)} are replaced by filter_cfg; '
-        f'read as filter_cfg={cfg}',
+        f'read as filter_cfg={cfg} (in place of filter_cfg={dict(given)})',
         logger='current',
         level=logging.WARNING)
     return cfg

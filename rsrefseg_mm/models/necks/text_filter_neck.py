@@ -56,7 +56,9 @@ class TextFilterNeck(BaseModule):
     SigLIP, adds it to ``b``):
 
     * ``dict(type='backbone')`` (the authors'): the backbone's scale and bias
-      as they are, frozen (``init_bias``, default 0, is a frozen offset);
+      as they are, nothing learnt in the neck (the authors also freeze them
+      in the backbone: ``logit_trainable=False``); ``init_bias`` (default
+      0) is a fixed offset;
     * ``dict(type='learned', init_bias=-10.0, gain=False)``: a learnable
       bias, and with ``gain=True`` a learnable factor ``exp(g)`` on ``s``;
     * ``dict(type='calibrated', std=2.0, init_bias=-10.0)``: learnable gain
@@ -67,8 +69,9 @@ class TextFilterNeck(BaseModule):
       bias of -10 leaves most positions saturated.
 
     The arguments of earlier versions (``init_bias``, ``learnable_bias``,
-    ``learnable_scale``, ``filter_calibration``) are still read and mapped
-    to ``filter_cfg`` with a warning that names it.
+    ``learnable_scale``, ``filter_calibration``) are still read, with their
+    earlier defaults, and mapped to a ``filter_cfg`` that replaces the one
+    given; a warning names it.
 
     Ablation switches: with ``use_local_filter=False`` the first branch is
     ``V`` and with ``use_global_filter=False`` the second branch is ``V``;
@@ -87,7 +90,8 @@ class TextFilterNeck(BaseModule):
         use_global_filter (bool): Global (sentence) filter branch.
         use_dense_prompt (bool): Output the dense prompt (else None).
         exclude_sot (bool): Leave the first real token (CLIP's SOT) out of
-            the local mean. Defaults to False.
+            the local mean. Defaults to False: SigLIP's text has no start
+            token, its first position is a word.
         filter_cfg (dict): Scale and bias of the filters (see above).
             Defaults to ``dict(type='backbone')``.
         fuse_norm_act (bool): ``fuse`` is conv (no bias) + norm + act (the
@@ -121,7 +125,7 @@ class TextFilterNeck(BaseModule):
                  **legacy) -> None:
         super().__init__(init_cfg)
         if legacy:
-            filter_cfg = filter_cfg_from_legacy(legacy)
+            filter_cfg = filter_cfg_from_legacy(legacy, filter_cfg)
         if down_spatial_times < 0:
             raise ValueError('down_spatial_times must be >= 0, got '
                              f'{down_spatial_times}')

@@ -29,8 +29,12 @@ def authors_neck(**kwargs):
         pos_embed='sam')
     cfg.update(kwargs)
     init_default_scope('mmseg')
-    neck = MODELS.build(cfg)
-    # non-trivial BN statistics so that the eval-mode norm matters
+    return with_random_norms(MODELS.build(cfg))
+
+
+def with_random_norms(neck):
+    """``neck`` in eval mode with non-trivial BN statistics and affine (so
+    that the eval-mode norm matters)."""
     for m in neck.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_()
@@ -40,28 +44,33 @@ def authors_neck(**kwargs):
     return neck.eval()
 
 
-def sam_pe():
+def sam_pe(dims=C):
     torch.manual_seed(3)
-    return PositionEmbeddingRandom(C // 2)
+    return PositionEmbeddingRandom(dims // 2)
 
 
-def feats(B=2, L=6, lengths=None):
+def feats(B=2, L=6, lengths=None, dims=D, grid=h):
     torch.manual_seed(1)
     mask = torch.ones(B, L, dtype=torch.bool)
     for i, n in enumerate(lengths or []):
         mask[i, n:] = False
     return dict(
-        img_feats=torch.randn(B, D, h, h),
-        text_feats=torch.randn(B, L, D),
-        text_global=torch.randn(B, D),
+        img_feats=torch.randn(B, dims, grid, grid),
+        text_feats=torch.randn(B, L, dims),
+        text_global=torch.randn(B, dims),
         text_mask=mask,
         logit_scale=torch.tensor(30.),
         logit_bias=torch.tensor(-2.))
 
 
-def reference(f, neck, pe):
-    """The authors' prompter written out with plain tensor ops."""
+def reference(f, neck, pe, dense_size=(64, 64)):
+    """The authors' prompter written out with plain tensor ops: their scale
+    and bias (the backbone's), their mean over all L positions, conv + BN
+    + GELU fuse, SAM's encoding at the cell centres, conv + BN + GELU
+    down-sampling and a final linear 1x1 conv; the weights are ``neck``'s.
+    """
     V, T, t = f['img_feats'], f['text_feats'], f['text_global']
+    h = V.shape[-1]
     s, b = f['logit_scale'], f['logit_bias']
     Vn = V / V.norm(p=2, dim=1, keepdim=True)
     Tn = T / T.norm(p=2, dim=2, keepdim=True)
@@ -89,8 +98,11 @@ def reference(f, neck, pe):
     for m in neck.downsample:
         x = conv_bn_gelu(x, m, 2, 1)
     x = F.conv2d(x, neck.final_proj.weight, neck.final_proj.bias)
-    dense = F.interpolate(g_logit[:, None], size=(64, 64), mode='bilinear',
-                          align_corners=False)
+    dense = F.interpolate(
+        g_logit[:, None],
+        size=dense_size,
+        mode='bilinear',
+        align_corners=False)
     return x.flatten(2).transpose(1, 2), dense
 
 
@@ -102,10 +114,10 @@ def test_sparse_and_dense_prompts_equal_the_authors_formula():
         out = neck(f)
         ref_sparse, ref_dense = reference(f, neck, pe)
     assert out['sparse_prompts'].shape == (2, 49, C)  # 27 -> 14 -> 7
-    torch.testing.assert_close(out['sparse_prompts'], ref_sparse, atol=1e-4,
-                               rtol=1e-4)
-    torch.testing.assert_close(out['dense_prompts'], ref_dense, atol=1e-4,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        out['sparse_prompts'], ref_sparse, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        out['dense_prompts'], ref_dense, atol=1e-4, rtol=1e-4)
     # final linear conv: tokens are not clipped by GELU (min ~ -0.17)
     assert out['sparse_prompts'].min() < -0.5
 
@@ -116,19 +128,20 @@ def test_padding_stays_out_of_the_local_mean():
     neck, pe = authors_neck(), sam_pe()
     neck.set_pos_embed_layer(pe)
     f = feats(B=1, L=6, lengths=[3])
-    short = dict(f, text_feats=f['text_feats'][:, :3],
-                 text_mask=f['text_mask'][:, :3])
+    short = dict(
+        f, text_feats=f['text_feats'][:, :3], text_mask=f['text_mask'][:, :3])
     with torch.no_grad():
         out = neck(f)
         ref_short, _ = reference(short, neck, pe)
         ref_padded, _ = reference(f, neck, pe)
-    torch.testing.assert_close(out['sparse_prompts'], ref_short, atol=1e-4,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        out['sparse_prompts'], ref_short, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(out['sparse_prompts'], ref_padded, atol=1e-3)
 
 
 @pytest.mark.parametrize('switch', [
-    dict(fuse_norm_act=False), dict(final_proj=False),
+    dict(fuse_norm_act=False),
+    dict(final_proj=False),
     dict(pos_embed='random')
 ])
 def test_each_switch_changes_the_prompts(switch):
@@ -156,10 +169,37 @@ def test_sam_pos_embed_must_be_set_and_is_not_registered():
         authors_neck(pos_embed='learned')
 
 
-def test_frozen_bias():
+def test_filter_cfg_types():
     neck = authors_neck()
     assert not neck.logit_bias.requires_grad
-    assert authors_neck(learnable_bias=True).logit_bias.requires_grad
+    assert neck.log_scale_gain is None
+    learned = authors_neck(filter_cfg=dict(type='learned'))
+    assert learned.logit_bias.requires_grad and learned.log_scale_gain is None
+    assert learned.logit_bias.item() == -10.0
+    gain = authors_neck(filter_cfg=dict(type='learned', gain=True))
+    assert gain.log_scale_gain.requires_grad
+    calibrated = authors_neck(filter_cfg=dict(type='calibrated'))
+    assert calibrated.filter_cfg == dict(
+        type='calibrated', init_bias=-10.0, std=2.0)
+    with pytest.raises(ValueError, match="one of \\['backbone'"):
+        authors_neck(filter_cfg=dict(type='fixed'))
+    with pytest.raises(ValueError, match=r"takes \['init_bias'\]"):
+        authors_neck(filter_cfg=dict(type='backbone', std=2.0))
+
+
+def test_backbone_filter_without_logit_bias():
+    """A backbone without ``logit_bias`` (CLIP) under ``type='backbone'``:
+    ``b`` is the fixed ``init_bias``."""
+    neck = authors_neck(filter_cfg=dict(type='backbone', init_bias=-1.0))
+    neck.set_pos_embed_layer(sam_pe())
+    f = feats()
+    del f['logit_bias']
+    with torch.no_grad():
+        g = neck(dict(f))['global_logits']
+    V = F.normalize(f['img_feats'], dim=1)
+    t = F.normalize(f['text_global'], dim=1)
+    expected = 30. * torch.einsum('bchw,bc->bhw', V, t) - 1.0
+    torch.testing.assert_close(g, expected, atol=1e-4, rtol=1e-4)
 
 
 def clip_like_feats(B=2, L=6, mean_cos=0.2, spread=0.03):
@@ -172,9 +212,12 @@ def clip_like_feats(B=2, L=6, mean_cos=0.2, spread=0.03):
     V = cos * t[:, :, None, None] + (1 - cos**2).sqrt() * (
         noise - (noise * t[:, :, None, None]).sum(1, keepdim=True) *
         t[:, :, None, None])
-    return dict(img_feats=V, text_feats=T, text_global=t,
-                text_mask=torch.ones(B, L, dtype=torch.bool),
-                logit_scale=torch.tensor(100.))
+    return dict(
+        img_feats=V,
+        text_feats=T,
+        text_global=t,
+        text_mask=torch.ones(B, L, dtype=torch.bool),
+        logit_scale=torch.tensor(100.))
 
 
 def filter_logits(neck, f):
@@ -188,16 +231,17 @@ def filter_logits(neck, f):
 
 def test_clip_scale_and_bias_start_saturated_and_calibration_fixes_it():
     f = clip_like_feats()
-    plain = authors_neck(pos_embed='random', exclude_sot=True, init_bias=-10.,
-                         learnable_bias=True).train()
+    plain = authors_neck(
+        pos_embed='random', exclude_sot=True,
+        filter_cfg=dict(type='learned')).train()
     with torch.no_grad():
         g = plain(f)['global_map']
     saturated = ((g < 0.01) | (g > 0.99)).float().mean()
     assert saturated > 0.5  # most positions get (almost) no gradient
 
-    neck = authors_neck(pos_embed='random', init_bias=-10.,
-                        learnable_bias=True, learnable_scale=True,
-                        filter_calibration=dict(std=2.0)).train()
+    neck = authors_neck(
+        pos_embed='random', filter_cfg=dict(type='calibrated',
+                                            std=2.0)).train()
     assert not neck.filters_calibrated
     with torch.no_grad():
         g = neck(f)['global_map']
@@ -213,69 +257,54 @@ def test_clip_scale_and_bias_start_saturated_and_calibration_fixes_it():
     assert torch.equal(gain, neck.log_scale_gain)
     assert torch.equal(bias, neck.logit_bias)
     # the state travels with the checkpoint: a loaded neck does not redo it
-    fresh = authors_neck(pos_embed='random', learnable_bias=True,
-                         learnable_scale=True,
-                         filter_calibration=dict(std=2.0)).train()
+    fresh = authors_neck(
+        pos_embed='random', filter_cfg=dict(type='calibrated')).train()
     fresh.load_state_dict(neck.state_dict())
     with torch.no_grad():
         fresh(clip_like_feats(mean_cos=0.3))
     assert torch.equal(fresh.logit_bias, bias)
 
 
-def test_calibration_waits_for_training_and_needs_learnable_affine():
-    neck = authors_neck(pos_embed='random', learnable_bias=True,
-                        learnable_scale=True,
-                        filter_calibration=dict(std=2.0)).eval()
+def test_calibration_waits_for_training():
+    neck = authors_neck(
+        pos_embed='random', filter_cfg=dict(type='calibrated')).eval()
     with torch.no_grad():
         neck(clip_like_feats())
     assert not neck.filters_calibrated
-    with pytest.raises(ValueError, match='learnable_scale=True'):
-        authors_neck(filter_calibration=dict(std=2.0))
 
 
 def test_default_neck_is_the_authors_prompter():
-    """``TextFilterNeck()`` with no arguments (but the width) computes the
-    authors' formula: same outputs as :func:`reference` and as the neck
-    configured key by key."""
+    """``TextFilterNeck()`` (no arguments) computes the authors' prompter
+    for SigLIP so400m and SAM: 1152-d features on the 27x27 grid, 256-d
+    prompts, 49 sparse tokens and a 256x256 dense prompt, equal to
+    :func:`reference` with the same weights."""
     init_default_scope('mmseg')
     torch.manual_seed(0)
-    default = MODELS.build(
-        dict(type='TextFilterNeck', in_channels=D, prompt_dims=C,
-             dense_prompt_size=(64, 64))).eval()
-    explicit = authors_neck()
-    default.load_state_dict(explicit.state_dict())
-    assert not default.logit_bias.requires_grad
-    assert default.log_scale_gain is None and not default.exclude_sot
-    pe = sam_pe()
-    default.set_pos_embed_layer(pe)
-    explicit.set_pos_embed_layer(pe)
-    f = feats()
+    neck = with_random_norms(MODELS.build(dict(type='TextFilterNeck')))
+    pe = sam_pe(256)
+    neck.set_pos_embed_layer(pe)
+    f = feats(B=2, L=5, dims=1152, grid=27)
     with torch.no_grad():
-        out = default(f)
-        ref_sparse, ref_dense = reference(f, default, pe)
-        torch.testing.assert_close(out['sparse_prompts'],
-                                   explicit(f)['sparse_prompts'])
-    torch.testing.assert_close(out['sparse_prompts'], ref_sparse, atol=1e-4,
-                               rtol=1e-4)
-    torch.testing.assert_close(out['dense_prompts'], ref_dense, atol=1e-4,
-                               rtol=1e-4)
-    # and its constructor defaults are the full-size authors' prompter
-    paper = MODELS.build(dict(type='TextFilterNeck'))
-    assert paper.fuse.conv.in_channels == 3 * 1152
-    assert paper.fuse.conv.out_channels == 256 and paper.fuse.with_norm
-    assert len(paper.downsample) == 2 and paper.final_proj is not None
-    assert paper.pos_embed == 'sam' and paper.dense_prompt_size == (256, 256)
+        out = neck(f)
+        ref_sparse, ref_dense = reference(f, neck, pe, (256, 256))
+    assert out['sparse_prompts'].shape == (2, 49, 256)
+    assert out['dense_prompts'].shape == (2, 1, 256, 256)
+    torch.testing.assert_close(
+        out['sparse_prompts'], ref_sparse, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        out['dense_prompts'], ref_dense, atol=1e-4, rtol=1e-4)
+    # nothing of the filters is learnt in the neck
+    assert not neck.logit_bias.requires_grad and neck.log_scale_gain is None
 
 
 @pytest.mark.parametrize('legacy, expected', [
     (dict(init_bias=-2.0), dict(type='learned', init_bias=-2.0, gain=False)),
     (dict(learnable_scale=True, filter_calibration=dict(std=3.0)),
      dict(type='calibrated', init_bias=-10.0, std=3.0)),
-    (dict(init_bias=0.0, learnable_bias=False),
-     dict(type='backbone', init_bias=0.0)),
+    (dict(init_bias=0.0,
+          learnable_bias=False), dict(type='backbone', init_bias=0.0)),
 ])
-def test_legacy_filter_keys_map_to_filter_cfg(legacy, expected,
-                                              monkeypatch):
+def test_legacy_filter_keys_map_to_filter_cfg(legacy, expected, monkeypatch):
     from rsrefseg_mm.models.necks import filter_cfg as module
     logged = []
     monkeypatch.setattr(module, 'print_log',
@@ -285,6 +314,17 @@ def test_legacy_filter_keys_map_to_filter_cfg(legacy, expected,
         dict(type='TextFilterNeck', in_channels=D, prompt_dims=C, **legacy))
     assert neck.filter_cfg == expected
     assert len(logged) == 1 and 'filter_cfg' in logged[0]
+    # an old child of a config that now sets filter_cfg: the earlier keys
+    # win, read with their earlier defaults, and the warning says so
+    neck = MODELS.build(
+        dict(
+            type='TextFilterNeck',
+            in_channels=D,
+            prompt_dims=C,
+            filter_cfg=dict(type='calibrated'),
+            **legacy))
+    assert neck.filter_cfg == expected
+    assert "in place of filter_cfg={'type': 'calibrated'}" in logged[-1]
     with pytest.raises(TypeError, match='unexpected'):
         MODELS.build(dict(type='TextFilterNeck', pos_embd='sam'))
     with pytest.raises(ValueError, match="type='calibrated'"):

@@ -1,4 +1,4 @@
-"""TextFilterNeck: shapes, filter definitions, padding and ablation switches."""
+"""TextFilterNeck: shapes, filters, padding and ablation switches."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ def test_non_square_grid():
 
 
 def test_filter_definitions():
-    neck = make_neck(init_bias=-1.5)
+    neck = make_neck(filter_cfg=dict(type='learned', init_bias=-1.5))
     feats = make_feats()
     out = neck(feats)
     V = F.normalize(feats['img_feats'], dim=1)
@@ -103,10 +103,12 @@ def test_sot_handling():
     feats_sot['text_feats'][:, 0] = torch.randn(2, D) * 10
     neck = make_neck(exclude_sot=True)
     assert torch.allclose(
-        neck(feats)['sparse_prompts'], neck(feats_sot)['sparse_prompts'])
+        neck(feats)['sparse_prompts'],
+        neck(feats_sot)['sparse_prompts'])
     neck = make_neck(exclude_sot=False)
     assert not torch.allclose(
-        neck(feats)['sparse_prompts'], neck(feats_sot)['sparse_prompts'])
+        neck(feats)['sparse_prompts'],
+        neck(feats_sot)['sparse_prompts'])
     # a sentence with a single real token keeps it
     w = make_neck().token_weights(torch.tensor([[True, False, False]]))
     assert w.tolist() == [[True, False, False]]
@@ -115,13 +117,13 @@ def test_sot_handling():
 @pytest.mark.parametrize('switch', [
     dict(use_local_filter=False),
     dict(use_global_filter=False),
-    dict(learnable_scale=True, init_bias=-3.0),
+    dict(filter_cfg=dict(type='learned', init_bias=-3.0, gain=True)),
 ])
 def test_each_switch_changes_output(switch):
     feats = make_feats()
     base = make_neck()
     other = make_neck(**switch)
-    if 'learnable_scale' in switch:
+    if 'filter_cfg' in switch:
         assert isinstance(other.log_scale_gain, torch.nn.Parameter)
         with torch.no_grad():
             other.log_scale_gain.fill_(0.5)
@@ -138,10 +140,11 @@ def test_local_off_means_branch_is_v():
     """With both filters off, F = [V, V, V]: maps no longer reach prompts."""
     neck = make_neck(use_local_filter=False, use_global_filter=False)
     feats = make_feats()
-    feats2 = dict(feats, text_feats=torch.randn(2, 7, D),
-                  text_global=torch.randn(2, D))
-    assert torch.allclose(neck(feats)['sparse_prompts'],
-                          neck(feats2)['sparse_prompts'])
+    feats2 = dict(
+        feats, text_feats=torch.randn(2, 7, D), text_global=torch.randn(2, D))
+    assert torch.allclose(
+        neck(feats)['sparse_prompts'],
+        neck(feats2)['sparse_prompts'])
 
 
 def test_dense_prompt_switch():
@@ -151,7 +154,7 @@ def test_dense_prompt_switch():
 
 
 def test_gradients_reach_bias_and_convs():
-    neck = make_neck(learnable_scale=True).train()
+    neck = make_neck(filter_cfg=dict(type='learned', gain=True)).train()
     out = neck(make_feats())
     (out['sparse_prompts'].sum() + out['dense_prompts'].sum()).backward()
     for name, p in neck.named_parameters():
