@@ -186,12 +186,11 @@ class SAMFastBlock(Block):
     (:func:`window_unpartition_add`) and the MLP. Stock pads, partitions,
     unpartitions and crops (four copies of the tokens). ``'real'``
     (default) saves 16 % of the ``qkv`` GEMM (4,096 of 4,900 rows) but
-    copies the 3 * C ``qkv`` output instead of the C-channel tokens; on
-    this repository's CPU it was the faster of the two for SAM ViT-B at
-    1024 (docs/benchmark.md; ``sam_block_benchmark.py`` compares them on a
-    GPU). Both compute the same function and gradients (tests: within 1e-5
-    of segment-anything in fp32). Needs a :class:`SAMFastAttention`. Added
-    by :func:`enable_fast_attention`.
+    copies the 3 * C ``qkv`` output instead of the C-channel tokens
+    (``tools/analysis_tools/sam_block_benchmark.py`` compares the two;
+    figures in docs/benchmark.md). Both compute the same function and
+    gradients (tests: within 1e-5 of segment-anything in fp32). Needs a
+    :class:`SAMFastAttention`. Added by :func:`enable_fast_attention`.
     """
 
     #: smallest H * W of the block input that takes the fused windowed
