@@ -2,13 +2,10 @@
 import json
 import os
 import stat
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
+from helpers import load_script
 
-import demo_sweep  # noqa: E402
+demo_sweep = load_script('tools/analysis_tools/demo_sweep.py')
 
 # writes what demo.sh's test steps write: <work>/test/<ts>/<ts>.json and
 # <work>/test_shuffled/<ts>/<ts>.json; seed 1 ignores the words (shuffled
@@ -36,11 +33,12 @@ def fake_demo(tmp_path, monkeypatch):
 
 
 def test_sweep_runs_every_pair_and_prints_the_table(tmp_path, monkeypatch,
-                                                      capsys):
+                                                    capsys):
     work = fake_demo(tmp_path, monkeypatch)
-    rc = demo_sweep.main(['--seeds', '0', '1', '2', '--threads', '1', '2',
-                          '--work-dir', str(work), '--cores', '2',
-                          '--cfg-options', 'train_cfg.max_iters=10'])
+    rc = demo_sweep.main([
+        '--seeds', '0', '1', '2', '--threads', '1', '2', '--work-dir',
+        str(work), '--cores', '2', '--cfg-options', 'train_cfg.max_iters=10'
+    ])
     assert rc == 1  # seed 2 has no metrics
     out = capsys.readouterr().out
     calls = sorted((tmp_path / 'calls.txt').read_text().splitlines())
@@ -57,21 +55,25 @@ def test_sweep_runs_every_pair_and_prints_the_table(tmp_path, monkeypatch,
 
     # finished runs are not repeated; their wall time is kept
     os.remove(tmp_path / 'calls.txt')
-    rc = demo_sweep.main(['--seeds', '0', '--threads', '1',
-                          '--work-dir', str(work)])
+    rc = demo_sweep.main(
+        ['--seeds', '0', '--threads', '1', '--work-dir',
+         str(work)])
     assert rc == 0
     assert not (tmp_path / 'calls.txt').exists()
     assert '| 0 | 1 | 51.00 | 20.00 | 0.39 | 0 min 0' in \
         capsys.readouterr().out
-    demo_sweep.main(['--seeds', '0', '--threads', '1', '--work-dir',
-                     str(work), '--rerun'])
+    demo_sweep.main(
+        ['--seeds', '0', '--threads', '1', '--work-dir',
+         str(work), '--rerun'])
     assert len((tmp_path / 'calls.txt').read_text().splitlines()) == 1
 
 
 def test_dry_run_prints_commands(tmp_path, monkeypatch, capsys):
     work = fake_demo(tmp_path, monkeypatch)
-    assert demo_sweep.main(['--seeds', '3', '--threads', '2', '--work-dir',
-                            str(work), '--dry-run']) == 0
+    assert demo_sweep.main([
+        '--seeds', '3', '--threads', '2', '--work-dir',
+        str(work), '--dry-run'
+    ]) == 0
     out = capsys.readouterr().out
     assert f'DEMO_WORK_DIR={work}/seed3_t2 DEMO_TRAIN_THREADS=2 bash' in out
     assert 'randomness.seed=3' in out
@@ -85,8 +87,8 @@ def test_judge_thresholds():
     assert not demo_sweep.judge(dict(row, miou=49.9), 50, 0.5)['passed']
     # over the demo's 10-minute budget
     assert not demo_sweep.judge(dict(row, seconds=601), 50, 0.5)['passed']
-    assert demo_sweep.judge(dict(row, seconds=601), 50, 0.5,
-                            max_minutes=11)['passed']
+    assert demo_sweep.judge(
+        dict(row, seconds=601), 50, 0.5, max_minutes=11)['passed']
     assert '| 0 | 1 | 50.00 | 25.00 | 0.50 | 10 min 00 s | yes |' in \
         demo_sweep.table([demo_sweep.judge(row, 50, 0.5)])
 
@@ -94,7 +96,7 @@ def test_judge_thresholds():
 def test_read_metrics_takes_the_newest(tmp_path):
     for ts, v in (('20261128_010000', 1.0), ('20261128_020000', 2.0)):
         (tmp_path / ts).mkdir()
-        (tmp_path / ts / f'{ts}.json').write_text(json.dumps(
-            {'refer/mIoU': v}))
+        (tmp_path / ts / f'{ts}.json').write_text(
+            json.dumps({'refer/mIoU': v}))
     assert demo_sweep.read_metrics(str(tmp_path))['refer/mIoU'] == 2.0
     assert demo_sweep.read_metrics(str(tmp_path / 'none')) is None

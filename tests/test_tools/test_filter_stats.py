@@ -25,14 +25,16 @@ def test_reports_scale_window_and_saturation(capsys):
 
 
 def test_calibrated_neck_starts_unsaturated(capsys):
-    filter_stats.main([TINY, '--num-samples', '6', '--cfg-options',
-                       'model.neck.init_bias=-10.0',
-                       'model.neck.learnable_scale=True'])
+    filter_stats.main([
+        TINY, '--num-samples', '6', '--cfg-options',
+        'model.neck.init_bias=-10.0', 'model.neck.learnable_scale=True'
+    ])
     plain = capsys.readouterr().out
-    filter_stats.main([TINY, '--num-samples', '6', '--cfg-options',
-                       'model.neck.init_bias=-10.0',
-                       'model.neck.learnable_scale=True',
-                       'model.neck.filter_calibration.std=2.0'])
+    filter_stats.main([
+        TINY, '--num-samples', '6', '--cfg-options',
+        'model.neck.init_bias=-10.0', 'model.neck.learnable_scale=True',
+        'model.neck.filter_calibration.std=2.0'
+    ])
     calibrated = capsys.readouterr().out
     assert saturated(plain, 'global filter') > 90
     assert saturated(calibrated, 'global filter') < 10

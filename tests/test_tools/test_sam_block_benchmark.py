@@ -1,17 +1,9 @@
 """tools/analysis_tools/sam_block_benchmark.py on small blocks (CPU)."""
-import importlib.util
-from pathlib import Path
-
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / \
-    'sam_block_benchmark.py'
+from helpers import load_script
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('sam_block_benchmark',
-                                                  TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('tools/analysis_tools/sam_block_benchmark.py')
 
 
 def test_seq_axes():
@@ -37,8 +29,7 @@ def test_block_benchmark_counts_copies_and_attention_matrices(capsys):
     assert set(fwd) == set(sb.VARIANTS)
     for row in (fwd, train):
         assert row['stock']['big_ops']
-        for name in ('sdpa-stock-windows', 'sdpa-padded-qkv',
-                     'sdpa-real-qkv'):
+        for name in ('sdpa-stock-windows', 'sdpa-padded-qkv', 'sdpa-real-qkv'):
             assert row[name]['big_ops'] == [], name
             assert row[name]['median_s'] > 0
     # one-pass partition of the tokens + in-place unpartition: fewer bytes
