@@ -1,0 +1,65 @@
+"""configs/rsrefseg/metafile.yaml (OpenMMLab model index) lists every
+config, and its figures are those the tools and the demo give."""
+import re
+
+import pytest
+import yaml
+from helpers import REPO, load_script
+
+METAFILE = REPO / 'configs' / 'rsrefseg' / 'metafile.yaml'
+
+
+def load_metafile() -> dict:
+    return yaml.safe_load(METAFILE.read_text())
+
+
+def test_model_index_imports_the_metafile():
+    index = yaml.safe_load((REPO / 'model-index.yml').read_text())
+    assert index == {'Import': ['configs/rsrefseg/metafile.yaml']}
+    for path in index['Import']:
+        assert (REPO / path).is_file()
+
+
+def test_every_config_is_listed_and_every_listed_config_exists():
+    meta = load_metafile()
+    collections = {c['Name'] for c in meta['Collections']}
+    assert (REPO / meta['Collections'][0]['README']).is_file()
+    listed = {}
+    for model in meta['Models']:
+        assert model['In Collection'] in collections, model['Name']
+        assert (REPO / model['Config']).is_file(), model['Config']
+        assert model['Config'].endswith(f'/{model["Name"]}.py')
+        listed[model['Name']] = model
+    on_disk = {p.stem for p in (REPO / 'configs' / 'rsrefseg').glob('*.py')}
+    assert set(listed) == on_disk
+    assert len(meta['Models']) == len(listed)  # no name twice
+
+
+def test_parameters_are_those_of_the_configs(siglip_spiece):
+    count_params = load_script('tools/analysis_tools/count_params.py')
+    for model in load_metafile()['Models']:
+        built = count_params.build_on_meta(
+            str(REPO / model['Config']), siglip_spiece)
+        total = count_params.count_parameters(built)['total']
+        assert model['Metadata']['Parameters'] == total, model['Name']
+
+
+def test_listed_results_are_the_readme_demo_results():
+    """Only the demo config has measured results; they are the README's."""
+    readme = (REPO / 'README.md').read_text()
+    with_results = [m for m in load_metafile()['Models'] if 'Results' in m]
+    assert [m['Name'] for m in with_results] == [
+        'rsrefseg-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-'
+        '128x128'
+    ]
+    metrics = with_results[0]['Results']['Metrics']
+    row = ' | '.join(f'{metrics[k]:.2f}'
+                     for k in ('oIoU', 'mIoU', 'Pr@0.5', 'Pr@0.7', 'Pr@0.9'))
+    assert re.search(rf'\| test \| {re.escape(row)} \|', readme), row
+
+
+@pytest.mark.parametrize('key',
+                         ['Training Data', 'Batch Size', 'Architecture'])
+def test_every_model_states(key):
+    for model in load_metafile()['Models']:
+        assert model['Metadata'].get(key), (model['Name'], key)
