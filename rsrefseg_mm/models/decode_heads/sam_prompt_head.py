@@ -75,7 +75,10 @@ class SAMPromptHead(BaseDecodeHead):
     The head outputs one channel (``out_channels=1``, ``num_classes=2``):
     sigmoid logits thresholded at ``threshold`` in mmseg's
     ``postprocess_result``. ``BaseDecodeHead.conv_seg`` is removed (it would
-    be an unused parameter under DDP).
+    be an unused parameter under DDP). ``num_classes``, ``out_channels`` and
+    ``multimask_output`` are not arguments (each has one possible value);
+    configs that still give them at that value build with a warning to
+    remove them, any other value is an error.
 
     Order in ``__init__``: build SAM -> load ``checkpoint`` -> fast attention
     -> tuning of the image encoder (LoRA wraps loaded layers). The prompt
