@@ -13,6 +13,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import sys
 import time
 from typing import Optional, Sequence, Tuple
 
@@ -21,7 +22,7 @@ import torch.nn as nn
 
 from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
-from ..models.sam import SAMFastAttention
+from ..models.sam import SAMFastAttention, SAMFastBlock
 from .onnx_graphs import DecoderGraph, ImageEncoderGraph
 
 #: Expressions traced into the decoder (any N runs with dynamic axes).
@@ -109,6 +110,9 @@ def export_onnx(model: nn.Module,
         if isinstance(module, SAMFastAttention):
             # relative positions folded into q / k: plain attention ops
             module.rel_pos_mode = 'augmented'
+        if isinstance(module, SAMFastBlock):
+            # segment-anything's pad-and-partition windows: traceable ops
+            module.fused_window_min_tokens = sys.maxsize
     h, w = model_input_size(cfg)
     encoder, decoder = ImageEncoderGraph(model), DecoderGraph(model)
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))

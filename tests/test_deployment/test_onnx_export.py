@@ -72,3 +72,33 @@ def test_onnx_benchmark_tool(tmp_path, capsys):
     assert all(t['n'] == 2 for t in res['times'].values())
     assert res['max_abs_diff'] <= 1e-3
     assert '| follow-up |' in capsys.readouterr().out
+
+
+def test_export_with_padded_windows(tmp_path):
+    """A SAM grid of 64 x 64 tokens with 14 x 14 windows (SAM at 1024:
+    the fused, padding-free windowed blocks in PyTorch) exports with
+    segment-anything's pad-and-partition windows and gives the same
+    image embeddings."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.model.decode_head.sam_arch.update(
+        image_size=256, patch_size=4, encoder_window_size=14)
+    cfg.model.neck.dense_prompt_size = (256, 256)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    from rsrefseg_mm.deployment import export_onnx
+    from rsrefseg_mm.models.sam import SAMFastBlock
+    x = torch.rand(1, 3, 128, 128) * 255
+    assert any(
+        m.uses_fused_windows(torch.zeros(1, 64, 64, 8))
+        for m in model.modules() if isinstance(m, SAMFastBlock))
+    export_onnx(model, cfg, str(tmp_path))
+    enc = ort.InferenceSession(str(tmp_path / 'image_encoder.onnx'))
+    img_feats, emb = enc.run(None, {'image': x.numpy()})
+    with torch.no_grad():
+        want = model.encode_image(x)
+    assert np.abs(emb - want['image_embeddings'].numpy()).max() <= 1e-4
+    assert np.abs(img_feats - want['img_feats'].numpy()).max() <= 1e-4
