@@ -72,13 +72,10 @@ class SAMPromptHead(BaseDecodeHead):
     sparse prompts. Image ``i`` is decoded with prompt ``i``
     (:class:`~rsrefseg_mm.models.sam.sam_mask_decoder.PairedMaskDecoder`).
 
-    The head outputs one channel (``out_channels=1``, ``num_classes=2``):
-    sigmoid logits thresholded at ``threshold`` in mmseg's
-    ``postprocess_result``. ``BaseDecodeHead.conv_seg`` is removed (it would
-    be an unused parameter under DDP). ``num_classes``, ``out_channels`` and
-    ``multimask_output`` are not arguments (each has one possible value);
-    configs that still give them at that value build with a warning to
-    remove them, any other value is an error.
+    One channel of sigmoid logits, thresholded at ``threshold`` in mmseg's
+    ``postprocess_result``; ``num_classes``, ``out_channels`` and
+    ``multimask_output`` are fixed (given at that value they warn). No
+    ``conv_seg`` (it would be an unused parameter under DDP).
 
     Order in ``__init__``: build SAM -> load ``checkpoint`` -> fast attention
     -> tuning of the image encoder (LoRA wraps loaded layers). The prompt
