@@ -14,8 +14,9 @@ from mmseg.models.segmentors import BaseSegmentor, SegTTAModel
 from mmseg.registry import MODELS
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, POSITIONS, render_scene,
-                                            resolve_expression)
+from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, POSITIONS,
+                                                   render_scene,
+                                                   resolve_expression)
 from rsrefseg_mm.models.segmentors import ReferringTTAModel
 
 from helpers import REPO, fake_runner, load_script, tiny_rsrefseg

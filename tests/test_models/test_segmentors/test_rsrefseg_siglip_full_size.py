@@ -39,7 +39,8 @@ def test_paper_rsrefseg_b_forward_backward(siglip_spiece):
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params > 960e6  # SigLIP so400m 878 M + SAM ViT-B 94 M
-    assert model.neck._shared_pe[0] is model.decode_head.prompt_encoder.pe_layer
+    pe_layer = model.decode_head.prompt_encoder.pe_layer
+    assert model.neck._shared_pe[0] is pe_layer
 
     inputs = torch.randint(0, 256, (1, 3, 512, 512)).float()
     gt = torch.zeros(1, 512, 512, dtype=torch.long)

@@ -13,8 +13,8 @@ parameter names follow OpenAI's layout except for the attention, which is an
 ``nn.Linear`` pair ``attn.qkv`` / ``attn.proj`` (OpenAI's
 ``attn.in_proj_weight/bias`` and ``attn.out_proj`` are renamed on load by
 ``clip_checkpoint.convert_clip_state_dict``), and which runs attention
-through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory efficient
-kernels on GPU; ``is_causal=True`` for the text tower).
+through ``torch.nn.functional.scaled_dot_product_attention`` (flash /
+memory-efficient kernels on GPU; ``is_causal=True`` for the text tower).
 """
 from collections import OrderedDict
 from typing import Sequence, Tuple, Union
