@@ -24,6 +24,7 @@ from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
 from .onnx_graphs import DecoderGraph, ImageEncoderGraph
+from .onnx_symbolics import register_onnx_symbolics
 
 #: Expressions traced into the decoder (any N runs with dynamic axes).
 EXAMPLE_TEXTS = ('the white storage tank left of the road', 'a ship')
@@ -81,7 +82,7 @@ def export_onnx(model: nn.Module,
                 out_dir: str,
                 config_path: Optional[str] = None,
                 checkpoint_path: Optional[str] = None,
-                opset: int = 17,
+                opset: int = 18,
                 dynamic_expressions: bool = True,
                 texts: Sequence[str] = EXAMPLE_TEXTS) -> dict:
     """Write ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and
@@ -95,7 +96,8 @@ def export_onnx(model: nn.Module,
         out_dir (str): Output folder (created).
         config_path (str, optional): For the hash in ``deploy.json``.
         checkpoint_path (str, optional): For the hash in ``deploy.json``.
-        opset (int): ONNX opset. Defaults to 17.
+        opset (int): ONNX opset. Defaults to 18 (CLIP's anti-aliased
+            resize needs ``Resize(antialias=1)``, opset >= 18).
         dynamic_expressions (bool): Any number of expressions per decoder
             call (dynamic first axis); else exactly ``len(texts)``.
         texts (Sequence[str]): Expressions traced into the decoder.
@@ -104,6 +106,7 @@ def export_onnx(model: nn.Module,
         dict: The contents of ``deploy.json`` (plus export times and sizes).
     """
     os.makedirs(out_dir, exist_ok=True)
+    register_onnx_symbolics(opset)
     model = copy.deepcopy(model).cpu().eval()
     merged = merge_lora(model)
     for module in model.modules():

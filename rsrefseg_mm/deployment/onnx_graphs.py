@@ -8,7 +8,6 @@ and return tensors only, so ``torch.onnx.export`` traces them.
 """
 from typing import Tuple
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 

@@ -102,3 +102,29 @@ def test_export_with_padded_windows(tmp_path):
         want = model.encode_image(x)
     assert np.abs(emb - want['image_embeddings'].numpy()).max() <= 1e-4
     assert np.abs(img_feats - want['img_feats'].numpy()).max() <= 1e-4
+
+
+def test_export_clip_antialiased_resize(tmp_path):
+    """CLIP's tower resizes the input with anti-aliased bicubic (128 -> 64
+    here, 1024 -> 224 in the CLIP configs): exported as ONNX Resize with
+    antialias, the same features."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from rsrefseg_mm.deployment import export_onnx
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.model.backbone.arch.image_size = 64
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    assert model.backbone.resize_antialias
+    info = export_onnx(model, cfg, str(tmp_path))
+    assert info['opset'] >= 18
+    x = torch.rand(1, 3, 128, 128) * 255
+    enc = ort.InferenceSession(str(tmp_path / 'image_encoder.onnx'))
+    img_feats, _ = enc.run(None, {'image': x.numpy()})
+    with torch.no_grad():
+        want = model.encode_image(x)['img_feats'].numpy()
+    assert img_feats.shape == want.shape == (1, 64, 4, 4)
+    assert np.abs(img_feats - want).max() <= 1e-3

@@ -1,7 +1,7 @@
 """Export a trained RSRefSeg to ONNX for ONNX Runtime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir DIR \
-        [--opset 17] [--dynamic-expressions]
+        [--opset 18] [--dynamic-expressions]
 
 writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
 tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
@@ -24,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='trained checkpoint')
     parser.add_argument('--out-dir', required=True, help='output folder')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
+    parser.add_argument('--opset', type=int, default=18, help='ONNX opset')
     parser.add_argument(
         '--dynamic-expressions',
         action='store_true',
