@@ -3,12 +3,10 @@ layout (<pad> 0, </s> 1, <unk> 2), tiny random transformers ``SiglipModel``
 weights and a Hugging Face style folder (model.safetensors + spiece.model).
 Imported by tests/test_models/conftest.py, the end-to-end and the tool
 tests (``tests/`` is on pytest's pythonpath)."""
-import sys
+from helpers import load_script
 
-from helpers import REPO
-
-sys.path.insert(0, str(REPO / 'tools' / 'misc'))
-from train_spiece import train_spiece  # noqa: E402,F401
+#: ``tools/misc/train_spiece.py``'s ``train_spiece(out_dir)``.
+train_spiece = load_script('tools/misc/train_spiece.py').train_spiece
 
 
 TINY_SIGLIP = dict(  # a SigLIPBackbone arch dict

@@ -2,7 +2,6 @@
 windowed blocks (fp32, gradients included) and allocate no (N, N) tensor
 on the folded (GPU default) path."""
 import copy
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rsrefseg_mm.models.sam.sam_window_ops import (
     _partition_functional, _unpartition_add_functional,
     window_partition_padded, window_unpartition_add)
 
-from helpers import sam_block_pair
+from helpers import load_script, sam_block_pair
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
 GRIDS = [(64, 64, 14), (16, 16, 8), (10, 7, 4), (3, 5, 4), (5, 3, 4),
@@ -250,8 +249,8 @@ def test_folded_blocks_allocate_no_attention_matrix(window):
     windows) and a global (32 x 32) block: forward + backward write no
     tensor with two token axes of attention-matrix size; the mask path
     does (bias and its gradient)."""
-    sys.path.insert(0, str(TOOLS))
-    from sam_block_benchmark import OpRecorder
+    OpRecorder = load_script(
+        'tools/analysis_tools/sam_block_benchmark.py').OpRecorder
     grid = 64 if window else 32
     stock, fast = sam_block_pair(grid=grid, ws=window)
     seq = window**2 if window else grid**2
