@@ -27,13 +27,15 @@ def test_reports_scale_window_and_saturation(capsys):
 def test_calibrated_neck_starts_unsaturated(capsys):
     filter_stats.main([
         TINY, '--num-samples', '6', '--cfg-options',
-        'model.neck.init_bias=-10.0', 'model.neck.learnable_scale=True'
+        'model.neck.filter_cfg.init_bias=-10.0',
+        'model.neck.filter_cfg.gain=True'
     ])
     plain = capsys.readouterr().out
     filter_stats.main([
         TINY, '--num-samples', '6', '--cfg-options',
-        'model.neck.init_bias=-10.0', 'model.neck.learnable_scale=True',
-        'model.neck.filter_calibration.std=2.0'
+        'model.neck.filter_cfg.type=calibrated',
+        'model.neck.filter_cfg.init_bias=-10.0',
+        'model.neck.filter_cfg.std=2.0'
     ])
     calibrated = capsys.readouterr().out
     assert saturated(plain, 'global filter') > 90

@@ -13,9 +13,9 @@ with ``--checkpoint`` (a runner checkpoint) where a trained model stands. A
 filter output below 0.01 or above 0.99 is counted as saturated: its sigmoid
 derivative is < 0.01, so almost no gradient reaches the towers through it.
 The working window of cosines is ``[(-b - 3) / s, (-b + 3) / s]`` (logits
-within +-3). Filter calibration (``model.neck.filter_calibration``) is
-applied as in the first training step when the neck has it and has not been
-calibrated yet.
+within +-3). Filter calibration (``model.neck.filter_cfg`` of type
+``'calibrated'``) is applied as in the first training step when the neck has
+it and has not been calibrated yet.
 """
 import argparse
 import os.path as osp
