@@ -4,6 +4,7 @@ import re
 
 import pytest
 import yaml
+
 from helpers import REPO, load_script
 
 METAFILE = REPO / 'configs' / 'rsrefseg' / 'metafile.yaml'

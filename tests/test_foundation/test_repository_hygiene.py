@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO
 
 #: Folders and files whose text is the project's own (code, configs, docs).

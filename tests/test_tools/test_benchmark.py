@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
 
 import rsrefseg_mm  # noqa: F401
+from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
 
 TINY_CFG = TINY_CONFIG
 

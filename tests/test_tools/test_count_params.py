@@ -1,6 +1,7 @@
 """tools/analysis_tools/count_params.py: counts on the meta device equal
 those of the model built for real."""
 import pytest
+
 from helpers import REPO, TINY_CONFIG, load_script
 
 count_params = load_script('tools/analysis_tools/count_params.py')

@@ -3,6 +3,7 @@ authors' path builders and the batch-size search."""
 from types import SimpleNamespace
 
 import pytest
+
 from helpers import REPO, load_script
 
 
