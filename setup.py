@@ -1,5 +1,4 @@
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 
@@ -38,10 +37,10 @@ setup(
     'foundation models, as an MMSegmentation 1.x plugin',
     long_description=readme(),
     long_description_content_type='text/markdown',
-    keywords='referring segmentation, remote sensing, CLIP, SAM, mmsegmentation',
+    keywords=('referring segmentation, remote sensing, CLIP, SAM, '
+              'mmsegmentation'),
     packages=find_packages(exclude=('configs', 'tools', 'demo', 'tests')),
     include_package_data=True,
-
     python_requires='>=3.8',
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt') +

@@ -65,50 +65,68 @@ def parse_args(argv=None) -> argparse.Namespace:
         'allow-list (torch.load weights_only=False). Pickles can run code: '
         'only for files you trust')
     parser.add_argument(
-        '--opacity', type=float, default=FILL_ALPHA,
+        '--opacity',
+        type=float,
+        default=FILL_ALPHA,
         help='opacity of the mask fill in the overlay (the contour is '
         'opaque)')
     parser.add_argument(
-        '--bands', type=int, nargs='+', metavar='B',
+        '--bands',
+        type=int,
+        nargs='+',
+        metavar='B',
         help='1-based bands shown as R G B (e.g. --bands 3 2 1), or one band '
         'shown as grey; needed for inputs that are not 3-band RGB')
     stretch = parser.add_mutually_exclusive_group()
     stretch.add_argument(
-        '--stretch', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+        '--stretch',
+        type=float,
+        nargs=2,
+        metavar=('LOW', 'HIGH'),
         default=DEFAULT_STRETCH,
         help='percentile stretch of non-8-bit data to 0-255 (default: 2 98)')
     stretch.add_argument(
-        '--no-stretch', action='store_true',
+        '--no-stretch',
+        action='store_true',
         help='pass non-8-bit data through unchanged (it must be in 0-255)')
     parser.add_argument(
-        '--roi', type=float, nargs=4,
+        '--roi',
+        type=float,
+        nargs=4,
         metavar=('XMIN', 'YMIN', 'XMAX', 'YMAX'),
         help='region of interest read instead of the whole image: pixels '
         '(COL0 ROW0 COL1 ROW1) or map coordinates (LEFT BOTTOM RIGHT TOP), '
         'see --roi-crs')
     parser.add_argument(
-        '--roi-crs', default='pixel',
+        '--roi-crs',
+        default='pixel',
         help="coordinates of --roi: 'pixel' (default), 'map' (the image's "
         "CRS) or a CRS such as EPSG:4326 (longitude / latitude)")
     parser.add_argument(
-        '--min-polygon-area', type=float, default=DEFAULT_MIN_AREA_PX,
+        '--min-polygon-area',
+        type=float,
+        default=DEFAULT_MIN_AREA_PX,
         metavar='PX',
         help='polygons smaller than this many pixels are left out of the '
         f'GeoJSON (default {DEFAULT_MIN_AREA_PX:g})')
     parser.add_argument(
-        '--output-resolution', choices=OUTPUT_RESOLUTIONS, default='working',
+        '--output-resolution',
+        choices=OUTPUT_RESOLUTIONS,
+        default='working',
         help="grid of the mask GeoTIFF of a large raster read decimated: "
         "'working' (default; the grid the model's prediction is on) or "
         "'native' (the input file's pixels, written block by block)")
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, e.g. '
         'model.decode_head.threshold=0.3')
     args = parser.parse_args(argv)
     n = 2 if args.batch else 4
     if len(args.inputs) != n:
-        parser.error('expected IMAGE "EXPRESSION" CONFIG CHECKPOINT' if n == 4
-                     else 'expected CONFIG CHECKPOINT with --batch')
+        parser.error('expected IMAGE "EXPRESSION" CONFIG CHECKPOINT' if n ==
+                     4 else 'expected CONFIG CHECKPOINT with --batch')
     return args
 
 
@@ -149,36 +167,40 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     stretch = None if args.no_stretch else tuple(args.stretch)
     with allow_unsafe_load(args.unsafe_load):
-        model = init_referring_model(config, checkpoint, device=args.device,
-                                     cfg_options=args.cfg_options)
+        model = init_referring_model(
+            config,
+            checkpoint,
+            device=args.device,
+            cfg_options=args.cfg_options)
     # rows of one image together, in order of first appearance: each image
     # is encoded once, its expressions answered from the cached embeddings
     first = {}
-    order = sorted(range(len(pairs)),
-                   key=lambda i: first.setdefault(pairs[i][0], i))
+    order = sorted(
+        range(len(pairs)), key=lambda i: first.setdefault(pairs[i][0], i))
     predictor = ReferringPredictor(model, cache_size=1)
     encoded = 0
     for i in track(order, 'image demo', unit='expression'):
         img_path, text = pairs[i]
         image = predictor.set_image(img_path, args.bands, stretch, args.roi,
                                     args.roi_crs)
-        if not predictor.from_cache and (
-                image.stretch_ranges or image.nodata_pixels
-                or image.georeferenced or image.window or image.decimated):
+        if not predictor.from_cache and (image.stretch_ranges
+                                         or image.nodata_pixels
+                                         or image.georeferenced or image.window
+                                         or image.decimated):
             print(image.describe())
         encoded += not predictor.from_cache
         result = predictor.predict(text)
         # in batch mode an image may come with several expressions
         stem = Path(img_path).stem if not args.batch else \
             f'{i:05d}_{Path(img_path).stem}'
-        paths = save_referring_outputs(
-            image, result, text, str(out_dir), stem, args.min_polygon_area,
-            args.opacity, args.output_resolution,
-            model.decode_head.threshold)
+        paths = save_referring_outputs(image, result, text, str(out_dir), stem,
+                                       args.min_polygon_area, args.opacity,
+                                       args.output_resolution,
+                                       model.decode_head.threshold)
         n = int(result.pred_sem_seg.data.sum())
         print(f'{img_path}: "{text}" -> {n} px; ' +
-              ', '.join(osp.basename(p) for p in paths.values()) +
-              f' in {out_dir}')
+              ', '.join(osp.basename(p)
+                        for p in paths.values()) + f' in {out_dir}')
     print(f'{len(pairs)} expression(s) on {encoded} image(s) encoded')
 
 

@@ -53,8 +53,8 @@ import huggingface_hub.constants  # noqa: E402  (a gradio dependency)
 import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsrefseg_mm.apis import (ReferringPredictor,  # noqa: E402
-                              init_referring_model, render_heatmap,
+from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
+from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
 from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
@@ -66,8 +66,10 @@ from rsrefseg_mm.utils import allow_unsafe_load  # noqa: E402
 huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
 
 #: Accepted upload types.
-FILE_TYPES = ['.png', '.jpg', '.jpeg', '.tif', '.tiff', '.jp2', '.bmp',
-              '.webp', '.img', '.vrt']
+FILE_TYPES = [
+    '.png', '.jpg', '.jpeg', '.tif', '.tiff', '.jp2', '.bmp', '.webp', '.img',
+    '.vrt'
+]
 #: Synthetic example scenes (test split, attribute expressions, like
 #: ``make demo``).
 NUM_EXAMPLES = 3
@@ -110,8 +112,11 @@ def make_examples(out_dir: str) -> List[List[str]]:
     from rsrefseg_mm.datasets.synthetic_geotiff import write_synthetic_geotiff
     os.makedirs(out_dir, exist_ok=True)
     ds = SyntheticReferringDataset(
-        split='test', num_samples=NUM_EXAMPLES, img_size=128,
-        num_objects=(3, 4), expression_types=('attribute', ))
+        split='test',
+        num_samples=NUM_EXAMPLES,
+        img_size=128,
+        num_objects=(3, 4),
+        expression_types=('attribute', ))
     examples = []
     for i in range(NUM_EXAMPLES):
         info = ds.get_data_info(i)
@@ -123,8 +128,8 @@ def make_examples(out_dir: str) -> List[List[str]]:
     examples.append([path, text, '3 2 1'])
     with open(osp.join(out_dir, 'examples.jsonl'), 'w') as f:
         for image, text, bands in examples:
-            f.write(json.dumps(dict(image=image, text=text, bands=bands)) +
-                    '\n')
+            f.write(
+                json.dumps(dict(image=image, text=text, bands=bands)) + '\n')
     return examples
 
 
@@ -250,9 +255,11 @@ class WebPredictor:
 
     def _read(self, path: Optional[str], bands_text: str) -> RasterImage:
         self._check_upload(path)
-        return read_image(path, parse_bands(bands_text),
-                          name=osp.basename(path),
-                          max_size=self.predictor.max_read_size)
+        return read_image(
+            path,
+            parse_bands(bands_text),
+            name=osp.basename(path),
+            max_size=self.predictor.max_read_size)
 
     def preview(self, path: Optional[str],
                 bands_text: str) -> Tuple[Optional[np.ndarray], str]:
@@ -269,8 +276,9 @@ class WebPredictor:
             return None, f'**{self._friendly(e, path)}**'
         return image.img[..., ::-1], image.describe()
 
-    def segment(self, path: Optional[str], text: str, bands_text: str
-                ) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
+    def segment(
+            self, path: Optional[str], text: str,
+            bands_text: str) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
         """Segment the expression's object in the uploaded image.
 
         Returns:
@@ -301,11 +309,15 @@ class WebPredictor:
             raise gr.Error(self._friendly(e, path), print_exception=False)
         except Exception as e:  # a bug: full report on the console only
             traceback.print_exc()
-            raise gr.Error(f'internal error ({type(e).__name__}); see the '
-                           'server log', print_exception=False)
+            raise gr.Error(
+                f'internal error ({type(e).__name__}); see the '
+                'server log',
+                print_exception=False)
         mask = result.pred_sem_seg.data[0].numpy()
-        files = [paths[k] for k in ('geotiff', 'qgis_style', 'geojson',
-                                    'mask') if k in paths]
+        files = [
+            paths[k] for k in ('geotiff', 'qgis_style', 'geojson', 'mask')
+            if k in paths
+        ]
         timing = 'image from cache' if cached else \
             f'image encoded in {encoded - start:.1f} s'
         status = (f'{image.describe()}\n\n**"{text}"**: {int(mask.sum())} '
@@ -314,8 +326,9 @@ class WebPredictor:
                   's)')
         if image.georeferenced:
             status += '; the GeoTIFF / GeoJSON open in QGIS at their place'
-        return (render_overlay(image, result, text),
-                render_heatmap(image, result, text), files, status)
+        return (render_overlay(image, result,
+                               text), render_heatmap(image, result,
+                                                     text), files, status)
 
 
 def build_demo(predictor: WebPredictor,
@@ -332,9 +345,10 @@ def build_demo(predictor: WebPredictor,
         max_upload_size (str): Named on the page; enforced by
             :func:`launch`.
     """
-    with gr.Blocks(title='RSRefSeg referring segmentation',
-                   analytics_enabled=False,
-                   delete_cache=(cache_ttl, cache_ttl)) as demo:
+    with gr.Blocks(
+            title='RSRefSeg referring segmentation',
+            analytics_enabled=False,
+            delete_cache=(cache_ttl, cache_ttl)) as demo:
         gr.Markdown(
             '## RSRefSeg: referring remote-sensing segmentation\n'
             'Upload an image (PNG, JPEG or GeoTIFF), type what to segment '
@@ -344,46 +358,70 @@ def build_demo(predictor: WebPredictor,
             'stretched per band (2-98 %), nodata is never segmented.')
         with gr.Row():
             with gr.Column():
-                file = gr.File(label='Image (PNG, JPEG, GeoTIFF; up to '
-                               f'{max_upload_size})', file_types=FILE_TYPES,
-                               type='filepath', elem_id='image-file')
-                preview = gr.Image(label='Input as the model sees it',
-                                   type='numpy', interactive=False,
-                                   format='png', elem_id='preview')
+                file = gr.File(
+                    label='Image (PNG, JPEG, GeoTIFF; up to '
+                    f'{max_upload_size})',
+                    file_types=FILE_TYPES,
+                    type='filepath',
+                    elem_id='image-file')
+                preview = gr.Image(
+                    label='Input as the model sees it',
+                    type='numpy',
+                    interactive=False,
+                    format='png',
+                    elem_id='preview')
                 bands = gr.Textbox(
                     label='Bands shown as R G B (1-based; empty for RGB '
-                    'images)', placeholder='e.g. 3 2 1', elem_id='bands')
-                text = gr.Textbox(label='Referring expression',
-                                  placeholder='e.g. the red circle',
-                                  elem_id='expression')
-                button = gr.Button('Segment', variant='primary',
-                                   elem_id='segment')
+                    'images)',
+                    placeholder='e.g. 3 2 1',
+                    elem_id='bands')
+                text = gr.Textbox(
+                    label='Referring expression',
+                    placeholder='e.g. the red circle',
+                    elem_id='expression')
+                button = gr.Button(
+                    'Segment', variant='primary', elem_id='segment')
             with gr.Column():
-                overlay = gr.Image(label='Prediction', type='numpy',
-                                   interactive=False, format='png',
-                                   elem_id='overlay')
-                heatmap = gr.Image(label='Activation heat map', type='numpy',
-                                   interactive=False, format='png',
-                                   elem_id='heatmap')
-                download = gr.File(label='Mask (GeoTIFF + GeoJSON when the '
-                                   'input is georeferenced)',
-                                   file_count='multiple', interactive=False,
-                                   elem_id='download')
+                overlay = gr.Image(
+                    label='Prediction',
+                    type='numpy',
+                    interactive=False,
+                    format='png',
+                    elem_id='overlay')
+                heatmap = gr.Image(
+                    label='Activation heat map',
+                    type='numpy',
+                    interactive=False,
+                    format='png',
+                    elem_id='heatmap')
+                download = gr.File(
+                    label='Mask (GeoTIFF + GeoJSON when the '
+                    'input is georeferenced)',
+                    file_count='multiple',
+                    interactive=False,
+                    elem_id='download')
                 status = gr.Markdown(elem_id='status')
         if examples:
-            gr.Examples(examples=[list(e) for e in examples],
-                        inputs=[file, text, bands],
-                        label='Synthetic example scenes')
-        gr.on([file.change, bands.submit], predictor.preview,
-              [file, bands], [preview, status], api_visibility='private')
-        gr.on([button.click, text.submit], predictor.segment,
-              [file, text, bands], [overlay, heatmap, download, status],
-              api_name='segment', concurrency_limit=1)
+            gr.Examples(
+                examples=[list(e) for e in examples],
+                inputs=[file, text, bands],
+                label='Synthetic example scenes')
+        gr.on([file.change, bands.submit],
+              predictor.preview, [file, bands], [preview, status],
+              api_visibility='private')
+        gr.on([button.click, text.submit],
+              predictor.segment, [file, text, bands],
+              [overlay, heatmap, download, status],
+              api_name='segment',
+              concurrency_limit=1)
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: Optional[int],
-           allowed_paths: Sequence[str] = (), block: bool = True,
+def launch(demo: gr.Blocks,
+           host: str,
+           port: Optional[int],
+           allowed_paths: Sequence[str] = (),
+           block: bool = True,
            max_upload_size: str = MAX_UPLOAD_SIZE):
     """Serve the page (no share link, no SSR, no MCP server).
 
@@ -396,9 +434,15 @@ def launch(demo: gr.Blocks, host: str, port: Optional[int],
         tuple: Gradio's ``(app, local_url, share_url)``.
     """
     return demo.queue().launch(
-        server_name=host, server_port=port, share=False, inbrowser=False,
-        ssr_mode=False, mcp_server=False, quiet=not block,
-        allowed_paths=list(allowed_paths), prevent_thread_lock=not block,
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=not block,
+        allowed_paths=list(allowed_paths),
+        prevent_thread_lock=not block,
         max_file_size=max_upload_size)
 
 
@@ -415,31 +459,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='trained checkpoint')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
-    parser.add_argument('--host', default='127.0.0.1',
-                        help='address to bind (0.0.0.0 exposes the demo to '
-                        'the network)')
+    parser.add_argument(
+        '--host',
+        default='127.0.0.1',
+        help='address to bind (0.0.0.0 exposes the demo to '
+        'the network)')
     parser.add_argument('--port', type=int, default=7860)
-    parser.add_argument('--work-dir', default=None,
-                        help='folder for examples, outputs and (unless '
-                        'GRADIO_TEMP_DIR is set) Gradio\'s cache (default: '
-                        'a temporary folder, deleted at exit)')
-    parser.add_argument('--keep-results', type=int, default=KEEP_RESULTS,
-                        help='output folders kept, those of the last '
-                        f'requests (default {KEEP_RESULTS})')
-    parser.add_argument('--cache-ttl', type=float, default=CACHE_TTL,
-                        metavar='SECONDS',
-                        help='uploads and served files older than this are '
-                        'deleted, checked as often (default '
-                        f'{CACHE_TTL})')
-    parser.add_argument('--max-upload-size', default=MAX_UPLOAD_SIZE,
-                        type=upload_size,
-                        help='largest upload accepted, e.g. 200mb, 2gb '
-                        f'(default {MAX_UPLOAD_SIZE})')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle the checkpoint without the safe '
-                        'loader\'s allow-list (torch.load weights_only='
-                        'False). Pickles can run code: only for files you '
-                        'trust')
+    parser.add_argument(
+        '--work-dir',
+        default=None,
+        help='folder for examples, outputs and (unless '
+        'GRADIO_TEMP_DIR is set) Gradio\'s cache (default: '
+        'a temporary folder, deleted at exit)')
+    parser.add_argument(
+        '--keep-results',
+        type=int,
+        default=KEEP_RESULTS,
+        help='output folders kept, those of the last '
+        f'requests (default {KEEP_RESULTS})')
+    parser.add_argument(
+        '--cache-ttl',
+        type=float,
+        default=CACHE_TTL,
+        metavar='SECONDS',
+        help='uploads and served files older than this are '
+        'deleted, checked as often (default '
+        f'{CACHE_TTL})')
+    parser.add_argument(
+        '--max-upload-size',
+        default=MAX_UPLOAD_SIZE,
+        type=upload_size,
+        help='largest upload accepted, e.g. 200mb, 2gb '
+        f'(default {MAX_UPLOAD_SIZE})')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='unpickle the checkpoint without the safe '
+        'loader\'s allow-list (torch.load weights_only='
+        'False). Pickles can run code: only for files you '
+        'trust')
     args = parser.parse_args(argv)
     if args.cache_ttl <= 0:
         parser.error('--cache-ttl must be > 0')
@@ -458,18 +516,25 @@ def main(argv=None) -> None:
                                          osp.join(work, 'gradio'))
     os.makedirs(gradio_cache, exist_ok=True)
     with allow_unsafe_load(args.unsafe_load):
-        model = init_referring_model(args.config, args.checkpoint,
-                                     device=args.device)
+        model = init_referring_model(
+            args.config, args.checkpoint, device=args.device)
     examples = make_examples(osp.join(work, 'examples'))
-    predictor = WebPredictor(model, osp.join(work, 'outputs'),
-                             keep_results=args.keep_results,
-                             gradio_cache=gradio_cache,
-                             cache_ttl=args.cache_ttl)
-    print(f'RSRefSeg web demo on http://{args.host}:{args.port} '
-          f'(files under {work}, Gradio cache {gradio_cache})', flush=True)
-    launch(build_demo(predictor, examples, args.cache_ttl,
-                      args.max_upload_size), args.host, args.port,
-           allowed_paths=[work], max_upload_size=args.max_upload_size)
+    predictor = WebPredictor(
+        model,
+        osp.join(work, 'outputs'),
+        keep_results=args.keep_results,
+        gradio_cache=gradio_cache,
+        cache_ttl=args.cache_ttl)
+    print(
+        f'RSRefSeg web demo on http://{args.host}:{args.port} '
+        f'(files under {work}, Gradio cache {gradio_cache})',
+        flush=True)
+    launch(
+        build_demo(predictor, examples, args.cache_ttl, args.max_upload_size),
+        args.host,
+        args.port,
+        allowed_paths=[work],
+        max_upload_size=args.max_upload_size)
 
 
 if __name__ == '__main__':

@@ -21,36 +21,56 @@ from .visualization import FILL_ALPHA
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='python -m rsrefseg_deploy',
-        description=__doc__.split('\n')[0])
-    parser.add_argument('image', help='JPEG / PNG / GeoTIFF / any '
-                        'rasterio-readable file')
+        prog='python -m rsrefseg_deploy', description=__doc__.split('\n')[0])
+    parser.add_argument(
+        'image', help='JPEG / PNG / GeoTIFF / any '
+        'rasterio-readable file')
     parser.add_argument('texts', nargs='+', metavar='EXPRESSION')
-    parser.add_argument('--model-dir', required=True,
-                        help='folder written by export_onnx.py')
+    parser.add_argument(
+        '--model-dir', required=True, help='folder written by export_onnx.py')
     parser.add_argument('--out-dir', required=True, help='output folder')
-    parser.add_argument('--bands', type=int, nargs='+', metavar='B',
-                        help='1-based bands shown as R G B (or one band)')
+    parser.add_argument(
+        '--bands',
+        type=int,
+        nargs='+',
+        metavar='B',
+        help='1-based bands shown as R G B (or one band)')
     stretch = parser.add_mutually_exclusive_group()
-    stretch.add_argument('--stretch', type=float, nargs=2,
-                         metavar=('LOW', 'HIGH'), default=DEFAULT_STRETCH,
-                         help='percentile stretch of non-8-bit data '
-                         '(default: 2 98)')
-    stretch.add_argument('--no-stretch', action='store_true',
-                         help='pass non-8-bit data through (0-255)')
-    parser.add_argument('--roi', type=float, nargs=4,
-                        metavar=('XMIN', 'YMIN', 'XMAX', 'YMAX'),
-                        help='region of interest (see --roi-crs)')
-    parser.add_argument('--roi-crs', default='pixel',
-                        help="'pixel', 'map' or a CRS such as EPSG:4326")
-    parser.add_argument('--output-resolution', choices=OUTPUT_RESOLUTIONS,
-                        default='working',
-                        help='grid of the mask GeoTIFF for decimated reads')
+    stretch.add_argument(
+        '--stretch',
+        type=float,
+        nargs=2,
+        metavar=('LOW', 'HIGH'),
+        default=DEFAULT_STRETCH,
+        help='percentile stretch of non-8-bit data '
+        '(default: 2 98)')
+    stretch.add_argument(
+        '--no-stretch',
+        action='store_true',
+        help='pass non-8-bit data through (0-255)')
+    parser.add_argument(
+        '--roi',
+        type=float,
+        nargs=4,
+        metavar=('XMIN', 'YMIN', 'XMAX', 'YMAX'),
+        help='region of interest (see --roi-crs)')
+    parser.add_argument(
+        '--roi-crs',
+        default='pixel',
+        help="'pixel', 'map' or a CRS such as EPSG:4326")
+    parser.add_argument(
+        '--output-resolution',
+        choices=OUTPUT_RESOLUTIONS,
+        default='working',
+        help='grid of the mask GeoTIFF for decimated reads')
     parser.add_argument('--opacity', type=float, default=FILL_ALPHA)
-    parser.add_argument('--min-polygon-area', type=float,
-                        default=DEFAULT_MIN_AREA_PX, metavar='PX')
-    parser.add_argument('--threads', type=int,
-                        help='ONNX Runtime intra-op threads')
+    parser.add_argument(
+        '--min-polygon-area',
+        type=float,
+        default=DEFAULT_MIN_AREA_PX,
+        metavar='PX')
+    parser.add_argument(
+        '--threads', type=int, help='ONNX Runtime intra-op threads')
     return parser.parse_args(argv)
 
 
@@ -58,9 +78,9 @@ def main(argv=None) -> list:
     args = parse_args(argv)
     predictor = OnnxReferringPredictor(args.model_dir, threads=args.threads)
     start = time.perf_counter()
-    image = predictor.set_image(
-        args.image, args.bands, None if args.no_stretch else args.stretch,
-        args.roi, args.roi_crs)
+    image = predictor.set_image(args.image, args.bands,
+                                None if args.no_stretch else args.stretch,
+                                args.roi, args.roi_crs)
     encoded = time.perf_counter()
     results = predictor.predict(list(args.texts))
     answered = time.perf_counter()

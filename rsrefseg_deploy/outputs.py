@@ -28,9 +28,8 @@ import numpy as np
 from .geo import (DEFAULT_MIN_AREA_PX, RasterImage, mask_geojson,
                   qgis_style_path, write_geojson, write_mask_geotiff,
                   write_native_mask_geotiff)
-from .visualization import (FILL_ALPHA, PRED_COLOR, add_caption,
-                            display_scale, draw_mask_overlay, enlarge,
-                            heatmap_overlay)
+from .visualization import (FILL_ALPHA, PRED_COLOR, add_caption, display_scale,
+                            draw_mask_overlay, enlarge, heatmap_overlay)
 
 #: Grids ``<stem>_mask.tif`` can be written on.
 OUTPUT_RESOLUTIONS = ('working', 'native')
@@ -55,8 +54,8 @@ def render_overlay(image: RasterImage,
     rgb = image.img[..., ::-1]
     scale = display_scale(rgb.shape[1])
     drawn = draw_mask_overlay(
-        enlarge(rgb, scale), enlarge(mask.astype(np.uint8), scale),
-        PRED_COLOR, alpha)
+        enlarge(rgb, scale), enlarge(mask.astype(np.uint8), scale), PRED_COLOR,
+        alpha)
     return add_caption(drawn, text)
 
 
@@ -135,8 +134,9 @@ def save_outputs(image: RasterImage,
     if output_resolution == 'native' and image.decimated:
         if probability is None:
             raise ValueError('a native-resolution mask needs the probability')
-        paths['geotiff'] = write_native_mask_geotiff(
-            base + '_mask.tif', probability, threshold, image, text)
+        paths['geotiff'] = write_native_mask_geotiff(base + '_mask.tif',
+                                                     probability, threshold,
+                                                     image, text)
     elif image.georeferenced:
         paths['geotiff'] = write_mask_geotiff(base + '_mask.tif', mask,
                                               image.transform, image.crs,

@@ -93,10 +93,12 @@ class OnnxReferringPredictor:
             options.intra_op_num_threads = threads
         providers = list(providers or ['CPUExecutionProvider'])
         self.encoder = ort.InferenceSession(
-            osp.join(model_dir, self.info['image_encoder']), options,
+            osp.join(model_dir, self.info['image_encoder']),
+            options,
             providers=providers)
         self.decoder = ort.InferenceSession(
-            osp.join(model_dir, self.info['decoder']), options,
+            osp.join(model_dir, self.info['decoder']),
+            options,
             providers=providers)
         self.tokenizer = self._tokenizer(model_dir, self.info['tokenizer'])
         self.input_size = tuple(self.info['input_size'])
@@ -117,9 +119,9 @@ class OnnxReferringPredictor:
         if spec['kind'] == 'clip-bpe':
             return CLIPBPE(path, spec['context_length'])
         if spec['kind'] == 'siglip-sentencepiece':
-            return SigLIPSentencePiece(
-                path, spec['context_length'], spec['eos_token'],
-                spec['pad_token'], spec['unk_token'])
+            return SigLIPSentencePiece(path, spec['context_length'],
+                                       spec['eos_token'], spec['pad_token'],
+                                       spec['unk_token'])
         raise ValueError(f'unknown tokenizer kind {spec["kind"]!r}')
 
     @property
@@ -202,8 +204,10 @@ class OnnxReferringPredictor:
             act[nodata] = 0
         return OnnxResult(text, mask, prob, act.astype(np.float32), image)
 
-    def predict(self, texts: Union[str, Sequence[str]]
-                ) -> Union[OnnxResult, List[OnnxResult]]:
+    def predict(
+        self,
+        texts: Union[str,
+                     Sequence[str]]) -> Union[OnnxResult, List[OnnxResult]]:
         """Segment what each expression refers to in the set image.
 
         Raises:

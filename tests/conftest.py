@@ -1,5 +1,6 @@
 """Fixtures shared by every test directory."""
 import pytest
+
 from siglip_helpers import train_spiece
 
 

@@ -62,8 +62,13 @@ def run_ok(args: List[str],
         CompletedProcess: With text ``stdout`` / ``stderr``; a non-zero exit
         fails the test with the end of both.
     """
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -80,8 +85,8 @@ class RunsACommand:
 
 def crafted_checkpoint(
         folder: Path,
-        state_dict: Optional[Dict[str, torch.Tensor]] = None
-) -> Tuple[str, Path]:
+        state_dict: Optional[Dict[str,
+                                  torch.Tensor]] = None) -> Tuple[str, Path]:
     """A ``.pth`` whose pickle would run a command when fully unpickled.
 
     Args:

@@ -8,7 +8,6 @@ from helpers import load_script
 #: ``tools/misc/train_spiece.py``'s ``train_spiece(out_dir)``.
 train_spiece = load_script('tools/misc/train_spiece.py').train_spiece
 
-
 TINY_SIGLIP = dict(  # a SigLIPBackbone arch dict
     image_size=32,
     patch_size=8,
@@ -68,7 +67,8 @@ def save_hf_folder(folder: str, model, spiece: str) -> str:
     import shutil
 
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+    save_file({k: v.contiguous()
+               for k, v in model.state_dict().items()},
               osp.join(folder, 'model.safetensors'))
     shutil.copy(spiece, osp.join(folder, 'spiece.model'))
     return folder

@@ -10,13 +10,13 @@ changes is checked in
 """
 import pytest
 import torch
-from helpers import REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models import SAMPromptHead, SigLIPBackbone, TextFilterNeck
+from helpers import REPO
 
 CONFIG_DIR = REPO / 'configs'
 CONFIGS = sorted(

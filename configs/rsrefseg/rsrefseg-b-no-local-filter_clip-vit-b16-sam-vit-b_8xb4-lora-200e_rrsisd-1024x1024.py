@@ -1,4 +1,4 @@
 # Ablation of RSRefSeg-b: without the local (per-token) filter.
-_base_ = './rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py'
+_base_ = './rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py'  # noqa: E501
 
 model = dict(neck=dict(use_local_filter=False))

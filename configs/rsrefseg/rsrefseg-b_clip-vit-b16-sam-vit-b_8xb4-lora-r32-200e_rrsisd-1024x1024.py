@@ -1,5 +1,5 @@
 # Ablation of RSRefSeg-b: LoRA rank 32 (alpha 32) on every tower.
-_base_ = './rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py'
+_base_ = './rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py'  # noqa: E501
 
 model = dict(
     backbone=dict(

@@ -5,7 +5,8 @@
 # 5-epoch linear warm-up, cosine to 0.001x at 200 epochs, bf16, RRSIS-D.
 _base_ = [
     '../_base_/models/rsrefseg_siglip.py', '../_base_/datasets/rrsisd.py',
-    '../_base_/default_runtime.py', '../_base_/schedules/schedule_200e_adamw.py'
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_200e_adamw.py'
 ]
 crop_size = (1024, 1024)
 siglip_checkpoint = 'checkpoints/siglip-so400m-patch14-384'

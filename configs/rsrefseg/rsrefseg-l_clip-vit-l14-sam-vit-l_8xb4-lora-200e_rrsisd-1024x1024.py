@@ -2,7 +2,8 @@
 # 8 GPUs x 4 images (batch 32), AdamW 1e-4, 200 epochs, bf16 AMP, RRSIS-D.
 _base_ = [
     '../_base_/models/rsrefseg.py', '../_base_/datasets/rrsisd.py',
-    '../_base_/default_runtime.py', '../_base_/schedules/schedule_200e_adamw.py'
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_200e_adamw.py'
 ]
 crop_size = (1024, 1024)
 clip_checkpoint = 'checkpoints/ViT-L-14.pt'

@@ -97,8 +97,7 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0),
     max_consecutive_skips=20)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=100),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(
         type='CosineAnnealingLR',
         eta_min_ratio=0.01,
@@ -125,7 +124,7 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # draws every 50th validation sample (image | ground truth | prediction,
     # captioned with the expression) under <work_dir>/<time>/vis_data/
-    visualization=dict(type='ReferringVisualizationHook', draw=True,
-                       interval=50))
+    visualization=dict(
+        type='ReferringVisualizationHook', draw=True, interval=50))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -20,11 +20,11 @@ from .roi import parse_roi, roi_window, window_transform
 from .stretch import DEFAULT_STRETCH, check_stretch, to_uint8
 
 __all__ = [
-    'InputType', 'image_cache_key', 'load_referring_image',
-    'RasterImage', 'read_image', 'array_to_image', 'select_bands',
-    'is_8bit_photo', 'require_rasterio', 'to_uint8', 'check_stretch',
-    'DEFAULT_STRETCH', 'parse_roi', 'roi_window', 'window_transform',
-    'write_mask_geotiff', 'mask_polygons', 'mask_geojson', 'write_geojson',
-    'DEFAULT_MIN_AREA_PX', 'qgis_style_path', 'decimated_shape',
-    'scale_transform', 'write_native_mask_geotiff'
+    'InputType', 'image_cache_key', 'load_referring_image', 'RasterImage',
+    'read_image', 'array_to_image', 'select_bands', 'is_8bit_photo',
+    'require_rasterio', 'to_uint8', 'check_stretch', 'DEFAULT_STRETCH',
+    'parse_roi', 'roi_window', 'window_transform', 'write_mask_geotiff',
+    'mask_polygons', 'mask_geojson', 'write_geojson', 'DEFAULT_MIN_AREA_PX',
+    'qgis_style_path', 'decimated_shape', 'scale_transform',
+    'write_native_mask_geotiff'
 ]

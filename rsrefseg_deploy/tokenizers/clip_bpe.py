@@ -29,8 +29,11 @@ SPECIAL_TOKENS = ('<start_of_text>', '<end_of_text>')
 @lru_cache()
 def bytes_to_unicode() -> Dict[int, str]:
     """Map every utf-8 byte to a printable unicode character (256)."""
-    bs = list(range(ord('!'), ord('~') + 1)) + list(
-        range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
+    bs = list(range(ord('!'),
+                    ord('~') + 1)) + list(range(
+                        ord('¡'),
+                        ord('¬') + 1)) + list(range(ord('®'),
+                                                    ord('ÿ') + 1))
     cs = bs[:]
     n = 0
     for b in range(2**8):

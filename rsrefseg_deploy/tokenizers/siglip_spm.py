@@ -97,10 +97,12 @@ class SigLIPSentencePiece:
         self.pad_id = self._special_id(pad_token)
         self.unk_id = self._special_id(unk_token)
         self._unk_length = len(self.sp.encode(unk_token, out_type=str))
-        specials = sorted({eos_token, pad_token, unk_token}, key=len,
+        specials = sorted({eos_token, pad_token, unk_token},
+                          key=len,
                           reverse=True)
-        self._special_re = re.compile(
-            '(' + '|'.join(re.escape(s) for s in specials) + ')')
+        self._special_re = re.compile('(' +
+                                      '|'.join(re.escape(s)
+                                               for s in specials) + ')')
 
     def _special_id(self, piece: str) -> int:
         idx = self.sp.piece_to_id(piece)
@@ -154,8 +156,9 @@ class SigLIPSentencePiece:
             ids.append(self.eos_id)
         return ids
 
-    def tokenize(self, texts: Sequence[str]
-                 ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int]]]:
+    def tokenize(
+        self, texts: Sequence[str]
+    ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int]]]:
         """Tokenize a batch to fixed-length ids.
 
         Args:

@@ -64,8 +64,8 @@ def draw_mask_overlay(image: np.ndarray,
     h, w = img.shape[:2]
     mask = np.asarray(mask)
     if mask.shape != (h, w):
-        mask = cv2.resize(mask.astype(np.uint8), (w, h),
-                          interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(
+            mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     ignore = mask == ignore_index
     fg = (mask > 0) & ~ignore
     out = img.astype(np.float32)
@@ -74,8 +74,8 @@ def draw_mask_overlay(image: np.ndarray,
     out[ignore] = 0.5 * out[ignore] + 64
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     t = thickness or contour_thickness(h, w)
-    contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_LIST,
-                                   cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(
+        fg.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (0, 0, 0), t + 2, cv2.LINE_8)
     cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), t,
                      cv2.LINE_8)
@@ -96,15 +96,16 @@ def heatmap_overlay(image: np.ndarray,
         np.ndarray: (H, W, 3) uint8 RGB image.
     """
     h, w = image.shape[:2]
-    act = cv2.resize(act_map.astype(np.float32), (w, h),
-                     interpolation=cv2.INTER_LINEAR)
+    act = cv2.resize(
+        act_map.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     act = np.clip(act * 255, 0, 255).astype(np.uint8)
     heat = cv2.applyColorMap(act, cv2.COLORMAP_JET)[..., ::-1]
-    return cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, heat,
-                           alpha, 0)
+    return cv2.addWeighted(
+        np.ascontiguousarray(image), 1 - alpha, heat, alpha, 0)
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray,
+def mask_iou(pred: np.ndarray,
+             gt: np.ndarray,
              ignore_index: int = 255) -> float:
     """IoU of a predicted and a ground-truth mask (ignore pixels excluded;
     1.0 when both are empty, as ``ReferringIoUMetric``'s default)."""

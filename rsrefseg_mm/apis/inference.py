@@ -65,8 +65,10 @@ def init_referring_model(config: Union[str, Path, Config],
             raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
         drop_pretrained_checkpoints(config.model)
     else:
-        print_log('init_referring_model: no checkpoint given, weights are '
-                  'pretrained/random as in the config', logger='current')
+        print_log(
+            'init_referring_model: no checkpoint given, weights are '
+            'pretrained/random as in the config',
+            logger='current')
         return init_model(config, None, device=device)
     with checkpoint_loading(checkpoint):
         return init_model(config, checkpoint, device=device)
@@ -137,12 +139,17 @@ def inference_referring(
     predictor = ReferringPredictor(model, max_read_size=None)
     results: List[Optional[SegDataSample]] = [None] * len(texts)
     for indices in groups.values():
-        image = load_referring_image(imgs[indices[0]], indices[0], bands,
-                                     stretch, roi, roi_crs,
-                                     max_size=max_size)
+        image = load_referring_image(
+            imgs[indices[0]],
+            indices[0],
+            bands,
+            stretch,
+            roi,
+            roi_crs,
+            max_size=max_size)
         if image.stretch_ranges is not None or image.nodata_pixels:
-            print_log(f'inference_referring: {image.describe()}',
-                      logger='current')
+            print_log(
+                f'inference_referring: {image.describe()}', logger='current')
         predictor.set_image(image)
         for i, sample in zip(indices,
                              predictor.predict([texts[i] for i in indices])):

@@ -28,8 +28,9 @@ def render_overlay(image: RasterImage,
 def render_heatmap(image: RasterImage, result: SegDataSample,
                    text: str) -> np.ndarray:
     """:func:`rsrefseg_deploy.outputs.render_heatmap` of a result."""
-    return outputs.render_heatmap(
-        image, result.global_map.data[0].cpu().numpy(), text)
+    return outputs.render_heatmap(image,
+                                  result.global_map.data[0].cpu().numpy(),
+                                  text)
 
 
 def save_referring_outputs(image: RasterImage,
@@ -53,10 +54,12 @@ def save_referring_outputs(image: RasterImage,
     Returns:
         dict[str, str]: The written files by kind.
     """
-    return outputs.save_outputs(
-        image, _mask(result), result.global_map.data[0].cpu().numpy(), text,
-        out_dir, stem, min_area_px, alpha, output_resolution,
-        result.seg_logits.data[0].cpu().numpy(), threshold)
+    return outputs.save_outputs(image, _mask(result),
+                                result.global_map.data[0].cpu().numpy(), text,
+                                out_dir, stem, min_area_px, alpha,
+                                output_resolution,
+                                result.seg_logits.data[0].cpu().numpy(),
+                                threshold)
 
 
 __all__ = [

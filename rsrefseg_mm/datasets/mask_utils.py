@@ -110,8 +110,7 @@ def _validate_rle(rle: dict) -> dict:
 
 
 def _validate_polygon(poly: Any) -> List[float]:
-    if (not isinstance(poly, (list, tuple)) or len(poly) < 6
-            or len(poly) % 2):
+    if (not isinstance(poly, (list, tuple)) or len(poly) < 6 or len(poly) % 2):
         raise ValueError('a polygon must be a flat list [x0, y0, x1, y1, ...] '
                          'with at least 3 points')
     try:
@@ -220,8 +219,7 @@ def encode_mask(mask: np.ndarray, as_str: bool = True) -> dict:
     counts = rle['counts']
     if as_str:
         counts = counts.decode('ascii')
-    return dict(size=[int(rle['size'][0]), int(rle['size'][1])],
-                counts=counts)
+    return dict(size=[int(rle['size'][0]), int(rle['size'][1])], counts=counts)
 
 
 def binarize_mask_file(mask: np.ndarray,

@@ -61,7 +61,9 @@ class PhraseMaskDataset(BaseSegDataset):
     CATEGORIES: Sequence[str] = ()
     SPLITS = ('train', 'val', 'test')
 
-    def __init__(self, split: str = 'train', ann_file: str = '',
+    def __init__(self,
+                 split: str = 'train',
+                 ann_file: str = '',
                  **kwargs) -> None:
         if split not in self.SPLITS:
             raise ValueError(f'split must be one of {self.SPLITS}, got '
@@ -97,8 +99,7 @@ class PhraseMaskDataset(BaseSegDataset):
             image_id = parts[0]
             idx = len(data_list)
             where = f'{self.ann_file}:{lineno} image_id={image_id}'
-            text = check_expression(parts[1] if len(parts) > 1 else '',
-                                    where)
+            text = check_expression(parts[1] if len(parts) > 1 else '', where)
             data_list.append(
                 dict(
                     img_path=join_path(img_dir, image_id + self.img_suffix),
@@ -215,5 +216,6 @@ class RISBenchDataset(PhraseMaskDataset):
             **kwargs)
 
 
-__all__ = ['PhraseMaskDataset', 'RefSegRSDataset', 'RISBenchDataset',
-           'first_category']
+__all__ = [
+    'PhraseMaskDataset', 'RefSegRSDataset', 'RISBenchDataset', 'first_category'
+]

@@ -49,8 +49,12 @@ def write_synthetic_geotiff(path: str,
     rasterio = require_rasterio(path)
     from rasterio.transform import from_origin
     ds = SyntheticReferringDataset(
-        split=split, num_samples=index + 1, img_size=img_size, seed=seed,
-        num_objects=(3, 4), expression_types=('attribute', ))
+        split=split,
+        num_samples=index + 1,
+        img_size=img_size,
+        seed=seed,
+        num_objects=(3, 4),
+        expression_types=('attribute', ))
     info = ds.get_data_info(index)
     bgr = info['img'].astype(np.float64)
     rng = np.random.default_rng(index)
@@ -60,8 +64,14 @@ def write_synthetic_geotiff(path: str,
     data = np.clip(np.rint(data), 1, 4095).astype(np.uint16)
     data[:, :, :nodata_cols] = NODATA
     profile = dict(
-        driver='GTiff', width=img_size, height=img_size, count=4,
-        dtype='uint16', crs=CRS, nodata=NODATA, compress='deflate',
+        driver='GTiff',
+        width=img_size,
+        height=img_size,
+        count=4,
+        dtype='uint16',
+        crs=CRS,
+        nodata=NODATA,
+        compress='deflate',
         transform=from_origin(*ORIGIN, PIXEL_SIZE, PIXEL_SIZE))
     with rasterio.open(path, 'w', **profile) as dst:
         dst.write(data)

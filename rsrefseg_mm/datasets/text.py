@@ -4,13 +4,14 @@ The text towers clean every expression before tokenising it: CLIP's
 tokenizer repairs mojibake with ``ftfy``, unescapes HTML entities twice and
 collapses whitespace (:class:`rsrefseg_mm.models.backbones.CLIPTokenizer`);
 SigLIP's also drops ASCII punctuation
-(:func:`rsrefseg_mm.models.backbones.siglip.siglip_tokenizer.canonicalize_text`). An
+(:func:`~rsrefseg_mm.models.backbones.siglip.canonicalize_text`). An
 expression that is empty *after* that cleaning (``"&nbsp;"``,
 ``"&amp;#32;"``, a run of no-break spaces, ``"..."``) would reach the model
 as an empty prompt, so it is rejected where it enters: when a dataset loads,
 in the inference API and in the demos.
 """
-from ..models.backbones.clip.clip_tokenizer import basic_clean, whitespace_clean
+from ..models.backbones.clip.clip_tokenizer import (basic_clean,
+                                                    whitespace_clean)
 from ..models.backbones.siglip.siglip_tokenizer import canonicalize_text
 
 

@@ -123,8 +123,8 @@ def export_onnx(model: nn.Module,
     img_feats, image_embeddings = encoder(image)
     tokens = model.backbone.tokenizer(list(texts))
     tokens = tokens if isinstance(tokens, tuple) else (tokens, )
-    dec_args = (img_feats, image_embeddings) + tokens[:len(
-        decoder.input_names) - 2]
+    dec_args = (img_feats,
+                image_embeddings) + tokens[:len(decoder.input_names) - 2]
     logits, global_map = decoder(*dec_args)
     n_axis = {0: 'num_expressions'}
     dynamic = {
@@ -133,11 +133,17 @@ def export_onnx(model: nn.Module,
         if name in decoder.input_names + ('logits', 'global_map')
     } if dynamic_expressions else None
     times = {}
-    for name, graph, args, inputs, outputs, axes in (
-            ('image_encoder', encoder, (image, ), ['image'],
-             ['img_feats', 'image_embeddings'], None),
-            ('decoder', decoder, dec_args, list(decoder.input_names),
-             ['logits', 'global_map'], dynamic)):
+    for name, graph, args, inputs, outputs, axes in (('image_encoder', encoder,
+                                                      (image, ), ['image'], [
+                                                          'img_feats',
+                                                          'image_embeddings'
+                                                      ], None),
+                                                     ('decoder', decoder,
+                                                      dec_args,
+                                                      list(
+                                                          decoder.input_names),
+                                                      ['logits', 'global_map'
+                                                       ], dynamic)):
         start = time.perf_counter()
         torch.onnx.export(
             graph,

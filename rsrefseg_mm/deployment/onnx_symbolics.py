@@ -17,9 +17,9 @@ def _bicubic_antialias(g, input, output_size, align_corners, scale_factors):
                            'align_corners=True has no ONNX Resize equivalent')
     size_hw = symbolic_helper._maybe_get_const(output_size, 'is')
     shape = g.op('Shape', input)
-    batch_channels = g.op(
-        'Slice', shape, g.op('Constant', value_t=torch.tensor([0])),
-        g.op('Constant', value_t=torch.tensor([2])))
+    batch_channels = g.op('Slice', shape,
+                          g.op('Constant', value_t=torch.tensor([0])),
+                          g.op('Constant', value_t=torch.tensor([2])))
     sizes = g.op(
         'Concat',
         batch_channels,
@@ -43,5 +43,5 @@ def register_onnx_symbolics(opset: int) -> None:
     """Register the symbolics of this module for ``opset`` (an anti-aliased
     resize needs opset >= :data:`ANTIALIAS_MIN_OPSET`)."""
     if opset >= ANTIALIAS_MIN_OPSET:
-        torch.onnx.register_custom_op_symbolic(
-            'aten::_upsample_bicubic2d_aa', _bicubic_antialias, opset)
+        torch.onnx.register_custom_op_symbolic('aten::_upsample_bicubic2d_aa',
+                                               _bicubic_antialias, opset)

@@ -98,8 +98,7 @@ class RSRefSegRunner(Runner):
         """
         if '://' in str(out_dir) or kwargs.get('backend_args') or kwargs.get(
                 'file_client_args'):
-            return super().save_checkpoint(out_dir, filename, *args,
-                                           **kwargs)
+            return super().save_checkpoint(out_dir, filename, *args, **kwargs)
         part = f'.{filename}.{os.getpid()}.part'
         part_path = osp.join(out_dir, part)
         try:

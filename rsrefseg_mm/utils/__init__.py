@@ -1,8 +1,7 @@
 from .checkpoint import (UNSAFE_LOAD_ENV, CorruptCheckpointError,
-                         UnsafeCheckpointError,
-                         allow_unsafe_load, checkpoint_loading,
-                         runner_safe_globals, safe_torch_load,
-                         unsafe_load_enabled)
+                         UnsafeCheckpointError, allow_unsafe_load,
+                         checkpoint_loading, runner_safe_globals,
+                         safe_torch_load, unsafe_load_enabled)
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
 from .progress import track
@@ -10,10 +9,9 @@ from .safe_pickle import (UnsafePickleError, load_plain_pickle,
                           load_plain_pickle_file)
 
 __all__ = [
-    'CorruptCheckpointError',
-    'apply_compile_arg', 'checkpoint_loading', 'safe_torch_load',
-    'runner_safe_globals', 'UnsafeCheckpointError', 'UNSAFE_LOAD_ENV',
-    'allow_unsafe_load', 'unsafe_load_enabled', 'drop_pretrained_checkpoints',
-    'use_gloo_without_cuda', 'track', 'UnsafePickleError', 'load_plain_pickle',
-    'load_plain_pickle_file'
+    'CorruptCheckpointError', 'apply_compile_arg', 'checkpoint_loading',
+    'safe_torch_load', 'runner_safe_globals', 'UnsafeCheckpointError',
+    'UNSAFE_LOAD_ENV', 'allow_unsafe_load', 'unsafe_load_enabled',
+    'drop_pretrained_checkpoints', 'use_gloo_without_cuda', 'track',
+    'UnsafePickleError', 'load_plain_pickle', 'load_plain_pickle_file'
 ]

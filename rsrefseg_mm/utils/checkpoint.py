@@ -100,9 +100,9 @@ def _not_zip(filename: str) -> bool:
 def _is_corrupt(error: BaseException) -> bool:
     if isinstance(error, (EOFError, zipfile.BadZipFile)):
         return True
-    return isinstance(error, (RuntimeError, pickle.UnpicklingError,
-                              ValueError)) and any(
-                                  m in str(error) for m in CORRUPT_MARKERS)
+    return isinstance(
+        error, (RuntimeError, pickle.UnpicklingError, ValueError)) and any(
+            m in str(error) for m in CORRUPT_MARKERS)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):

@@ -9,11 +9,12 @@ from rsrefseg_mm.apis import (ReferringPredictor, build_test_pipeline,
                               inference_referring, init_referring_model,
                               load_referring_image)
 from rsrefseg_mm.apis.pipeline import prepare_inputs
-
 from helpers import TINY_CONFIG
 
-TEXTS = ['the red circle', 'a blue square at the top', 'the green triangle',
-         'the object on the left', 'the smallest thing']
+TEXTS = [
+    'the red circle', 'a blue square at the top', 'the green triangle',
+    'the object on the left', 'the smallest thing'
+]
 
 
 @pytest.fixture(scope='module')
@@ -56,13 +57,13 @@ def test_predict_equals_one_pass(model, image, max_batch):
         assert got.text == text
         assert got.pred_sem_seg.data.shape == (1, 96, 150)
         assert got.global_map.data.shape == (1, 96, 150)
-        worst = max(worst, float(
-            (got.seg_logits.data - want.seg_logits.data).abs().max()))
+        worst = max(
+            worst,
+            float((got.seg_logits.data - want.seg_logits.data).abs().max()))
         assert torch.equal(got.pred_sem_seg.data, want.pred_sem_seg.data)
     assert worst <= 1e-5
     # the masks differ between expressions: the text reaches the decoder
-    masks = {tuple(r.seg_logits.data.flatten()[:64].tolist())
-             for r in results}
+    masks = {tuple(r.seg_logits.data.flatten()[:64].tolist()) for r in results}
     assert len(masks) == len(TEXTS)
 
 

@@ -13,8 +13,16 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-CATEGORIES = [{'id': 0, 'name': 'airplane'}, {'id': 1, 'name': 'ship'},
-              {'id': 2, 'name': 'storagetank'}]
+CATEGORIES = [{
+    'id': 0,
+    'name': 'airplane'
+}, {
+    'id': 1,
+    'name': 'ship'
+}, {
+    'id': 2,
+    'name': 'storagetank'
+}]
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict:
@@ -47,22 +55,23 @@ def build_refer_fixture(root: Path) -> dict:
     img_dir.mkdir(parents=True)
     sizes = [(40, 48), (36, 36), (50, 44), (32, 40), (44, 52), (38, 30)]
     images, anns, refs, samples = [], [], [], {}
-    forms = ['str_list', 'bytes', 'uncompressed', 'polygon', 'str_list',
-             'bytes']
+    forms = [
+        'str_list', 'bytes', 'uncompressed', 'polygon', 'str_list', 'bytes'
+    ]
     plan = [  # (split, number of sentences)
         ('train', 2), ('train', 1), ('train', 1), ('val', 1), ('val', 1),
         ('test', 3)
     ]
-    for k, ((h, w), form, (split, n_sent)) in enumerate(
-            zip(sizes, forms, plan)):
+    for k, ((h, w), form, (split,
+                           n_sent)) in enumerate(zip(sizes, forms, plan)):
         image_id = 100 + k
         ann_id = 500 + k
         ref_id = 900 + k
         file_name = f'{image_id:05d}.jpg'
         img = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
         cv2.imwrite(str(img_dir / file_name), img)
-        images.append(dict(id=image_id, file_name=file_name, height=h,
-                           width=w))
+        images.append(
+            dict(id=image_id, file_name=file_name, height=h, width=w))
         if form == 'polygon':
             poly = [[3.0, 4.0, w - 5.0, 6.0, w / 2.0, h - 4.0]]
             rle = coco_mask.frPyObjects(poly, h, w)
@@ -76,31 +85,48 @@ def build_refer_fixture(root: Path) -> dict:
             mask[(yy - h * 0.7)**2 + (xx - w * 0.6)**2 < (h / 6)**2] = 1
             if form == 'str_list':
                 rle = _compressed(mask)
-                seg = [{'size': rle['size'],
-                        'counts': rle['counts'].decode('ascii')}]
+                seg = [{
+                    'size': rle['size'],
+                    'counts': rle['counts'].decode('ascii')
+                }]
             elif form == 'bytes':
                 seg = _compressed(mask)  # dict, bytes counts
             else:
                 seg = _uncompressed_rle(mask)
         cat = CATEGORIES[k % 3]
-        anns.append(dict(id=ann_id, image_id=image_id,
-                         categories_id=cat['id'], bbox=[0, 0, 1, 1],
-                         area=int(mask.sum()), segmentation=seg))
+        anns.append(
+            dict(
+                id=ann_id,
+                image_id=image_id,
+                categories_id=cat['id'],
+                bbox=[0, 0, 1, 1],
+                area=int(mask.sum()),
+                segmentation=seg))
         sentences = []
         for s in range(n_sent):
             sent_id = 2000 + 10 * k + s
             text = f'the {cat["name"]} number {k} phrase {s}'
-            sentences.append(dict(sent=text, raw=text, tokens=text.split(),
-                                  sent_id=sent_id))
+            sentences.append(
+                dict(
+                    sent=text, raw=text, tokens=text.split(), sent_id=sent_id))
             samples[(split, ref_id, sent_id)] = dict(
-                text=text, mask=mask.astype(np.uint8), ann_id=ann_id,
-                image_id=image_id, category=cat['name'],
-                file_name=file_name, shape=(h, w))
-        refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                         split=split, file_name=file_name,
-                         category_id=cat['id'],
-                         sent_ids=[s['sent_id'] for s in sentences],
-                         sentences=sentences))
+                text=text,
+                mask=mask.astype(np.uint8),
+                ann_id=ann_id,
+                image_id=image_id,
+                category=cat['name'],
+                file_name=file_name,
+                shape=(h, w))
+        refs.append(
+            dict(
+                ref_id=ref_id,
+                ann_id=ann_id,
+                image_id=image_id,
+                split=split,
+                file_name=file_name,
+                category_id=cat['id'],
+                sent_ids=[s['sent_id'] for s in sentences],
+                sentences=sentences))
     with open(root / 'refs(unc).p', 'wb') as f:
         pickle.dump(refs, f)
     # bytes counts are not JSON: RRSIS-D stores str; keep the bytes form
@@ -110,16 +136,26 @@ def build_refer_fixture(root: Path) -> dict:
         a = dict(a)
         seg = a['segmentation']
         if isinstance(seg, dict) and isinstance(seg['counts'], bytes):
-            a['segmentation'] = {'size': list(seg['size']),
-                                 'counts': seg['counts'].decode('ascii')}
+            a['segmentation'] = {
+                'size': list(seg['size']),
+                'counts': seg['counts'].decode('ascii')
+            }
         json_anns.append(a)
     with open(root / 'instances.json', 'w') as f:
-        json.dump(dict(images=images, annotations=json_anns,
-                       categories=CATEGORIES), f)
-    counts = {s: sum(1 for k in samples if k[0] == s)
-              for s in ('train', 'val', 'test')}
-    return dict(root=root, samples=samples, counts=counts, refs=refs,
-                anns=anns, images=images)
+        json.dump(
+            dict(images=images, annotations=json_anns, categories=CATEGORIES),
+            f)
+    counts = {
+        s: sum(1 for k in samples if k[0] == s)
+        for s in ('train', 'val', 'test')
+    }
+    return dict(
+        root=root,
+        samples=samples,
+        counts=counts,
+        refs=refs,
+        anns=anns,
+        images=images)
 
 
 @pytest.fixture(scope='session')

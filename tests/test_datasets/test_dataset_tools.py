@@ -11,7 +11,6 @@ from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
-
 from helpers import REPO
 from helpers import load_script as load_tool
 
@@ -26,8 +25,10 @@ PIPELINE = [
 def synthetic_on_disk(tmp_path_factory):
     out = tmp_path_factory.mktemp('synrrsisd')
     tool = load_tool('tools/dataset_converters/synthetic_to_rrsisd.py')
-    assert tool.main([str(out), '--num-train', '6', '--num-val', '3',
-                      '--num-test', '4', '--img-size', '64']) == 0
+    assert tool.main([
+        str(out), '--num-train', '6', '--num-val', '3', '--num-test', '4',
+        '--img-size', '64'
+    ]) == 0
     return out
 
 
@@ -35,18 +36,22 @@ def test_writer_expression_types_match_the_dataset(tmp_path):
     """demo.sh writes its image-demo scene with the tiny config's
     expression types (attribute only): the same texts as in memory."""
     tool = load_tool('tools/dataset_converters/synthetic_to_rrsisd.py')
-    assert tool.main([str(tmp_path), '--num-train', '0', '--num-val', '0',
-                      '--num-test', '12', '--num-objects', '3', '4',
-                      '--expression-types', 'attribute']) == 0
+    assert tool.main([
+        str(tmp_path), '--num-train', '0', '--num-val', '0', '--num-test',
+        '12', '--num-objects', '3', '4', '--expression-types', 'attribute'
+    ]) == 0
     refs = pickle.load(open(tmp_path / 'refs(unc).p', 'rb'))
     texts = [r['sentences'][0]['sent'] for r in refs]
-    mem = SyntheticReferringDataset(split='test', num_samples=12,
-                                    num_objects=(3, 4),
-                                    expression_types=('attribute', ))
+    mem = SyntheticReferringDataset(
+        split='test',
+        num_samples=12,
+        num_objects=(3, 4),
+        expression_types=('attribute', ))
     assert texts == [mem.get_data_info(i)['text'] for i in range(12)]
     words = {w for t in texts for w in t.split()}
-    assert not words & {'leftmost', 'rightmost', 'topmost', 'bottommost',
-                        'largest', 'smallest'}
+    assert not words & {
+        'leftmost', 'rightmost', 'topmost', 'bottommost', 'largest', 'smallest'
+    }
     with pytest.raises(SystemExit):
         tool.main([str(tmp_path), '--expression-types', 'colour'])
 
@@ -54,15 +59,19 @@ def test_writer_expression_types_match_the_dataset(tmp_path):
 def test_writer_round_trips_through_rrsisd_dataset(synthetic_on_disk):
     inst = json.load(open(synthetic_on_disk / 'instances.json'))
     assert all('categories_id' in a for a in inst['annotations'])
-    assert all(isinstance(a['segmentation'][0]['counts'], str)
-               for a in inst['annotations'])
+    assert all(
+        isinstance(a['segmentation'][0]['counts'], str)
+        for a in inst['annotations'])
     init_default_scope('mmseg')
     for split, n in (('train', 6), ('val', 3), ('test', 4)):
-        mem = SyntheticReferringDataset(split=split, num_samples=n,
-                                        img_size=64)
-        disk = DATASETS.build(dict(type='RRSISDDataset',
-                                   data_root=str(synthetic_on_disk),
-                                   split=split, pipeline=PIPELINE))
+        mem = SyntheticReferringDataset(
+            split=split, num_samples=n, img_size=64)
+        disk = DATASETS.build(
+            dict(
+                type='RRSISDDataset',
+                data_root=str(synthetic_on_disk),
+                split=split,
+                pipeline=PIPELINE))
         assert len(disk) == n
         for i in range(n):
             out = disk[i]
@@ -90,27 +99,34 @@ def test_writer_round_trips_through_rrsisd_dataset(synthetic_on_disk):
                     img[fg].mean(0), info['img'][fg].mean(0), atol=10)
 
 
-def test_checker_passes_and_writes_jsonl(synthetic_on_disk, tmp_path,
-                                         capsys):
+def test_checker_passes_and_writes_jsonl(synthetic_on_disk, tmp_path, capsys):
     tool = load_tool('tools/dataset_converters/rrsisd.py')
     # real RRSIS-D counts are expected by default: a subset fails
     assert tool.main([str(synthetic_on_disk)]) == 1
     assert 'count mismatch' in capsys.readouterr().out
-    rc = tool.main([str(synthetic_on_disk), '--skip-count-check',
-                    '--out-jsonl', str(tmp_path)])
+    rc = tool.main([
+        str(synthetic_on_disk), '--skip-count-check', '--out-jsonl',
+        str(tmp_path)
+    ])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert 'train: 6' in out.replace('  ', ' ').replace('train : ', 'train: ')
     init_default_scope('mmseg')
     for split in ('train', 'test'):
         jsonl = tmp_path / f'rrsisd_{split}.jsonl'
-        a = DATASETS.build(dict(type='RRSISDDataset',
-                                data_root=str(synthetic_on_disk),
-                                split=split, pipeline=PIPELINE))
-        b = DATASETS.build(dict(type='RRSISDDataset',
-                                data_root=str(synthetic_on_disk),
-                                ann_file=str(jsonl), split=split,
-                                pipeline=PIPELINE))
+        a = DATASETS.build(
+            dict(
+                type='RRSISDDataset',
+                data_root=str(synthetic_on_disk),
+                split=split,
+                pipeline=PIPELINE))
+        b = DATASETS.build(
+            dict(
+                type='RRSISDDataset',
+                data_root=str(synthetic_on_disk),
+                ann_file=str(jsonl),
+                split=split,
+                pipeline=PIPELINE))
         assert len(a) == len(b)
         for i in range(len(a)):
             ma = a[i]['data_samples'].metainfo
@@ -147,9 +163,11 @@ def test_checker_reports_missing_and_broken(synthetic_on_disk, tmp_path,
 def test_browse_dataset(tmp_path):
     tool = load_tool('tools/analysis_tools/browse_dataset.py')
     cfg = REPO / 'configs/_base_/datasets/synthetic_referring.py'
-    rc = tool.main([str(cfg), '--output-dir', str(tmp_path), '--split',
-                    'val', '--num', '3', '--cfg-options',
-                    'val_dataloader.dataset.num_samples=3'])
+    rc = tool.main([
+        str(cfg), '--output-dir',
+        str(tmp_path), '--split', 'val', '--num', '3', '--cfg-options',
+        'val_dataloader.dataset.num_samples=3'
+    ])
     assert rc == 0
     files = sorted(tmp_path.glob('val_*_ref*_sent*.jpg'))
     assert len(files) == 3

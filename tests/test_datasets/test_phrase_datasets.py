@@ -21,14 +21,17 @@ def write_phrase_dataset(root, img_dir, mask_dir, names, ext):
     rng = np.random.default_rng(0)
     expected = []
     lines = []
-    texts = ['the red car on the road', 'a building near the low vegetation',
-             'the white van']
+    texts = [
+        'the red car on the road', 'a building near the low vegetation',
+        'the white van'
+    ]
     for k, (name, text) in enumerate(zip(names, texts)):
         h, w = 24 + k, 30
         mask = np.zeros((h, w), np.uint8)
         mask[3 + k:12, 4:20 - k] = 255  # 0/255 as in the releases
-        cv2.imwrite(str(root / img_dir / (name + ext)),
-                    rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        cv2.imwrite(
+            str(root / img_dir / (name + ext)),
+            rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
         cv2.imwrite(str(root / mask_dir / (name + ext)), mask)
         lines.append(f'{name} {text}')
         expected.append((name, text, (mask > 0).astype(np.uint8)))
@@ -45,12 +48,11 @@ def test_phrase_dataset_loads(tmp_path, kind):
     else:
         # RISBench ids carry the extension ("test_0_0.png <sentence>")
         exp = write_phrase_dataset(tmp_path, 'img_rgb', 'mask',
-                                   ['t_0_0.png', 't_0_1.png', 't_1_0.png'],
-                                   '')
+                                   ['t_0_0.png', 't_0_1.png', 't_1_0.png'], '')
         cfg = dict(type='RISBenchDataset')
     init_default_scope('mmseg')
-    ds = DATASETS.build(dict(cfg, data_root=str(tmp_path), split='train',
-                             pipeline=PIPELINE))
+    ds = DATASETS.build(
+        dict(cfg, data_root=str(tmp_path), split='train', pipeline=PIPELINE))
     assert len(ds) == 3
     for i, (name, text, mask) in enumerate(exp):
         out = ds[i]
@@ -67,28 +69,35 @@ def test_phrase_dataset_loads(tmp_path, kind):
 def test_phrase_dataset_errors(tmp_path):
     init_default_scope('mmseg')
     with pytest.raises(FileNotFoundError, match='output_phrase_val.txt'):
-        DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
-                            split='val'))
+        DATASETS.build(
+            dict(type='RefSegRSDataset', data_root=str(tmp_path), split='val'))
     (tmp_path / 'output_phrase_train.txt').write_text('17 the car\n18\n')
     with pytest.raises(ValueError, match=r'output_phrase_train.txt:2.*18'):
-        DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
-                            split='train'))
+        DATASETS.build(
+            dict(
+                type='RefSegRSDataset', data_root=str(tmp_path),
+                split='train'))
     # empty once HTML entities are decoded (as the text tower does)
-    (tmp_path / 'output_phrase_train.txt').write_text(
-        '17 the car\n18 &nbsp;&nbsp;\n')
-    with pytest.raises(ValueError, match=r'output_phrase_train.txt:2.*18.*'
-                       'empty after ftfy / HTML'):
-        DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
-                            split='train'))
+    (tmp_path /
+     'output_phrase_train.txt').write_text('17 the car\n18 &nbsp;&nbsp;\n')
+    with pytest.raises(
+            ValueError,
+            match=r'output_phrase_train.txt:2.*18.*'
+            'empty after ftfy / HTML'):
+        DATASETS.build(
+            dict(
+                type='RefSegRSDataset', data_root=str(tmp_path),
+                split='train'))
 
 
 def test_mask_size_mismatch_names_files(tmp_path):
     write_phrase_dataset(tmp_path, 'images', 'masks', ['11'], '.tif')
-    cv2.imwrite(str(tmp_path / 'masks' / '11.tif'),
-                np.zeros((5, 5), np.uint8))
+    cv2.imwrite(str(tmp_path / 'masks' / '11.tif'), np.zeros((5, 5), np.uint8))
     init_default_scope('mmseg')
-    ds = DATASETS.build(dict(type='RefSegRSDataset', data_root=str(tmp_path),
-                             pipeline=PIPELINE))
+    ds = DATASETS.build(
+        dict(
+            type='RefSegRSDataset', data_root=str(tmp_path),
+            pipeline=PIPELINE))
     with pytest.raises(ValueError, match=r'mask size.*image_id=11'):
         ds[0]
 

@@ -47,8 +47,11 @@ def test_transform_flips_image_mask_and_text(prob, direction, text):
     img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     mask = np.zeros((4, 6), np.uint8)
     mask[:, 0] = 1  # the leftmost column
-    results = dict(img=img.copy(), gt_seg_map=mask.copy(),
-                   seg_fields=['gt_seg_map'], text='the leftmost object')
+    results = dict(
+        img=img.copy(),
+        gt_seg_map=mask.copy(),
+        seg_fields=['gt_seg_map'],
+        text='the leftmost object')
     out = ReferringRandomFlip(prob=prob, direction=direction)(results)
     assert out['text'] == text
     assert out['flip'] is (prob == 1.)

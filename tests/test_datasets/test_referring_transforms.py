@@ -25,13 +25,13 @@ def test_rle_parser_matches_pycocotools():
     runs = rle_string_to_counts(rle['counts'].decode())
     assert sum(runs) == m.size
     # decode the runs by hand (column-major) and compare
-    flat = np.concatenate([np.full(r, i % 2, np.uint8)
-                           for i, r in enumerate(runs)])
+    flat = np.concatenate(
+        [np.full(r, i % 2, np.uint8) for i, r in enumerate(runs)])
     np.testing.assert_array_equal(flat.reshape(m.shape, order='F'), m)
 
 
-@pytest.mark.parametrize('form', ['str', 'bytes', 'list_of_str',
-                                  'uncompressed', 'two_parts'])
+@pytest.mark.parametrize(
+    'form', ['str', 'bytes', 'list_of_str', 'uncompressed', 'two_parts'])
 def test_decode_all_rle_forms(form):
     m = blob()
     rle = coco_mask.encode(np.asfortranarray(m))
@@ -86,16 +86,29 @@ def test_malformed_segmentations(seg, msg):
 def test_load_from_rle_and_size_check():
     m = blob()
     t = LoadReferringAnnotations()
-    res = t(dict(segmentation=encode_mask(m), ori_shape=(30, 40),
-                 seg_fields=[], ref_id=5))
+    res = t(
+        dict(
+            segmentation=encode_mask(m),
+            ori_shape=(30, 40),
+            seg_fields=[],
+            ref_id=5))
     np.testing.assert_array_equal(res['gt_seg_map'], m)
     assert res['seg_fields'] == ['gt_seg_map']
     with pytest.raises(ValueError, match=r'mask size.*ref_id=5.*a\.jpg'):
-        t(dict(segmentation=encode_mask(m), ori_shape=(31, 40),
-               seg_fields=[], ref_id=5, img_path='/x/a.jpg'))
+        t(
+            dict(
+                segmentation=encode_mask(m),
+                ori_shape=(31, 40),
+                seg_fields=[],
+                ref_id=5,
+                img_path='/x/a.jpg'))
     with pytest.raises(ValueError, match=r'malformed.*ref_id=6'):
-        t(dict(segmentation=dict(size=[30, 40], counts='0'),
-               ori_shape=(30, 40), seg_fields=[], ref_id=6))
+        t(
+            dict(
+                segmentation=dict(size=[30, 40], counts='0'),
+                ori_shape=(30, 40),
+                seg_fields=[],
+                ref_id=6))
 
 
 @pytest.mark.parametrize('values,mode,expected', [
@@ -153,10 +166,18 @@ def test_pack_referring_inputs_meta_keys():
     init_default_scope('mmseg')
     pack = TRANSFORMS.build(dict(type='PackReferringInputs'))
     assert isinstance(pack, PackReferringInputs)
-    res = dict(img=np.zeros((6, 7, 3), np.uint8),
-               gt_seg_map=np.ones((6, 7), np.uint8), text='the red car',
-               ref_id=1, ann_id=2, image_id=3, sent_id=4, category='car',
-               img_shape=(6, 7), ori_shape=(6, 7), unrelated='x')
+    res = dict(
+        img=np.zeros((6, 7, 3), np.uint8),
+        gt_seg_map=np.ones((6, 7), np.uint8),
+        text='the red car',
+        ref_id=1,
+        ann_id=2,
+        image_id=3,
+        sent_id=4,
+        category='car',
+        img_shape=(6, 7),
+        ori_shape=(6, 7),
+        unrelated='x')
     out = pack(res)
     meta = out['data_samples'].metainfo
     for k in ('text', 'ref_id', 'ann_id', 'image_id', 'sent_id', 'category',

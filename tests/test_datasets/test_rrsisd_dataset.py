@@ -26,8 +26,12 @@ TEST_PIPELINE = [
 def build(root, split, pipeline=TRAIN_PIPELINE, **kwargs):
     init_default_scope('mmseg')
     return DATASETS.build(
-        dict(type='RRSISDDataset', data_root=str(root), split=split,
-             pipeline=pipeline, **kwargs))
+        dict(
+            type='RRSISDDataset',
+            data_root=str(root),
+            split=split,
+            pipeline=pipeline,
+            **kwargs))
 
 
 def key_of(meta, split):
@@ -84,8 +88,11 @@ def test_lazy_init_and_serialization(refer_fixture):
 
 def write_rsrefseg_jsonl(fixture, split, path):
     """RSRefSeg's converter format (no ref_id / sent_id keys)."""
-    anns = {a['id']: a for a in json.load(
-        open(fixture['root'] / 'instances.json'))['annotations']}
+    anns = {
+        a['id']: a
+        for a in json.load(open(fixture['root'] /
+                                'instances.json'))['annotations']
+    }
     names = {0: 'airplane', 1: 'ship', 2: 'storagetank'}
     with open(path, 'w') as f:
         for ref in fixture['refs']:
@@ -93,14 +100,19 @@ def write_rsrefseg_jsonl(fixture, split, path):
                 continue
             ann = anns[ref['ann_id']]
             for sent in ref['sentences']:
-                f.write(json.dumps(dict(
-                    split=split, image_id=ref['image_id'],
-                    sent=sent['sent'], file_name=ref['file_name'],
-                    category_id=ref['category_id'],
-                    category_name=names[ref['category_id']],
-                    ann_id=ref['ann_id'], bbox=ann['bbox'],
-                    segmentation=ann['segmentation'],
-                    area=ann['area'])) + '\n')
+                f.write(
+                    json.dumps(
+                        dict(
+                            split=split,
+                            image_id=ref['image_id'],
+                            sent=sent['sent'],
+                            file_name=ref['file_name'],
+                            category_id=ref['category_id'],
+                            category_name=names[ref['category_id']],
+                            ann_id=ref['ann_id'],
+                            bbox=ann['bbox'],
+                            segmentation=ann['segmentation'],
+                            area=ann['area'])) + '\n')
 
 
 @pytest.mark.parametrize('split', ['train', 'test'])
@@ -140,8 +152,7 @@ def _drop_split(src, dst, keep_first=0):
 
 
 @pytest.mark.parametrize('split', ['train', 'val', 'test'])
-def test_jsonl_line_without_split_is_an_error(refer_fixture, tmp_path,
-                                              split):
+def test_jsonl_line_without_split_is_an_error(refer_fixture, tmp_path, split):
     """Such a line used to enter every split (leakage); now every split
     refuses the file, naming the file and line."""
     full = tmp_path / 'rrsisd_test.jsonl'
@@ -159,23 +170,31 @@ def test_jsonl_default_split_assigns_lines(refer_fixture, tmp_path):
     write_rsrefseg_jsonl(refer_fixture, 'test', full)
     jsonl = tmp_path / 'no_split.jsonl'
     _drop_split(full, jsonl)
-    ds = build(refer_fixture['root'], 'test', ann_file=str(jsonl),
-               default_split='test')
+    ds = build(
+        refer_fixture['root'],
+        'test',
+        ann_file=str(jsonl),
+        default_split='test')
     assert len(ds) == refer_fixture['counts']['test']
     # the lines belong to test only: train finds none (and says so)
     with pytest.raises(ValueError, match=r"no samples for split='train'"):
-        build(refer_fixture['root'], 'train', ann_file=str(jsonl),
-              default_split='test')
+        build(
+            refer_fixture['root'],
+            'train',
+            ann_file=str(jsonl),
+            default_split='test')
     with pytest.raises(ValueError, match='default_split must be'):
-        build(refer_fixture['root'], 'test', ann_file=str(jsonl),
-              default_split='testA')
+        build(
+            refer_fixture['root'],
+            'test',
+            ann_file=str(jsonl),
+            default_split='testA')
 
 
 def test_jsonl_unknown_split_value(refer_fixture, tmp_path):
     jsonl = tmp_path / 'typo.jsonl'
     write_rsrefseg_jsonl(refer_fixture, 'test', jsonl)
-    text = open(jsonl).read().replace('"split": "test"', '"split": "tset"',
-                                      1)
+    text = open(jsonl).read().replace('"split": "test"', '"split": "tset"', 1)
     open(jsonl, 'w').write(text)
     with pytest.raises(ValueError, match=rf"{jsonl}:1: unknown split 'tset'"):
         build(refer_fixture['root'], 'test', ann_file=str(jsonl))
@@ -218,22 +237,29 @@ def _rewrite_refs(root, fn):
 
 
 def test_ref_with_absent_ann_id(refer_copy):
+
     def fn(refs):
         refs[1]['ann_id'] = 12345
+
     _rewrite_refs(refer_copy['root'], fn)
     with pytest.raises(KeyError, match=r'ref_id=901.*ann_id=12345'):
         build(refer_copy['root'], 'train')
 
 
-@pytest.mark.parametrize('text', ['   ', '&nbsp;', '&amp;nbsp; &#32;',
-                                  '\u00a0\u3000', '...', '&quot;?&quot;'])
+@pytest.mark.parametrize('text', [
+    '   ', '&nbsp;', '&amp;nbsp; &#32;', '\u00a0\u3000', '...', '&quot;?&quot;'
+])
 def test_empty_expression(refer_copy, text):
     """Empty after the text tower's ftfy / HTML / whitespace clean-up."""
+
     def fn(refs):
         refs[0]['sentences'][1]['sent'] = text
+
     _rewrite_refs(refer_copy['root'], fn)
-    with pytest.raises(ValueError, match=r'refs\(unc\).p ref_id=900 '
-                       r'sent_id=2001.*expression is empty'):
+    with pytest.raises(
+            ValueError,
+            match=r'refs\(unc\).p ref_id=900 '
+            r'sent_id=2001.*expression is empty'):
         build(refer_copy['root'], 'train')
 
 
@@ -250,8 +276,10 @@ def _rewrite_ann(root, ann_id, seg):
 def test_malformed_rle_named_at_load(refer_copy, counts):
     # structurally fine (a dict with size + counts) but the runs are wrong:
     # caught when decoding, with the ref named
-    _rewrite_ann(refer_copy['root'], 500, [{'size': [40, 48],
-                                            'counts': counts}])
+    _rewrite_ann(refer_copy['root'], 500, [{
+        'size': [40, 48],
+        'counts': counts
+    }])
     ds = build(refer_copy['root'], 'train')
     idx = [i for i in range(len(ds))
            if ds.get_data_info(i)['ref_id'] == 900][0]
@@ -272,12 +300,14 @@ def test_missing_image_names_file(refer_copy):
         ds[0]
 
 
-@pytest.mark.parametrize('content, error', [
-    (b'garbage' * 10, OSError),  # mmcv: decoder returns None (assert)
-    (b'', OSError),  # mmcv: cv2.error from imdecode, no file name
-    ('truncated', OSError),  # first 100 bytes of a real JPEG
-    (None, FileNotFoundError),  # deleted
-])
+@pytest.mark.parametrize(
+    'content, error',
+    [
+        (b'garbage' * 10, OSError),  # mmcv: decoder returns None (assert)
+        (b'', OSError),  # mmcv: cv2.error from imdecode, no file name
+        ('truncated', OSError),  # first 100 bytes of a real JPEG
+        (None, FileNotFoundError),  # deleted
+    ])
 def test_bad_image_names_file_and_sample(refer_copy, content, error):
     path = refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg'
     if content is None:
@@ -287,8 +317,9 @@ def test_bad_image_names_file_and_sample(refer_copy, content, error):
     else:
         path.write_bytes(content)
     ds = build(refer_copy['root'], 'train')
-    idx = next(i for i in range(len(ds))
-               if ds.get_data_info(i)['img_path'].endswith('00100.jpg'))
+    idx = next(
+        i for i in range(len(ds))
+        if ds.get_data_info(i)['img_path'].endswith('00100.jpg'))
     info = ds.get_data_info(idx)
     with pytest.raises(error) as exc:
         ds[idx]

@@ -5,13 +5,13 @@ import os
 import pickle
 
 import pytest
-from helpers import RunsACommand, load_script
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.utils import (UnsafePickleError, load_plain_pickle,
                                load_plain_pickle_file)
+from helpers import RunsACommand, load_script
 
 PLAIN = [
     dict(

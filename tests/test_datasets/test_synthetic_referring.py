@@ -11,7 +11,6 @@ from mmseg.registry import DATASETS
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
 from rsrefseg_mm.datasets.synthetic_scenes import COLORS, SHAPES, object_mask
-
 from helpers import REPO
 
 CFG = REPO / 'configs/_base_/datasets/synthetic_referring.py'
@@ -28,15 +27,20 @@ def referents(text, objects):
     color = rest[0] if rest[0] in COLORS else None
     noun = rest[-1]
     assert noun in SHAPES or noun == 'object', text
-    group = [i for i, o in enumerate(objects)
-             if (color is None or o['color'] == color)
-             and (noun == 'object' or o['shape'] == noun)]
+    group = [
+        i for i, o in enumerate(objects)
+        if (color is None or o['color'] == color) and (
+            noun == 'object' or o['shape'] == noun)
+    ]
     if rel is None:
         return group
     value = {
-        'leftmost': lambda o: -o['cx'], 'rightmost': lambda o: o['cx'],
-        'topmost': lambda o: -o['cy'], 'bottommost': lambda o: o['cy'],
-        'largest': lambda o: o['size'], 'smallest': lambda o: -o['size'],
+        'leftmost': lambda o: -o['cx'],
+        'rightmost': lambda o: o['cx'],
+        'topmost': lambda o: -o['cy'],
+        'bottommost': lambda o: o['cy'],
+        'largest': lambda o: o['size'],
+        'smallest': lambda o: -o['size'],
     }[rel]
     best = max(value(objects[i]) for i in group)
     assert len(group) >= 2, f'relation used on a unique group: {text}'
@@ -58,9 +62,9 @@ def test_deterministic_and_seeded():
         np.testing.assert_array_equal(ia['img'], ib['img'])
         np.testing.assert_array_equal(ia['gt_seg_map'], ib['gt_seg_map'])
         assert ia['text'] == ib['text']
-    assert any(not np.array_equal(a.get_data_info(i)['img'],
-                                  c.get_data_info(i)['img'])
-               for i in range(6))
+    assert any(not np.array_equal(
+        a.get_data_info(i)['img'],
+        c.get_data_info(i)['img']) for i in range(6))
 
 
 def test_target_is_the_described_object():
@@ -108,10 +112,14 @@ def test_data_info_keys_and_compact_storage():
 
 
 def test_splits_are_disjoint():
+
     def hashes(split, n):
         ds = SyntheticReferringDataset(split=split, num_samples=n)
-        return {hashlib.md5(ds.get_data_info(i)['img'].tobytes()).hexdigest()
-                for i in range(n)}
+        return {
+            hashlib.md5(ds.get_data_info(i)['img'].tobytes()).hexdigest()
+            for i in range(n)
+        }
+
     tr, va, te = hashes('train', 60), hashes('val', 30), hashes('test', 30)
     assert len(tr) == 60 and len(va) == 30 and len(te) == 30
     assert not tr & va and not tr & te and not va & te
@@ -119,8 +127,8 @@ def test_splits_are_disjoint():
 
 def test_shuffle_expressions_changes_pairing_only():
     base = SyntheticReferringDataset(num_samples=40, seed=1)
-    shuf = SyntheticReferringDataset(num_samples=40, seed=1,
-                                     shuffle_expressions=True)
+    shuf = SyntheticReferringDataset(
+        num_samples=40, seed=1, shuffle_expressions=True)
     changed = 0
     for i in range(40):
         b, s = base.get_data_info(i), shuf.get_data_info(i)
@@ -134,8 +142,8 @@ def test_shuffle_expressions_changes_pairing_only():
 
 
 def test_expression_types_and_arguments():
-    ds = SyntheticReferringDataset(num_samples=20,
-                                   expression_types=('attribute', ))
+    ds = SyntheticReferringDataset(
+        num_samples=20, expression_types=('attribute', ))
     assert {ds.get_data_info(i)['expr_type']
             for i in range(20)} == {'attribute'}
     for bad in (dict(split='testA'), dict(num_objects=(2, 4)),
@@ -164,5 +172,5 @@ def test_config_pipelines(scale):
             assert tuple(gt.shape[1:]) == scale
         else:  # ground truth kept at the original size for the metric
             assert tuple(gt.shape[1:]) == (128, 128)
-            np.testing.assert_array_equal(
-                gt[0].numpy(), ds.get_data_info(0)['gt_seg_map'])
+            np.testing.assert_array_equal(gt[0].numpy(),
+                                          ds.get_data_info(0)['gt_seg_map'])

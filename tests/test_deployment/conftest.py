@@ -5,9 +5,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
-from siglip_helpers import TINY_SIGLIP
 
 from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
+from siglip_helpers import TINY_SIGLIP
 
 PAPER_B = REPO / 'configs' / 'rsrefseg' / (
     'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_'
@@ -50,7 +50,8 @@ def exported(request, tmp_path_factory, siglip_spiece):
     tool = load_script('tools/deployment/export_onnx.py')
     out = root / 'onnx'
     info = tool.main(
-        [config, str(ckpt), '--out-dir',
+        [config,
+         str(ckpt), '--out-dir',
          str(out), '--dynamic-expressions'])
     from rsrefseg_mm.apis import init_referring_model
     return init_referring_model(config, str(ckpt)), str(out), info

@@ -12,8 +12,10 @@ import torch
 
 from helpers import TINY_CONFIG, load_script
 
-TEXTS = ['the red circle', 'a blue square at the top left of the image',
-         'the green triangle']
+TEXTS = [
+    'the red circle', 'a blue square at the top left of the image',
+    'the green triangle'
+]
 
 
 def run_graphs(out, image, tokens):
@@ -47,8 +49,7 @@ def test_onnx_runtime_equals_pytorch(exported, num_texts):
     texts = TEXTS[:num_texts]
     tokens = model.backbone.tokenizer(texts)
     tokens = tokens if isinstance(tokens, tuple) else (tokens, )
-    logits, global_map = run_graphs(out, image,
-                                    [t.numpy() for t in tokens])
+    logits, global_map = run_graphs(out, image, [t.numpy() for t in tokens])
     with torch.no_grad():
         want, feats = model.decode(
             model.encode_image(torch.from_numpy(image)), texts)

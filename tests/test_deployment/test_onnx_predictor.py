@@ -11,11 +11,12 @@ from rasterio.transform import from_origin
 
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor
-
 from helpers import REPO
 
-TEXTS = ['the red circle', 'a blue square at the top left of the image',
-         'the green triangle']
+TEXTS = [
+    'the red circle', 'a blue square at the top left of the image',
+    'the green triangle'
+]
 #: Modules the deployment may not import.
 BLOCKED = ('torch', 'mmcv', 'mmengine', 'mmseg', 'mmpretrain', 'rsrefseg_mm')
 
@@ -26,8 +27,15 @@ def write_geotiff(path, height=90, width=120):
     data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
     data[:, :, :7] = 0
     with rasterio.open(
-            path, 'w', driver='GTiff', height=height, width=width, count=4,
-            dtype='uint16', crs='EPSG:32633', nodata=0,
+            path,
+            'w',
+            driver='GTiff',
+            height=height,
+            width=width,
+            count=4,
+            dtype='uint16',
+            crs='EPSG:32633',
+            nodata=0,
             transform=from_origin(500000, 4100000, 10, 10)) as dst:
         dst.write(data)
     return str(path)
@@ -105,13 +113,18 @@ print('BLOCKED_OK')
 def test_cli_without_torch_or_openmmlab(exported, images, tmp_path):
     _, model_dir, _ = exported
     out = tmp_path / 'out'
-    argv = [images['geotiff'][0], 'the red circle', 'the green triangle',
-            '--model-dir', model_dir, '--out-dir', str(out),
-            '--bands', '3', '2', '1']
+    argv = [
+        images['geotiff'][0], 'the red circle', 'the green triangle',
+        '--model-dir', model_dir, '--out-dir',
+        str(out), '--bands', '3', '2', '1'
+    ]
     proc = subprocess.run(
         [sys.executable, '-c',
          BLOCKER.format(blocked=BLOCKED, argv=argv)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'BLOCKED_OK' in proc.stdout
     names = sorted(p.name for p in out.iterdir())

@@ -2,6 +2,7 @@ import os
 import sys
 
 import pytest
+
 from helpers import REPO, TINY_CONFIG
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
@@ -20,6 +19,7 @@ from rsrefseg_deploy.geo.roi import apply_affine
 from rsrefseg_mm.apis import (georeferenced_mask, inference_referring,
                               init_referring_model)
 from rsrefseg_mm.datasets.synthetic_geotiff import write_synthetic_geotiff
+from helpers import REPO
 
 
 @pytest.fixture(scope='module')

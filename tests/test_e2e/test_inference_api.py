@@ -1,4 +1,5 @@
-"""rsrefseg_mm.apis and demo/image_demo.py on a tiny random-initialised model."""
+"""rsrefseg_mm.apis and demo/image_demo.py on a tiny random-initialised
+model."""
 import json
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from rsrefseg_mm.apis import inference_referring, init_referring_model
-
 from helpers import REPO
 
 
@@ -62,8 +62,8 @@ def test_inference_array_and_path_give_same_mask(model, tmp_path):
 
 
 def test_inference_depends_on_text(model):
-    img = np.random.default_rng(1).integers(0, 255, (128, 128, 3),
-                                            dtype=np.uint8)
+    img = np.random.default_rng(1).integers(
+        0, 255, (128, 128, 3), dtype=np.uint8)
     r1, r2 = inference_referring(model, [img, img],
                                  ['the red circle', 'the largest white cross'])
     assert not torch.allclose(r1.global_map.data, r2.global_map.data)
@@ -84,12 +84,16 @@ def test_missing_image_and_checkpoint_errors(model, tiny_config, tmp_path):
 
 
 def test_image_demo_cli_single_and_batch(tiny_config, tiny_ckpt, tmp_path):
-    img = np.random.default_rng(2).integers(0, 255, (80, 100, 3),
-                                            dtype=np.uint8)
+    img = np.random.default_rng(2).integers(
+        0, 255, (80, 100, 3), dtype=np.uint8)
     mmcv.imwrite(img, str(tmp_path / 'scene.png'))
     out = tmp_path / 'out'
-    cmd = [sys.executable, 'demo/image_demo.py', str(tmp_path / 'scene.png'),
-           'the blue square', tiny_config, tiny_ckpt[0], '--out-dir', str(out)]
+    cmd = [
+        sys.executable, 'demo/image_demo.py',
+        str(tmp_path / 'scene.png'), 'the blue square', tiny_config,
+        tiny_ckpt[0], '--out-dir',
+        str(out)
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     mask = mmcv.imread(str(out / 'scene_mask.png'), flag='unchanged')
@@ -104,8 +108,11 @@ def test_image_demo_cli_single_and_batch(tiny_config, tiny_ckpt, tmp_path):
         json.dumps(dict(image='scene.png', text='the red circle')) + '\n' +
         json.dumps(dict(image='scene.png', text='the white cross')) + '\n')
     out2 = tmp_path / 'out2'
-    cmd = [sys.executable, 'demo/image_demo.py', '--batch', str(pairs),
-           tiny_config, tiny_ckpt[0], '--out-dir', str(out2)]
+    cmd = [
+        sys.executable, 'demo/image_demo.py', '--batch',
+        str(pairs), tiny_config, tiny_ckpt[0], '--out-dir',
+        str(out2)
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # two expressions of the same image do not overwrite each other
@@ -117,22 +124,25 @@ def test_image_demo_batch_groups_rows_by_image(model, tiny_config, tiny_ckpt,
                                                tmp_path):
     rng = np.random.default_rng(3)
     for name in ('a', 'b'):
-        mmcv.imwrite(rng.integers(0, 255, (64, 72, 3), dtype=np.uint8),
-                     str(tmp_path / f'{name}.png'))
+        mmcv.imwrite(
+            rng.integers(0, 255, (64, 72, 3), dtype=np.uint8),
+            str(tmp_path / f'{name}.png'))
     rows = [('a.png', 'the red circle'), ('b.png', 'the red circle'),
             ('a.png', 'the white cross'), ('b.png', 'a blue square')]
     pairs = tmp_path / 'pairs.csv'
-    pairs.write_text('image,text\n' +
-                     ''.join(f'{i},{t}\n' for i, t in rows))
+    pairs.write_text('image,text\n' + ''.join(f'{i},{t}\n' for i, t in rows))
     out = tmp_path / 'out'
-    cmd = [sys.executable, 'demo/image_demo.py', '--batch', str(pairs),
-           tiny_config, tiny_ckpt[0], '--out-dir', str(out)]
+    cmd = [
+        sys.executable, 'demo/image_demo.py', '--batch',
+        str(pairs), tiny_config, tiny_ckpt[0], '--out-dir',
+        str(out)
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '4 expression(s) on 2 image(s) encoded' in proc.stdout
     for i, (name, text) in enumerate(rows):  # outputs keep the row order
-        got = mmcv.imread(str(out / f'{i:05d}_{name[0]}_mask.png'),
-                          flag='unchanged')
+        got = mmcv.imread(
+            str(out / f'{i:05d}_{name[0]}_mask.png'), flag='unchanged')
         want = inference_referring(model, str(tmp_path / name), text)
-        np.testing.assert_array_equal(
-            got > 0, want.pred_sem_seg.data[0].numpy() > 0)
+        np.testing.assert_array_equal(got > 0,
+                                      want.pred_sem_seg.data[0].numpy() > 0)

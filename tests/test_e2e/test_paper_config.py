@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from rsrefseg_mm.utils import safe_torch_load
-
 from helpers import REPO, TINY_SAM
 from helpers import run_ok as run
 
@@ -23,25 +22,28 @@ PAPER_B = REPO / 'configs' / 'rsrefseg' / (
 
 @pytest.fixture(scope='module')
 def paper_setup(tmp_path_factory):
+    from rsrefseg_mm.models.sam import build_sam_modules, sam_arch_settings
     from siglip_helpers import (TINY_SIGLIP, random_hf_siglip, save_hf_folder,
                                 train_spiece)
-
-    from rsrefseg_mm.models.sam import build_sam_modules, sam_arch_settings
     root = tmp_path_factory.mktemp('paper')
     # SigLIP as users download it: a Hugging Face folder
     folder = root / 'siglip-tiny'
     folder.mkdir()
-    save_hf_folder(str(folder), random_hf_siglip(TINY_SIGLIP),
-                   train_spiece(str(root)))
+    save_hf_folder(
+        str(folder), random_hf_siglip(TINY_SIGLIP), train_spiece(str(root)))
     # SAM as segment-anything ships it: a plain state dict
     torch.manual_seed(0)
     sam = build_sam_modules(sam_arch_settings(TINY_SAM))
-    torch.save({f'{k}.{n}': v for k, m in sam.items()
-                for n, v in m.state_dict().items()}, root / 'sam_tiny.pth')
+    torch.save(
+        {
+            f'{k}.{n}': v
+            for k, m in sam.items() for n, v in m.state_dict().items()
+        }, root / 'sam_tiny.pth')
     data = root / 'rrsisd'
-    run([PY, 'tools/dataset_converters/synthetic_to_rrsisd.py', str(data),
-         '--num-train', '8', '--num-val', '2', '--num-test', '3'],
-        _env())
+    run([
+        PY, 'tools/dataset_converters/synthetic_to_rrsisd.py',
+        str(data), '--num-train', '8', '--num-val', '2', '--num-test', '3'
+    ], _env())
     cfg = root / 'paper_tiny.py'
     cfg.write_text(f"""
 _base_ = [{str(PAPER_B)!r}]
@@ -87,8 +89,9 @@ def _env():
 def test_paper_config_trains_validates_and_tests(paper_setup):
     root, cfg = paper_setup
     work = root / 'work'
-    proc = run([PY, 'tools/train.py', str(cfg), '--work-dir', str(work)],
-               _env())
+    proc = run([PY, 'tools/train.py',
+                str(cfg), '--work-dir',
+                str(work)], _env())
     log = proc.stdout + proc.stderr
     assert 'SigLIP custom: loaded' in log
     assert 'SAM image encoder: LoRA (r=16, alpha=16) on 10 layers' in log
@@ -102,7 +105,10 @@ def test_paper_config_trains_validates_and_tests(paper_setup):
     # the SAM positional encoding is stored once, in the head
     assert not any(k.startswith('neck.pe_layer') for k in keys)
     out = root / 'test'
-    run([PY, 'tools/test.py', str(cfg), str(ckpt), '--work-dir', str(out)],
-        _env())
-    metrics = json.load(open(sorted(glob.glob(osp.join(out, '*', '*.json')))[-1]))
+    run([PY, 'tools/test.py',
+         str(cfg),
+         str(ckpt), '--work-dir',
+         str(out)], _env())
+    metrics = json.load(
+        open(sorted(glob.glob(osp.join(out, '*', '*.json')))[-1]))
     assert 0 <= metrics['refer/mIoU'] <= 100

@@ -46,7 +46,8 @@ def demo_checkpoint() -> str:
 @pytest.fixture(scope='module')
 def scene(tmp_path_factory):
     probe = subprocess.run([QGIS_PYTHON, '-c', 'import qgis.core'],
-                           capture_output=True, text=True)
+                           capture_output=True,
+                           text=True)
     if probe.returncode != 0:
         pytest.fail(f'{QGIS_PYTHON} cannot import qgis.core '
                     f'({probe.stderr.strip().splitlines()[-1:]}): '
@@ -56,13 +57,17 @@ def scene(tmp_path_factory):
         sys.executable,
         str(REPO / 'tools/dataset_converters/synthetic_to_geotiff.py'),
         str(folder), '--num', '1'
-    ], check=True, capture_output=True, text=True, cwd=REPO)
+    ],
+                   check=True,
+                   capture_output=True,
+                   text=True,
+                   cwd=REPO)
     line = json.loads((folder / 'expressions.jsonl').read_text())
     return folder / line['image'], line['text']
 
 
-@pytest.mark.parametrize('roi', [None, (16, 8, 112, 120)],
-                         ids=['whole', 'roi'])
+@pytest.mark.parametrize(
+    'roi', [None, (16, 8, 112, 120)], ids=['whole', 'roi'])
 def test_qgis_places_mask_and_polygons_on_the_image(scene, roi, tmp_path):
     image, text = scene
     out = tmp_path / 'out'
@@ -83,7 +88,8 @@ def test_qgis_places_mask_and_polygons_on_the_image(scene, roi, tmp_path):
     check = [
         QGIS_PYTHON, 'tools/analysis_tools/qgis_check.py',
         str(image), f'{stem}_mask.tif', f'{stem}_mask.geojson',
-        f'{stem}_mask.png', '--screenshot', str(shot)
+        f'{stem}_mask.png', '--screenshot',
+        str(shot)
     ]
     if roi is not None:
         check += ['--roi', *map(str, roi)]

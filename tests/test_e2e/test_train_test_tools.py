@@ -7,27 +7,34 @@ import os.path as osp
 import subprocess
 import sys
 
-import pytest
 import mmcv
+import pytest
 import torch
 
+from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
 from helpers import FAST, REPO, crafted_checkpoint, free_port
 from helpers import run_ok as run
-from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
 
 PY = sys.executable
 
 
-def train(config, work_dir, env, max_iters, extra=(), resume=False,
+def train(config,
+          work_dir,
+          env,
+          max_iters,
+          extra=(),
+          resume=False,
           compile_mode=None):
     args = [PY, 'tools/train.py', config, '--work-dir', str(work_dir)]
     if resume:
         args.append('--resume')
     if compile_mode is not None:
         args += ['--compile', compile_mode]
-    args += ['--cfg-options', *FAST, f'train_cfg.max_iters={max_iters}',
-             'default_hooks.checkpoint.interval=3',
-             'default_hooks.checkpoint.max_keep_ckpts=3', *extra]
+    args += [
+        '--cfg-options', *FAST, f'train_cfg.max_iters={max_iters}',
+        'default_hooks.checkpoint.interval=3',
+        'default_hooks.checkpoint.max_keep_ckpts=3', *extra
+    ]
     return run(args, env)
 
 
@@ -50,8 +57,7 @@ def trained(tmp_path_factory, tiny_config, env):
     return work
 
 
-def test_resume_matches_uninterrupted_run(trained, tmp_path, tiny_config,
-                                          env):
+def test_resume_matches_uninterrupted_run(trained, tmp_path, tiny_config, env):
     # stop at 3 (same schedule: param_scheduler does not depend on
     # train_cfg.max_iters), then resume to 6 from the latest checkpoint
     train(tiny_config, tmp_path, env, 3)
@@ -75,8 +81,7 @@ def test_resume_matches_uninterrupted_run(trained, tmp_path, tiny_config,
 
 
 @pytest.mark.compile
-def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config,
-                                          env):
+def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config, env):
     """--compile: CompileHotPathsHook compiles the towers for training and
     for testing; 3 training iterations through the Dynamo graphs give the
     eager run's weights (backend eager, set on the hook in the config: the
@@ -94,10 +99,12 @@ def test_compile_switch_in_train_and_test(trained, tmp_path, tiny_config,
     compiled, _ = weights(tmp_path / 'iter_3.pth')
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], atol=1e-4, rtol=0)
-    proc = run([PY, 'tools/test.py', str(config),
-                str(trained / 'iter_6.pth'), '--work-dir',
-                str(tmp_path / 'test'), '--compile', '--cfg-options', *FAST],
-               env)
+    proc = run([
+        PY, 'tools/test.py',
+        str(config),
+        str(trained / 'iter_6.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--compile', '--cfg-options', *FAST
+    ], env)
     assert '(before test_step)' in proc.stdout + proc.stderr
     assert 'refer/mIoU' in read_metrics(tmp_path / 'test')
 
@@ -106,13 +113,18 @@ def test_single_and_two_process_test_agree(trained, tmp_path, tiny_config,
                                            env):
     ckpt = str(trained / 'iter_6.pth')
     one = tmp_path / 'one'
-    run([PY, 'tools/test.py', tiny_config, ckpt, '--work-dir', str(one),
-         '--show-dir', 'vis', '--cfg-options', *FAST,
-         'default_hooks.visualization.interval=1'], env)
+    run([
+        PY, 'tools/test.py', tiny_config, ckpt, '--work-dir',
+        str(one), '--show-dir', 'vis', '--cfg-options', *FAST,
+        'default_hooks.visualization.interval=1'
+    ], env)
     two = tmp_path / 'two'
-    run(['bash', 'tools/dist_test.sh', tiny_config, ckpt, '2', '--work-dir',
-         str(two), '--cfg-options', *FAST],
-        {**env, 'PORT': str(free_port())})
+    run([
+        'bash', 'tools/dist_test.sh', tiny_config, ckpt, '2', '--work-dir',
+        str(two), '--cfg-options', *FAST
+    ], {
+        **env, 'PORT': str(free_port())
+    })
     m1, m2 = read_metrics(one), read_metrics(two)
     keys = [k for k in m1 if k.startswith('refer/')]
     assert 'refer/mIoU' in keys and 'refer/Pr@0.5' in keys
@@ -124,10 +136,13 @@ def test_single_and_two_process_test_agree(trained, tmp_path, tiny_config,
 
 
 def test_dist_train_two_processes(tmp_path, tiny_config, env):
-    proc = run(['bash', 'tools/dist_train.sh', tiny_config, '2',
-                '--work-dir', str(tmp_path), '--cfg-options', *FAST,
-                'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
-               {**env, 'PORT': str(free_port())})
+    proc = run([
+        'bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir',
+        str(tmp_path), '--cfg-options', *FAST, 'train_cfg.max_iters=3',
+        'default_hooks.checkpoint.interval=3'
+    ], {
+        **env, 'PORT': str(free_port())
+    })
     out = proc.stdout + proc.stderr
     assert 'gloo' in out
     assert 'Distributed training: True' in out
@@ -137,10 +152,15 @@ def test_dist_train_two_processes(tmp_path, tiny_config, env):
 def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
     path, marker = crafted_checkpoint(tmp_path)
     env = {k: v for k, v in env.items() if k != UNSAFE_LOAD_ENV}
-    proc = subprocess.run(
-        [PY, 'tools/test.py', tiny_config, path, '--work-dir',
-         str(tmp_path / 'work'), '--cfg-options', *FAST],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([
+        PY, 'tools/test.py', tiny_config, path, '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options', *FAST
+    ],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert 'UnsafeCheckpointError' in out and path in out
@@ -151,17 +171,19 @@ def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
 def test_test_tool_tta(trained, tmp_path, tiny_config, env):
     """--tta: 3 scales x 2 flips, masks written at the original size, the
     checkpoint loaded into the wrapped model, overlays drawn."""
-    proc = run([PY, 'tools/test.py', tiny_config, str(trained / 'iter_6.pth'),
-                '--tta', '--work-dir', str(tmp_path), '--out',
-                str(tmp_path / 'masks'), '--show-dir', 'vis',
-                '--cfg-options', *FAST,
-                'default_hooks.visualization.interval=1'], env)
+    proc = run([
+        PY, 'tools/test.py', tiny_config,
+        str(trained / 'iter_6.pth'), '--tta', '--work-dir',
+        str(tmp_path), '--out',
+        str(tmp_path / 'masks'), '--show-dir', 'vis', '--cfg-options', *FAST,
+        'default_hooks.visualization.interval=1'
+    ], env)
     out = proc.stdout + proc.stderr
     assert 'do not match exactly' not in out  # every weight was loaded
     assert 'refer/mIoU' in read_metrics(tmp_path)
     masks = sorted((tmp_path / 'masks').glob('*.png'))
     assert len(masks) == 12
-    assert {mmcv.imread(str(m), 'unchanged').shape for m in masks} == {
-        (128, 128)}
+    assert {mmcv.imread(str(m), 'unchanged').shape
+            for m in masks} == {(128, 128)}
     pngs = glob.glob(osp.join(tmp_path, 'vis', '**', '*.png'), recursive=True)
     assert len(pngs) == 12

@@ -46,6 +46,7 @@ def checkpoint(tmp_path: Path) -> str:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
     import rsrefseg_mm  # noqa: F401
     init_default_scope('mmseg')
     torch.manual_seed(0)
@@ -58,7 +59,7 @@ def checkpoint(tmp_path: Path) -> str:
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     for tool, pkg in ((CHROMIUM, 'chromium'), (CHROMEDRIVER,
-                                                'chromium-driver')):
+                                               'chromium-driver')):
         if not os.path.exists(tool):
             pytest.fail(f'{tool} not found: apt-get install -y {pkg}')
     work = tmp_path_factory.mktemp('webdemo')
@@ -66,10 +67,15 @@ def server(tmp_path_factory):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     log = open(work / 'server.log', 'w')
-    proc = subprocess.Popen(
-        [sys.executable, 'demo/web_demo.py', TINY_CONFIG, ckpt, '--port',
-         str(port), '--work-dir', str(work)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([
+        sys.executable, 'demo/web_demo.py', TINY_CONFIG, ckpt, '--port',
+        str(port), '--work-dir',
+        str(work)
+    ],
+                            cwd=REPO,
+                            env=env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.time() + TIMEOUT
     while True:
@@ -126,8 +132,9 @@ def wait_for(driver, condition, what: str, timeout: float = TIMEOUT):
     try:
         return WebDriverWait(driver, timeout).until(condition)
     except Exception:
-        shot = Path(os.environ.get('WEB_DEMO_SCREENSHOT', REPO / 'work_dirs'
-                                   / 'test_web' / 'web_demo.png'))
+        shot = Path(
+            os.environ.get('WEB_DEMO_SCREENSHOT',
+                           REPO / 'work_dirs' / 'test_web' / 'web_demo.png'))
         shot.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shot.with_name('failure.png')))
         pytest.fail(f'timed out waiting for {what}; screenshot '
@@ -139,10 +146,13 @@ def test_upload_type_segment_screenshot(server, browser):
     url, work = server
     driver = browser
     driver.get(url)
-    wait_for(driver, lambda d: d.find_elements(
-        By.CSS_SELECTOR, '#image-file input[type=file]'), 'the upload field')
-    examples = [json.loads(line) for line in open(
-        work / 'examples' / 'examples.jsonl')]
+    wait_for(
+        driver, lambda d: d.find_elements(By.CSS_SELECTOR,
+                                          '#image-file input[type=file]'),
+        'the upload field')
+    examples = [
+        json.loads(line) for line in open(work / 'examples' / 'examples.jsonl')
+    ]
     tif, text = examples[-1]['image'], examples[-1]['text']
     assert tif.endswith('scene_16bit_4band.tif')
     driver.find_element(By.CSS_SELECTOR,
@@ -150,17 +160,19 @@ def test_upload_type_segment_screenshot(server, browser):
     bands = driver.find_element(By.CSS_SELECTOR, '#bands textarea, '
                                 '#bands input')
     bands.send_keys('3 2 1')
-    expression = driver.find_element(By.CSS_SELECTOR, '#expression textarea,'
-                                     ' #expression input')
+    expression = driver.find_element(
+        By.CSS_SELECTOR, '#expression textarea,'
+        ' #expression input')
     expression.send_keys(text)
     # the preview shows the stretched GeoTIFF once bands are given
     bands.send_keys('\n')
     driver.find_element(By.CSS_SELECTOR, '#segment').click()
-    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR,
-                                               '#overlay img[src]'),
+    wait_for(driver,
+             lambda d: d.find_elements(By.CSS_SELECTOR, '#overlay img[src]'),
              'the overlay image')
-    wait_for(driver, lambda d: 'predicted as the target' in d.find_element(
-        By.CSS_SELECTOR, '#status').text, 'the status line')
+    wait_for(
+        driver, lambda d: 'predicted as the target' in d.find_element(
+            By.CSS_SELECTOR, '#status').text, 'the status line')
     status = driver.find_element(By.CSS_SELECTOR, '#status').text
     assert 'stretched 2-98 %' in status and 'EPSG:32633' in status
     downloads = driver.find_element(By.CSS_SELECTOR,
@@ -171,8 +183,9 @@ def test_upload_type_segment_screenshot(server, browser):
     assert driver.execute_script(
         'return arguments[0].complete && arguments[0].naturalWidth', img) \
         >= 256
-    shot = Path(os.environ.get('WEB_DEMO_SCREENSHOT', REPO / 'work_dirs' /
-                               'test_web' / 'web_demo.png'))
+    shot = Path(
+        os.environ.get('WEB_DEMO_SCREENSHOT',
+                       REPO / 'work_dirs' / 'test_web' / 'web_demo.png'))
     shot.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(shot))
     print(f'screenshot: {shot}')
@@ -181,8 +194,9 @@ def test_upload_type_segment_screenshot(server, browser):
     expression.clear()
     expression.send_keys('&nbsp;')
     driver.find_element(By.CSS_SELECTOR, '#segment').click()
-    wait_for(driver, lambda d: 'expression is empty' in d.find_element(
-        By.TAG_NAME, 'body').text, 'the error message')
+    wait_for(
+        driver, lambda d: 'expression is empty' in d.find_element(
+            By.TAG_NAME, 'body').text, 'the error message')
     body = driver.find_element(By.TAG_NAME, 'body').text
     assert 'Traceback' not in body
     assert "('&nbsp;' -> '')" in body  # shown as typed, not as HTML
@@ -190,8 +204,10 @@ def test_upload_type_segment_screenshot(server, browser):
 
     # network requests (the browser's own chrome:// pages aside) all go to
     # the demo
-    web = [u for u in requested_urls(driver)
-           if u.startswith(('http:', 'https:', 'ws:', 'wss:'))]
+    web = [
+        u for u in requested_urls(driver)
+        if u.startswith(('http:', 'https:', 'ws:', 'wss:'))
+    ]
     assert any(u.startswith(url) for u in web)
     host = url.split('//')[1].rstrip('/')
     external = [u for u in web if u.split('//')[1].split('/')[0] != host]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import free_port, load_script
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from PIL import Image
 
 from rsrefseg_mm.apis import init_referring_model
+from helpers import free_port, load_script
 
 LOOPBACK = ('127.', '::1', 'localhost')
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rsrefseg_mm.utils import CorruptCheckpointError, safe_torch_load
-
 from helpers import FAST, REPO, TINY_CONFIG
 
 #: Imported by the derived config: the second checkpoint write stops the
@@ -54,10 +53,15 @@ default_hooks = dict(
 
 def _run(args, tmp_path):
     import subprocess
-    env = dict(os.environ, PYTHONPATH=f'{REPO}{os.pathsep}{tmp_path}',
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        PYTHONPATH=f'{REPO}{os.pathsep}{tmp_path}',
+        OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, 'tools/train.py', *args],
-                          cwd=REPO, env=env, capture_output=True, text=True,
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
                           timeout=600)
 
 
@@ -86,8 +90,9 @@ def test_killed_save_leaves_no_truncated_checkpoint(killed_run):
 
 def test_resume_after_the_kill(killed_run):
     tmp, work, opts, _ = killed_run
-    proc = _run([_config(tmp, False), '--work-dir', str(work), '--resume',
-                 *opts], tmp)
+    proc = _run(
+        [_config(tmp, False), '--work-dir',
+         str(work), '--resume', *opts], tmp)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 0, iter: 2' in log

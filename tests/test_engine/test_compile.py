@@ -6,8 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import TINY_CONFIG as TINY_CFG
-from helpers import sam_block_pair
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import HOOKS, MODELS, RUNNERS
@@ -16,6 +14,8 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import (CompileHotPathsHook, RSRefSegRunner,
                                 compile_hot_paths, default_compile_targets)
 from rsrefseg_mm.utils import apply_compile_arg, drop_pretrained_checkpoints
+from helpers import TINY_CONFIG as TINY_CFG
+from helpers import sam_block_pair
 
 TEXTS = ['the red circle', 'the white object']
 

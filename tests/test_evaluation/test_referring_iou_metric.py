@@ -37,8 +37,10 @@ def reference(preds, gts, ignore=255, empty=1.0, inclusive=True):
         unions.append(cm[1] + cm[2] + cm[3])
     inters, unions = np.array(inters, float), np.array(unions, float)
     ious = np.array([i / u if u else empty for i, u in zip(inters, unions)])
-    out = {'oIoU': 100 * inters.sum() / unions.sum(),
-           'mIoU': 100 * ious.mean()}
+    out = {
+        'oIoU': 100 * inters.sum() / unions.sum(),
+        'mIoU': 100 * ious.mean()
+    }
     for t in THRESHOLDS:
         out[f'Pr@{t:g}'] = 100 * np.mean(ious >= t if inclusive else ious > t)
     return out, ious
@@ -88,10 +90,10 @@ def test_per_category():
     for cat in ('ship', 'vehicle', 'bridge'):
         idx = [i for i, c in enumerate(cats) if c == cat]
         ref, _ = reference([preds[i] for i in idx], [gts[i] for i in idx])
-        assert metrics[f'refer/mIoU/{cat}'] == pytest.approx(ref['mIoU'],
-                                                             abs=1e-3)
-        assert metrics[f'refer/oIoU/{cat}'] == pytest.approx(ref['oIoU'],
-                                                             abs=1e-3)
+        assert metrics[f'refer/mIoU/{cat}'] == pytest.approx(
+            ref['mIoU'], abs=1e-3)
+        assert metrics[f'refer/oIoU/{cat}'] == pytest.approx(
+            ref['oIoU'], abs=1e-3)
     nocat, _ = run_metric(preds, gts)
     assert not any('/mIoU/' in k for k in nocat)
 
@@ -105,8 +107,8 @@ def test_oiou_equals_mmseg_iou_metric_foreground():
             torch.as_tensor(p), torch.as_tensor(g), 2, 255)
         inter += float(i[1])
         union += float(u[1])
-    assert metrics['refer/oIoU'] == pytest.approx(100 * inter / union,
-                                                  abs=1e-3)
+    assert metrics['refer/oIoU'] == pytest.approx(
+        100 * inter / union, abs=1e-3)
     # and through mmseg's own metric (per-class IoU table)
     mm = IoUMetric(iou_metrics=['mIoU'])
     mm.dataset_meta = dict(classes=('background', 'target'))
@@ -169,28 +171,30 @@ def test_eval_size_resizes_both_nearest():
     for k, v in ref.items():
         assert metrics[f'refer/{k}'] == pytest.approx(v, abs=1e-3), k
     orig, _ = run_metric(preds, gts)
-    assert orig['refer/oIoU'] != pytest.approx(metrics['refer/oIoU'],
-                                               abs=1e-3)
+    assert orig['refer/oIoU'] != pytest.approx(metrics['refer/oIoU'], abs=1e-3)
 
 
 def test_results_are_small_and_collectable():
     preds, gts, cats = random_case(np.random.default_rng(4), n=3)
     init_default_scope('mmseg')
     metric = ReferringIoUMetric()
-    metric.process({}, [make_sample(p, g, category=c).to_dict()
-                        for p, g, c in zip(preds, gts, cats)])
+    metric.process({}, [
+        make_sample(p, g, category=c).to_dict()
+        for p, g, c in zip(preds, gts, cats)
+    ])
     assert len(metric.results) == 3
     for r in metric.results:
-        assert set(r) == {'intersection', 'union', 'category', 'ref_id',
-                          'sent_id'}
+        assert set(r) == {
+            'intersection', 'union', 'category', 'ref_id', 'sent_id'
+        }
         assert isinstance(r['intersection'], int)
         assert isinstance(r['union'], int)
 
 
 def test_size_mismatch_names_sample():
     metric = ReferringIoUMetric()
-    s = make_sample(np.zeros((4, 4)), np.zeros((5, 4)), ref_id=77,
-                    img_path='/d/a.jpg')
+    s = make_sample(
+        np.zeros((4, 4)), np.zeros((5, 4)), ref_id=77, img_path='/d/a.jpg')
     with pytest.raises(ValueError, match=r'a\.jpg.*ref_id=77.*differ'):
         metric.process({}, [s.to_dict()])
 
@@ -199,8 +203,10 @@ def test_output_dir_and_format_only(tmp_path):
     pred = np.zeros((6, 7), np.int64)
     pred[2:4, 1:5] = 1
     metric = ReferringIoUMetric(output_dir=str(tmp_path), format_only=True)
-    metric.process({}, [make_sample(pred, None, ref_id=3, sent_id=9,
-                                    img_path='/d/00012.jpg').to_dict()])
+    metric.process({}, [
+        make_sample(pred, None, ref_id=3, sent_id=9,
+                    img_path='/d/00012.jpg').to_dict()
+    ])
     assert metric.compute_metrics(metric.results) == {}
     png = np.array(Image.open(tmp_path / '00012_ref3_sent9.png'))
     np.testing.assert_array_equal(png, pred * 255)

@@ -31,7 +31,6 @@ from rsrefseg_mm.utils.checkpoint import (TORCH_NO_WEIGHTS_ONLY_ENV,
                                           allow_unsafe_load,
                                           checkpoint_loading,
                                           runner_safe_globals, safe_torch_load)
-
 from helpers import crafted_checkpoint
 
 

@@ -9,7 +9,6 @@ import torch
 from mmengine.config import Config
 
 from rsrefseg_mm.utils import use_gloo_without_cuda
-
 from helpers import TINY_CONFIG, fake_runner, free_port, load_script
 
 
@@ -29,10 +28,18 @@ def test_gloo_group_created_and_destroyed_at_exit(tmp_path):
               cfg.env_cfg.dist_cfg.backend,
               cfg.model_wrapper_cfg.device_ids)
     ''')
-    env = dict(os.environ, RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
-               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
-    proc = subprocess.run([sys.executable, '-c', code], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        RANK='0',
+        WORLD_SIZE='1',
+        LOCAL_RANK='0',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(free_port()))
+    proc = subprocess.run([sys.executable, '-c', code],
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'backend: gloo gloo None' in proc.stdout
     assert 'initialized at exit: False' in proc.stdout

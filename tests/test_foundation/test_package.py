@@ -11,7 +11,6 @@ from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS,
                             RUNNERS, TRANSFORMS, VISUALIZERS)
 
 import rsrefseg_mm
-
 from helpers import REPO
 
 ADVERTISED = {

@@ -2,7 +2,6 @@
 import io
 
 from rsrefseg_mm.utils import track
-
 from helpers import REPO, load_script
 
 
@@ -31,9 +30,11 @@ def test_tools_stay_quiet_in_pipes(tmp_path, capsys):
     """browse_dataset.py with a non-terminal stderr prints its result only."""
     tool = load_script('tools/analysis_tools/browse_dataset.py')
     cfg = REPO / 'configs/_base_/datasets/synthetic_referring.py'
-    assert tool.main([str(cfg), '--output-dir', str(tmp_path), '--num', '2',
-                      '--cfg-options',
-                      'train_dataloader.dataset.num_samples=2']) == 0
+    assert tool.main([
+        str(cfg), '--output-dir',
+        str(tmp_path), '--num', '2', '--cfg-options',
+        'train_dataloader.dataset.num_samples=2'
+    ]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == f'wrote 2 images to {tmp_path}'
     assert '\u2501' not in err and 'ETA' not in err

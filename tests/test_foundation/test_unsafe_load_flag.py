@@ -8,7 +8,6 @@ import pytest
 from rsrefseg_mm.utils import (UNSAFE_LOAD_ENV, allow_unsafe_load,
                                unsafe_load_enabled)
 from rsrefseg_mm.utils.checkpoint import TORCH_NO_WEIGHTS_ONLY_ENV
-
 from helpers import TINY_CONFIG as TINY_CFG
 from helpers import load_script
 

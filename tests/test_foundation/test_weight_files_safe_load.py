@@ -3,18 +3,17 @@ SAM and SigLIP ``torch.save`` files) and names the file and the opt-in."""
 import pytest
 
 from rsrefseg_mm.models.backbones.clip.clip_checkpoint import load_clip_file
-from rsrefseg_mm.models.backbones.siglip.siglip_checkpoint import load_siglip_file
+from rsrefseg_mm.models.backbones.siglip.siglip_checkpoint import \
+    load_siglip_file
 from rsrefseg_mm.models.sam.sam_builder import (build_sam_modules,
-                                                  load_sam_checkpoint)
+                                                load_sam_checkpoint)
 from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
-
 from helpers import TINY_SAM, crafted_checkpoint
 
 READERS = {
     'clip': load_clip_file,
     'siglip': load_siglip_file,
-    'sam': lambda path: load_sam_checkpoint(build_sam_modules(TINY_SAM),
-                                            path),
+    'sam': lambda path: load_sam_checkpoint(build_sam_modules(TINY_SAM), path),
 }
 
 

@@ -14,9 +14,17 @@ NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)
 def write_tif(path, data, crs, transform, **kwargs):
     """Write (C, H, W) ``data`` as a GeoTIFF."""
     c, h, w = data.shape
-    with rasterio.open(path, 'w', driver='GTiff', width=w, height=h,
-                       count=c, dtype=data.dtype, crs=crs,
-                       transform=transform, **kwargs) as dst:
+    with rasterio.open(
+            path,
+            'w',
+            driver='GTiff',
+            width=w,
+            height=h,
+            count=c,
+            dtype=data.dtype,
+            crs=crs,
+            transform=transform,
+            **kwargs) as dst:
         dst.write(data)
     return str(path)
 
@@ -29,9 +37,12 @@ def geo_files(tmp_path_factory):
     files = {}
 
     rgb = rng.integers(0, 256, (3, 40, 60), dtype=np.uint8)
-    files['rgb8'] = write_tif(root / 'rgb8.tif', rgb, UTM,
-                              from_origin(400000, 5000000, 10, 10),
-                              photometric='RGB')
+    files['rgb8'] = write_tif(
+        root / 'rgb8.tif',
+        rgb,
+        UTM,
+        from_origin(400000, 5000000, 10, 10),
+        photometric='RGB')
     files['rgb8_data'] = rgb
 
     # 12-bit values in uint16, band 4 brighter; nodata 0 in a corner block
@@ -39,8 +50,12 @@ def geo_files(tmp_path_factory):
     # clip
     u16 = rng.integers(100, 4000, (4, 50, 70)).astype(np.uint16)
     u16[:, :10, :10] = 0
-    files['u16'] = write_tif(root / 'u16.tif', u16, UTM,
-                             from_origin(400000, 5000000, 10, 10), nodata=0)
+    files['u16'] = write_tif(
+        root / 'u16.tif',
+        u16,
+        UTM,
+        from_origin(400000, 5000000, 10, 10),
+        nodata=0)
     files['u16_data'] = u16
 
     f32 = rng.uniform(0.02, 0.6, (3, 30, 30)).astype(np.float32)
@@ -50,9 +65,12 @@ def geo_files(tmp_path_factory):
     files['f32_data'] = f32
 
     ns = rng.integers(0, 256, (3, 64, 48), dtype=np.uint8)
-    files['non_square'] = write_tif(root / 'non_square.tif', ns,
-                                    'EPSG:3857', NON_SQUARE,
-                                    photometric='RGB')
+    files['non_square'] = write_tif(
+        root / 'non_square.tif',
+        ns,
+        'EPSG:3857',
+        NON_SQUARE,
+        photometric='RGB')
 
     one = rng.integers(0, 1000, (1, 20, 20)).astype(np.uint16)
     files['one_band'] = write_tif(root / 'one.tif', one, UTM,

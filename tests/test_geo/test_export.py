@@ -16,8 +16,7 @@ def ring_area(ring):
 
 def polygon_area(geom):
     rings = geom['coordinates']
-    return abs(ring_area(rings[0])) - sum(abs(ring_area(r))
-                                          for r in rings[1:])
+    return abs(ring_area(rings[0])) - sum(abs(ring_area(r)) for r in rings[1:])
 
 
 def shapes_mask(h=64, w=48):
@@ -35,8 +34,13 @@ def test_geotiff_has_the_input_crs_and_transform(geo_files, tmp_path):
     mask = shapes_mask()
     nodata = np.zeros_like(mask, bool)
     nodata[:3] = True
-    path = write_mask_geotiff(str(tmp_path / 'm.tif'), mask, im.transform,
-                              im.crs, nodata, text='the ring')
+    path = write_mask_geotiff(
+        str(tmp_path / 'm.tif'),
+        mask,
+        im.transform,
+        im.crs,
+        nodata,
+        text='the ring')
     with rasterio.open(geo_files['non_square']) as src, \
             rasterio.open(path) as out:
         assert out.crs == src.crs and out.transform == src.transform
@@ -58,24 +62,23 @@ def test_qgis_style_beside_the_geotiff_keeps_the_image_visible(tmp_path):
     import xml.etree.ElementTree as ET
 
     from affine import Affine
-    path = write_mask_geotiff(str(tmp_path / 'scene_mask.tif'),
-                              shapes_mask(), Affine(0.5, 0, 0, 0, -0.5, 0))
+    path = write_mask_geotiff(
+        str(tmp_path / 'scene_mask.tif'), shapes_mask(),
+        Affine(0.5, 0, 0, 0, -0.5, 0))
     assert qgis_style_path(path) == str(tmp_path / 'scene_mask.qml')
     with rasterio.open(path) as out:  # what GDAL gives: no transparency
         assert out.colormap(1)[0] == (0, 0, 0, 255)
     root = ET.parse(qgis_style_path(path)).getroot()
     renderer = root.find('pipe/rasterrenderer')
     assert renderer.get('type') == 'paletted' and renderer.get('band') == '1'
-    entries = {e.get('value'): e.attrib
-               for e in renderer.iter('paletteEntry')}
+    entries = {e.get('value'): e.attrib for e in renderer.iter('paletteEntry')}
     assert set(entries) == {'0', '1'}
     assert entries['0']['alpha'] == '0'
     assert entries['1']['alpha'] == '255'
     assert entries['1']['color'] == '#ff4040'
 
 
-def test_geojson_area_equals_pixel_count_times_pixel_area(geo_files,
-                                                          tmp_path):
+def test_geojson_area_equals_pixel_count_times_pixel_area(geo_files, tmp_path):
     im = read_image(geo_files['non_square'])
     # EPSG:3857 with 2 m x 3 m pixels (conftest)
     assert (im.transform.a, im.transform.e) == (2.0, -3.0)
@@ -97,8 +100,10 @@ def test_geojson_area_equals_pixel_count_times_pixel_area(geo_files,
     # coordinates are in the input CRS, inside its bounds
     with rasterio.open(geo_files['non_square']) as src:
         b = src.bounds
-    pts = np.concatenate([np.asarray(r) for f in fc['features']
-                          for r in f['geometry']['coordinates']])
+    pts = np.concatenate([
+        np.asarray(r) for f in fc['features']
+        for r in f['geometry']['coordinates']
+    ])
     assert pts[:, 0].min() >= b.left and pts[:, 0].max() <= b.right
     assert pts[:, 1].min() >= b.bottom and pts[:, 1].max() <= b.top
     assert fc['crs']['properties']['name'] == 'urn:ogc:def:crs:EPSG::3857'
@@ -107,8 +112,12 @@ def test_geojson_area_equals_pixel_count_times_pixel_area(geo_files,
 def test_geojson_drops_specks_and_round_trips(geo_files, tmp_path):
     im = read_image(geo_files['non_square'])
     mask = shapes_mask()
-    fc = mask_geojson(mask, im.transform, im.crs, min_area_px=4,
-                      properties=dict(text='l\u2019\u00e9glise'))
+    fc = mask_geojson(
+        mask,
+        im.transform,
+        im.crs,
+        min_area_px=4,
+        properties=dict(text='l\u2019\u00e9glise'))
     assert len(fc['features']) == 2  # the 1-pixel speck is gone
     total = sum(polygon_area(f['geometry']) for f in fc['features'])
     assert total == pytest.approx((mask.sum() - 1) * 6.0)

@@ -18,12 +18,12 @@ def scope():
 def test_loader_reads_geotiff_and_packs_raster_metainfo(geo_files):
     pipeline = Compose([
         dict(type='LoadReferringImageFromFile', bands=(3, 2, 1)),
-        dict(type='PackReferringInputs')])
-    out = pipeline(dict(img_path=geo_files['u16'], text='the tank',
-                        ref_id=7))
+        dict(type='PackReferringInputs')
+    ])
+    out = pipeline(dict(img_path=geo_files['u16'], text='the tank', ref_id=7))
     ref = read_image(geo_files['u16'], bands=(3, 2, 1))
-    np.testing.assert_array_equal(
-        out['inputs'].permute(1, 2, 0).numpy(), ref.img)
+    np.testing.assert_array_equal(out['inputs'].permute(1, 2, 0).numpy(),
+                                  ref.img)
     meta = out['data_samples'].metainfo
     np.testing.assert_array_equal(meta['nodata_mask'], ref.nodata_mask)
     assert meta['geo_transform'] == ref.transform and meta['crs'] == ref.crs
@@ -33,8 +33,8 @@ def test_loader_reads_geotiff_and_packs_raster_metainfo(geo_files):
 
 def test_loader_jpeg_path_unchanged(tmp_path):
     import mmcv
-    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3),
-                                            dtype=np.uint8)
+    img = np.random.default_rng(0).integers(
+        0, 256, (20, 30, 3), dtype=np.uint8)
     mmcv.imwrite(img, str(tmp_path / 'a.jpg'))
     t = loading.LoadReferringImageFromFile()
     out = t(dict(img_path=str(tmp_path / 'a.jpg')))

@@ -84,8 +84,9 @@ def test_float32_nan_is_nodata_and_excluded(geo_files):
 
 
 def test_one_band_needs_explicit_grey(geo_files):
-    with pytest.raises(ValueError, match=r'one.tif has 1 band.*bands=\(1, 1, '
-                       r'1\)'):
+    with pytest.raises(
+            ValueError, match=r'one.tif has 1 band.*bands=\(1, 1, '
+            r'1\)'):
         read_image(geo_files['one_band'])
     im = read_image(geo_files['one_band'], bands=[1])
     assert (im.img[..., 0] == im.img[..., 1]).all()
@@ -125,8 +126,7 @@ def test_arrays_follow_the_same_rule(geo_files):
     np.testing.assert_array_equal(from_array.nodata_mask,
                                   from_file.nodata_mask)
     # 3-channel arrays without bands stay BGR; uint8 passes unchanged
-    bgr = np.random.default_rng(1).integers(0, 256, (8, 9, 3),
-                                            dtype=np.uint8)
+    bgr = np.random.default_rng(1).integers(0, 256, (8, 9, 3), dtype=np.uint8)
     np.testing.assert_array_equal(array_to_image(bgr).img, bgr)
     # float reflectance is stretched, not cast to 0 / 1
     refl = np.random.default_rng(2).uniform(0, 0.4, (8, 9, 3))
@@ -139,8 +139,10 @@ def test_arrays_follow_the_same_rule(geo_files):
 
 
 def test_to_uint8_constant_and_empty_bands():
-    data = np.stack([np.full((4, 4), 7, np.uint16),
-                     np.arange(16, dtype=np.uint16).reshape(4, 4)])
+    data = np.stack([
+        np.full((4, 4), 7, np.uint16),
+        np.arange(16, dtype=np.uint16).reshape(4, 4)
+    ])
     valid = np.ones((2, 4, 4), bool)
     valid[1] = False
     out, ranges = to_uint8(data, valid)

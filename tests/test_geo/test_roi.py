@@ -23,8 +23,11 @@ def test_pixel_roi_crops_and_georeferences_the_crop(geo_files):
 
 def test_map_roi_rounds_outwards_to_whole_pixels(geo_files):
     # u16.tif: origin (400000, 5000000), 10 m pixels
-    crop = read_image(geo_files['u16'], bands=(3, 2, 1),
-                      roi=(400105, 4999700, 400300, 4999895), roi_crs='map')
+    crop = read_image(
+        geo_files['u16'],
+        bands=(3, 2, 1),
+        roi=(400105, 4999700, 400300, 4999895),
+        roi_crs='map')
     # columns 10.5 .. 30 -> [10, 30); rows 10.5 .. 30 -> [10, 30)
     assert crop.window == (10, 10, 20, 20)
     assert crop.transform.c == 400100 and crop.transform.f == 4999900
@@ -34,8 +37,8 @@ def test_roi_in_another_crs(geo_files):
     with rasterio.open(geo_files['u16']) as src:
         utm = (400200, 4999600, 400400, 4999800)  # columns 20-40, rows 20-40
         lonlat = transform_bounds(src.crs, 'EPSG:4326', *utm)
-    crop = read_image(geo_files['u16'], bands=(3, 2, 1), roi=lonlat,
-                      roi_crs='EPSG:4326')
+    crop = read_image(
+        geo_files['u16'], bands=(3, 2, 1), roi=lonlat, roi_crs='EPSG:4326')
     c, r, w, h = crop.window
     # the lon/lat box covers the UTM box (a little more: it is not
     # axis-aligned in UTM)
@@ -54,5 +57,8 @@ def test_roi_clipping_and_errors(geo_files, tmp_path):
     with pytest.raises(ValueError, match='plain.png has no georeference'):
         read_image(tmp_path / 'plain.png', roi=(0, 0, 1, 1), roi_crs='map')
     with pytest.raises(ValueError, match='roi_crs'):
-        read_image(geo_files['u16'], bands=(1, 1, 1), roi=(0, 0, 1, 1),
-                   roi_crs='not-a-crs')
+        read_image(
+            geo_files['u16'],
+            bands=(1, 1, 1),
+            roi=(0, 0, 1, 1),
+            roi_crs='not-a-crs')

@@ -1,6 +1,7 @@
 """Shared fixtures of the model tests (SigLIP weights; the tokenizer model
 ``siglip_spiece`` comes from tests/conftest.py)."""
 import pytest
+
 from siglip_helpers import TINY_SIGLIP, random_hf_siglip, save_hf_folder
 
 

@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+
 from helpers import REPO, TINY_SAM, load_script, run_ok
 
 KEYS = REPO / 'tests' / 'test_tools' / 'fixtures' / (

@@ -2,6 +2,7 @@
 scene it writes, one measured subprocess, the table, the clean-up."""
 import numpy as np
 import rasterio
+
 from helpers import load_script
 
 

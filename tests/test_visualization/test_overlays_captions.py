@@ -6,11 +6,10 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from rsrefseg_mm.visualization import (ReferringVisualizer, add_caption,
-                                       draw_mask_overlay, mask_iou,
-                                       text_band)
 from rsrefseg_deploy.visualization import captions
 from rsrefseg_deploy.visualization.overlays import PRED_COLOR
+from rsrefseg_mm.visualization import (ReferringVisualizer, add_caption,
+                                       draw_mask_overlay, mask_iou, text_band)
 
 GREEN = np.array([40, 190, 60])  # the synthetic scenes' green
 
@@ -72,9 +71,11 @@ def render(text, width=300):
     return text_band(text, width, size=20)
 
 
-@pytest.mark.parametrize('text', ['l\u2019\u00e9glise', '\u0436\u0451\u043b'
-                                  '\u0442\u044b\u0439', '\u03bb\u03af\u03bc'
-                                  '\u03bd\u03b7', 'Stra\u00dfe'])
+@pytest.mark.parametrize('text', [
+    'l\u2019\u00e9glise', '\u0436\u0451\u043b'
+    '\u0442\u044b\u0439', '\u03bb\u03af\u03bc'
+    '\u03bd\u03b7', 'Stra\u00dfe'
+])
 def test_non_ascii_captions_are_drawn_with_a_covering_font(text):
     fonts = captions.covered(text)
     assert all(path is not None for path in fonts.values()), fonts

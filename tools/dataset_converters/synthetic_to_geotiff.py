@@ -34,8 +34,8 @@ def main(argv=None) -> int:
         for i in range(args.num):
             path = osp.join(args.out_dir, f'scene_{i:05d}.tif')
             text, _ = write_synthetic_geotiff(path, i, img_size=args.img_size)
-            f.write(json.dumps(dict(image=osp.basename(path), text=text)) +
-                    '\n')
+            f.write(
+                json.dumps(dict(image=osp.basename(path), text=text)) + '\n')
             print(f'{path}\t{text}')
     return 0
 

@@ -69,35 +69,52 @@ def write_rrsisd(out_dir: str,
             file_name = f'{uid:05d}.jpg'
             img = info['img']
             h, w = img.shape[:2]
-            if not cv2.imwrite(
-                    osp.join(img_dir, file_name), img,
-                [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality]):
+            params = [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality]
+            if not cv2.imwrite(osp.join(img_dir, file_name), img, params):
                 raise OSError(f'could not write {file_name} in {img_dir}')
             mask = (info['gt_seg_map'] == 1).astype(np.uint8)
             ys, xs = np.nonzero(mask)
-            bbox = [int(xs.min()), int(ys.min()), int(xs.max()),
-                    int(ys.max())] if len(xs) else [0, 0, 0, 0]
+            bbox = [
+                int(xs.min()),
+                int(ys.min()),
+                int(xs.max()),
+                int(ys.max())
+            ] if len(xs) else [0, 0, 0, 0]
             cat = cat_ids[info['category']]
-            images.append(dict(id=uid, file_name=file_name, height=h,
-                               width=w))
+            images.append(dict(id=uid, file_name=file_name, height=h, width=w))
             annotations.append(
-                dict(id=uid, image_id=uid, categories_id=cat, bbox=bbox,
-                     area=int(mask.sum()),
-                     segmentation=[encode_mask(mask, as_str=True)]))
+                dict(
+                    id=uid,
+                    image_id=uid,
+                    categories_id=cat,
+                    bbox=bbox,
+                    area=int(mask.sum()),
+                    segmentation=[encode_mask(mask, as_str=True)]))
             text = info['text']
             refs.append(
-                dict(ref_id=uid, ann_id=uid, image_id=uid, split=split,
-                     file_name=file_name, category_id=cat, sent_ids=[uid],
-                     sentences=[
-                         dict(tokens=text.split(), raw=text, sent_id=uid,
-                              sent=text)
-                     ]))
+                dict(
+                    ref_id=uid,
+                    ann_id=uid,
+                    image_id=uid,
+                    split=split,
+                    file_name=file_name,
+                    category_id=cat,
+                    sent_ids=[uid],
+                    sentences=[
+                        dict(
+                            tokens=text.split(),
+                            raw=text,
+                            sent_id=uid,
+                            sent=text)
+                    ]))
         counts[split] = len(ds)
     with open(osp.join(out_dir, 'refs(unc).p'), 'wb') as f:
         pickle.dump(refs, f)
     with open(osp.join(out_dir, 'instances.json'), 'w') as f:
-        json.dump(dict(images=images, annotations=annotations,
-                       categories=categories), f)
+        json.dump(
+            dict(
+                images=images, annotations=annotations, categories=categories),
+            f)
     return counts
 
 
@@ -112,10 +129,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--img-size', type=int, default=128)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
-        '--num-objects', type=int, nargs=2, default=(3, 5),
+        '--num-objects',
+        type=int,
+        nargs=2,
+        default=(3, 5),
         metavar=('MIN', 'MAX'))
     parser.add_argument(
-        '--expression-types', nargs='+', choices=EXPRESSION_TYPES,
+        '--expression-types',
+        nargs='+',
+        choices=EXPRESSION_TYPES,
         default=list(EXPRESSION_TYPES),
         help='kinds of expressions (default: all); the tiny demo model is '
         'trained on attribute ones only')
@@ -130,8 +152,11 @@ def main(argv=None) -> int:
                      ('test', args.num_test)):
         if n > 0:
             datasets[split] = SyntheticReferringDataset(
-                split=split, num_samples=n, img_size=args.img_size,
-                seed=args.seed, num_objects=tuple(args.num_objects),
+                split=split,
+                num_samples=n,
+                img_size=args.img_size,
+                seed=args.seed,
+                num_objects=tuple(args.num_objects),
                 expression_types=tuple(args.expression_types))
     counts = write_rrsisd(args.out_dir, datasets, args.jpeg_quality)
     print(f'wrote {counts} refs to {args.out_dir} (RRSIS-D layout)')

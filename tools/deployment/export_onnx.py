@@ -31,10 +31,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='any number of expressions per decoder call (default: the '
         'decoder takes exactly --num-expressions)')
     parser.add_argument(
-        '--num-expressions', type=int, default=1, metavar='N',
+        '--num-expressions',
+        type=int,
+        default=1,
+        metavar='N',
         help='expressions per decoder call without --dynamic-expressions')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings')
     return parser.parse_args(argv)
 
@@ -42,8 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     import onnx
     args = parse_args(argv)
-    model = init_referring_model(args.config, args.checkpoint,
-                                 cfg_options=args.cfg_options)
+    model = init_referring_model(
+        args.config, args.checkpoint, cfg_options=args.cfg_options)
     # a dynamic axis is traced with 2 expressions (a size-1 axis can be
     # folded into constants by the tracer)
     count = 2 if args.dynamic_expressions else args.num_expressions
@@ -53,10 +58,14 @@ def main(argv=None) -> dict:
                        texts)
     for name in ('image_encoder', 'decoder'):
         onnx.checker.check_model(osp.join(args.out_dir, f'{name}.onnx'))
-    print(json.dumps(dict(
-        out_dir=args.out_dir, seconds=info['export_seconds'],
-        bytes=info['bytes'], lora_layers_merged=info['lora_layers_merged']),
-        indent=1))
+    print(
+        json.dumps(
+            dict(
+                out_dir=args.out_dir,
+                seconds=info['export_seconds'],
+                bytes=info['bytes'],
+                lora_layers_merged=info['lora_layers_merged']),
+            indent=1))
     return info
 
 

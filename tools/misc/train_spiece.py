@@ -30,8 +30,8 @@ def train_spiece(out_dir: str, vocab_size: int = 100, seed: int = 0) -> str:
     os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(seed)
     lines = [
-        ' '.join(rng.choice(CORPUS_WORDS)
-                 for _ in range(rng.randint(3, 12))) for _ in range(3000)
+        ' '.join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(3, 12)))
+        for _ in range(3000)
     ]
     lines += ['Übersee café naïve 東京 São ﬁeld 1,000 x² e-mail'] * 5
     prefix = osp.join(out_dir, 'spiece')

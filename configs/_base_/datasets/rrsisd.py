@@ -39,10 +39,14 @@ tta_pipeline = [
                     keep_ratio=False) for r in tta_ratios
             ],
             [
-                dict(type='ReferringRandomFlip', prob=0.,
-                     direction='horizontal'),
-                dict(type='ReferringRandomFlip', prob=1.,
-                     direction='horizontal'),
+                dict(
+                    type='ReferringRandomFlip',
+                    prob=0.,
+                    direction='horizontal'),
+                dict(
+                    type='ReferringRandomFlip',
+                    prob=1.,
+                    direction='horizontal'),
             ],
             [dict(type='LoadReferringAnnotations')],
             [dict(type='PackReferringInputs')],

@@ -36,9 +36,11 @@ class PackReferringInputs(PackSegInputs):
             :data:`RASTER_META_KEYS`.
     """
 
-    def __init__(self,
-                 meta_keys: Sequence[str] = SEG_META_KEYS +
-                 REFERRING_META_KEYS + RASTER_META_KEYS) -> None:
+    def __init__(
+        self,
+        meta_keys: Sequence[str] = SEG_META_KEYS + REFERRING_META_KEYS +
+        RASTER_META_KEYS
+    ) -> None:
         super().__init__(meta_keys=tuple(meta_keys))
 
     def transform(self, results: dict) -> dict:

@@ -82,10 +82,11 @@ class LoadReferringImageFromFile(LoadImageFromFile):
                               and not image.nodata_pixels):
             return
         self._reported = True
-        print_log(f'{type(self).__name__}: {image.describe()} (shown for '
-                  'the first such image; every sample carries its ranges '
-                  'in `stretch_ranges` and its nodata in `nodata_mask`)',
-                  logger='current')
+        print_log(
+            f'{type(self).__name__}: {image.describe()} (shown for '
+            'the first such image; every sample carries its ranges '
+            'in `stretch_ranges` and its nodata in `nodata_mask`)',
+            logger='current')
 
     def transform(self, results: dict) -> Optional[dict]:
         """Read and decode ``results['img_path']``."""
@@ -100,14 +101,18 @@ class LoadReferringImageFromFile(LoadImageFromFile):
         try:
             if self.color_type != 'color':
                 img = mmcv.imfrombytes(
-                    img_bytes, flag=self.color_type,
+                    img_bytes,
+                    flag=self.color_type,
                     backend=self.imdecode_backend)
                 assert img is not None, f'failed to load image: {filename}'
-                results.update(img=img, img_shape=img.shape[:2],
-                               ori_shape=img.shape[:2])
+                results.update(
+                    img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
             else:
                 image = read_image(
-                    img_bytes, self.bands, self.stretch, name=filename,
+                    img_bytes,
+                    self.bands,
+                    self.stretch,
+                    name=filename,
                     imdecode_backend=self.imdecode_backend)
                 self._report(image)
                 results.update(image.pipeline_inputs())
@@ -204,8 +209,11 @@ class LoadReferringAnnotations(BaseTransform):
                              f'({_describe(results)})')
         try:
             return binarize_mask_file(
-                np.squeeze(mask) if mask.ndim == 3 and mask.shape[2] == 1
-                else mask, self.mask_mode, self.ignore_index, source=path)
+                np.squeeze(mask)
+                if mask.ndim == 3 and mask.shape[2] == 1 else mask,
+                self.mask_mode,
+                self.ignore_index,
+                source=path)
         except ValueError as e:
             raise ValueError(f'{e} ({_describe(results)})') from e
 
@@ -229,8 +237,8 @@ class LoadReferringAnnotations(BaseTransform):
             mask = (mask > 0).astype(np.uint8)
             mask[keep] = self.ignore_index
         elif results.get('segmentation') is not None:
-            size = results.get('seg_size') or (
-                tuple(ori_shape[:2]) if ori_shape is not None else None)
+            size = results.get('seg_size') or (tuple(ori_shape[:2]) if
+                                               ori_shape is not None else None)
             h, w = size if size is not None else (None, None)
             try:
                 mask = decode_segmentation(results['segmentation'], h, w)

@@ -87,8 +87,10 @@ def flip_referring_text(text: str, direction: Optional[str]) -> str:
     if direction not in FLIP_DIRECTIONS:
         raise ValueError(f'flip direction must be one of {FLIP_DIRECTIONS}, '
                          f'got {direction!r}')
-    tables = [_TABLES[d] for d in ('horizontal', 'vertical')
-              if direction in (d, 'diagonal')]
+    tables = [
+        _TABLES[d] for d in ('horizontal', 'vertical')
+        if direction in (d, 'diagonal')
+    ]
 
     def swap(match: re.Match) -> str:
         word = match.group(0)

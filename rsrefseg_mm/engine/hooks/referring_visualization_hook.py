@@ -72,8 +72,10 @@ class ReferringVisualizationHook(SegVisualizationHook):
                 img = np.ascontiguousarray(img[..., ::-1]).astype(np.uint8)
                 oh, ow = output.ori_shape[:2]
                 img = mmcv.imresize(img, (ow, oh))
-            ids = [str(output.get(k)) for k in ('ref_id', 'sent_id')
-                   if output.get(k) is not None]
+            ids = [
+                str(output.get(k)) for k in ('ref_id', 'sent_id')
+                if output.get(k) is not None
+            ]
             window_name = '_'.join([f'{mode}_{stem}'] + ids)
             self._visualizer.add_datasample(
                 window_name,

@@ -221,8 +221,8 @@ class ReferringIoUMetric(BaseMetric):
                         self.empty_union_iou)
         total_u = union.sum()
         scores = OrderedDict(
-            oIoU=100.0 * (inter.sum() / total_u if total_u > 0 else
-                          self.empty_union_iou),
+            oIoU=100.0 *
+            (inter.sum() / total_u if total_u > 0 else self.empty_union_iou),
             mIoU=100.0 * ious.mean())
         for t in self.pr_thresholds:
             hit = ious >= t if self.inclusive else ious > t
@@ -240,16 +240,16 @@ class ReferringIoUMetric(BaseMetric):
             ``oIoU/<category>``, ``mIoU/<category>`` when categories exist.
         """
         if self.format_only:
-            print_log(f'predictions written to {self.output_dir}',
-                      logger='current')
+            print_log(
+                f'predictions written to {self.output_dir}', logger='current')
             return OrderedDict()
         if not results:
             raise ValueError('ReferringIoUMetric got no results to score')
         inter = np.array([r['intersection'] for r in results], np.float64)
         union = np.array([r['union'] for r in results], np.float64)
         overall = self._scores(inter, union)
-        metrics = OrderedDict((k, round(float(v), 4))
-                              for k, v in overall.items())
+        metrics = OrderedDict(
+            (k, round(float(v), 4)) for k, v in overall.items())
 
         rows = [('all', len(results), overall)]
         if self.per_category:
@@ -278,8 +278,10 @@ class ReferringIoUMetric(BaseMetric):
             for row in body:
                 table.add_row(row)
             return table.get_string()
-        widths = [max(len(r[i]) for r in [header] + body)  # pragma: no cover
-                  for i in range(len(header))]
+        widths = [
+            max(len(r[i]) for r in [header] + body)  # pragma: no cover
+            for i in range(len(header))
+        ]
         return '\n'.join(  # pragma: no cover
             '  '.join(c.rjust(w) for c, w in zip(r, widths))
             for r in [header] + body)

@@ -130,8 +130,9 @@ def apply_tuning(module: nn.Module,
     n = apply_lora(module, targets, rank, alpha, drop_rate)
     for pname, p in module.named_parameters():
         p.requires_grad_('lora_' in pname)
-    print_log(f'{name}: LoRA (r={rank}, alpha={alpha}) on {n} layers',
-              logger='current')
+    print_log(
+        f'{name}: LoRA (r={rank}, alpha={alpha}) on {n} layers',
+        logger='current')
     return dict(
         mode=mode,
         rank=rank,

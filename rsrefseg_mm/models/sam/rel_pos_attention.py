@@ -19,8 +19,8 @@ def check_rel_pos_mode(mode: Optional[str]) -> None:
                          f'None, got {mode!r}')
 
 
-def default_rel_pos_mode(device_type: str, needs_grad: bool,
-                         num_tokens: int, fold_min_tokens: int) -> str:
+def default_rel_pos_mode(device_type: str, needs_grad: bool, num_tokens: int,
+                         fold_min_tokens: int) -> str:
     """``rel_pos_mode`` that ``rel_pos_mode=None`` resolves to.
 
     - not CPU (CUDA, ...): ``'augmented'``, in global and windowed blocks,
@@ -47,9 +47,9 @@ def default_rel_pos_mode(device_type: str, needs_grad: bool,
     return 'augmented' if num_tokens >= fold_min_tokens else 'mask'
 
 
-def decomposed_rel_pos_terms(
-        q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
-        height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def decomposed_rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor,
+                             rel_pos_w: torch.Tensor, height: int,
+                             width: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-query height and width terms of the decomposed relative positions.
 
     The bias of query ``i`` towards key ``(kh, kw)`` is
@@ -77,8 +77,8 @@ def decomposed_rel_pos_terms(
     # on 2 CPU threads). Contiguous terms give a contiguous bias.
     rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh).contiguous()
     rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw).contiguous()
-    return (rel_h.view(B, nH, height * width, height),
-            rel_w.view(B, nH, height * width, width))
+    return (rel_h.view(B, nH, height * width,
+                       height), rel_w.view(B, nH, height * width, width))
 
 
 def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
@@ -154,10 +154,11 @@ def chunked_rel_pos_attention(q: torch.Tensor,
                 nh, nq = h.stop - h.start, i.stop - i.start
                 mask = buf[:nh * nq * N].view(nh, nq, kH, kW)
                 torch.add(
-                    rel_h[b, h, i, :, None], rel_w[b, h, i, None, :],
-                    out=mask)
+                    rel_h[b, h, i, :, None], rel_w[b, h, i, None, :], out=mask)
                 out[b, h, i] = F.scaled_dot_product_attention(
-                    q[b, h, i], k[b, h], v[b, h],
+                    q[b, h, i],
+                    k[b, h],
+                    v[b, h],
                     attn_mask=mask.view(nh, nq, N))
     return out
 

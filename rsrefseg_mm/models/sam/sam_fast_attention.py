@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, Block
 
-from .rel_pos_attention import (REL_POS_MODES,  # noqa: F401 (re-exported)
-                                augmented_rel_pos_attention,
+from .rel_pos_attention import REL_POS_MODES  # noqa: F401 (re-exported)
+from .rel_pos_attention import (augmented_rel_pos_attention,
                                 check_rel_pos_mode, chunked_rel_pos_attention,
                                 decomposed_rel_pos_bias,
                                 decomposed_rel_pos_terms, default_rel_pos_mode)
@@ -68,8 +68,8 @@ class SAMFastAttention(Attention):
         needs_grad = torch.is_grad_enabled() and q.requires_grad
         mode = self.rel_pos_mode
         if mode is None:
-            return default_rel_pos_mode(q.device.type, needs_grad,
-                                        q.shape[2], self.fold_min_tokens)
+            return default_rel_pos_mode(q.device.type, needs_grad, q.shape[2],
+                                        self.fold_min_tokens)
         check_rel_pos_mode(mode)
         if mode == 'chunked' and needs_grad:
             raise RuntimeError("rel_pos_mode='chunked' reuses its bias "
@@ -108,8 +108,8 @@ class SAMFastAttention(Attention):
                     out = chunked_rel_pos_attention(q, k, v, rel_h, rel_w,
                                                     self.max_mask_bytes)
                 else:
-                    out = augmented_rel_pos_attention(
-                        q, k, v, rel_h, rel_w, self.scale)
+                    out = augmented_rel_pos_attention(q, k, v, rel_h, rel_w,
+                                                      self.scale)
         return out.view(B, self.num_heads, H, W,
                         -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
 
@@ -159,8 +159,8 @@ class SAMFastAttention(Attention):
             Tensor: ``proj`` output per window (B * nW, ws, ws, C), nW =
             ceil(H / ws) * ceil(W / ws).
         """
-        windows = window_partition_padded(self.qkv(x), window_size,
-                                          self.qkv_bias())
+        windows = window_partition_padded(
+            self.qkv(x), window_size, self.qkv_bias())
         return self.proj(self.attend(windows))
 
 

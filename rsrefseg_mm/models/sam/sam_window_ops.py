@@ -48,14 +48,12 @@ def _regions(H: int, W: int, ws: int) -> Iterator[Region]:
     fw, rw = divmod(W, ws)
     rows = []
     if fh:
-        rows.append(((slice(0, fh), slice(None)), slice(0, fh * ws),
-                     (fh, ws)))
+        rows.append(((slice(0, fh), slice(None)), slice(0, fh * ws), (fh, ws)))
     if rh:
         rows.append(((fh, slice(0, rh)), slice(fh * ws, H), None))
     cols = []
     if fw:
-        cols.append(((slice(0, fw), slice(None)), slice(0, fw * ws),
-                     (fw, ws)))
+        cols.append(((slice(0, fw), slice(None)), slice(0, fw * ws), (fw, ws)))
     if rw:
         cols.append(((fw, slice(0, rw)), slice(fw * ws, W), None))
     for r_img, r_grid, r_split in rows:
@@ -95,8 +93,8 @@ def _partition(x: torch.Tensor, pad: Optional[torch.Tensor],
     if rh:
         img[:, nh - 1, rh:].copy_(fill.expand_as(img[:, nh - 1, rh:]))
     if rw:
-        img[:, :, :, nw - 1, rw:].copy_(
-            fill.expand_as(img[:, :, :, nw - 1, rw:]))
+        img[:, :, :, nw - 1,
+            rw:].copy_(fill.expand_as(img[:, :, :, nw - 1, rw:]))
     return out.view(B * nh * nw, ws, ws, C)
 
 
@@ -197,8 +195,7 @@ def _partition_functional(x: torch.Tensor, pad: Optional[torch.Tensor],
                                                  5).reshape(-1, ws, ws, C)
 
 
-def _unpartition_add_functional(shortcut: torch.Tensor,
-                                windows: torch.Tensor,
+def _unpartition_add_functional(shortcut: torch.Tensor, windows: torch.Tensor,
                                 ws: int) -> torch.Tensor:
     """:class:`_WindowUnpartitionAdd` as one add (for torch.compile)."""
     B, H, W, C = shortcut.shape
@@ -214,9 +211,10 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def window_partition_padded(x: torch.Tensor, window_size: int,
-                            pad: Optional[torch.Tensor] = None
-                            ) -> torch.Tensor:
+def window_partition_padded(
+        x: torch.Tensor,
+        window_size: int,
+        pad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cut a token grid into windows, padding with a per-channel value.
 
     Equals ``window_partition(F.pad(x, ...) + pad)`` restricted to what it

@@ -27,8 +27,9 @@ class ImageEmbeddingCacheMixin:
         rows: List[Optional[Dict[str, Tensor]]] = []
         for image in inputs:
             rows.append(
-                next((emb for key, emb in cache if key.shape == image.shape
-                      and torch.equal(key, image)), None))
+                next((emb for key, emb in cache
+                      if key.shape == image.shape and torch.equal(key, image)),
+                     None))
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             encoded = self.encode_image(inputs[missing])

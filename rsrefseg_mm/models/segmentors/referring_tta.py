@@ -64,8 +64,10 @@ class ReferringTTAModel(BaseTTAModel):
             base = next((v for v in views if not v.metainfo.get('flip')),
                         views[0])
             base.set_data({
-                'seg_logits': PixelData(data=mean),
-                'pred_sem_seg': PixelData(data=(mean > threshold).to(mean))
+                'seg_logits':
+                PixelData(data=mean),
+                'pred_sem_seg':
+                PixelData(data=(mean > threshold).to(mean))
             })
             merged.append(base)
         return merged

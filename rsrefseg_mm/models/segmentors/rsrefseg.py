@@ -146,11 +146,11 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
         """Log trainable / total parameters of each component."""
         lines = [
             f'  {name:<36s} trainable {t / 1e6:9.3f} M / total '
-            f'{n / 1e6:9.3f} M' for name, (t, n) in
-            self.parameter_counts().items()
+            f'{n / 1e6:9.3f} M'
+            for name, (t, n) in self.parameter_counts().items()
         ]
-        print_log('RSRefSeg parameters:\n' + '\n'.join(lines),
-                  logger='current')
+        print_log(
+            'RSRefSeg parameters:\n' + '\n'.join(lines), logger='current')
 
     @staticmethod
     def _texts(batch_img_metas: Optional[List[dict]],
@@ -258,11 +258,12 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
                 **self.backbone.logit_outputs()))
         return dict(**image, **prompts)
 
-    def decode(self,
-               embeddings: Dict[str, Tensor],
-               texts: List[str],
-               image_index: Optional[Tensor] = None
-               ) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def decode(
+        self,
+        embeddings: Dict[str, Tensor],
+        texts: List[str],
+        image_index: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Mask logits of expressions on images encoded by
         :meth:`encode_image`.
 
@@ -278,10 +279,10 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
         x = self.prompt(embeddings, texts, image_index)
         return self.decode_head.forward(x), x
 
-    def extract_feat(self,
-                     inputs: Tensor,
-                     batch_img_metas: Optional[List[dict]] = None
-                     ) -> Dict[str, Tensor]:
+    def extract_feat(
+            self,
+            inputs: Tensor,
+            batch_img_metas: Optional[List[dict]] = None) -> Dict[str, Tensor]:
         """Run the towers and the prompter (one expression per image).
 
         Args:
@@ -343,11 +344,9 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
         fg = (gt == 1).to(global_logits.dtype)
         size = tuple(global_logits.shape[-2:])
         valid = F.adaptive_avg_pool2d(valid, size)[:, 0]
-        target = F.adaptive_avg_pool2d(fg, size)[:, 0] / valid.clamp(
-            min=1e-6)
+        target = F.adaptive_avg_pool2d(fg, size)[:, 0] / valid.clamp(min=1e-6)
         loss = F.binary_cross_entropy_with_logits(
-            global_logits, target.clamp(0, 1), weight=valid,
-            reduction='sum')
+            global_logits, target.clamp(0, 1), weight=valid, reduction='sum')
         return loss / valid.sum().clamp(min=1.0)
 
     def _forward(self,

@@ -8,7 +8,6 @@ from mmengine.registry import init_default_scope
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import SkipNonFiniteAmpOptimWrapper
-
 from helpers import (TINY_CONFIG, fake_runner, load_script, referring_batch,
                      tiny_rsrefseg)
 

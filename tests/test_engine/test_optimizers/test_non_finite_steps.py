@@ -17,7 +17,6 @@ from torch.utils.data import Dataset
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import (SKIPPED_STEPS_KEY, NonFiniteMixin,
                                 NonFiniteStepError)
-
 from helpers import referring_batch, tiny_rsrefseg
 
 FP32 = dict(type='SkipNonFiniteOptimWrapper')

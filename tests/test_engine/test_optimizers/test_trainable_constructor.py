@@ -15,7 +15,6 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine.optimizers import \
     TrainableParamsOptimWrapperConstructor
 from rsrefseg_mm.models.peft.tuning import apply_tuning
-
 from helpers import TINY_CONFIG, referring_batch
 
 LORA = dict(mode='lora', rank=4, alpha=4, drop_rate=0.)

@@ -6,9 +6,9 @@ import os.path as osp
 import pytest
 import torch
 from safetensors.torch import save_file
-from siglip_helpers import TINY_SIGLIP
 
 from rsrefseg_mm.models.backbones import CLIPBackbone, SigLIPBackbone
+from siglip_helpers import TINY_SIGLIP
 
 FROZEN = dict(mode='frozen')
 TINY_CLIP = dict(

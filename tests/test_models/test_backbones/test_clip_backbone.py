@@ -13,7 +13,6 @@ from rsrefseg_mm.models.backbones import (CLIPBackbone,
                                           convert_clip_state_dict,
                                           is_torchscript_archive,
                                           resize_pos_embed)
-
 from helpers import load_script
 
 TEXTS = [
@@ -41,11 +40,9 @@ def tiny_open_clip(seed: int = 0):
     model = open_clip.model.CLIP(
         embed_dim=64,
         vision_cfg=dict(
-            image_size=128, layers=2, width=64, head_width=32,
-            patch_size=16),
+            image_size=128, layers=2, width=64, head_width=32, patch_size=16),
         text_cfg=dict(
-            context_length=77, vocab_size=49408, width=64, heads=2,
-            layers=2),
+            context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
         quick_gelu=True)
     return perturb(model)
 
@@ -99,8 +96,8 @@ def check_parity(backbone, model, image_size, texts, tol=1e-4):
     assert out['text_feats'].shape == (B, 77, D)
     diffs = dict(
         img_global=max_diff(out['img_global'], ref['img_global']),
-        img_feats=max_diff(
-            out['img_feats'].flatten(2).transpose(1, 2), ref['img_tokens']),
+        img_feats=max_diff(out['img_feats'].flatten(2).transpose(1, 2),
+                           ref['img_tokens']),
         text_global=max_diff(out['text_global'], ref['text_global']),
         text_feats=max_diff(out['text_feats'], ref['text_tokens']),
         logit_scale=max_diff(out['logit_scale'], model.logit_scale.exp()))
@@ -147,9 +144,11 @@ def tiny_archive(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('clip') / 'tiny-openai.pt')
     torch.jit.save(torch.jit.script(model), path)
     ref = tiny_open_clip()  # same seed -> same weights, fp16-rounded
-    ref.load_state_dict(
-        {k: v.float() for k, v in model.state_dict().items()
-         if k not in ('input_resolution', 'context_length', 'vocab_size')})
+    ref.load_state_dict({
+        k: v.float()
+        for k, v in model.state_dict().items()
+        if k not in ('input_resolution', 'context_length', 'vocab_size')
+    })
     return path, ref
 
 
@@ -157,7 +156,9 @@ def test_torchscript_archive_loads(tiny_archive):
     path, ref = tiny_archive
     assert is_torchscript_archive(path)
     backbone = CLIPBackbone(
-        arch=TINY_ARCH, checkpoint=path, image_tuning=FROZEN,
+        arch=TINY_ARCH,
+        checkpoint=path,
+        image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
     assert not backbone._missing_keys and not backbone._unexpected_keys
     assert backbone.visual.conv1.weight.dtype == torch.float32
@@ -176,7 +177,9 @@ def test_converter_tool(tiny_archive, tmp_path):
     assert 'input_resolution' not in sd
     assert all(v.dtype == torch.float32 for v in sd.values())
     backbone = CLIPBackbone(
-        arch=TINY_ARCH, checkpoint=dst, image_tuning=FROZEN,
+        arch=TINY_ARCH,
+        checkpoint=dst,
+        image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
     check_parity(backbone, ref, 128, TEXTS[:2], tol=1e-5)
 
@@ -205,8 +208,11 @@ def test_wrong_arch_is_clear_error(tmp_path):
     torch.save(tiny_open_clip().state_dict(), path)
     other = dict(TINY_ARCH, embed_dims=96, num_heads=3)
     with pytest.raises(ValueError) as e:
-        CLIPBackbone(arch=other, checkpoint=path, image_tuning=FROZEN,
-                     text_tuning=FROZEN)
+        CLIPBackbone(
+            arch=other,
+            checkpoint=path,
+            image_tuning=FROZEN,
+            text_tuning=FROZEN)
     msg = str(e.value)
     assert path in msg and "'custom'" in msg
     assert 'file (64,' in msg and 'vs model (96,' in msg
@@ -261,10 +267,14 @@ def test_lora_only_lora_params_train():
 def test_lora_starts_as_identity(tiny_archive):
     path, _ = tiny_archive
     frozen = CLIPBackbone(
-        arch=TINY_ARCH, checkpoint=path, image_tuning=FROZEN,
+        arch=TINY_ARCH,
+        checkpoint=path,
+        image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
     lora = CLIPBackbone(
-        arch=TINY_ARCH, checkpoint=path, image_tuning=lora_cfg(),
+        arch=TINY_ARCH,
+        checkpoint=path,
+        image_tuning=lora_cfg(),
         text_tuning=lora_cfg()).eval()
     images = torch.rand(2, 3, 128, 128) * 255
     a, b = frozen(images, TEXTS[:2]), lora(images, TEXTS[:2])
@@ -300,7 +310,9 @@ def test_image_size_interpolates_pos_embed():
     native = CLIPBackbone(
         arch=TINY_ARCH, image_tuning=FROZEN, text_tuning=FROZEN).eval()
     other = CLIPBackbone(
-        arch=TINY_ARCH, image_size=(160, 96), image_tuning=FROZEN,
+        arch=TINY_ARCH,
+        image_size=(160, 96),
+        image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
     other.load_state_dict(native.state_dict())
     # inputs of any size are resized to image_size
@@ -316,8 +328,8 @@ def test_image_size_interpolates_pos_embed():
     assert up.shape == (257, 64) and torch.equal(up[0], pos[0])
     # a constant grid stays constant under bicubic resizing
     const = torch.ones(65, 4)
-    assert torch.allclose(resize_pos_embed(const, (8, 8), (5, 7)),
-                          torch.ones(36, 4))
+    assert torch.allclose(
+        resize_pos_embed(const, (8, 8), (5, 7)), torch.ones(36, 4))
 
 
 def test_preprocess_resize_and_normalise():
@@ -347,10 +359,12 @@ def textured_image(size=1024, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize('antialias,max_tol,mean_tol', [
-    (True, 1.0, 0.35),  # ours (the default)
-    (False, None, None),  # plain bicubic: must be far off
-])
+@pytest.mark.parametrize(
+    'antialias,max_tol,mean_tol',
+    [
+        (True, 1.0, 0.35),  # ours (the default)
+        (False, None, None),  # plain bicubic: must be far off
+    ])
 def test_resize_matches_open_clip_preprocessing(antialias, max_tol, mean_tol):
     """1024 -> 224 on a non-constant image vs open_clip's eval transform of
     the same image as PIL (PIL bicubic, anti-aliased, then uint8). Compared
@@ -360,15 +374,18 @@ def test_resize_matches_open_clip_preprocessing(antialias, max_tol, mean_tol):
     img = textured_image()
     ref = open_clip.image_transform(224, is_train=False)(Image.fromarray(img))
     arch = dict(TINY_ARCH, image_size=224)
-    backbone = CLIPBackbone(arch=arch, image_tuning=FROZEN,
-                            text_tuning=FROZEN, resize_antialias=antialias)
+    backbone = CLIPBackbone(
+        arch=arch,
+        image_tuning=FROZEN,
+        text_tuning=FROZEN,
+        resize_antialias=antialias)
     ours = backbone.preprocess(
         torch.from_numpy(img).permute(2, 0, 1)[None].float())[0]
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1) * 255
     diff = ((ours - ref) * std).abs()
     if antialias:
-        assert diff.max() <= max_tol and diff.mean() <= mean_tol, (
-            diff.max(), diff.mean())
+        assert diff.max() <= max_tol and diff.mean() <= mean_tol, (diff.max(),
+                                                                   diff.mean())
     else:
         assert diff.mean() > 5  # the test tells the two resizes apart
 
@@ -378,7 +395,9 @@ def test_fast_attn_matches_reference_path():
     fast = CLIPBackbone(
         arch=TINY_ARCH, image_tuning=FROZEN, text_tuning=FROZEN).eval()
     slow = CLIPBackbone(
-        arch=TINY_ARCH, fast_attn=False, image_tuning=FROZEN,
+        arch=TINY_ARCH,
+        fast_attn=False,
+        image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
     slow.load_state_dict(fast.state_dict())
     images = torch.rand(2, 3, 128, 128) * 255
@@ -419,7 +438,10 @@ def test_build_from_registry():
             type='CLIPBackbone',
             arch=TINY_ARCH,
             image_tuning=dict(
-                mode='lora', rank=2, alpha=2, drop_rate=0.,
+                mode='lora',
+                rank=2,
+                alpha=2,
+                drop_rate=0.,
                 targets=['attn.qkv'])))
     assert isinstance(backbone, CLIPBackbone)
     n_lora = sum('lora_down' in n for n, _ in backbone.named_parameters())
@@ -430,23 +452,35 @@ def test_build_from_registry():
 def test_shared_knobs_and_checkpointed_blocks():
     """``logit_trainable`` and ``with_cp`` as on SigLIPBackbone; with_cp
     gives the same loss and gradients."""
-    arch = dict(image_size=32, patch_size=16, embed_dims=32, num_layers=2,
-                num_heads=2, output_dims=16, text_embed_dims=32,
-                text_num_layers=2, text_num_heads=2, context_length=16,
-                vocab_size=49408)
+    arch = dict(
+        image_size=32,
+        patch_size=16,
+        embed_dims=32,
+        num_layers=2,
+        num_heads=2,
+        output_dims=16,
+        text_embed_dims=32,
+        text_num_layers=2,
+        text_num_heads=2,
+        context_length=16,
+        vocab_size=49408)
     full = dict(mode='full')
     grads = []
     for with_cp in (False, True):
         torch.manual_seed(0)
-        clip = CLIPBackbone(arch=arch, image_tuning=full, text_tuning=full,
-                            logit_trainable=True, with_cp=with_cp).train()
+        clip = CLIPBackbone(
+            arch=arch,
+            image_tuning=full,
+            text_tuning=full,
+            logit_trainable=True,
+            with_cp=with_cp).train()
         assert clip.logit_scale.requires_grad
         assert clip.visual.transformer.with_cp == with_cp
         out = clip(torch.rand(2, 3, 32, 32) * 255, ['a red car', 'ship'])
         loss = out['img_feats'].square().mean() + out['text_feats'].mean()
         loss.backward()
-        grads.append([p.grad.clone() for p in clip.parameters()
-                      if p.grad is not None])
+        grads.append(
+            [p.grad.clone() for p in clip.parameters() if p.grad is not None])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     with pytest.raises(TypeError, match='logit_trainable'):

@@ -6,9 +6,8 @@ import open_clip.tokenizer as open_clip_tokenizer  # test requirement
 import pytest
 import torch
 
-from rsrefseg_mm.models.backbones.clip.clip_tokenizer import (
-    DEFAULT_BPE_PATH, CLIPTokenizer)
-
+from rsrefseg_mm.models.backbones.clip.clip_tokenizer import (DEFAULT_BPE_PATH,
+                                                              CLIPTokenizer)
 
 COLORS = ['white', 'red', 'dark blue', 'grey', 'light-green', 'Orange']
 OBJECTS = [
@@ -20,8 +19,8 @@ OBJECTS = [
 ]
 PLACES = [
     'on the left', 'at the top right', 'in the middle of the image',
-    'near the bottom edge', 'next to the large building',
-    'between two roads', 'closest to the river', ''
+    'near the bottom edge', 'next to the large building', 'between two roads',
+    'closest to the river', ''
 ]
 TEMPLATES = [
     'the {c} {o} {p}', 'A {o} {p}', '{c} {o}', 'the {o} that is {p}',
@@ -31,20 +30,34 @@ TEMPLATES = [
 SPECIAL = [
     'caf\u00e9 near the r\u00e9sum\u00e9 building',
     'cafÃ© mojibake gets fixed by ftfy',
-    'the ship &amp; the harbor', 'a &lt;large&gt; airplane',
-    '&quot;white&quot; car', 'it&#39;s the bridge', 'double &amp;amp; escaped',
-    'non&nbsp;breaking&nbsp;space', '\u98de\u673a \u5728 \u5de6\u8fb9',
-    '\u0441\u0430\u043c\u043e\u043b\u0435\u0442 \u0441\u043b\u0435\u0432\u0430',
-    'emoji \U0001F6EB plane \U0001F30D', 'tabs\tand\nnew\r\nlines   here',
+    'the ship &amp; the harbor',
+    'a &lt;large&gt; airplane',
+    '&quot;white&quot; car',
+    'it&#39;s the bridge',
+    'double &amp;amp; escaped',
+    'non&nbsp;breaking&nbsp;space',
+    '\u98de\u673a \u5728 \u5de6\u8fb9',
+    '\u0441\u0430\u043c\u043e\u043b\u0435\u0442 '
+    '\u0441\u043b\u0435\u0432\u0430',
+    'emoji \U0001F6EB plane \U0001F30D',
+    'tabs\tand\nnew\r\nlines   here',
     "don't won't it's they're we've i'm you'll he'd",
-    '1234567890 3.14 1st 2nd 3rd', '!!!???...,,,;;;', 'x' * 300,
-    'Zero\u200bwidth\u200bjoin', 'ﬁnancial ligature ﬂ', 'ＦＵＬＬ ｗｉｄｔｈ',
-    ' '.join(['the long expression'] * 40), 'a',
-    'straße groß ÄÖÜ äöü', 'naïve coöperate', 'µm ångström ℃ ²³',
+    '1234567890 3.14 1st 2nd 3rd',
+    '!!!???...,,,;;;',
+    'x' * 300,
+    'Zero\u200bwidth\u200bjoin',
+    'ﬁnancial ligature ﬂ',
+    'ＦＵＬＬ ｗｉｄｔｈ',
+    ' '.join(['the long expression'] * 40),
+    'a',
+    'straße groß ÄÖÜ äöü',
+    'naïve coöperate',
+    'µm ångström ℃ ²³',
     '<start_of_text> literal special <end_of_text>',
     # ftfy leaves HTML alone when '<' or '>' is present: tests the two
     # explicit html.unescape passes
-    '<b>bold</b> &amp;amp; double-escaped', '<i> &amp;lt;tank&amp;gt; &#x27;',
+    '<b>bold</b> &amp;amp; double-escaped',
+    '<i> &amp;lt;tank&amp;gt; &#x27;',
 ]
 
 
@@ -57,7 +70,12 @@ def make_texts(n: int = 1100):
     for t, c, o, p in combos[:n]:
         texts.append(
             t.format(
-                c=c, o=o, p=p, C=c.upper(), O=o.upper(), P=p.upper(),
+                c=c,
+                o=o,
+                p=p,
+                C=c.upper(),
+                O=o.upper(),
+                P=p.upper(),
                 n=rng.randint(1, 99)))
     # random unicode / punctuation soup
     alphabet = ('abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?\'"-()'
@@ -114,9 +132,10 @@ def test_short_text_layout_and_decode(tokenizers):
 
 def test_vocab_is_mmsegs():
     # the merge list MMSegmentation ships, the same file open_clip ships
-    assert DEFAULT_BPE_PATH.endswith('mmseg/utils/bpe_simple_vocab_16e6.txt.gz')
-    with open(DEFAULT_BPE_PATH, 'rb') as a, open(
-            open_clip_tokenizer.default_bpe(), 'rb') as b:
+    assert DEFAULT_BPE_PATH.endswith(
+        'mmseg/utils/bpe_simple_vocab_16e6.txt.gz')
+    with open(DEFAULT_BPE_PATH,
+              'rb') as a, open(open_clip_tokenizer.default_bpe(), 'rb') as b:
         assert a.read() == b.read()
     tok = CLIPTokenizer()
     assert tok.vocab_size == 49408

@@ -12,17 +12,22 @@ from transformers import SiglipTokenizer as HFSiglipTokenizer
 
 from rsrefseg_mm.models.backbones import SigLIPBackbone
 from rsrefseg_mm.models.peft import LoRAConv2d  # noqa: F401
-
 from siglip_helpers import TINY_SIGLIP, hf_siglip_config
 
 FROZEN = dict(mode='frozen')
-TEXTS = ['the white storage tank left of the road', 'ship',
-         'the second largest AIRPLANE, near the runway!']
+TEXTS = [
+    'the white storage tank left of the road', 'ship',
+    'the second largest AIRPLANE, near the runway!'
+]
 
 
 def build(folder, **kwargs):
-    cfg = dict(type='SigLIPBackbone', arch=dict(TINY_SIGLIP),
-               checkpoint=folder, image_tuning=FROZEN, text_tuning=FROZEN)
+    cfg = dict(
+        type='SigLIPBackbone',
+        arch=dict(TINY_SIGLIP),
+        checkpoint=folder,
+        image_tuning=FROZEN,
+        text_tuning=FROZEN)
     cfg.update(kwargs)
     init_default_scope('mmseg')
     return MODELS.build(cfg).eval()
@@ -35,8 +40,12 @@ def images(size=32, n=3, seed=0):
 
 def hf_outputs(hf, folder, imgs, texts):
     tok = HFSiglipTokenizer(osp.join(folder, 'spiece.model'))
-    ids = tok(texts, padding='max_length', max_length=64, truncation=True,
-              return_tensors='pt')['input_ids']
+    ids = tok(
+        texts,
+        padding='max_length',
+        max_length=64,
+        truncation=True,
+        return_tensors='pt')['input_ids']
     with torch.no_grad():
         vis = hf.vision_model(pixel_values=(imgs / 255 - 0.5) / 0.5)
         txt = hf.text_model(input_ids=ids)
@@ -72,12 +81,14 @@ def test_resize_matches_authors_preprocessing(tiny_siglip_folder):
     imgs = images(size=80)
     with torch.no_grad():
         out = model(imgs, TEXTS)
-        x = F.interpolate((imgs / 255 - 0.5) / 0.5, size=(32, 32),
-                          mode='bilinear', align_corners=False)
+        x = F.interpolate(
+            (imgs / 255 - 0.5) / 0.5,
+            size=(32, 32),
+            mode='bilinear',
+            align_corners=False)
         ref = hf.vision_model(pixel_values=x).last_hidden_state
     torch.testing.assert_close(
-        out['img_feats'].flatten(2).transpose(1, 2), ref, atol=1e-4,
-        rtol=1e-4)
+        out['img_feats'].flatten(2).transpose(1, 2), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_sentence_feature_does_not_depend_on_batch(tiny_siglip_folder):
@@ -93,8 +104,9 @@ def test_safetensors_file_and_open_clip_layout(tiny_siglip_folder, tmp_path):
     folder, hf = tiny_siglip_folder
     ref = build(folder)
     # the file alone (tokenizer given explicitly)
-    direct = build(osp.join(folder, 'model.safetensors'),
-                   tokenizer=osp.join(folder, 'spiece.model'))
+    direct = build(
+        osp.join(folder, 'model.safetensors'),
+        tokenizer=osp.join(folder, 'spiece.model'))
     for k, v in ref.state_dict().items():
         assert torch.equal(v, direct.state_dict()[k]), k
     # open_clip layout, written from the HF weights by an independent
@@ -110,10 +122,12 @@ def test_safetensors_file_and_open_clip_layout(tiny_siglip_folder, tmp_path):
 def to_open_clip(sd):
     """transformers SigLIP keys -> open_clip (timm trunk + text) keys."""
     out = {}
-    n_vis = 1 + max(int(k.split('.')[3]) for k in sd
-                    if k.startswith('vision_model.encoder.layers.'))
-    n_txt = 1 + max(int(k.split('.')[3]) for k in sd
-                    if k.startswith('text_model.encoder.layers.'))
+    n_vis = 1 + max(
+        int(k.split('.')[3])
+        for k in sd if k.startswith('vision_model.encoder.layers.'))
+    n_txt = 1 + max(
+        int(k.split('.')[3])
+        for k in sd if k.startswith('text_model.encoder.layers.'))
     v, t = 'vision_model', 'text_model'
     out['visual.trunk.patch_embed.proj.weight'] = sd[
         f'{v}.embeddings.patch_embedding.weight']
@@ -126,8 +140,8 @@ def to_open_clip(sd):
         for kind in ('weight', 'bias'):
             out[f'{q}.norm1.{kind}'] = sd[f'{p}.layer_norm1.{kind}']
             out[f'{q}.norm2.{kind}'] = sd[f'{p}.layer_norm2.{kind}']
-            out[f'{q}.attn.qkv.{kind}'] = torch.cat([
-                sd[f'{p}.self_attn.{n}_proj.{kind}'] for n in 'qkv'])
+            out[f'{q}.attn.qkv.{kind}'] = torch.cat(
+                [sd[f'{p}.self_attn.{n}_proj.{kind}'] for n in 'qkv'])
             out[f'{q}.attn.proj.{kind}'] = sd[f'{p}.self_attn.out_proj.{kind}']
             out[f'{q}.mlp.fc1.{kind}'] = sd[f'{p}.mlp.fc1.{kind}']
             out[f'{q}.mlp.fc2.{kind}'] = sd[f'{p}.mlp.fc2.{kind}']
@@ -151,8 +165,8 @@ def to_open_clip(sd):
         for kind in ('weight', 'bias'):
             out[f'{q}.ln_1.{kind}'] = sd[f'{p}.layer_norm1.{kind}']
             out[f'{q}.ln_2.{kind}'] = sd[f'{p}.layer_norm2.{kind}']
-            out[f'{q}.attn.in_proj_{kind}'] = torch.cat([
-                sd[f'{p}.self_attn.{n}_proj.{kind}'] for n in 'qkv'])
+            out[f'{q}.attn.in_proj_{kind}'] = torch.cat(
+                [sd[f'{p}.self_attn.{n}_proj.{kind}'] for n in 'qkv'])
             out[f'{q}.attn.out_proj.{kind}'] = sd[
                 f'{p}.self_attn.out_proj.{kind}']
             out[f'{q}.mlp.c_fc.{kind}'] = sd[f'{p}.mlp.fc1.{kind}']
@@ -168,20 +182,19 @@ def to_open_clip(sd):
 def test_errors_name_file_arch_and_keys(tiny_siglip_folder, tmp_path):
     folder, hf = tiny_siglip_folder
     spiece = osp.join(folder, 'spiece.model')
-    with pytest.raises(FileNotFoundError,
-                       match='google/siglip-so400m-patch14-384'):
+    with pytest.raises(
+            FileNotFoundError, match='google/siglip-so400m-patch14-384'):
         SigLIPBackbone(checkpoint=str(tmp_path / 'nothing'), tokenizer=spiece)
     empty = tmp_path / 'empty'
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match='model.safetensors'):
         SigLIPBackbone(
             arch=dict(TINY_SIGLIP), checkpoint=str(empty), tokenizer=spiece)
-    other = dict(TINY_SIGLIP, embed_dims=48, text_embed_dims=48,
-                 output_dims=48)
+    other = dict(
+        TINY_SIGLIP, embed_dims=48, text_embed_dims=48, output_dims=48)
     with pytest.raises(ValueError, match='does not match arch'):
         build(folder, arch=other)
-    sd = {k: v for k, v in hf.state_dict().items()
-          if 'layers.1.mlp' not in k}
+    sd = {k: v for k, v in hf.state_dict().items() if 'layers.1.mlp' not in k}
     partial = tmp_path / 'partial.safetensors'
     save_file({k: v.contiguous() for k, v in sd.items()}, str(partial))
     with pytest.raises(ValueError, match=r'lacks 8 tensors.*layers\.1\.mlp'):
@@ -205,16 +218,22 @@ def test_lora_targets_of_the_authors(tiny_siglip_folder):
     model = build(
         tiny_siglip_folder[0],
         image_tuning=lora,
-        text_tuning=dict(lora, targets=[
-            'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
-            'self_attn.out_proj', 'head'
-        ]))
+        text_tuning=dict(
+            lora,
+            targets=[
+                'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
+                'self_attn.out_proj', 'head'
+            ]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all('lora_' in n for n in trainable)
-    vis = {n.rsplit('.lora_', 1)[0] for n in trainable
-           if n.startswith('vision_model')}
-    txt = {n.rsplit('.lora_', 1)[0] for n in trainable
-           if n.startswith('text_model')}
+    vis = {
+        n.rsplit('.lora_', 1)[0]
+        for n in trainable if n.startswith('vision_model')
+    }
+    txt = {
+        n.rsplit('.lora_', 1)[0]
+        for n in trainable if n.startswith('text_model')
+    }
     assert len(vis) == 2 * 4  # q, k, v, out per layer; MAP head untouched
     assert len(txt) == 2 * 4 + 1 and 'text_model.head' in txt
     assert not model.logit_scale.requires_grad
@@ -230,13 +249,16 @@ def test_with_cp_same_gradients(tiny_siglip_folder):
     grads = []
     for with_cp in (False, True):
         torch.manual_seed(0)
-        model = build(tiny_siglip_folder[0], image_tuning=dict(mode='full'),
-                      text_tuning=dict(mode='full'), with_cp=with_cp).train()
+        model = build(
+            tiny_siglip_folder[0],
+            image_tuning=dict(mode='full'),
+            text_tuning=dict(mode='full'),
+            with_cp=with_cp).train()
         out = model(images(), TEXTS)
         (out['img_feats'].square().mean() +
          out['text_global'].square().mean()).backward()
-        grads.append(model.vision_model.encoder.layers[0].self_attn.q_proj
-                     .weight.grad.clone())
+        grads.append(model.vision_model.encoder.layers[0].self_attn.q_proj.
+                     weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
 
 
@@ -247,8 +269,11 @@ def test_arch_zoo_shapes_equal_transformers(arch, siglip_spiece):
 
     cfg = SigLIPBackbone.arch_zoo[arch]
     with torch.device('meta'):
-        ours = SigLIPBackbone(arch=arch, tokenizer=siglip_spiece,
-                              image_tuning=FROZEN, text_tuning=FROZEN)
+        ours = SigLIPBackbone(
+            arch=arch,
+            tokenizer=siglip_spiece,
+            image_tuning=FROZEN,
+            text_tuning=FROZEN)
         ref = SiglipModel(hf_siglip_config(cfg))
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
@@ -262,8 +287,11 @@ def test_full_size_so400m_parity(siglip_spiece):
     arch = SigLIPBackbone.arch_zoo['so400m-patch14-384']
     torch.manual_seed(0)
     hf = SiglipModel(hf_siglip_config(arch)).eval()
-    ours = SigLIPBackbone(arch='so400m-patch14-384', tokenizer=siglip_spiece,
-                          image_tuning=FROZEN, text_tuning=FROZEN).eval()
+    ours = SigLIPBackbone(
+        arch='so400m-patch14-384',
+        tokenizer=siglip_spiece,
+        image_tuning=FROZEN,
+        text_tuning=FROZEN).eval()
     missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=True)
     img = images(size=384, n=1)
     with torch.no_grad():
@@ -273,9 +301,8 @@ def test_full_size_so400m_parity(siglip_spiece):
         txt = hf.text_model(input_ids=ids)
     assert out['img_feats'].shape == (1, 1152, 27, 27)
     kw = dict(atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(
-        out['img_feats'].flatten(2).transpose(1, 2), vis.last_hidden_state,
-        **kw)
+    torch.testing.assert_close(out['img_feats'].flatten(2).transpose(1, 2),
+                               vis.last_hidden_state, **kw)
     torch.testing.assert_close(out['img_global'], vis.pooler_output, **kw)
     torch.testing.assert_close(out['text_feats'], txt.last_hidden_state, **kw)
     torch.testing.assert_close(out['text_global'], txt.pooler_output, **kw)
@@ -287,15 +314,19 @@ def test_open_clip_siglip_keys_cover_the_so400m_arch(siglip_spiece):
     import open_clip
 
     from rsrefseg_mm.models.backbones import convert_open_clip_siglip
-    oc = open_clip.create_model('ViT-SO400M-14-SigLIP-384', pretrained=None,
-                                device='meta')
+    oc = open_clip.create_model(
+        'ViT-SO400M-14-SigLIP-384', pretrained=None, device='meta')
     converted = convert_open_clip_siglip(oc.state_dict())
     with torch.device('meta'):
-        ours = SigLIPBackbone(arch='so400m-patch14-384',
-                              tokenizer=siglip_spiece, image_tuning=FROZEN,
-                              text_tuning=FROZEN)
-    assert {k: tuple(v.shape) for k, v in converted.items()} == {
-        k: tuple(v.shape) for k, v in ours.state_dict().items()}
+        ours = SigLIPBackbone(
+            arch='so400m-patch14-384',
+            tokenizer=siglip_spiece,
+            image_tuning=FROZEN,
+            text_tuning=FROZEN)
+    assert {k: tuple(v.shape)
+            for k, v in converted.items()
+            } == {k: tuple(v.shape)
+                  for k, v in ours.state_dict().items()}
 
 
 def test_parity_with_open_clip_model(siglip_spiece, tmp_path):
@@ -316,11 +347,14 @@ def test_parity_with_open_clip_model(siglip_spiece, tmp_path):
             m.approximate, n_gelu = 'tanh', n_gelu + 1
     assert n_gelu == 12 + 1 + 12  # vision blocks, MAP head, text blocks
     path = tmp_path / 'open_clip_model.safetensors'
-    save_file({k: v.contiguous() for k, v in oc.state_dict().items()},
-              str(path))
-    ours = SigLIPBackbone(arch='base-patch16-224', checkpoint=str(path),
-                          tokenizer=siglip_spiece, image_tuning=FROZEN,
-                          text_tuning=FROZEN).eval()
+    save_file({k: v.contiguous()
+               for k, v in oc.state_dict().items()}, str(path))
+    ours = SigLIPBackbone(
+        arch='base-patch16-224',
+        checkpoint=str(path),
+        tokenizer=siglip_spiece,
+        image_tuning=FROZEN,
+        text_tuning=FROZEN).eval()
     img = images(size=224, n=1)
     text = ['the white storage tank left of the road']
     tokens = {}
@@ -333,8 +367,8 @@ def test_parity_with_open_clip_model(siglip_spiece, tmp_path):
         ref_img = oc.encode_image(x)
         ref_txt = oc.encode_text(ours.tokenizer(text)[0])
     kw = dict(atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(
-        out['img_feats'].flatten(2).transpose(1, 2), ref_patch, **kw)
+    torch.testing.assert_close(out['img_feats'].flatten(2).transpose(1, 2),
+                               ref_patch, **kw)
     torch.testing.assert_close(out['img_global'], ref_img, **kw)
     torch.testing.assert_close(out['text_global'], ref_txt, **kw)
     torch.testing.assert_close(out['text_feats'], tokens['x'], **kw)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import SiglipTokenizer as HFSiglipTokenizer
 
-from rsrefseg_mm.models.backbones.siglip import SigLIPTokenizer, canonicalize_text
+from rsrefseg_mm.models.backbones.siglip import (SigLIPTokenizer,
+                                                 canonicalize_text)
 
 WORDS = ('the white storage tank left of the road large small red green blue '
          'airplane ship harbor vehicle bridge dam chimney stadium overpass '
@@ -14,10 +15,12 @@ WORDS = ('the white storage tank left of the road large small red green blue '
          'expressway toll parking lot ground track above below near upper '
          'lower leftmost rightmost second third one two three of in on at by '
          'airport runway roundabout building roof tree pond river').split()
-ODD = ['Übersee', 'café', 'naïve', '東京', 'ümlaut', '🚢', 'São', 'ﬁeld',
-       'Ｆｕｌｌ', 'x²', '1,000', "don't", 'e-mail', 'U.S.A.', '(left)',
-       '"quoted"', '\u2581', '</s>', '<unk>', '</S>', '<UNK>', '<s>',
-       '...', '--', '#3', '@top', 'A&B', 'tab\there', 'new\nline']
+ODD = [
+    'Übersee', 'café', 'naïve', '東京', 'ümlaut', '🚢', 'São', 'ﬁeld', 'Ｆｕｌｌ',
+    'x²', '1,000', "don't", 'e-mail', 'U.S.A.', '(left)', '"quoted"', '\u2581',
+    '</s>', '<unk>', '</S>', '<UNK>', '<s>', '...', '--', '#3', '@top', 'A&B',
+    'tab\there', 'new\nline'
+]
 
 
 def _random_text(rng: random.Random) -> str:
@@ -43,9 +46,11 @@ def _random_text(rng: random.Random) -> str:
 @pytest.fixture(scope='module')
 def texts():
     rng = random.Random(0)
-    fixed = ['', ' ', 'a', 'A.', '</s>', 'the </s> ship', 'ship</s>',
-             '<unk>road', ' \u2581left', 'LEFT   of\tthe road!!',
-             'the white storage tank left of the road']
+    fixed = [
+        '', ' ', 'a', 'A.', '</s>', 'the </s> ship', 'ship</s>', '<unk>road',
+        ' \u2581left', 'LEFT   of\tthe road!!',
+        'the white storage tank left of the road'
+    ]
     return fixed + [_random_text(rng) for _ in range(1200)]
 
 
@@ -58,18 +63,24 @@ def pair(siglip_spiece):
 
 def test_special_ids(pair):
     ours, hf = pair
-    assert (ours.eos_id, ours.pad_id, ours.unk_id) == (
-        hf.eos_token_id, hf.pad_token_id, hf.unk_token_id)
+    assert (ours.eos_id, ours.pad_id,
+            ours.unk_id) == (hf.eos_token_id, hf.pad_token_id, hf.unk_token_id)
 
 
 def test_ids_equal_transformers(pair, texts):
     ours, hf = pair
-    ref = hf(texts, padding='max_length', truncation=True, max_length=64,
-             return_tensors='pt')
+    ref = hf(
+        texts,
+        padding='max_length',
+        truncation=True,
+        max_length=64,
+        return_tensors='pt')
     ids, mask = ours(texts)
     assert ids.shape == (len(texts), 64)
-    bad = [i for i in range(len(texts))
-           if not torch.equal(ids[i], ref['input_ids'][i])]
+    bad = [
+        i for i in range(len(texts))
+        if not torch.equal(ids[i], ref['input_ids'][i])
+    ]
     assert not bad, [(texts[i], ids[i].tolist(), ref['input_ids'][i].tolist())
                      for i in bad[:3]]
     assert torch.equal(mask, ref['attention_mask'].bool())
@@ -86,8 +97,8 @@ def test_unpadded_encode_equals_transformers(pair, texts):
 def test_truncation_warns_with_count(pair, monkeypatch):
     import rsrefseg_mm.models.backbones.siglip.siglip_tokenizer as mod
     logged = []
-    monkeypatch.setattr(mod, 'print_log',
-                        lambda msg, **kw: logged.append((msg, kw)))
+    monkeypatch.setattr(mod, 'print_log', lambda msg, **kw: logged.append(
+        (msg, kw)))
     ours, hf = pair
     text = ' '.join(['storage tank'] * 60)
     n = len(ours.encode(text))

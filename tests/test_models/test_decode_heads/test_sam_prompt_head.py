@@ -7,7 +7,6 @@ from mmseg.registry import MODELS
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.decode_heads import SAMPromptHead
 from rsrefseg_mm.models.sam.sam_fast_attention import SAMFastAttention
-
 from helpers import TINY_SAM, referring_samples
 
 LORA = dict(
@@ -36,8 +35,11 @@ def head_inputs(B=2, size=96, n_prompts=4, dim=32, dense=True):
 
 def samples(B, size, ignore=True):
     return referring_samples(
-        B, size, box=(size // 4, size // 2, size // 4, size // 2),
-        texts=[f't{i}' for i in range(B)], ignore_rows=4 if ignore else 0)
+        B,
+        size,
+        box=(size // 4, size // 2, size // 4, size // 2),
+        texts=[f't{i}' for i in range(B)],
+        ignore_rows=4 if ignore else 0)
 
 
 def test_parity_with_segment_anything_vit_b(tmp_path):
@@ -62,8 +64,8 @@ def test_parity_with_segment_anything_vit_b(tmp_path):
     head.image_encoder.neck.register_forward_hook(
         lambda m, i, o: captured.append(o))
     with torch.no_grad():
-        ours = head(dict(images=image, sparse_prompts=sparse,
-                         dense_prompts=dense))
+        ours = head(
+            dict(images=image, sparse_prompts=sparse, dense_prompts=dense))
         emb = sam.image_encoder(sam.preprocess(image[0]).unsqueeze(0))
         _, dense_emb = sam.prompt_encoder(points=None, boxes=None, masks=dense)
         theirs, _ = sam.mask_decoder(
@@ -118,8 +120,8 @@ def test_image_resize_and_normalisation():
 def test_lora_trainable_parameters():
     head = tiny_head()
     assert not hasattr(head, 'conv_seg')
-    assert all(type(b.attn) is SAMFastAttention
-               for b in head.image_encoder.blocks)
+    assert all(
+        type(b.attn) is SAMFastAttention for b in head.image_encoder.blocks)
     for name, p in head.image_encoder.named_parameters():
         assert p.requires_grad == ('lora_' in name), name
     assert any('lora_' in n for n, _ in head.image_encoder.named_parameters())
@@ -191,8 +193,11 @@ def test_rel_pos_modes_same_output_and_grads():
 
 def test_loss_binary_with_ignore():
     head = tiny_head(loss_decode=[
-        dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True,
-             loss_weight=5.0),
+        dict(
+            type='CrossEntropyLoss',
+            use_sigmoid=True,
+            avg_non_ignore=True,
+            loss_weight=5.0),
         dict(type='DiceLoss', loss_weight=1.0)
     ])
     size = 64

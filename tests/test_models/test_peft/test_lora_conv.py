@@ -75,16 +75,24 @@ def test_apply_lora_convs_only_by_full_name():
 
 def test_apply_tuning_trains_only_lora_and_reports_settings():
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3))
-    resolved = apply_tuning(net, mode='lora', name='net', rank=2, alpha=2,
-                            drop_rate=0., default_targets=['0', '1'])
+    resolved = apply_tuning(
+        net,
+        mode='lora',
+        name='net',
+        rank=2,
+        alpha=2,
+        drop_rate=0.,
+        default_targets=['0', '1'])
     assert resolved['targets'] == ['0', '1']
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-    assert trainable == {'0.lora_down.weight', '0.lora_up.weight',
-                         '1.lora_down.weight', '1.lora_up.weight'}
+    assert trainable == {
+        '0.lora_down.weight', '0.lora_up.weight', '1.lora_down.weight',
+        '1.lora_up.weight'
+    }
     with pytest.raises(ValueError, match="unknown keys \\['r'\\]"):
         apply_tuning(nn.Linear(2, 2), mode='lora', name='x', r=4)
     # inherited LoRA keys are ignored when a config switches to 'full'
     full = nn.Linear(2, 2)
-    assert apply_tuning(full, mode='full', name='x', rank=4) == dict(
-        mode='full')
+    assert apply_tuning(
+        full, mode='full', name='x', rank=4) == dict(mode='full')
     assert all(p.requires_grad for p in full.parameters())

@@ -9,8 +9,8 @@ from rsrefseg_mm.models.peft.tuning import apply_tuning
 
 def layer(drop_rate=0.0):
     torch.manual_seed(0)
-    m = MergedInferenceLoRALinear(nn.Linear(32, 48), alpha=8, rank=4,
-                                  drop_rate=drop_rate)
+    m = MergedInferenceLoRALinear(
+        nn.Linear(32, 48), alpha=8, rank=4, drop_rate=drop_rate)
     nn.init.normal_(m.lora_up.weight)  # LoRA-B starts at zero
     return m
 

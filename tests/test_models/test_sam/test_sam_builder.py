@@ -1,12 +1,12 @@
 """Building SAM parts and loading SAM checkpoints."""
 import pytest
 import torch
-from helpers import TINY_SAM
 
 from rsrefseg_mm.models.sam.sam_builder import (SAM_DEFAULTS,
                                                 build_sam_modules,
                                                 load_sam_checkpoint,
                                                 sam_arch_settings)
+from helpers import TINY_SAM
 
 TINY = TINY_SAM
 

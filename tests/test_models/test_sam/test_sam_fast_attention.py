@@ -38,8 +38,7 @@ def test_fast_attention_matches_stock_encoder():
     stock = tiny_encoder()
     fast = copy.deepcopy(stock)
     assert enable_fast_attention(fast) == 2
-    assert all(
-        type(b.attn) is SAMFastAttention for b in fast.blocks)
+    assert all(type(b.attn) is SAMFastAttention for b in fast.blocks)
     # same parameter names -> checkpoints stay loadable
     assert stock.state_dict().keys() == fast.state_dict().keys()
     x = torch.randn(2, 3, 128, 128, requires_grad=True)
@@ -226,19 +225,18 @@ def test_augmented_training_keeps_no_full_bias():
     big = nH * N * N // 2
 
     def step(fn):
-        q, k, v = (torch.randn(B, nH, N, C, requires_grad=True)
-                   for _ in range(3))
+        q, k, v = (
+            torch.randn(B, nH, N, C, requires_grad=True) for _ in range(3))
         with BigOutputs(big) as rec:
             fn(q, k, v).square().sum().backward()
         return rec.ops, q.grad
 
     def augmented(q, k, v):
-        rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, H,
-                                                W)
+        rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, H, W)
         return augmented_rel_pos_attention(q, k, v, rel_h, rel_w, C**-0.5)
 
     ops, _ = step(augmented)
     assert ops == [], ops
-    ops, _ = step(lambda q, k, v: _full_mask_attention(
-        q, k, v, rel_pos_h, rel_pos_w, H, W))
+    ops, _ = step(lambda q, k, v: _full_mask_attention(q, k, v, rel_pos_h,
+                                                       rel_pos_w, H, W))
     assert len(ops) >= 2, ops  # the bias, and its gradient

@@ -8,12 +8,12 @@ import os.path as osp
 
 import pytest
 import torch
-from helpers import TINY_SAM
 
 from rsrefseg_mm.models.decode_heads import SAMPromptHead
 from rsrefseg_mm.models.sam import (build_sam_modules,
                                     convert_hf_sam_state_dict,
                                     load_sam_checkpoint, read_sam_checkpoint)
+from helpers import TINY_SAM
 
 transformers = pytest.importorskip('transformers')
 from hf_sam_helpers import hf_outputs, hf_sam_config, random_hf_sam  # noqa

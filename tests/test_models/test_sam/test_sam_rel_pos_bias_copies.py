@@ -3,12 +3,9 @@ import torch
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rsrefseg_mm.models.sam.sam_fast_attention import \
-    decomposed_rel_pos_bias
+from rsrefseg_mm.models.sam.sam_fast_attention import decomposed_rel_pos_bias
 
-
-VIEWS = ('aten::view', 'aten::_unsafe_view', 'aten::reshape',
-         'aten::expand')
+VIEWS = ('aten::view', 'aten::_unsafe_view', 'aten::reshape', 'aten::expand')
 
 
 class BigOutputs(TorchDispatchMode):
@@ -39,7 +36,6 @@ def test_bias_is_materialised_once_and_matches_segment_anything():
         bias = decomposed_rel_pos_bias(q, rel_h, rel_w, H, W)
     assert rec.ops == ['aten::add'], rec.ops
     ref = add_decomposed_rel_pos(
-        torch.zeros(B * nH, H * W, H * W), q.reshape(B * nH, H * W, C),
-        rel_h, rel_w, (H, W), (H, W))
-    assert torch.allclose(bias.reshape(B * nH, H * W, H * W), ref,
-                          atol=1e-5)
+        torch.zeros(B * nH, H * W, H * W), q.reshape(B * nH, H * W, C), rel_h,
+        rel_w, (H, W), (H, W))
+    assert torch.allclose(bias.reshape(B * nH, H * W, H * W), ref, atol=1e-5)

@@ -14,13 +14,14 @@ from segment_anything.modeling.image_encoder import (Block, window_partition,
                                                      window_unpartition)
 
 from rsrefseg_mm.models.sam import sam_fast_attention as fast_module
-from rsrefseg_mm.models.sam.sam_fast_attention import (
-    SAMFastAttention, SAMFastBlock, default_rel_pos_mode,
-    enable_fast_attention)
-from rsrefseg_mm.models.sam.sam_window_ops import (
-    _partition_functional, _unpartition_add_functional,
-    window_partition_padded, window_unpartition_add)
-
+from rsrefseg_mm.models.sam.sam_fast_attention import (SAMFastAttention,
+                                                       SAMFastBlock,
+                                                       default_rel_pos_mode,
+                                                       enable_fast_attention)
+from rsrefseg_mm.models.sam.sam_window_ops import (_partition_functional,
+                                                   _unpartition_add_functional,
+                                                   window_partition_padded,
+                                                   window_unpartition_add)
 from helpers import load_script, sam_block_pair
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
@@ -90,8 +91,8 @@ def test_window_ops_gradcheck(H, W, ws):
     assert torch.autograd.gradcheck(
         lambda a, b: window_partition_padded(a, ws, b), (x, pad))
     nW = -(-H // ws) * -(-W // ws)
-    win = torch.randn(2 * nW, ws, ws, 3, dtype=torch.double,
-                      requires_grad=True)
+    win = torch.randn(
+        2 * nW, ws, ws, 3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda a, b: window_unpartition_add(a, b, ws), (x, win))
 
@@ -197,8 +198,8 @@ def test_tiny_demo_encoder_keeps_stock_blocks():
     from mmseg.registry import MODELS
 
     import rsrefseg_mm  # noqa: F401
-    cfg_file = sorted((TOOLS.parents[1] / 'configs' / 'rsrefseg').glob(
-        'rsrefseg-tiny_*.py'))[0]
+    cfg_file = sorted((TOOLS.parents[1] / 'configs' /
+                       'rsrefseg').glob('rsrefseg-tiny_*.py'))[0]
     cfg = Config.fromfile(str(cfg_file))
     init_default_scope('mmseg')
     head = MODELS.build(cfg.model.decode_head)
@@ -212,9 +213,16 @@ def test_fused_encoder_matches_stock_encoder():
     """Whole encoder with a 64 x 64 grid (windowed + global blocks)."""
     torch.manual_seed(0)
     stock = ImageEncoderViT(
-        img_size=256, patch_size=4, embed_dim=32, depth=2, num_heads=2,
-        use_rel_pos=True, window_size=14, global_attn_indexes=(1, ),
-        out_chans=16, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        img_size=256,
+        patch_size=4,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=(1, ),
+        out_chans=16,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6))
     for name, p in stock.named_parameters():
         if 'rel_pos' in name or 'qkv.bias' in name:
             nn.init.normal_(p, std=0.5)

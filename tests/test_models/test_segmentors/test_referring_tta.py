@@ -18,7 +18,6 @@ from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, POSITIONS,
                                                    render_scene,
                                                    resolve_expression)
 from rsrefseg_mm.models.segmentors import ReferringTTAModel
-
 from helpers import REPO, fake_runner, load_script, tiny_rsrefseg
 
 TEXT = 'the leftmost red object'
@@ -37,9 +36,12 @@ class _ColourOracle(BaseSegmentor):
     words, so a TTA view with a wrong expression gives a wrong answer."""
 
     def __init__(self):
-        super().__init__(data_preprocessor=dict(
-            type='SegDataPreProcessor', mean=None, std=None,
-            bgr_to_rgb=True))
+        super().__init__(
+            data_preprocessor=dict(
+                type='SegDataPreProcessor',
+                mean=None,
+                std=None,
+                bgr_to_rgb=True))
         self.decode_head = nn.Module()
         self.decode_head.threshold = 0.5
         self.align_corners = False
@@ -84,19 +86,46 @@ def lateral_scene():
     """Two red objects (left square, right circle) and a blue triangle;
     'the leftmost red object' is the square."""
     objects = [
-        dict(shape='square', color='red', cx=30., cy=64., size=28.,
-             angle=0., jitter=[0, 0, 0]),
-        dict(shape='circle', color='red', cx=98., cy=40., size=26.,
-             angle=0., jitter=[0, 0, 0]),
-        dict(shape='triangle', color='blue', cx=72., cy=100., size=28.,
-             angle=0., jitter=[0, 0, 0]),
+        dict(
+            shape='square',
+            color='red',
+            cx=30.,
+            cy=64.,
+            size=28.,
+            angle=0.,
+            jitter=[0, 0, 0]),
+        dict(
+            shape='circle',
+            color='red',
+            cx=98.,
+            cy=40.,
+            size=26.,
+            angle=0.,
+            jitter=[0, 0, 0]),
+        dict(
+            shape='triangle',
+            color='blue',
+            cx=72.,
+            cy=100.,
+            size=28.,
+            angle=0.,
+            jitter=[0, 0, 0]),
     ]
     assert resolve_expression(TEXT, objects) == [0]
     img, masks = render_scene(dict(objects=objects, texture_seed=3), 128)
-    return dict(img=img, gt_seg_map=masks[0], referring_mask=masks[0].copy(),
-                seg_fields=['gt_seg_map'], img_shape=(128, 128),
-                ori_shape=(128, 128), text=TEXT, ref_id=0, sent_id=0,
-                image_id=0, category='square', reduce_zero_label=False)
+    return dict(
+        img=img,
+        gt_seg_map=masks[0],
+        referring_mask=masks[0].copy(),
+        seg_fields=['gt_seg_map'],
+        img_shape=(128, 128),
+        ori_shape=(128, 128),
+        text=TEXT,
+        ref_id=0,
+        sent_id=0,
+        image_id=0,
+        category='square',
+        reduce_zero_label=False)
 
 
 def synthetic_tta_pipeline():
@@ -119,16 +148,17 @@ def iou(pred, gt):
 def test_flip_tta_keeps_lateral_expressions_right():
     sample = lateral_scene()
     gt = torch.from_numpy(sample['gt_seg_map']).bool()
-    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128),
-                            indexing='ij')
+    yy, xx = torch.meshgrid(
+        torch.arange(128), torch.arange(128), indexing='ij')
     circle = (yy - 40)**2 + (xx - 98)**2 <= 9**2  # inside the red circle
     pipeline = synthetic_tta_pipeline()
     oracle = _ColourOracle()
     result = run_tta(ReferringTTAModel(module=oracle), pipeline, sample)
     # 3 scales (96, 128, 160 px) x 2 flips; the flipped views were asked
     # for the rightmost red object of the mirrored image = the same square
-    assert sorted(set(oracle.texts)) == ['the leftmost red object',
-                                         'the rightmost red object']
+    assert sorted(set(oracle.texts)) == [
+        'the leftmost red object', 'the rightmost red object'
+    ]
     assert len(oracle.texts) == 6
     assert result.pred_sem_seg.shape == (128, 128)  # the original size
     assert result.seg_logits.shape == (128, 128)
@@ -155,11 +185,15 @@ def test_one_view_equals_the_model():
     and probabilities (mmseg's SegTTAModel does not: it applies the sigmoid
     to the stored probabilities again and marks everything foreground)."""
     sample = lateral_scene()
-    one_view = [dict(type='TestTimeAug', transforms=[
-        [dict(type='Resize', scale=(128, 128), keep_ratio=False)],
-        [dict(type='ReferringRandomFlip', prob=0.)],
-        [dict(type='LoadReferringAnnotations')],
-        [dict(type='PackReferringInputs')]])]
+    one_view = [
+        dict(
+            type='TestTimeAug',
+            transforms=[[
+                dict(type='Resize', scale=(128, 128), keep_ratio=False)
+            ], [dict(type='ReferringRandomFlip', prob=0.)],
+                        [dict(type='LoadReferringAnnotations')],
+                        [dict(type='PackReferringInputs')]])
+    ]
     model = tiny_rsrefseg().eval()
     ours = run_tta(ReferringTTAModel(module=model), one_view, sample)
     plain_pipeline = [t[0] for t in one_view[0]['transforms']]
@@ -167,8 +201,9 @@ def test_one_view_equals_the_model():
         pseudo_collate([Compose(plain_pipeline)(lateral_scene())]))[0]
     torch.testing.assert_close(ours.seg_logits.data, plain.seg_logits.data)
     assert torch.equal(ours.pred_sem_seg.data, plain.pred_sem_seg.data)
-    mmseg = run_tta(SegTTAModel(module=model), one_view,
-                    dict(lateral_scene(), img_path='scene.png'))
+    mmseg = run_tta(
+        SegTTAModel(module=model), one_view,
+        dict(lateral_scene(), img_path='scene.png'))
     assert mmseg.pred_sem_seg.data.all()  # why ReferringTTAModel exists
 
 
@@ -182,7 +217,8 @@ def test_tta_option_works_with_every_config(config, monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(tool, 'Runner', fake_runner(seen))
     monkeypatch.setattr('sys.argv', [
-        'test.py', str(config), 'ckpt.pth', '--tta', '--work-dir',
+        'test.py',
+        str(config), 'ckpt.pth', '--tta', '--work-dir',
         str(tmp_path)
     ])
     tool.main()
@@ -206,7 +242,8 @@ def test_tta_without_tta_pipeline_is_a_clear_error(monkeypatch, tmp_path):
                    f"'{base}/datasets/synthetic_referring.py']\n")
     tool = load_script('tools/test.py')
     monkeypatch.setattr('sys.argv', [
-        'test.py', str(cfg), 'ckpt.pth', '--tta', '--work-dir',
+        'test.py',
+        str(cfg), 'ckpt.pth', '--tta', '--work-dir',
         str(tmp_path)
     ])
     with pytest.raises(KeyError, match='tta_model'):

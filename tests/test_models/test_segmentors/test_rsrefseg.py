@@ -7,7 +7,6 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import rsrefseg_mm  # noqa: F401
-
 from helpers import TINY_SAM, referring_samples
 
 D, C = 16, TINY_SAM['prompt_embed_dim']
@@ -89,8 +88,13 @@ def build(**kwargs):
 
 def batch(B=2, size=64, ori=(80, 100), texts=None):
     samples = referring_samples(
-        B, size, box=(10, 30, 20, 40), texts=texts, ori_shape=ori,
-        ignore_rows=2, with_img_path=True)
+        B,
+        size,
+        box=(10, 30, 20, 40),
+        texts=texts,
+        ori_shape=ori,
+        ignore_rows=2,
+        with_img_path=True)
     torch.manual_seed(3)
     return torch.rand(B, 3, size, size) * 255, samples
 
@@ -105,8 +109,10 @@ def test_loss_mode_batch_and_backward():
     for part in (model.backbone.patch, model.neck.fuse,
                  model.decode_head.mask_decoder.output_upscaling):
         assert all(p.grad is not None for p in part.parameters())
-    lora = [p for n, p in model.decode_head.image_encoder.named_parameters()
-            if 'lora_down' in n]
+    lora = [
+        p for n, p in model.decode_head.image_encoder.named_parameters()
+        if 'lora_down' in n
+    ]
     assert lora and all(p.grad is not None for p in lora)
 
 
@@ -117,8 +123,9 @@ def test_filter_loss_off_by_default_and_weighted():
     assert build().filter_loss_weight == 0
     model = build(filter_loss_weight=2.0).train()
     losses = model(inputs, samples, mode='loss')
-    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg',
-                           'filter.loss_bce'}
+    assert set(losses) == {
+        'decode.loss_ce', 'decode.acc_seg', 'filter.loss_bce'
+    }
     # reference: 2x2 grid (64 px input, patch 32)
     feats = model.extract_feat(inputs, [s.metainfo for s in samples])
     logits = feats['global_logits']
@@ -223,8 +230,8 @@ def test_parameter_counts_logged():
     assert any('RSRefSeg parameters' in r and 'decode_head.image_encoder' in r
                for r in records)
     counts = model.parameter_counts()
-    assert counts['all'][1] == sum(
-        counts[c][1] for c in ('backbone', 'neck', 'decode_head'))
+    assert counts['all'][1] == sum(counts[c][1] for c in ('backbone', 'neck',
+                                                          'decode_head'))
     enc_t, enc_n = counts['decode_head.image_encoder']
     assert 0 < enc_t < enc_n  # LoRA: a few trainable parameters
 
@@ -268,10 +275,7 @@ def test_with_real_tiny_clip_backbone():
 def test_init_weights_keeps_sam_weights():
     """The runner calls init_weights after __init__ (where SAM is loaded)."""
     model = build()
-    before = {
-        k: v.clone()
-        for k, v in model.decode_head.state_dict().items()
-    }
+    before = {k: v.clone() for k, v in model.decode_head.state_dict().items()}
     model.init_weights()
     for k, v in model.decode_head.state_dict().items():
         assert torch.equal(v, before[k]), k

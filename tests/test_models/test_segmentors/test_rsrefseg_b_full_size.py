@@ -9,14 +9,13 @@ step takes seconds instead of minutes.
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from mmengine.structures import PixelData
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.sam import SAM_ARCHS
 from rsrefseg_mm.utils import drop_pretrained_checkpoints
-
 from helpers import REPO
 
 CONFIG = REPO / 'configs' / 'rsrefseg' / \
@@ -38,13 +37,16 @@ def test_rsrefseg_b_forward_backward_reduced_input():
 
     inputs = torch.randint(0, 256, (2, 3, 256, 256)).float()
     samples = []
-    for i, text in enumerate(['the white storage tank left of the road',
-                              'the small bridge']):
+    texts = ['the white storage tank left of the road', 'the small bridge']
+    for i, text in enumerate(texts):
         gt = torch.zeros(1, 256, 256, dtype=torch.long)
         gt[:, 40 + 30 * i:120 + 30 * i, 60:160] = 1
-        s = SegDataSample(metainfo=dict(
-            text=text, img_shape=(256, 256), ori_shape=(256, 256),
-            pad_shape=(256, 256)))
+        s = SegDataSample(
+            metainfo=dict(
+                text=text,
+                img_shape=(256, 256),
+                ori_shape=(256, 256),
+                pad_shape=(256, 256)))
         s.gt_sem_seg = PixelData(data=gt)
         samples.append(s)
     losses = model.loss(inputs, samples)
@@ -62,5 +64,6 @@ def test_rsrefseg_b_forward_backward_reduced_input():
         assert any(named[n].grad is not None and named[n].grad.abs().sum() > 0
                    for n in lora), f'no gradient reached {prefix} LoRA'
     for prefix in ('neck.', 'decode_head.mask_decoder'):
-        assert any(n.startswith(prefix) and named[n].grad is not None
-                   for n in trainable), prefix
+        assert any(
+            n.startswith(prefix) and named[n].grad is not None
+            for n in trainable), prefix

@@ -127,12 +127,15 @@ def test_paper_b_is_the_authors_model_and_recipe():
     assert m.backbone.arch == 'so400m-patch14-384'
     assert m.backbone.checkpoint == 'checkpoints/siglip-so400m-patch14-384'
     assert not m.backbone.logit_trainable
-    qkvo = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
-            'self_attn.out_proj']
+    qkvo = [
+        'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
+        'self_attn.out_proj'
+    ]
     assert m.backbone.image_tuning.targets == qkvo
     assert m.backbone.text_tuning.targets == qkvo + ['head']
     assert m.decode_head.encoder_tuning.targets == [
-        'attn.qkv', 'attn.proj', 'mlp.lin1', 'mlp.lin2', 'neck.0', 'neck.2']
+        'attn.qkv', 'attn.proj', 'mlp.lin1', 'mlp.lin2', 'neck.0', 'neck.2'
+    ]
     for t in (m.backbone.image_tuning, m.backbone.text_tuning,
               m.decode_head.encoder_tuning):
         assert (t.mode, t.rank, t.alpha, t.drop_rate) == ('lora', 16, 16, 0.1)
@@ -154,7 +157,8 @@ def test_paper_b_is_the_authors_model_and_recipe():
     assert cfg.train_dataloader.batch_size * 8 == 32
     assert [t.type for t in cfg.train_dataloader.dataset.pipeline] == [
         'LoadReferringImageFromFile', 'LoadReferringAnnotations', 'Resize',
-        'PackReferringInputs']  # no augmentation
+        'PackReferringInputs'
+    ]  # no augmentation
     assert cfg.default_hooks.checkpoint.save_best == 'refer/mIoU'
 
 
@@ -162,9 +166,10 @@ def test_paper_l_changes_only_sam():
     b = flatten(load(PAPER_B).model.to_dict())
     ll = flatten(load(PAPER_L).model.to_dict())
     diff = {k: ll.get(k) for k in set(b) | set(ll) if b.get(k) != ll.get(k)}
-    assert diff == {'decode_head.sam_arch': 'vit_l',
-                    'decode_head.checkpoint':
-                    'checkpoints/sam_vit_l_0b3195.pth'}
+    assert diff == {
+        'decode_head.sam_arch': 'vit_l',
+        'decode_head.checkpoint': 'checkpoints/sam_vit_l_0b3195.pth'
+    }
 
 
 @pytest.mark.parametrize('path', [BASE_B, BASE_L])

@@ -6,15 +6,17 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
-from siglip_helpers import TINY_SIGLIP
 
 from helpers import REPO, TINY_CONFIG, TINY_SAM
+from siglip_helpers import TINY_SIGLIP
 
 PAPER_B = REPO / 'configs' / 'rsrefseg' / (
     'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_'
     'rrsisd-1024x1024.py')
-TEXTS = ['the red square on the left', 'a small blue circle',
-         'the largest green triangle']
+TEXTS = [
+    'the red square on the left', 'a small blue circle',
+    'the largest green triangle'
+]
 
 
 def _build(cfg: Config):
@@ -42,8 +44,8 @@ def model(request, siglip_spiece):
                     checkpoint=None,
                     tokenizer=siglip_spiece),
                 neck=dict(
-                    in_channels=32, prompt_dims=32,
-                    dense_prompt_size=(32, 32)),
+                    in_channels=32, prompt_dims=32, dense_prompt_size=(32,
+                                                                       32)),
                 decode_head=dict(
                     sam_arch=dict(_delete_=True, **TINY_SAM),
                     checkpoint=None))))

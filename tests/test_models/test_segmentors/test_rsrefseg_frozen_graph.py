@@ -5,7 +5,6 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import rsrefseg_mm  # noqa: F401
-
 from helpers import TINY_SAM, referring_samples
 
 FROZEN = dict(mode='frozen')
@@ -18,25 +17,38 @@ def build(tuning):
     cfg = dict(
         type='RSRefSeg',
         data_preprocessor=dict(
-            type='SegDataPreProcessor', mean=None, std=None,
-            bgr_to_rgb=True, size=(64, 64), pad_val=0, seg_pad_val=255),
+            type='SegDataPreProcessor',
+            mean=None,
+            std=None,
+            bgr_to_rgb=True,
+            size=(64, 64),
+            pad_val=0,
+            seg_pad_val=255),
         backbone=dict(
             type='CLIPBackbone',
             arch=dict(
-                image_size=64, patch_size=16, embed_dims=32, num_layers=1,
-                num_heads=2, output_dims=16, text_embed_dims=32,
-                text_num_layers=1, text_num_heads=2, context_length=16,
+                image_size=64,
+                patch_size=16,
+                embed_dims=32,
+                num_layers=1,
+                num_heads=2,
+                output_dims=16,
+                text_embed_dims=32,
+                text_num_layers=1,
+                text_num_heads=2,
+                context_length=16,
                 vocab_size=49408),
             checkpoint=None,
             image_tuning=tuning,
             text_tuning=tuning),
         neck=dict(
-            type='TextFilterNeck', in_channels=16, prompt_dims=32,
-            dense_prompt_size=(32, 32), down_spatial_times=1),
+            type='TextFilterNeck',
+            in_channels=16,
+            prompt_dims=32,
+            dense_prompt_size=(32, 32),
+            down_spatial_times=1),
         decode_head=dict(
-            type='SAMPromptHead',
-            sam_arch=TINY_SAM,
-            encoder_tuning=tuning),
+            type='SAMPromptHead', sam_arch=TINY_SAM, encoder_tuning=tuning),
         test_cfg=dict(mode='whole'))
     return MODELS.build(cfg).train()
 

@@ -45,16 +45,20 @@ def test_paper_rsrefseg_b_forward_backward(siglip_spiece):
     inputs = torch.randint(0, 256, (1, 3, 512, 512)).float()
     gt = torch.zeros(1, 512, 512, dtype=torch.long)
     gt[:, 100:300, 150:260] = 1
-    sample = SegDataSample(metainfo=dict(
-        text='the white storage tank left of the road', img_shape=(512, 512),
-        ori_shape=(512, 512), pad_shape=(512, 512)))
+    sample = SegDataSample(
+        metainfo=dict(
+            text='the white storage tank left of the road',
+            img_shape=(512, 512),
+            ori_shape=(512, 512),
+            pad_shape=(512, 512)))
     sample.gt_sem_seg = PixelData(data=gt)
     feats = model.extract_feat(inputs, [sample.metainfo])
     assert feats['sparse_prompts'].shape == (1, 49, 256)
     assert feats['dense_prompts'].shape == (1, 1, 128, 128)
     losses = model.loss(inputs, [sample])
-    assert set(k for k in losses if k.startswith('decode.loss')) == {
-        'decode.loss_ce'}  # 5 x BCE, no Dice
+    assert set(k for k in losses
+               if k.startswith('decode.loss')) == {'decode.loss_ce'
+                                                   }  # 5 x BCE, no Dice
     losses['decode.loss_ce'].backward()
 
     named = dict(model.named_parameters())
@@ -70,5 +74,6 @@ def test_paper_rsrefseg_b_forward_backward(siglip_spiece):
     assert not named['backbone.logit_scale'].requires_grad
     assert not named['neck.logit_bias'].requires_grad
     for prefix in ('neck.fuse', 'neck.final_proj', 'decode_head.mask_decoder'):
-        assert any(n.startswith(prefix) and named[n].grad is not None
-                   for n in trainable), prefix
+        assert any(
+            n.startswith(prefix) and named[n].grad is not None
+            for n in trainable), prefix

@@ -14,10 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from .clip_tokenizer import CLIPTokenizer
 from ...peft import apply_tuning
 from ..base_text_image_backbone import BaseTextImageBackbone
 from .clip_checkpoint import infer_clip_arch, load_clip_checkpoint
+from .clip_tokenizer import CLIPTokenizer
 from .clip_transformer import CLIPTextTower, CLIPVisionTower, to_2tuple
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -201,10 +201,12 @@ class CLIPBackbone(BaseTextImageBackbone):
                 f'smaller than the CLIP tokenizer vocabulary '
                 f'({self.tokenizer.vocab_size})')
         self.register_buffer(
-            'pixel_mean', torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255,
+            'pixel_mean',
+            torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255,
             persistent=False)
         self.register_buffer(
-            'pixel_std', torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255,
+            'pixel_std',
+            torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255,
             persistent=False)
 
         if checkpoint is not None:

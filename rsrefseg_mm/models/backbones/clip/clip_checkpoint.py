@@ -93,7 +93,7 @@ def load_clip_file(path: str) -> Dict[str, torch.Tensor]:
 
 
 def convert_clip_state_dict(
-        state_dict: Dict[str, torch.Tensor]
+    state_dict: Dict[str, torch.Tensor]
 ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
     """Convert an OpenAI / open_clip CLIP state dict to CLIPBackbone keys.
 

@@ -37,10 +37,10 @@ class LayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         orig_type = x.dtype
-        x = F.layer_norm(
-            x.float(), self.normalized_shape,
-            None if self.weight is None else self.weight.float(),
-            None if self.bias is None else self.bias.float(), self.eps)
+        x = F.layer_norm(x.float(), self.normalized_shape,
+                         None if self.weight is None else self.weight.float(),
+                         None if self.bias is None else self.bias.float(),
+                         self.eps)
         return x.to(orig_type)
 
 
@@ -244,8 +244,8 @@ class CLIPVisionTower(nn.Module):
         scale = embed_dims**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(embed_dims))
         self.positional_embedding = nn.Parameter(
-            scale * torch.randn(self.grid_size[0] * self.grid_size[1] + 1,
-                                embed_dims))
+            scale *
+            torch.randn(self.grid_size[0] * self.grid_size[1] + 1, embed_dims))
         self.ln_pre = LayerNorm(embed_dims)
         self.transformer = CLIPTransformer(embed_dims, num_layers, num_heads,
                                            quick_gelu, fast_attn, with_cp)
@@ -325,8 +325,9 @@ class CLIPTextTower(nn.Module):
         nn.init.normal_(self.text_projection, std=embed_dims**-0.5)
         self.transformer.init_weights()
 
-    def forward(self, tokens: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode token ids.
 
         Args:
@@ -362,6 +363,6 @@ def to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 __all__ = [
     'QuickGELU', 'LayerNorm', 'CLIPAttention', 'CLIPResidualBlock',
-    'CLIPTransformer', 'CLIPVisionTower', 'CLIPTextTower',
-    'resize_pos_embed', 'to_2tuple'
+    'CLIPTransformer', 'CLIPVisionTower', 'CLIPTextTower', 'resize_pos_embed',
+    'to_2tuple'
 ]

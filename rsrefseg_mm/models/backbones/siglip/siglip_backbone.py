@@ -15,11 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from .siglip_checkpoint import siglip_tokenizer_path
-from .siglip_tokenizer import SigLIPTokenizer
 from ...peft import apply_tuning
 from ..base_text_image_backbone import BaseTextImageBackbone
-from .siglip_checkpoint import load_siglip_checkpoint
+from .siglip_checkpoint import load_siglip_checkpoint, siglip_tokenizer_path
+from .siglip_tokenizer import SigLIPTokenizer
 from .siglip_transformer import SiglipTextTower, SiglipVisionTower
 
 DEFAULT_LORA_TARGETS = ('self_attn.q_proj', 'self_attn.k_proj',
@@ -222,8 +221,9 @@ class SigLIPBackbone(BaseTextImageBackbone):
         state_dict = load_siglip_checkpoint(path, self.arch_name)
         own = self.state_dict()
         tower_missing = [
-            k for k in own if k not in state_dict and k.startswith(
-                ('vision_model.', 'text_model.'))
+            k for k in own
+            if k not in state_dict and k.startswith(('vision_model.',
+                                                     'text_model.'))
         ]
         if strict and tower_missing and any(k in own for k in state_dict):
             raise ValueError(

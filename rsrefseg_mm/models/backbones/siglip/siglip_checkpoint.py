@@ -125,8 +125,8 @@ def _split_qkv(out: dict, prefix: str, weight: torch.Tensor,
 
 
 def convert_open_clip_siglip(
-        state_dict: Dict[str, torch.Tensor]
-) -> 'OrderedDict[str, torch.Tensor]':
+        state_dict: Dict[str,
+                         torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """open_clip SigLIP keys -> transformers / :class:`SigLIPBackbone` keys.
 
     Image: timm ``visual.trunk.{patch_embed.proj, pos_embed, blocks.N.{norm1,
@@ -144,8 +144,10 @@ def convert_open_clip_siglip(
         have no counterpart are kept unchanged (reported by the loader).
     """
     out = OrderedDict()
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v
-          for k, v in state_dict.items()}
+    sd = {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in state_dict.items()
+    }
     vis, txt = 'vision_model', 'text_model'
     for k, v in sd.items():
         if k.startswith('visual.trunk.'):
@@ -155,8 +157,9 @@ def convert_open_clip_siglip(
                 p = f'{vis}.encoder.layers.{n}'
                 if rest.startswith('attn.qkv.'):
                     if rest.endswith('weight'):
-                        _split_qkv(out, f'{p}.self_attn', v,
-                                   sd[f'visual.trunk.blocks.{n}.attn.qkv.bias'])
+                        _split_qkv(
+                            out, f'{p}.self_attn', v,
+                            sd[f'visual.trunk.blocks.{n}.attn.qkv.bias'])
                     continue
                 rest = rest.replace('norm1', 'layer_norm1').replace(
                     'norm2', 'layer_norm2').replace('attn.proj',
@@ -195,14 +198,17 @@ def convert_open_clip_siglip(
                 if rest.startswith('attn.in_proj_'):
                     kind = rest.rsplit('_', 1)[1]
                     if kind == 'weight':
-                        _split_qkv(out, f'{p}.self_attn', v, sd[
-                            f'text.transformer.resblocks.{n}.attn.in_proj_bias'])
+                        _split_qkv(
+                            out, f'{p}.self_attn', v,
+                            sd['text.transformer.resblocks.'
+                               f'{n}.attn.in_proj_bias'])
                     continue
                 rest = rest.replace('ln_1', 'layer_norm1').replace(
-                    'ln_2', 'layer_norm2').replace(
-                        'attn.out_proj', 'self_attn.out_proj').replace(
-                            'mlp.c_fc', 'mlp.fc1').replace(
-                                'mlp.c_proj', 'mlp.fc2')
+                    'ln_2',
+                    'layer_norm2').replace('attn.out_proj',
+                                           'self_attn.out_proj').replace(
+                                               'mlp.c_fc', 'mlp.fc1').replace(
+                                                   'mlp.c_proj', 'mlp.fc2')
                 out[f'{p}.{rest}'] = v
             elif k == 'token_embedding.weight':
                 out[f'{txt}.embeddings.token_embedding.weight'] = v
@@ -234,8 +240,9 @@ def load_siglip_checkpoint(path: str,
         ``logit_scale``, ``logit_bias`` (dtype as stored).
     """
     state = load_siglip_file(path, arch)
-    if any(k.startswith(('visual.trunk.', 'module.visual.trunk.'))
-           for k in state):
+    if any(
+            k.startswith(('visual.trunk.', 'module.visual.trunk.'))
+            for k in state):
         return convert_open_clip_siglip(state)
     out = OrderedDict()
     for k, v in state.items():
@@ -246,7 +253,8 @@ def load_siglip_checkpoint(path: str,
 
 __all__ = [
     'SIGLIP_FILES', 'resolve_siglip_file', 'load_siglip_file',
-    'convert_open_clip_siglip', 'load_siglip_checkpoint', 'siglip_tokenizer_path'
+    'convert_open_clip_siglip', 'load_siglip_checkpoint',
+    'siglip_tokenizer_path'
 ]
 
 

@@ -22,8 +22,8 @@ class SigLIPTokenizer(SigLIPSentencePiece):
     ``unk_token``).
     """
 
-    def tokenize(self, texts: Sequence[str]) -> Tuple[torch.Tensor,
-                                                      torch.Tensor]:
+    def tokenize(self,
+                 texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Tokenize a batch to fixed-length ids.
 
         Args:

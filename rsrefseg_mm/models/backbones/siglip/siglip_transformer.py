@@ -325,8 +325,9 @@ class SiglipTextTower(nn.Module):
                                      hidden_dims, eps, with_cp)
         self.final_layer_norm = nn.LayerNorm(embed_dims, eps=eps)
         self.head = nn.Linear(embed_dims, output_dims)
-        nn.init.normal_(self.embeddings.position_embedding.weight,
-                        std=1 / math.sqrt(embed_dims))
+        nn.init.normal_(
+            self.embeddings.position_embedding.weight,
+            std=1 / math.sqrt(embed_dims))
 
     def forward(
         self,
@@ -358,6 +359,6 @@ class SiglipTextTower(nn.Module):
 
 __all__ = [
     'SiglipAttention', 'SiglipMLP', 'SiglipEncoderLayer', 'SiglipEncoder',
-    'SiglipPatchEmbeddings', 'SiglipAttentionPoolingHead',
-    'SiglipVisionTower', 'SiglipTextTower'
+    'SiglipPatchEmbeddings', 'SiglipAttentionPoolingHead', 'SiglipVisionTower',
+    'SiglipTextTower'
 ]
