@@ -34,8 +34,9 @@ $PY tools/dataset_converters/synthetic_to_rrsisd.py "$WORK/scenes" \
     --expression-types attribute > /dev/null
 IMG=$(ls "$WORK"/scenes/images/rrsisd/JPEGImages/* | head -1)
 TEXT=$($PY - "$WORK/scenes" "$IMG" <<'PYEOF'
-import os.path as osp, pickle, sys
-refs = pickle.load(open(osp.join(sys.argv[1], 'refs(unc).p'), 'rb'))
+import os.path as osp, sys
+from rsrefseg_mm.utils import load_plain_pickle_file
+refs = load_plain_pickle_file(osp.join(sys.argv[1], 'refs(unc).p'))
 name = osp.basename(sys.argv[2])
 print(next(r['sentences'][0]['sent'] for r in refs if r['file_name'] == name))
 PYEOF

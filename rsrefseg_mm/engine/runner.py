@@ -5,6 +5,7 @@ import os.path as osp
 from typing import Union
 
 from mmengine.config import Config, ConfigDict
+from mmengine.dist import master_only
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
@@ -86,6 +87,7 @@ class RSRefSegRunner(Runner):
         with checkpoint_loading(filename):
             return super().load_checkpoint(filename, **kwargs)
 
+    @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args,
                         **kwargs) -> None:
         """mmengine's ``save_checkpoint``, atomic for local folders.
