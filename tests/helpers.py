@@ -15,6 +15,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from rasterio.transform import Affine
 
 #: Repository root.
 REPO = Path(__file__).resolve().parents[1]
@@ -262,3 +263,27 @@ def sam_block_pair(dim: int = 32,
     enable_fast_attention(fast)
     assert type(fast) is SAMFastBlock and type(fast.attn) is SAMFastAttention
     return stock, fast
+
+
+#: Web Mercator with non-square pixels (2 m wide, 3 m high) and an origin
+#: away from zero (geo tests).
+NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)
+
+
+def write_tif(path, data, crs, transform, **kwargs) -> str:
+    """Write (C, H, W) ``data`` as a GeoTIFF (rasterio); returns the path."""
+    import rasterio
+    c, h, w = data.shape
+    with rasterio.open(
+            path,
+            'w',
+            driver='GTiff',
+            width=w,
+            height=h,
+            count=c,
+            dtype=data.dtype,
+            crs=crs,
+            transform=transform,
+            **kwargs) as dst:
+        dst.write(data)
+    return str(path)

@@ -1,32 +1,12 @@
 """Synthetic GeoTIFFs written with rasterio for the geo tests."""
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import Affine, from_origin
+from rasterio.transform import from_origin
+
+from helpers import NON_SQUARE, write_tif
 
 #: UTM 33N (the synthetic files use 10 m pixels)
 UTM = 'EPSG:32633'
-#: Web Mercator with non-square pixels (2 m wide, 3 m high) and an origin
-#: away from zero
-NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)
-
-
-def write_tif(path, data, crs, transform, **kwargs):
-    """Write (C, H, W) ``data`` as a GeoTIFF."""
-    c, h, w = data.shape
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            width=w,
-            height=h,
-            count=c,
-            dtype=data.dtype,
-            crs=crs,
-            transform=transform,
-            **kwargs) as dst:
-        dst.write(data)
-    return str(path)
 
 
 @pytest.fixture(scope='session')

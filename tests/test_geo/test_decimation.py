@@ -11,27 +11,7 @@ from rsrefseg_deploy.geo.decimation import (READ_CACHE_BYTES, read_bands,
                                             read_cache_env)
 from rsrefseg_deploy.geo.roi import apply_affine
 from rsrefseg_mm.geo import decimated_shape, read_image, scale_transform
-
-#: Web Mercator, 2 m wide and 3 m high pixels, origin away from zero
-NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)
-
-
-def write_tif(path, data, crs, transform, **kwargs):
-    """Write (C, H, W) ``data`` as a GeoTIFF; returns the path."""
-    c, h, w = data.shape
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            width=w,
-            height=h,
-            count=c,
-            dtype=data.dtype,
-            crs=crs,
-            transform=transform,
-            **kwargs) as dst:
-        dst.write(data)
-    return str(path)
+from helpers import NON_SQUARE, write_tif
 
 
 @pytest.mark.parametrize(

@@ -4,33 +4,12 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
-from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from rsrefseg_deploy.geo import native_mask as native_mask_module
 from rsrefseg_deploy.geo.native_mask import upsample_bilinear
 from rsrefseg_mm.geo import read_image, write_native_mask_geotiff
-
-#: Web Mercator, 2 m wide and 3 m high pixels, origin away from zero
-NON_SQUARE = Affine(2.0, 0.0, 1_300_000.0, 0.0, -3.0, 5_100_000.0)
-
-
-def write_tif(path, data, crs, transform, **kwargs):
-    """Write (C, H, W) ``data`` as a GeoTIFF; returns the path."""
-    c, h, w = data.shape
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            width=w,
-            height=h,
-            count=c,
-            dtype=data.dtype,
-            crs=crs,
-            transform=transform,
-            **kwargs) as dst:
-        dst.write(data)
-    return str(path)
+from helpers import NON_SQUARE, write_tif
 
 
 @pytest.mark.parametrize('in_shape, out_shape', [((7, 5), (30, 23)),
