@@ -9,8 +9,7 @@ thresholded after the sigmoid; nodata pixels are never the target.
 """
 import json
 import os.path as osp
-from collections import OrderedDict
-from typing import Hashable, List, NamedTuple, Optional, Sequence, Union
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from .geo import (DEFAULT_STRETCH, RasterImage, image_cache_key,
                   load_referring_image)
 from .geo.inputs import WORKING_SIZE_FACTOR
+from .lru_cache import LRUCache
 from .tokenizers import CLIPBPE, SigLIPSentencePiece
 
 DEPLOY_FORMAT = 'rsrefseg-onnx/1'
@@ -109,8 +109,7 @@ class OnnxReferringPredictor:
             self.info['num_expressions'])
         self.max_read_size = WORKING_SIZE_FACTOR * max(self.input_size) \
             if max_read_size == 'auto' else max_read_size
-        self.cache_size = int(cache_size)
-        self.cache: 'OrderedDict[Hashable, tuple]' = OrderedDict()
+        self.cache = LRUCache(cache_size)
         self.reset_image()
 
     @staticmethod
@@ -154,10 +153,10 @@ class OnnxReferringPredictor:
         arguments as ``rsrefseg_mm.apis.ReferringPredictor.set_image``."""
         self.reset_image()
         key = image_cache_key(image, bands, stretch, roi, roi_crs,
-                              self.max_read_size) if self.cache_size else None
-        if key is not None and key in self.cache:
-            self.cache.move_to_end(key)
-            self.image, self.embeddings = self.cache[key]
+                              self.max_read_size) if self.cache.size else None
+        cached = self.cache.lookup(key)
+        if cached is not None:
+            self.image, self.embeddings = cached
             self.from_cache = True
             return self.image
         raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
@@ -165,10 +164,7 @@ class OnnxReferringPredictor:
         self.embeddings = tuple(
             self.encoder.run(None, {'image': self.preprocess(raster)}))
         self.image = raster
-        if key is not None:
-            self.cache[key] = (raster, self.embeddings)
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+        self.cache.store(key, (raster, self.embeddings))
         return raster
 
     def _check(self, texts: List[str]) -> None:

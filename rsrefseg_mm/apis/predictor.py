@@ -8,8 +8,7 @@ Example:
     >>> tank, road = predictor.predict(['the white tank', 'the road'])
     >>> mask = tank.pred_sem_seg.data[0].numpy()  # (H, W) 0/1
 """
-from collections import OrderedDict
-from typing import Hashable, Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from rsrefseg_deploy.geo.stretch import StretchType
+from rsrefseg_deploy.lru_cache import LRUCache
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH, RasterImage
 from .pipeline import (InputType, build_test_pipeline, image_cache_key,
@@ -93,12 +93,9 @@ class ReferringPredictor:
                  max_read_size: Union[int, str, None] = 'auto') -> None:
         if max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {max_batch}')
-        if cache_size < 0:
-            raise ValueError(f'cache_size must be >= 0, got {cache_size}')
         self.model = model
         self.max_batch = int(max_batch)
-        self.cache_size = int(cache_size)
-        self.cache: 'OrderedDict[Hashable, tuple]' = OrderedDict()
+        self.cache = LRUCache(cache_size)
         self.pipeline = build_test_pipeline(model.cfg)
         self.max_read_size = resolve_max_read_size(max_read_size, model.cfg)
         self.reset_image()
@@ -140,10 +137,10 @@ class ReferringPredictor:
         """
         self.reset_image()
         key = image_cache_key(image, bands, stretch, roi, roi_crs) \
-            if self.cache_size else None
-        if key is not None and key in self.cache:
-            self.cache.move_to_end(key)
-            self.image, self.embeddings, self._template = self.cache[key]
+            if self.cache.size else None
+        cached = self.cache.lookup(key)
+        if cached is not None:
+            self.image, self.embeddings, self._template = cached
             self.from_cache = True
             return self.image
         raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
@@ -155,10 +152,7 @@ class ReferringPredictor:
         self.embeddings = self.model.encode_image(data['inputs'])
         self._template = data['data_samples'][0]
         self.image = raster
-        if key is not None:
-            self.cache[key] = (raster, self.embeddings, self._template)
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+        self.cache.store(key, (raster, self.embeddings, self._template))
         return raster
 
     def _chunks(self, texts: List[str]) -> Iterator[List[str]]:
