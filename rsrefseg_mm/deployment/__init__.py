@@ -1,7 +1,7 @@
-from .export import export_onnx, file_sha256, model_input_size
+from .export import DEFAULT_OPSET, export_onnx, file_sha256, model_input_size
 from .onnx_graphs import DecoderGraph, ImageEncoderGraph
 
 __all__ = [
-    'export_onnx', 'file_sha256', 'model_input_size', 'DecoderGraph',
-    'ImageEncoderGraph'
+    'DEFAULT_OPSET', 'export_onnx', 'file_sha256', 'model_input_size',
+    'DecoderGraph', 'ImageEncoderGraph'
 ]

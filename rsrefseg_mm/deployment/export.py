@@ -23,12 +23,16 @@ import torch.nn as nn
 from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
+from .onnx_attention import OnnxSAMAttention
 from .onnx_graphs import DecoderGraph, ImageEncoderGraph
-from .onnx_symbolics import register_onnx_symbolics
+from .onnx_symbolics import CONTRIB_DOMAIN, CONTRIB_VERSION, onnx_symbolics
 
 #: Expressions traced into the decoder (any N runs with dynamic axes).
 EXAMPLE_TEXTS = ('the white storage tank left of the road', 'a ship')
 DEPLOY_FORMAT = 'rsrefseg-onnx/1'
+#: ``Gelu`` with ``approximate='tanh'`` (SigLIP's MLP) is one operator from
+#: opset 20 on, nine element-wise ones before.
+DEFAULT_OPSET = 20
 
 
 def file_sha256(path: Optional[str]) -> Optional[str]:
@@ -82,9 +86,10 @@ def export_onnx(model: nn.Module,
                 out_dir: str,
                 config_path: Optional[str] = None,
                 checkpoint_path: Optional[str] = None,
-                opset: int = 18,
+                opset: int = DEFAULT_OPSET,
                 dynamic_expressions: bool = True,
-                texts: Sequence[str] = EXAMPLE_TEXTS) -> dict:
+                texts: Sequence[str] = EXAMPLE_TEXTS,
+                contrib_ops: bool = True) -> dict:
     """Write ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and
     the tokenizer file into ``out_dir``.
 
@@ -96,23 +101,28 @@ def export_onnx(model: nn.Module,
         out_dir (str): Output folder (created).
         config_path (str, optional): For the hash in ``deploy.json``.
         checkpoint_path (str, optional): For the hash in ``deploy.json``.
-        opset (int): ONNX opset. Defaults to 18 (CLIP's anti-aliased
-            resize needs ``Resize(antialias=1)``, opset >= 18).
+        opset (int): ONNX opset, at least 18 for CLIP's anti-aliased resize
+            (``Resize(antialias=1)``). Defaults to :data:`DEFAULT_OPSET`.
         dynamic_expressions (bool): Any number of expressions per decoder
             call (dynamic first axis); else exactly ``len(texts)``.
         texts (Sequence[str]): Expressions traced into the decoder.
+        contrib_ops (bool): SAM's global attention as ONNX Runtime's fused
+            ``com.microsoft.MultiHeadAttention``
+            (:class:`~rsrefseg_mm.deployment.onnx_attention.OnnxSAMAttention`).
+            False writes standard ONNX operators only, for other runtimes
+            (slower under ONNX Runtime: the attention matrices are
+            materialised). Defaults to True.
 
     Returns:
         dict: The contents of ``deploy.json`` (plus export times and sizes).
     """
     os.makedirs(out_dir, exist_ok=True)
-    register_onnx_symbolics(opset)
     model = copy.deepcopy(model).cpu().eval()
     merged = merge_lora(model)
     for module in model.modules():
         if isinstance(module, SAMFastAttention):
-            # relative positions folded into q / k: plain attention ops
-            module.rel_pos_mode = 'augmented'
+            module.__class__ = OnnxSAMAttention
+            module.contrib_ops = contrib_ops
         if isinstance(module, SAMFastBlock):
             # segment-anything's pad-and-partition windows: traceable ops
             module.fused_window_min_tokens = sys.maxsize
@@ -145,15 +155,18 @@ def export_onnx(model: nn.Module,
                                                       ['logits', 'global_map'
                                                        ], dynamic)):
         start = time.perf_counter()
-        torch.onnx.export(
-            graph,
-            args,
-            osp.join(out_dir, f'{name}.onnx'),
-            dynamo=False,
-            opset_version=opset,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes)
+        with onnx_symbolics(opset):
+            torch.onnx.export(
+                graph,
+                args,
+                osp.join(out_dir, f'{name}.onnx'),
+                dynamo=False,
+                opset_version=opset,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                custom_opsets={CONTRIB_DOMAIN: CONTRIB_VERSION}
+                if contrib_ops else None)
         times[name] = time.perf_counter() - start
     info = dict(
         format=DEPLOY_FORMAT,
@@ -172,6 +185,7 @@ def export_onnx(model: nn.Module,
         dynamic_expressions=bool(dynamic_expressions),
         num_expressions=len(texts),
         opset=opset,
+        contrib_ops=CONTRIB_DOMAIN if contrib_ops else None,
         lora_layers_merged=merged,
         config=osp.basename(config_path) if config_path else None,
         config_sha256=file_sha256(config_path),

@@ -1,9 +1,21 @@
-"""ONNX symbolics that PyTorch's TorchScript exporter lacks."""
+"""ONNX symbolics for ``torch.onnx.export`` (TorchScript exporter).
+
+- ``aten::_upsample_bicubic2d_aa`` (CLIP's anti-aliased resize), which the
+  exporter lacks, registered only inside :func:`onnx_symbolics`;
+- :func:`multihead_attention`: ONNX Runtime's fused
+  ``com.microsoft.MultiHeadAttention``, the symbolic of
+  :class:`~rsrefseg_mm.deployment.onnx_attention.MultiHeadAttentionFunction`.
+"""
+import contextlib
+from typing import Iterator
+
 import torch
 from torch.onnx import symbolic_helper
 
 #: ``Resize`` has its ``antialias`` attribute from this opset on.
 ANTIALIAS_MIN_OPSET = 18
+#: Domain and version of ONNX Runtime's contrib operators.
+CONTRIB_DOMAIN, CONTRIB_VERSION = 'com.microsoft', 1
 
 
 def _bicubic_antialias(g, input, output_size, align_corners, scale_factors):
@@ -39,9 +51,43 @@ def _bicubic_antialias(g, input, output_size, align_corners, scale_factors):
         coordinate_transformation_mode_s='half_pixel')
 
 
-def register_onnx_symbolics(opset: int) -> None:
-    """Register the symbolics of this module for ``opset`` (an anti-aliased
-    resize needs opset >= :data:`ANTIALIAS_MIN_OPSET`)."""
+def multihead_attention(g, query, key, value, num_heads: int, scale: float):
+    """``com.microsoft.MultiHeadAttention`` (ONNX Runtime's fused
+    attention).
+
+    Args:
+        g: The exporter's graph context.
+        query, key, value: (B, S, nH * D), (B, T, nH * D), (B, T, nH * Dv).
+        num_heads (int): nH.
+        scale (float): Scale of the q·k product.
+
+    Returns:
+        The attention output (B, S, nH * Dv).
+    """
+    return g.op(
+        f'{CONTRIB_DOMAIN}::MultiHeadAttention',
+        query,
+        key,
+        value,
+        num_heads_i=num_heads,
+        scale_f=scale)
+
+
+@contextlib.contextmanager
+def onnx_symbolics(opset: int) -> Iterator[None]:
+    """Register the symbolics of this module for one export.
+
+    Args:
+        opset (int): The export's opset (the anti-aliased resize needs
+            opset >= :data:`ANTIALIAS_MIN_OPSET`).
+    """
+    symbolics = []
     if opset >= ANTIALIAS_MIN_OPSET:
-        torch.onnx.register_custom_op_symbolic('aten::_upsample_bicubic2d_aa',
-                                               _bicubic_antialias, opset)
+        symbolics.append(('aten::_upsample_bicubic2d_aa', _bicubic_antialias))
+    for name, fn in symbolics:
+        torch.onnx.register_custom_op_symbolic(name, fn, opset)
+    try:
+        yield
+    finally:
+        for name, _ in symbolics:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)

@@ -35,6 +35,13 @@ def test_deploy_files(exported):
     assert deploy['input_size'] == [128, 128]
     assert osp.isfile(osp.join(out, deploy['tokenizer']['file']))
     assert deploy['threshold'] == model.decode_head.threshold
+    assert deploy['opset'] == 20 and deploy['contrib_ops'] == 'com.microsoft'
+    encoder = onnx.load(osp.join(out, 'image_encoder.onnx'))
+    ops = [n.op_type for n in encoder.graph.node]
+    # SAM's blocks: fused attention, no Einsum, no attention matrix
+    assert ops.count('MultiHeadAttention') == \
+        len(model.decode_head.image_encoder.blocks)
+    assert 'Einsum' not in ops
     assert len(deploy['checkpoint_sha256']) == 64
     if deploy['tokenizer']['kind'] == 'siglip-sentencepiece':
         assert deploy['decoder_inputs'][-1] == 'token_mask'
@@ -75,11 +82,13 @@ def test_onnx_benchmark_tool(tmp_path, capsys):
     assert '| follow-up |' in capsys.readouterr().out
 
 
-def test_export_with_padded_windows(tmp_path):
+@pytest.mark.parametrize('contrib_ops', [True, False])
+def test_export_with_padded_windows(tmp_path, contrib_ops):
     """A SAM grid of 64 x 64 tokens with 14 x 14 windows (SAM at 1024:
     the fused, padding-free windowed blocks in PyTorch) exports with
     segment-anything's pad-and-partition windows and gives the same
-    image embeddings."""
+    image embeddings, with ONNX Runtime's fused attention or standard
+    operators only."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -96,7 +105,10 @@ def test_export_with_padded_windows(tmp_path):
     assert any(
         m.uses_fused_windows(torch.zeros(1, 64, 64, 8))
         for m in model.modules() if isinstance(m, SAMFastBlock))
-    export_onnx(model, cfg, str(tmp_path))
+    info = export_onnx(model, cfg, str(tmp_path), contrib_ops=contrib_ops)
+    assert info['contrib_ops'] == ('com.microsoft' if contrib_ops else None)
+    graph = onnx.load(str(tmp_path / 'image_encoder.onnx')).graph
+    assert any(n.domain == 'com.microsoft' for n in graph.node) == contrib_ops
     enc = ort.InferenceSession(str(tmp_path / 'image_encoder.onnx'))
     img_feats, emb = enc.run(None, {'image': x.numpy()})
     with torch.no_grad():

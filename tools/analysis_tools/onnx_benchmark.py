@@ -1,7 +1,8 @@
 """ONNX Runtime next to eager PyTorch: first query and follow-up latency.
 
     python tools/analysis_tools/onnx_benchmark.py CONFIG [--checkpoint CKPT] \
-        [--model-dir DIR] [--repeats 5] [--threads 2] [--cfg-options ...]
+        --model-dir DIR [--opset 20] [--repeats 5] [--threads 2] \
+        [--cfg-options ...]
 
 Builds the model (random weights unless ``--checkpoint``; the config's
 pretrained paths are not read), exports it to ``--model-dir`` when that has
@@ -38,6 +39,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--model-dir',
         required=True,
         help='exported model (exported here if missing)')
+    parser.add_argument(
+        '--opset',
+        type=int,
+        help='ONNX opset of the export (default: '
+        'export_onnx\'s)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument(
@@ -49,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> Dict[str, dict]:
     import onnxruntime as ort
 
-    from rsrefseg_mm.deployment import export_onnx, model_input_size
+    from rsrefseg_mm.deployment import (DEFAULT_OPSET, export_onnx,
+                                        model_input_size)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,6 +70,7 @@ def main(argv=None) -> Dict[str, dict]:
             args.model_dir,
             args.config,
             args.checkpoint,
+            opset=args.opset or DEFAULT_OPSET,
             texts=TEXTS)
         print(f'exported in {time.perf_counter() - start:.1f} s: '
               f'{info["bytes"]} bytes')

@@ -1,13 +1,16 @@
 """Export a trained RSRefSeg to ONNX for ONNX Runtime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir DIR \
-        [--opset 18] [--dynamic-expressions]
+        [--opset 20] [--dynamic-expressions] [--no-contrib-ops]
 
 writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
 tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
-checks both graphs with ``onnx.checker``. Run the result with
-``python -m rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR --out-dir
-OUT`` (only ONNX Runtime needed: ``pip install ".[deploy]"``).
+checks both graphs with ``onnx.checker``. SAM's attention is ONNX
+Runtime's fused ``com.microsoft.MultiHeadAttention`` unless
+``--no-contrib-ops`` (standard operators only, for other runtimes). Run
+the result with ``python -m rsrefseg_deploy IMAGE "EXPRESSION" --model-dir
+DIR --out-dir OUT`` (only ONNX Runtime needed: ``pip install
+".[deploy]"``).
 """
 import argparse
 import json
@@ -16,7 +19,7 @@ import os.path as osp
 from mmengine.config import DictAction
 
 from rsrefseg_mm.apis import init_referring_model
-from rsrefseg_mm.deployment import export_onnx
+from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,7 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='trained checkpoint')
     parser.add_argument('--out-dir', required=True, help='output folder')
-    parser.add_argument('--opset', type=int, default=18, help='ONNX opset')
+    parser.add_argument(
+        '--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset')
+    parser.add_argument(
+        '--no-contrib-ops',
+        action='store_true',
+        help='standard ONNX operators only (no com.microsoft '
+        'MultiHeadAttention; slower under ONNX Runtime)')
     parser.add_argument(
         '--dynamic-expressions',
         action='store_true',
@@ -55,7 +64,7 @@ def main(argv=None) -> dict:
     texts = [f'the white storage tank number {i}' for i in range(count)]
     info = export_onnx(model, model.cfg, args.out_dir, args.config,
                        args.checkpoint, args.opset, args.dynamic_expressions,
-                       texts)
+                       texts, not args.no_contrib_ops)
     for name in ('image_encoder', 'decoder'):
         onnx.checker.check_model(osp.join(args.out_dir, f'{name}.onnx'))
     print(

@@ -163,19 +163,65 @@ def chunked_rel_pos_attention(q: torch.Tensor,
     return out
 
 
+def fold_rel_pos_into_qk(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        rel_h: torch.Tensor,
+        rel_w: torch.Tensor,
+        scale: float,
+        multiple: int = 8,
+        token_dim: int = 2) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys whose scaled product carries the relative positions.
+
+    ``q·k * scale + rel_h[i, kh] + rel_w[i, kw]`` equals ``q'·k' * scale``
+    with ``q' = [q, rel_h / scale, rel_w / scale]`` and
+    ``k' = [k, onehot(kh), onehot(kw)]``; both are zero-padded to a head
+    size that is a multiple of ``multiple``.
+
+    Args:
+        q (Tensor): Queries (B, nH, N, C), or (B, N, nH, C) with
+            ``token_dim=1``.
+        k (Tensor): Keys, as ``q``.
+        rel_h (Tensor): Height terms (B, nH, N, kH) with kH * kW == N (or
+            (B, N, nH, kH)).
+        rel_w (Tensor): Width terms (B, nH, N, kW) (or (B, N, nH, kW)).
+        scale (float): Scale of the q·k product.
+        multiple (int): Head size granularity. Defaults to 8.
+        token_dim (int): Token axis N of all four. Defaults to 2.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``q'`` and ``k'``, head size D = C + kH + kW
+        rounded up to a multiple of ``multiple``.
+    """
+    N, C = q.shape[token_dim], q.shape[-1]
+    kH, kW = rel_h.shape[-1], rel_w.shape[-1]
+    extra = kH + kW
+    pad = -(C + extra) % multiple
+    key = torch.arange(N, device=q.device)
+    onehot = q.new_zeros(N, extra + pad)
+    onehot[key, key // kW] = 1
+    onehot[key, kH + key % kW] = 1
+    shape = [1] * q.dim()
+    shape[token_dim], shape[-1] = N, extra + pad
+    q_parts = [q, rel_h / scale, rel_w / scale]
+    if pad:
+        q_parts.append(q.new_zeros(*q.shape[:-1], pad))
+    q = torch.cat(q_parts, dim=-1)
+    k = torch.cat([k, onehot.view(shape).expand(*k.shape[:-1], -1)], dim=-1)
+    return q, k
+
+
 def augmented_rel_pos_attention(q: torch.Tensor, k: torch.Tensor,
                                 v: torch.Tensor, rel_h: torch.Tensor,
                                 rel_w: torch.Tensor,
                                 scale: float) -> torch.Tensor:
-    """SDPA with the decomposed relative positions folded into q and k.
+    """SDPA with the decomposed relative positions folded into q and k
+    (:func:`fold_rel_pos_into_qk`).
 
-    ``q·k * scale + rel_h[i, kh] + rel_w[i, kw]`` equals ``q'·k' * scale``
-    with ``q' = [q, rel_h / scale, rel_w / scale]`` and
-    ``k' = [k, onehot(kh), onehot(kw)]``, so attention needs no mask at all:
-    no (N, N) bias is built, saved for backward or given a gradient, and
-    SDPA may pick its flash kernel. The head size ``C + kH + kW`` is
-    zero-padded to a multiple of 8 (q', k' and v alike: PyTorch's flash
-    kernels want equal q/k/v head sizes that are multiples of 8, and would
+    Attention then needs no mask at all: no (N, N) bias is built, saved for
+    backward or given a gradient, and SDPA may pick its flash kernel. v is
+    zero-padded to the head size of q' and k' too (PyTorch's flash kernels
+    want equal q/k/v head sizes that are multiples of 8, and would
     otherwise pad q, k and v once more themselves); the padding is sliced
     off the output. The q·k and attention·v products get ``kH + kW`` (+
     padding) more channels: 64 -> 192 for a global block of SAM at 1024,
@@ -195,19 +241,8 @@ def augmented_rel_pos_attention(q: torch.Tensor, k: torch.Tensor,
         Tensor: Attention output (B, nH, N, C), a view into (B, nH, N, D),
         D = C + kH + kW rounded up to a multiple of 8.
     """
-    B, nH, N, C = q.shape
-    kH, kW = rel_h.shape[-1], rel_w.shape[-1]
-    extra = kH + kW
-    pad = -(C + extra) % 8
-    key = torch.arange(N, device=q.device)
-    onehot = q.new_zeros(N, extra + pad)
-    onehot[key, key // kW] = 1
-    onehot[key, kH + key % kW] = 1
-    q_parts = [q, rel_h / scale, rel_w / scale]
-    if pad:
-        q_parts.append(q.new_zeros(B, nH, N, pad))
-    q = torch.cat(q_parts, dim=-1)
-    k = torch.cat([k, onehot.expand(B, nH, N, extra + pad)], dim=-1)
-    v = F.pad(v, (0, extra + pad))
+    C = q.shape[-1]
+    q, k = fold_rel_pos_into_qk(q, k, rel_h, rel_w, scale)
+    v = F.pad(v, (0, q.shape[-1] - C))
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     return out[..., :C]

@@ -91,27 +91,38 @@ class SAMFastAttention(Attention):
         qkv = qkv.reshape(B, H * W, 3, self.num_heads,
                           -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, nH, H*W, C')
-        # default scale of SDPA is head_dim ** -0.5 == self.scale
-        if not self.use_rel_pos:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            mode = self._rel_pos_mode(q)
-            if mode == 'mask':
-                attn_mask = decomposed_rel_pos_bias(q, self.rel_pos_h,
-                                                    self.rel_pos_w, H, W)
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=attn_mask)
-            else:
-                rel_h, rel_w = decomposed_rel_pos_terms(
-                    q, self.rel_pos_h, self.rel_pos_w, H, W)
-                if mode == 'chunked':
-                    out = chunked_rel_pos_attention(q, k, v, rel_h, rel_w,
-                                                    self.max_mask_bytes)
-                else:
-                    out = augmented_rel_pos_attention(q, k, v, rel_h, rel_w,
-                                                      self.scale)
+        out = self.attention(q, k, v, H, W)
         return out.view(B, self.num_heads, H, W,
                         -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  height: int, width: int) -> torch.Tensor:
+        """Scaled dot-product attention with the relative positions.
+
+        Args:
+            q (Tensor): Queries (B, nH, N, C'), N = height * width.
+            k (Tensor): Keys (B, nH, N, C').
+            v (Tensor): Values (B, nH, N, C').
+            height (int): Token grid height.
+            width (int): Token grid width.
+
+        Returns:
+            Tensor: (B, nH, N, C'), possibly a strided view.
+        """
+        # default scale of SDPA is head_dim ** -0.5 == self.scale
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v)
+        mode = self._rel_pos_mode(q)
+        if mode == 'mask':
+            attn_mask = decomposed_rel_pos_bias(q, self.rel_pos_h,
+                                                self.rel_pos_w, height, width)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        rel_h, rel_w = decomposed_rel_pos_terms(q, self.rel_pos_h,
+                                                self.rel_pos_w, height, width)
+        if mode == 'chunked':
+            return chunked_rel_pos_attention(q, k, v, rel_h, rel_w,
+                                             self.max_mask_bytes)
+        return augmented_rel_pos_attention(q, k, v, rel_h, rel_w, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention over a token grid.
