@@ -22,6 +22,10 @@ visualizer = dict(
 log_level = 'INFO'
 load_from = None
 resume = False
+# load_from / resume / tools/test.py checkpoints must match the model
+# exactly (CheckpointMismatchError names the file and keys); False loads
+# the matching tensors and logs the rest (mmengine's default)
+strict_load = True
 
 # tools/test.py --tta wraps the model: it averages the foreground
 # probabilities of the views of the dataset's `tta_pipeline`.

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
 from mmseg.structures import SegDataSample
 
 from rsrefseg_deploy.geo.stretch import StretchType
 from ..datasets.text import check_expression
 from ..geo import DEFAULT_STRETCH
-from ..utils import checkpoint_loading, drop_pretrained_checkpoints
+from ..utils import (checkpoint_loading, checkpoint_mismatch_errors,
+                     drop_pretrained_checkpoints)
 from .pipeline import InputType, load_referring_image, resolve_max_read_size
 from .predictor import ReferringPredictor
 
@@ -33,21 +35,25 @@ from .predictor import ReferringPredictor
 def init_referring_model(config: Union[str, Path, Config],
                          checkpoint: Optional[str] = None,
                          device: str = 'cpu',
-                         cfg_options: Optional[dict] = None):
+                         cfg_options: Optional[dict] = None,
+                         strict: bool = True):
     """Build an RSRefSeg model from a config and a trained checkpoint.
 
-    Thin wrapper of :func:`mmseg.apis.init_model`. When ``checkpoint`` is
+    :func:`mmseg.apis.init_model` builds the model. When ``checkpoint`` is
     given, the pretrained CLIP/SAM paths of the config are not read (the
     trained checkpoint holds every weight), and the checkpoint is loaded
-    through :func:`~rsrefseg_mm.utils.checkpoint_loading` (the runner's
-    allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts out for a
-    trusted file).
+    strictly through :func:`~rsrefseg_mm.utils.checkpoint_loading` (the
+    runner's allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts
+    out for a trusted file); its ``dataset_meta`` is kept on the model.
 
     Args:
         config (str | Path | Config): Config file or object.
         checkpoint (str, optional): Trained checkpoint (``.pth``).
         device (str): ``'cpu'``, ``'cuda:0'``, ...
         cfg_options (dict, optional): Overrides merged into the config.
+        strict (bool): Refuse a checkpoint whose tensors do not match the
+            model. False loads the matching ones (mmengine logs the rest).
+            Defaults to True.
 
     Returns:
         nn.Module: The segmentor in eval mode, with ``cfg`` attached.
@@ -55,6 +61,8 @@ def init_referring_model(config: Union[str, Path, Config],
     Raises:
         UnsafeCheckpointError: The checkpoint needs globals outside the
             allow-list.
+        CheckpointMismatchError: ``strict`` and missing, unexpected or
+            differently shaped tensors.
     """
     if not isinstance(config, Config):
         config = Config.fromfile(str(config))
@@ -70,8 +78,15 @@ def init_referring_model(config: Union[str, Path, Config],
             'pretrained/random as in the config',
             logger='current')
         return init_model(config, None, device=device)
-    with checkpoint_loading(checkpoint):
-        return init_model(config, checkpoint, device=device)
+    model = init_model(config, None, device='cpu')
+    with checkpoint_loading(checkpoint), checkpoint_mismatch_errors(
+            checkpoint, 'init_referring_model(..., strict=False)'):
+        loaded = load_checkpoint(
+            model, checkpoint, map_location='cpu', strict=strict)
+    meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
+    if 'dataset_meta' in meta:
+        model.dataset_meta = meta['dataset_meta']
+    return model.to(device).eval()
 
 
 @torch.no_grad()

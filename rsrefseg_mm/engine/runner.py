@@ -2,7 +2,7 @@
 writes them atomically."""
 import os
 import os.path as osp
-from typing import Union
+from typing import Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from ..utils.checkpoint import checkpoint_loading
+from ..utils.checkpoint_match import checkpoint_mismatch_errors
 
 
 @RUNNERS.register_module()
@@ -21,15 +22,19 @@ class RSRefSegRunner(Runner):
     default_runtime.py``) selects it for code that builds runners from the
     registry. It overrides three public methods:
 
-    * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) runs
-      mmengine's loader inside
+    * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) is
+      strict unless the config sets ``strict_load = False``: a file whose
+      tensors do not match the model raises
+      :class:`~rsrefseg_mm.utils.CheckpointMismatchError` (mmengine loads
+      what matches and logs the rest). It runs mmengine's loader inside
       :func:`~rsrefseg_mm.utils.checkpoint_loading`. mmengine 0.10 calls
       ``torch.load`` without ``weights_only``; since torch 2.6 that means
       ``weights_only=True``, which refuses the message hub and numpy objects
       of mmengine's own checkpoints. The runner passes exactly those
       globals for this one load, names the file when it refuses one, and
       leaves mmengine's ``CheckpointLoader`` untouched for other code.
-    * :meth:`from_cfg` refuses the top-level ``compile`` key. Configs written
+    * :meth:`from_cfg` reads ``strict_load`` and refuses the top-level
+      ``compile`` key. Configs written
       for earlier versions of this runner used it to compile the model's hot
       paths; mmengine reads it as "compile the whole ``train_step``". The
       error names the hook that compiles the hot paths now
@@ -43,6 +48,9 @@ class RSRefSegRunner(Runner):
 
     Accepts every argument of mmengine's ``Runner``.
     """
+
+    #: :meth:`load_checkpoint` default (config key ``strict_load``)
+    strict_load: bool = True
 
     @classmethod
     def from_cfg(cls, cfg: Union[Config, ConfigDict, dict]) -> 'Runner':
@@ -66,16 +74,26 @@ class RSRefSegRunner(Runner):
                 'encoder with custom_hooks = [dict(type='
                 "'CompileHotPathsHook', mode=..., backend=...)] or with "
                 'tools/train.py / tools/test.py --compile [MODE].')
-        return super().from_cfg(cfg)
+        runner = super().from_cfg(cfg)
+        runner.strict_load = bool(cfg.get('strict_load', True))
+        return runner
 
-    def load_checkpoint(self, filename: str, **kwargs) -> dict:
+    def load_checkpoint(self,
+                        filename: str,
+                        map_location='cpu',
+                        strict: Optional[bool] = None,
+                        **kwargs) -> dict:
         """Load ``filename`` into the model, through the allow-list.
 
         Args:
             filename (str): Local path (or any scheme mmengine's
                 ``CheckpointLoader`` reads).
-            **kwargs: ``map_location``, ``strict``, ``revise_keys`` of
-                mmengine's ``Runner.load_checkpoint``.
+            map_location (str | callable): Where tensors go. Defaults to
+                ``'cpu'``.
+            strict (bool, optional): Refuse a file whose tensors do not
+                match the model. Defaults to :attr:`strict_load`.
+            **kwargs: ``revise_keys`` of mmengine's
+                ``Runner.load_checkpoint``.
 
         Returns:
             dict: The loaded checkpoint.
@@ -83,9 +101,14 @@ class RSRefSegRunner(Runner):
         Raises:
             UnsafeCheckpointError: The file needs globals outside the
                 allow-list (nothing of it has run).
+            CheckpointMismatchError: ``strict`` and missing, unexpected or
+                differently shaped tensors.
         """
-        with checkpoint_loading(filename):
-            return super().load_checkpoint(filename, **kwargs)
+        strict = self.strict_load if strict is None else strict
+        with checkpoint_loading(filename), checkpoint_mismatch_errors(
+                filename, 'strict_load = False in the config'):
+            return super().load_checkpoint(
+                filename, map_location=map_location, strict=strict, **kwargs)
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args,

@@ -2,6 +2,8 @@ from .checkpoint import (UNSAFE_LOAD_ENV, CorruptCheckpointError,
                          UnsafeCheckpointError, allow_unsafe_load,
                          checkpoint_loading, runner_safe_globals,
                          safe_torch_load, unsafe_load_enabled)
+from .checkpoint_match import (CheckpointMismatchError,
+                               checkpoint_mismatch_errors)
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
 from .progress import track
@@ -13,5 +15,6 @@ __all__ = [
     'safe_torch_load', 'runner_safe_globals', 'UnsafeCheckpointError',
     'UNSAFE_LOAD_ENV', 'allow_unsafe_load', 'unsafe_load_enabled',
     'drop_pretrained_checkpoints', 'use_gloo_without_cuda', 'track',
-    'UnsafePickleError', 'load_plain_pickle', 'load_plain_pickle_file'
+    'UnsafePickleError', 'load_plain_pickle', 'load_plain_pickle_file',
+    'CheckpointMismatchError', 'checkpoint_mismatch_errors'
 ]

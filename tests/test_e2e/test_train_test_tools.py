@@ -187,3 +187,26 @@ def test_test_tool_tta(trained, tmp_path, tiny_config, env):
             for m in masks} == {(128, 128)}
     pngs = glob.glob(osp.join(tmp_path, 'vis', '**', '*.png'), recursive=True)
     assert len(pngs) == 12
+
+
+def test_test_tool_refuses_mismatched_checkpoint(trained, tmp_path,
+                                                 tiny_config, env):
+    """A checkpoint without one tensor: tools/test.py stops and names the
+    file and the key (mmengine would log it and test a model that is
+    partly at its initial weights); strict_load=False opts out."""
+    state, ckpt = weights(trained / 'iter_6.pth')
+    key = 'decode_head.mask_decoder.iou_token.weight'
+    del state[key]
+    path = str(tmp_path / 'partial.pth')
+    torch.save(dict(state_dict=state, meta=ckpt['meta']), path)
+    args = [
+        PY, 'tools/test.py', tiny_config, path, '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options', *FAST
+    ]
+    proc = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert 'CheckpointMismatchError' in out and path in out and key in out
+    assert 'strict_load = False' in out
+    run(args + ['strict_load=False'], env)

@@ -1,0 +1,81 @@
+"""Strict loading of trained checkpoints: init_referring_model and the
+runner refuse a file whose tensors do not match, naming it."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+from rsrefseg_mm.apis import init_referring_model
+from rsrefseg_mm.utils import CheckpointMismatchError
+from rsrefseg_mm.utils.checkpoint_match import summarize_mismatch
+from helpers import TINY_CONFIG
+
+
+def test_summarize_mismatch_counts_and_first_keys():
+    message = ('The model and loaded state dict do not match exactly\n\n'
+               'size mismatch for a.weight: copying a param with shape '
+               '(3,) from checkpoint, the shape in current model is (4,).\n'
+               'unexpected key in source state_dict: x, y\n\n'
+               'missing keys in source state_dict: ' +
+               ', '.join(f'k{i}' for i in range(7)) + '\n')
+    got = summarize_mismatch(message, limit=3)
+    assert '2 unexpected (e.g. x, y)' in got
+    assert '7 missing (e.g. k0, k1, k2, ...)' in got
+    assert '1 size mismatch (size mismatch for a.weight' in got
+
+
+@pytest.fixture(scope='module')
+def tiny_config():
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope='module')
+def state(tiny_config):
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(Config.fromfile(tiny_config).model).state_dict()
+
+
+def save(path, state_dict):
+    torch.save(dict(state_dict=state_dict, meta=dict()), path)
+    return str(path)
+
+
+def test_init_refuses_missing_and_renamed_tensors(tiny_config, state,
+                                                  tmp_path):
+    key = 'decode_head.mask_decoder.iou_token.weight'
+    partial = {k: v for k, v in state.items() if k != key}
+    path = save(tmp_path / 'partial.pth', partial)
+    with pytest.raises(CheckpointMismatchError) as info:
+        init_referring_model(tiny_config, path)
+    message = str(info.value)
+    assert path in message and '1 missing' in message and key in message
+    assert 'strict=False' in message
+    renamed = {'model.' + k: v for k, v in state.items()}
+    with pytest.raises(CheckpointMismatchError, match='unexpected'):
+        init_referring_model(tiny_config,
+                             save(tmp_path / 'renamed.pth', renamed))
+    # opting out loads what matches; the rest keeps its initial value
+    model = init_referring_model(tiny_config, path, strict=False)
+    other = 'decode_head.mask_decoder.mask_tokens.weight'
+    torch.testing.assert_close(model.state_dict()[other], state[other])
+
+
+def test_init_refuses_other_shapes(tiny_config, state, tmp_path):
+    key = 'neck.sparse_proj.weight' if 'neck.sparse_proj.weight' in state \
+        else next(k for k in state if k.startswith('neck.')
+                  and state[k].dim() > 1)
+    wrong = dict(state)
+    wrong[key] = torch.zeros(*(s + 1 for s in state[key].shape))
+    path = save(tmp_path / 'shapes.pth', wrong)
+    with pytest.raises(CheckpointMismatchError, match='size mismatch'):
+        init_referring_model(tiny_config, path)
+
+
+def test_init_keeps_dataset_meta(tiny_config, state, tmp_path):
+    meta = dict(classes=('background', 'target'), palette=[[0, 0, 0]] * 2)
+    path = tmp_path / 'meta.pth'
+    torch.save(dict(state_dict=state, meta=dict(dataset_meta=meta)), path)
+    model = init_referring_model(tiny_config, str(path))
+    assert model.dataset_meta == meta and not model.training
