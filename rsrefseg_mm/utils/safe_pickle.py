@@ -7,13 +7,18 @@ Plain data needs no such import: lists, dicts, tuples, strings, bytes,
 numbers, booleans and None have opcodes of their own. The restricted
 unpickler here resolves only the few globals plain containers need when an
 older protocol wrote them (``set``, ``frozenset``; ``_codecs.encode`` for
-``bytes`` under protocol 2) and refuses every other one before it is
-imported, naming the file and the global it asked for.
+``bytes`` under protocol 2) and NumPy's numeric scalars (``np.int64(7)``,
+as annotation converters written with NumPy leave them: ``numpy.dtype`` of
+a bool / integer / float / complex type and the ``scalar`` that reads the
+raw bytes into it), and refuses every other one before it is imported,
+naming the file and the global it asked for.
 """
 import codecs
 import io
 import pickle
 from typing import Any, Callable, Dict, Tuple, Union
+
+import numpy as np
 
 #: ``(module, name)`` of the globals plain data may need, per the module
 #: name Python 3 and Python 2 pickles use.
@@ -24,6 +29,13 @@ PLAIN_DATA_GLOBALS: Dict[Tuple[str, str], Callable] = {
     ('__builtin__', 'frozenset'): frozenset,
     ('_codecs', 'encode'): codecs.encode,
 }
+#: ``(module, name)`` of NumPy's scalar constructor (NumPy 1.x and 2.x)
+#: and of ``numpy.dtype``.
+NUMPY_SCALAR_GLOBALS = (('numpy.core.multiarray', 'scalar'),
+                        ('numpy._core.multiarray', 'scalar'))
+NUMPY_DTYPE_GLOBAL = ('numpy', 'dtype')
+#: ``dtype.kind`` of the NumPy scalars plain data may hold.
+NUMERIC_KINDS = 'biufc'
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -66,10 +78,42 @@ class PlainDataUnpickler(pickle.Unpickler):
             UnsafePickleError: For a global outside
                 :data:`PLAIN_DATA_GLOBALS` (nothing is imported).
         """
+        if (module, name) == NUMPY_DTYPE_GLOBAL:
+            return self._numeric_dtype
+        if (module, name) in NUMPY_SCALAR_GLOBALS:
+            return self._numeric_scalar
         allowed = PLAIN_DATA_GLOBALS.get((module, name))
         if allowed is None:
             raise UnsafePickleError(self.source, f'{module}.{name}')
         return allowed
+
+    def _numeric_dtype(self,
+                       spec: Any,
+                       align: bool = False,
+                       copy: bool = False) -> np.dtype:
+        """``numpy.dtype(spec, align, copy)`` for numeric type codes only."""
+        if not isinstance(spec, str) or spec[:1] not in NUMERIC_KINDS:
+            raise UnsafePickleError(self.source, f'numpy.dtype({spec!r:.40})')
+        return np.dtype(spec, bool(align), bool(copy))
+
+    def _numeric_scalar(self, dtype: Any, data: Any = None) -> np.generic:
+        """A NumPy scalar of a numeric ``dtype`` from its raw bytes."""
+        # the dtype's state (BUILD) is the pickle's: it must still be a
+        # plain numeric type that its type string alone describes
+        if not isinstance(dtype, np.dtype) or dtype.kind not in \
+                NUMERIC_KINDS or dtype.hasobject or \
+                dtype != np.dtype(dtype.str) or \
+                not isinstance(data, (bytes, str)):
+            raise UnsafePickleError(
+                self.source, f'numpy scalar of {dtype!r:.40} from '
+                f'{type(data).__name__}')
+        if isinstance(data, str):  # Python 2 pickles read with latin1
+            data = data.encode('latin1')
+        if len(data) != dtype.itemsize:
+            raise pickle.UnpicklingError(
+                f'{self.source}: a numpy {dtype} scalar needs '
+                f'{dtype.itemsize} bytes, the pickle has {len(data)}')
+        return np.frombuffer(data, dtype=dtype, count=1)[0]
 
     def persistent_load(self, pid: Any) -> Any:
         """Persistent ids reference external objects: refused."""

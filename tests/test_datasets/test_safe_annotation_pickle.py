@@ -41,6 +41,32 @@ def test_plain_data_round_trips_in_every_protocol(protocol):
     assert load_plain_pickle(pickle.dumps(PLAIN, protocol)) == PLAIN
 
 
+@pytest.mark.parametrize('protocol', range(pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_numeric_scalars_load(protocol):
+    """What annotation converters written with NumPy leave behind."""
+    import numpy as np
+    data = dict(
+        ann_id=np.int64(7),
+        area=np.float32(12.5),
+        iscrowd=np.bool_(False),
+        label=np.uint8(200),
+        score=np.float64(0.25),
+        z=np.complex64(1 + 2j))
+    out = load_plain_pickle(pickle.dumps(data, protocol))
+    assert out == data
+    assert all(type(out[k]) is type(v) for k, v in data.items())
+
+
+@pytest.mark.parametrize('value', [
+    'np.datetime64("2020-01-01")', 'np.str_("x")', 'np.void(b"ab")',
+    'np.array([1, 2])', 'np.dtype("O")'
+])
+def test_other_numpy_objects_are_refused(value):
+    import numpy as np  # noqa: F401 (used by eval)
+    with pytest.raises(UnsafePickleError):
+        load_plain_pickle(pickle.dumps(eval(value), 2), 'x.p')
+
+
 def test_python2_pickle_of_a_set():
     # protocol 2 as Python 2 writes it: __builtin__.set([...])
     raw = b'\x80\x02c__builtin__\nset\nq\x00]q\x01K\x01a\x85q\x02Rq\x03.'
@@ -66,7 +92,7 @@ def test_crafted_pickle_is_refused_before_it_runs(tmp_path, payload):
 
 @pytest.mark.parametrize('name', [
     'builtins.eval', 'builtins.getattr', 'numpy.core.multiarray._reconstruct',
-    'collections.OrderedDict'
+    'collections.OrderedDict', 'numpy.frombuffer'
 ])
 def test_other_globals_are_refused(name):
     module, attr = name.rsplit('.', 1)
