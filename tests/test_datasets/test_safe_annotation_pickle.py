@@ -2,6 +2,7 @@
 crafted ``refs(unc).p`` is refused (dataset and checker) and its command
 never runs."""
 import os
+import os.path as osp
 import pickle
 
 import pytest
@@ -152,3 +153,30 @@ def test_checker_refuses_a_crafted_annotation_file(refer_copy, tmp_path,
     out = capsys.readouterr().out
     assert 'FAILED' in out and str(path) in out and SYSTEM in out
     assert not marker.exists()
+
+
+def test_rrsisd_dataset_reads_numpy_ids(refer_copy, refer_fixture):
+    """The same samples when the refs' ids are NumPy integers."""
+    import numpy as np
+    path = refer_copy['root'] / 'refs(unc).p'
+    refs = pickle.loads(path.read_bytes())
+    for ref in refs:
+        for key in ('ref_id', 'ann_id', 'image_id', 'category_id'):
+            if isinstance(ref.get(key), int):
+                ref[key] = np.int64(ref[key])
+        for sent in ref['sentences']:
+            sent['sent_id'] = np.int64(sent['sent_id'])
+    path.write_bytes(pickle.dumps(refs))
+    init_default_scope('mmseg')
+
+    def samples(root):
+        ds = DATASETS.build(
+            dict(
+                type='RRSISDDataset',
+                data_root=str(root),
+                split='train',
+                pipeline=[]))
+        return [(osp.relpath(d['img_path'], root), d['text'],
+                 str(d.get('ann_id'))) for d in ds.load_data_list()]
+
+    assert samples(refer_copy['root']) == samples(refer_fixture['root'])
