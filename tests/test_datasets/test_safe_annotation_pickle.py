@@ -176,7 +176,8 @@ def test_rrsisd_dataset_reads_numpy_ids(refer_copy, refer_fixture):
                 data_root=str(root),
                 split='train',
                 pipeline=[]))
-        return [(osp.relpath(d['img_path'], root), d['text'],
-                 str(d.get('ann_id'))) for d in ds.load_data_list()]
+        return [(osp.relpath(d['img_path'],
+                             root), d['text'], str(d.get('ann_id')))
+                for d in ds.load_data_list()]
 
     assert samples(refer_copy['root']) == samples(refer_fixture['root'])
