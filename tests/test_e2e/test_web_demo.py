@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,12 +270,24 @@ def test_uploads_over_the_limit_are_refused(served):
 
 
 def files_under(root):
-    return [p for p in root.rglob('*') if p.is_file()]
+    # os.walk skips folders that vanish while it walks (Gradio's cleaner)
+    return [
+        Path(folder) / name for folder, _, names in os.walk(root)
+        for name in names
+    ]
 
 
 def held(root):
-    """Files under ``root`` that hold data."""
-    return [p for p in files_under(root) if p.stat().st_size]
+    """Files under ``root`` that hold data (Gradio's cache cleaner may
+    delete a file between the listing and its ``stat``)."""
+    out = []
+    for path in files_under(root):
+        try:
+            if path.stat().st_size:
+                out.append(path)
+        except FileNotFoundError:
+            pass
+    return out
 
 
 def test_thirty_requests_leave_a_bounded_number_of_files(
