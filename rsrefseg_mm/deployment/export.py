@@ -5,7 +5,8 @@ model's input size -> ``img_feats``, ``image_embeddings``.
 ``decoder.onnx``: ``img_feats``, ``image_embeddings``, ``token_ids`` (N, L)
 int64 (and ``token_mask`` (N, L) bool for SigLIP) -> ``logits`` (N, 1, Hm,
 Wm), ``global_map`` (N, h, w). ``deploy.json`` holds what a runtime needs
-beside the graphs; the tokenizer file is copied next to them.
+beside the graphs; the tokenizer file is copied next to them. A graph over
+protobuf's 2 GiB keeps its tensors in ``<name>.onnx.data``.
 """
 import copy
 import hashlib
@@ -24,6 +25,7 @@ from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
 from .onnx_attention import OnnxSAMAttention
+from .onnx_files import graph_file
 from .onnx_graphs import DecoderGraph, ImageEncoderGraph
 from .onnx_symbolics import CONTRIB_DOMAIN, CONTRIB_VERSION, onnx_symbolics
 
@@ -155,11 +157,12 @@ def export_onnx(model: nn.Module,
                                                       ['logits', 'global_map'
                                                        ], dynamic)):
         start = time.perf_counter()
-        with onnx_symbolics(opset):
+        with onnx_symbolics(opset), graph_file(
+                osp.join(out_dir, f'{name}.onnx')) as scratch:
             torch.onnx.export(
                 graph,
                 args,
-                osp.join(out_dir, f'{name}.onnx'),
+                scratch,
                 dynamo=False,
                 opset_version=opset,
                 input_names=inputs,
