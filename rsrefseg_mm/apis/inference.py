@@ -83,7 +83,7 @@ def init_referring_model(config: Union[str, Path, Config],
             checkpoint, 'init_referring_model(..., strict=False)'):
         loaded = load_checkpoint(
             model, checkpoint, map_location='cpu', strict=strict)
-    meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
+    meta = loaded.get('meta', {})
     if 'dataset_meta' in meta:
         model.dataset_meta = meta['dataset_meta']
     return model.to(device).eval()

@@ -108,7 +108,7 @@ def export_onnx(model: nn.Module,
         dynamic_expressions (bool): Any number of expressions per decoder
             call (dynamic first axis); else exactly ``len(texts)``.
         texts (Sequence[str]): Expressions traced into the decoder.
-        contrib_ops (bool): SAM's global attention as ONNX Runtime's fused
+        contrib_ops (bool): SAM's attention as ONNX Runtime's fused
             ``com.microsoft.MultiHeadAttention``
             (:class:`~rsrefseg_mm.deployment.onnx_attention.OnnxSAMAttention`).
             False writes standard ONNX operators only, for other runtimes

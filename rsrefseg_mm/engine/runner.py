@@ -34,10 +34,10 @@ class RSRefSegRunner(Runner):
       globals for this one load, names the file when it refuses one, and
       leaves mmengine's ``CheckpointLoader`` untouched for other code.
     * :meth:`from_cfg` reads ``strict_load`` and refuses the top-level
-      ``compile`` key. Configs written
-      for earlier versions of this runner used it to compile the model's hot
-      paths; mmengine reads it as "compile the whole ``train_step``". The
-      error names the hook that compiles the hot paths now
+      ``compile`` key. Configs written for earlier versions of this runner
+      used it to compile the model's hot paths; mmengine reads it as
+      "compile the whole ``train_step``". The error names the hook that
+      compiles the hot paths now
       (:class:`~rsrefseg_mm.engine.CompileHotPathsHook`).
 
     * :meth:`save_checkpoint` writes a local checkpoint to a temporary file
