@@ -40,11 +40,11 @@ from typing import List, Tuple
 
 from mmengine.config import DictAction
 
-from rsrefseg_deploy.visualization import FILL_ALPHA
+from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from rsrefseg_core.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
 from rsrefseg_mm.apis.outputs import OUTPUT_RESOLUTIONS
-from rsrefseg_mm.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from rsrefseg_mm.utils import allow_unsafe_load, track
 
 

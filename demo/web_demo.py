@@ -53,12 +53,12 @@ import huggingface_hub.constants  # noqa: E402  (a gradio dependency)
 import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rsrefseg_core.geo import RasterImage, read_image  # noqa: E402
 from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
 from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
 from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
-from rsrefseg_mm.geo import RasterImage, read_image  # noqa: E402
 from rsrefseg_mm.utils import allow_unsafe_load  # noqa: E402
 
 # also when huggingface_hub was imported before the variables were set

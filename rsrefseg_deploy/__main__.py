@@ -13,10 +13,10 @@ import argparse
 import time
 from pathlib import Path
 
-from .geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
-from .outputs import OUTPUT_RESOLUTIONS, save_outputs
+from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from rsrefseg_core.outputs import OUTPUT_RESOLUTIONS, save_outputs
+from rsrefseg_core.visualization import FILL_ALPHA
 from .predictor import OnnxReferringPredictor
-from .visualization import FILL_ALPHA
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -14,11 +14,11 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .geo import (DEFAULT_STRETCH, RasterImage, image_cache_key,
-                  load_referring_image)
-from .geo.inputs import WORKING_SIZE_FACTOR
-from .lru_cache import LRUCache
-from .tokenizers import CLIPBPE, SigLIPSentencePiece
+from rsrefseg_core.geo import (DEFAULT_STRETCH, RasterImage, image_cache_key,
+                               load_referring_image)
+from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
+from rsrefseg_core.lru_cache import LRUCache
+from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
 
 DEPLOY_FORMAT = 'rsrefseg-onnx/1'
 

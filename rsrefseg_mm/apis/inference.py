@@ -23,9 +23,9 @@ from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
 from mmseg.structures import SegDataSample
 
-from rsrefseg_deploy.geo.stretch import StretchType
+from rsrefseg_core.geo import DEFAULT_STRETCH
+from rsrefseg_core.geo.stretch import StretchType
 from ..datasets.text import check_expression
-from ..geo import DEFAULT_STRETCH
 from ..utils import (checkpoint_loading, checkpoint_mismatch_errors,
                      drop_pretrained_checkpoints)
 from .pipeline import InputType, load_referring_image, resolve_max_read_size
@@ -109,7 +109,7 @@ def inference_referring(
             arrays of uint8 / uint16 / float (3-channel arrays without
             ``bands`` are **BGR**, as ``mmcv.imread`` returns; NaN and the
             mask of a ``np.ma.MaskedArray`` are nodata), or images already
-            read with :func:`rsrefseg_mm.geo.read_image`.
+            read with :func:`rsrefseg_core.geo.read_image`.
         texts (str | list[str]): One expression per image.
         bands (Sequence[int], optional): 1-based bands shown as R, G, B for
             multispectral inputs, e.g. ``(3, 2, 1)``.
@@ -118,7 +118,7 @@ def inference_referring(
             through data already in 0-255.
         roi (Sequence[float], optional): Region of interest ``(xmin, ymin,
             xmax, ymax)`` cropped before inference (see
-            :func:`rsrefseg_deploy.geo.roi_window`).
+            :func:`rsrefseg_core.geo.roi_window`).
         roi_crs (str): ``'pixel'`` (default), ``'map'`` or a CRS such as
             ``'EPSG:4326'``.
         max_read_size (int | str | None): Longest side of raster reads
@@ -204,8 +204,8 @@ def georeferenced_mask(result: SegDataSample) -> GeoMask:
         result (SegDataSample): From :func:`inference_referring`.
 
     Returns:
-        GeoMask: Ready for :func:`rsrefseg_mm.geo.write_mask_geotiff` /
-        :func:`rsrefseg_mm.geo.mask_geojson`.
+        GeoMask: Ready for :func:`rsrefseg_core.geo.write_mask_geotiff` /
+        :func:`rsrefseg_core.geo.mask_geojson`.
     """
     mask = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
     meta = result.metainfo

@@ -5,9 +5,9 @@ from typing import Optional, Union
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
-from rsrefseg_deploy.geo import RasterImage
-from rsrefseg_deploy.geo.inputs import (WORKING_SIZE_FACTOR, InputType,
-                                        image_cache_key, load_referring_image)
+from rsrefseg_core.geo import RasterImage
+from rsrefseg_core.geo.inputs import (WORKING_SIZE_FACTOR, InputType,
+                                      image_cache_key, load_referring_image)
 
 #: Transforms that need annotations; dropped for inference.
 ANNOTATION_TRANSFORMS = ('LoadReferringAnnotations', 'LoadAnnotations')
@@ -17,7 +17,7 @@ IMAGE_LOADERS = ('LoadReferringImageFromFile', 'LoadImageFromFile')
 
 def build_test_pipeline(cfg: Config) -> Compose:
     """The config's test pipeline without image and annotation loading
-    (images are read by :func:`rsrefseg_mm.geo.read_image`)."""
+    (images are read by :func:`rsrefseg_core.geo.read_image`)."""
     pipeline = [
         t for t in cfg.test_dataloader.dataset.pipeline
         if t['type'] not in ANNOTATION_TRANSFORMS + IMAGE_LOADERS

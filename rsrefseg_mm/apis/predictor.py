@@ -17,10 +17,10 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from rsrefseg_deploy.geo.stretch import StretchType
-from rsrefseg_deploy.lru_cache import LRUCache
+from rsrefseg_core.geo import DEFAULT_STRETCH, RasterImage
+from rsrefseg_core.geo.stretch import StretchType
+from rsrefseg_core.lru_cache import LRUCache
 from ..datasets.text import check_expression
-from ..geo import DEFAULT_STRETCH, RasterImage
 from .pipeline import (InputType, build_test_pipeline, image_cache_key,
                        load_referring_image, prepare_inputs,
                        resolve_max_read_size)
@@ -72,7 +72,7 @@ class ReferringPredictor:
     Rasters larger than the working resolution are decimated while they are
     read (``max_read_size``), so memory and time do not grow with the
     scene; the prediction and its georeference are then on that working
-    grid (see :func:`rsrefseg_mm.geo.read_image`).
+    grid (see :func:`rsrefseg_core.geo.read_image`).
 
     Args:
         model (nn.Module): From :func:`~rsrefseg_mm.apis.init_referring_model`

@@ -45,7 +45,7 @@ def write_synthetic_geotiff(path: str,
     Returns:
         tuple: The scene's expression and its (H, W) uint8 target mask.
     """
-    from rsrefseg_mm.geo import require_rasterio
+    from rsrefseg_core.geo import require_rasterio
     rasterio = require_rasterio(path)
     from rasterio.transform import from_origin
     ds = SyntheticReferringDataset(

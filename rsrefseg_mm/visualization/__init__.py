@@ -1,6 +1,6 @@
-from rsrefseg_deploy.visualization import (add_caption, draw_mask_overlay,
-                                           heatmap_overlay, label_panel,
-                                           mask_iou, text_band)
+from rsrefseg_core.visualization import (add_caption, draw_mask_overlay,
+                                         heatmap_overlay, label_panel,
+                                         mask_iou, text_band)
 from .referring_visualizer import ReferringVisualizer
 
 __all__ = [

@@ -7,11 +7,11 @@ from mmseg.registry import VISUALIZERS
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from rsrefseg_deploy.visualization.captions import add_caption, label_panel
-from rsrefseg_deploy.visualization.overlays import (FILL_ALPHA, GT_COLOR,
-                                                    PRED_COLOR, display_scale,
-                                                    draw_mask_overlay, enlarge,
-                                                    heatmap_overlay, mask_iou)
+from rsrefseg_core.visualization.captions import add_caption, label_panel
+from rsrefseg_core.visualization.overlays import (FILL_ALPHA, GT_COLOR,
+                                                  PRED_COLOR, display_scale,
+                                                  draw_mask_overlay, enlarge,
+                                                  heatmap_overlay, mask_iou)
 
 __all__ = ['ReferringVisualizer', 'add_caption', 'heatmap_overlay']
 

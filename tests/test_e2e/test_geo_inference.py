@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from rsrefseg_deploy.geo.roi import apply_affine
+from rsrefseg_core.geo.roi import apply_affine
 from rsrefseg_mm.apis import (georeferenced_mask, inference_referring,
                               init_referring_model)
 from rsrefseg_mm.datasets.synthetic_geotiff import write_synthetic_geotiff

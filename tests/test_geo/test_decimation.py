@@ -7,10 +7,10 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsrefseg_deploy.geo.decimation import (READ_CACHE_BYTES, read_bands,
-                                            read_cache_env)
-from rsrefseg_deploy.geo.roi import apply_affine
-from rsrefseg_mm.geo import decimated_shape, read_image, scale_transform
+from rsrefseg_core.geo import decimated_shape, read_image, scale_transform
+from rsrefseg_core.geo.decimation import (READ_CACHE_BYTES, read_bands,
+                                          read_cache_env)
+from rsrefseg_core.geo.roi import apply_affine
 from helpers import NON_SQUARE, write_tif
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from rsrefseg_mm.geo import (mask_geojson, qgis_style_path, read_image,
-                             write_geojson, write_mask_geotiff)
+from rsrefseg_core.geo import (mask_geojson, qgis_style_path, read_image,
+                               write_geojson, write_mask_geotiff)
 
 
 def ring_area(ring):

@@ -6,8 +6,8 @@ from mmcv.transforms import Compose
 from mmengine.registry import init_default_scope
 
 import rsrefseg_mm  # noqa: F401
+from rsrefseg_core.geo import read_image
 from rsrefseg_mm.datasets.transforms import loading
-from rsrefseg_mm.geo import read_image
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from rsrefseg_deploy.geo import native_mask as native_mask_module
-from rsrefseg_deploy.geo.native_mask import upsample_bilinear
-from rsrefseg_mm.geo import read_image, write_native_mask_geotiff
+from rsrefseg_core.geo import native_mask as native_mask_module
+from rsrefseg_core.geo import read_image, write_native_mask_geotiff
+from rsrefseg_core.geo.native_mask import upsample_bilinear
 from helpers import NON_SQUARE, write_tif
 
 

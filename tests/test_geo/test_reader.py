@@ -1,11 +1,11 @@
-"""rsrefseg_mm.geo.read_image / array_to_image: pixels, bands, stretch,
+"""rsrefseg_core.geo.read_image / array_to_image: pixels, bands, stretch,
 nodata and errors on synthetic GeoTIFFs."""
 import cv2
 import mmcv
 import numpy as np
 import pytest
 
-from rsrefseg_mm.geo import array_to_image, read_image, to_uint8
+from rsrefseg_core.geo import array_to_image, read_image, to_uint8
 
 
 def expected_stretch(band, valid, low=2, high=98):

@@ -5,7 +5,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from rsrefseg_mm.geo import read_image, roi_window
+from rsrefseg_core.geo import read_image, roi_window
 
 
 def test_pixel_roi_crops_and_georeferences_the_crop(geo_files):

@@ -6,8 +6,8 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from rsrefseg_deploy.visualization import captions
-from rsrefseg_deploy.visualization.overlays import PRED_COLOR
+from rsrefseg_core.visualization import captions
+from rsrefseg_core.visualization.overlays import PRED_COLOR
 from rsrefseg_mm.visualization import (ReferringVisualizer, add_caption,
                                        draw_mask_overlay, mask_iou, text_band)
 

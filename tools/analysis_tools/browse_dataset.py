@@ -29,9 +29,9 @@ except ImportError:  # running from a clone without `pip install -e .`
 
 from mmseg.registry import DATASETS  # noqa: E402
 
-from rsrefseg_deploy.visualization.overlays import FILL_ALPHA  # noqa: E402
-from rsrefseg_deploy.visualization.overlays import (GT_COLOR, display_scale,
-                                                    enlarge)
+from rsrefseg_core.visualization.overlays import FILL_ALPHA  # noqa: E402
+from rsrefseg_core.visualization.overlays import (GT_COLOR, display_scale,
+                                                  enlarge)
 from rsrefseg_mm.utils import track  # noqa: E402
 from rsrefseg_mm.visualization import add_caption  # noqa: E402
 from rsrefseg_mm.visualization import draw_mask_overlay

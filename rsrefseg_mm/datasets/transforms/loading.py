@@ -8,8 +8,9 @@ from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
-from rsrefseg_deploy.geo.stretch import StretchType
-from ...geo import DEFAULT_STRETCH, RasterImage, check_stretch, read_image
+from rsrefseg_core.geo import (DEFAULT_STRETCH, RasterImage, check_stretch,
+                               read_image)
+from rsrefseg_core.geo.stretch import StretchType
 from ..mask_utils import binarize_mask_file, decode_segmentation
 
 
@@ -33,7 +34,7 @@ class LoadReferringImageFromFile(LoadImageFromFile):
 
     8-bit JPEG / PNG / BMP / WebP files are decoded by mmcv exactly as
     ``LoadImageFromFile`` does. Other files (GeoTIFF, JPEG 2000, 16-bit
-    PNG, ...) are read with rasterio (:func:`rsrefseg_mm.geo.read_image`):
+    PNG, ...) are read with rasterio (:func:`rsrefseg_core.geo.read_image`):
 
     - ``bands`` picks the 1-based bands shown as R, G, B (multispectral
       files); without it a file must be 3-band or carry red/green/blue colour

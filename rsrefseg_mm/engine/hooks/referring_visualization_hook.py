@@ -11,7 +11,7 @@ from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 from mmseg.structures import SegDataSample
 
-from ...geo import is_8bit_photo
+from rsrefseg_core.geo import is_8bit_photo
 
 
 @HOOKS.register_module()

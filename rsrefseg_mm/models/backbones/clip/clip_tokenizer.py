@@ -1,6 +1,6 @@
 """CLIP's byte-level BPE tokenizer, returning torch ids.
 
-A thin wrapper of :class:`rsrefseg_deploy.tokenizers.CLIPBPE` (CLIP's BPE,
+A thin wrapper of :class:`rsrefseg_core.tokenizers.CLIPBPE` (CLIP's BPE,
 ids equal to ``open_clip.tokenize``), which the ONNX Runtime predictor uses
 without torch; MMSegmentation's ``SimpleTokenizer`` gives the same ids but
 imports torch. The merge list is the ``bpe_simple_vocab_16e6.txt.gz`` that
@@ -11,7 +11,7 @@ from typing import List, Sequence, Union
 import torch
 from mmseg.utils.tokenizer import default_bpe
 
-from rsrefseg_deploy.tokenizers import CLIPBPE, basic_clean, whitespace_clean
+from rsrefseg_core.tokenizers import CLIPBPE, basic_clean, whitespace_clean
 
 #: The gzipped merge list shipped with MMSegmentation.
 DEFAULT_BPE_PATH = default_bpe()

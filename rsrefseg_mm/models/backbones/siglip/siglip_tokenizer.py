@@ -1,6 +1,6 @@
 """SigLIP's SentencePiece tokenizer, returning torch ids.
 
-A thin wrapper of :class:`rsrefseg_deploy.tokenizers.SigLIPSentencePiece`
+A thin wrapper of :class:`rsrefseg_core.tokenizers.SigLIPSentencePiece`
 (transformers' ``SiglipTokenizer`` id for id, padded to SigLIP's 64
 positions; NumPy only, as the ONNX Runtime predictor uses it) that returns
 torch tensors and logs truncated expressions.
@@ -11,13 +11,13 @@ from typing import Sequence, Tuple
 import torch
 from mmengine.logging import print_log
 
-from rsrefseg_deploy.tokenizers import SigLIPSentencePiece, canonicalize_text
+from rsrefseg_core.tokenizers import SigLIPSentencePiece, canonicalize_text
 
 
 class SigLIPTokenizer(SigLIPSentencePiece):
     """Tokenize expressions for SigLIP's text tower (torch output).
 
-    Same arguments as :class:`~rsrefseg_deploy.tokenizers.SigLIPSentencePiece`
+    Same arguments as :class:`~rsrefseg_core.tokenizers.SigLIPSentencePiece`
     (``model_file``, ``context_length`` 64, ``eos_token``, ``pad_token``,
     ``unk_token``).
     """

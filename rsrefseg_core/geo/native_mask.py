@@ -78,7 +78,7 @@ def write_native_mask_geotiff(path: str,
     """Write the mask of a decimated read on the input file's grid.
 
     Values, colour table and QGIS style as
-    :func:`~rsrefseg_mm.geo.write_mask_geotiff`: 1 where the upsampled
+    :func:`~rsrefseg_core.geo.write_mask_geotiff`: 1 where the upsampled
     probability exceeds ``threshold``, 0 elsewhere, 255 where none of the
     shown bands holds data in the file (nodata value, mask, NaN).
 

@@ -10,11 +10,11 @@ QGIS style: target red, the rest transparent) and ``<stem>_mask.geojson``
 (the mask's polygons in the same CRS).
 
 A large raster is read decimated to the working grid (see
-:func:`~rsrefseg_deploy.geo.read_image`); every output is then on that grid,
+:func:`~rsrefseg_core.geo.read_image`); every output is then on that grid,
 its transform scaled to match, except that with
 ``output_resolution='native'`` ``<stem>_mask.tif`` is written on the input
 file's grid, block by block
-(:func:`~rsrefseg_deploy.geo.write_native_mask_geotiff`; also for an input
+(:func:`~rsrefseg_core.geo.write_native_mask_geotiff`; also for an input
 without georeference, then as a plain TIFF). The GeoJSON polygons always
 trace the working-grid mask.
 """

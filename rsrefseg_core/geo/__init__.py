@@ -6,7 +6,7 @@ GeoTIFF (on the working grid or the file's) and its polygons as GeoJSON out.
 rasterio is an optional dependency (``pip install -e ".[geo]"``, installed
 by ``make install``); 8-bit JPEG / PNG inputs and arrays do not need it.
 NumPy, OpenCV and rasterio only: the ONNX Runtime predictor reads and writes
-with it, and ``rsrefseg_mm.geo`` re-exports it.
+with it, and ``rsrefseg_core.geo`` re-exports it.
 """
 from .decimation import decimated_shape, scale_transform
 from .export import (DEFAULT_MIN_AREA_PX, mask_geojson, mask_polygons,
