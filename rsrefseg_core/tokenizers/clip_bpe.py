@@ -13,10 +13,11 @@ It imports neither torch nor OpenMMLab, so that the ONNX Runtime predictor
 runs without them; ``rsrefseg_mm``'s ``CLIPTokenizer`` wraps it.
 """
 import gzip
+import heapq
 import html
 import os.path as osp
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Union
 
 import ftfy
 import numpy as np
@@ -42,11 +43,6 @@ def bytes_to_unicode() -> Dict[int, str]:
             cs.append(2**8 + n)
             n += 1
     return dict(zip(bs, [chr(c) for c in cs]))
-
-
-def get_pairs(word: Tuple[str, ...]) -> set:
-    """Set of adjacent symbol pairs of a word (tuple of symbols)."""
-    return set(zip(word[:-1], word[1:]))
 
 
 def basic_clean(text: str) -> str:
@@ -93,7 +89,10 @@ class CLIPBPE:
         self.encoder = dict(zip(vocab, range(len(vocab))))
         self.decoder = {v: k for k, v in self.encoder.items()}
         self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        #: Pre-tokens already split (at most ``cache_size``, oldest first
+        #: out), so that many distinct words cannot grow it without bound.
         self.cache = {t: t for t in SPECIAL_TOKENS}
+        self.cache_size = 10000
         self.pat = re.compile(
             '|'.join(SPECIAL_TOKENS) +
             r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
@@ -109,41 +108,49 @@ class CLIPBPE:
         return whitespace_clean(basic_clean(text)).lower()
 
     def bpe(self, token: str) -> str:
-        """The BPE symbols of one byte-encoded pre-token, space-joined."""
-        if token in self.cache:
-            return self.cache[token]
-        word = tuple(token[:-1]) + (token[-1] + '</w>', )
-        pairs = get_pairs(word)
-        if not pairs:
-            return token + '</w>'
-        while True:
-            bigram = min(
-                pairs, key=lambda pair: self.bpe_ranks.get(pair, float('inf')))
-            if bigram not in self.bpe_ranks:
-                break
-            first, second = bigram
-            new_word: List[str] = []
-            i = 0
-            while i < len(word):
-                try:
-                    j = word.index(first, i)
-                except ValueError:
-                    new_word.extend(word[i:])
-                    break
-                new_word.extend(word[i:j])
-                i = j
-                if (word[i] == first and i < len(word) - 1
-                        and word[i + 1] == second):
-                    new_word.append(first + second)
-                    i += 2
-                else:
-                    new_word.append(word[i])
-                    i += 1
-            word = tuple(new_word)
-            if len(word) == 1:
-                break
-            pairs = get_pairs(word)
-        out = ' '.join(word)
+        """The BPE symbols of one byte-encoded pre-token, space-joined.
+
+        Equal to CLIP's loop (merge every occurrence of the lowest-ranked
+        adjacent pair, left to right, until no pair has a rank), in
+        O(n log n) for n symbols instead of O(n^2): the candidate pairs
+        sit in a heap ordered by (rank, position) over a linked list of
+        symbols, so a long word costs no more than its length.
+        """
+        cached = self.cache.get(token)
+        if cached is not None:
+            return cached
+        symbols = list(token[:-1]) + [token[-1] + '</w>']
+        n = len(symbols)
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        ranks = self.bpe_ranks
+        heap = []
+        for i in range(n - 1):
+            rank = ranks.get((symbols[i], symbols[i + 1]))
+            if rank is not None:
+                heap.append((rank, i, symbols[i], symbols[i + 1]))
+        heapq.heapify(heap)
+        while heap:
+            rank, i, first, second = heapq.heappop(heap)
+            j = nxt[i]
+            # stale: a symbol of the pair was merged since it was pushed
+            if symbols[i] != first or j >= n or symbols[j] != second:
+                continue
+            symbols[i] = first + second
+            symbols[j] = None
+            nxt[i] = nxt[j]
+            if nxt[j] < n:
+                prv[nxt[j]] = i
+            for left, right in ((prv[i], i), (i, nxt[i])):
+                if left < 0 or right >= n:
+                    continue
+                pair = (symbols[left], symbols[right])
+                new_rank = ranks.get(pair)
+                if new_rank is not None:
+                    heapq.heappush(heap, (new_rank, left) + pair)
+        out = ' '.join(s for s in symbols if s is not None)
+        if len(self.cache) >= self.cache_size:
+            self.cache.pop(next(iter(self.cache)))
         self.cache[token] = out
         return out
 

@@ -146,3 +146,28 @@ def test_bad_inputs():
         CLIPTokenizer(bpe_path='/nonexistent/bpe.txt.gz')
     with pytest.raises(TypeError, match='text 1'):
         CLIPTokenizer()(['ok', None])
+
+
+def test_long_words_equal_open_clip(tokenizers):
+    # the merge loop is rewritten for long words (a heap instead of CLIP's
+    # quadratic rescans); the ids must stay open_clip's
+    ours, ref = tokenizers
+    rng = random.Random(1)
+    words = ['ab' * 700, 'a' * 1500, 'storagetank' * 90]
+    words += [
+        ''.join(rng.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(n))
+        for n in (300, 1200, 2000)
+    ]
+    words += [''.join(rng.choice('aeinrst') for _ in range(1000))]
+    for word in words:
+        assert ours.encode(word) == ref.encode(word), word[:40]
+
+
+def test_word_cache_is_bounded():
+    tok = CLIPTokenizer()
+    size = tok.cache_size
+    for i in range(size + 50):
+        tok.encode(f'word{i}x')
+    assert len(tok.cache) <= size
+    # what was evicted is recomputed to the same ids
+    assert tok.encode('word0x') == CLIPTokenizer().encode('word0x')
