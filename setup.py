@@ -30,6 +30,22 @@ def parse_requirements(fname: str) -> list:
     return reqs
 
 
+def merge(*lists: list) -> list:
+    """Concatenate requirement lists, each requirement once."""
+    return list(dict.fromkeys(r for reqs in lists for r in reqs))
+
+
+#: The extras (``pip install -e ".[geo,web]"``): optional features, tests.
+#: The ONNX Runtime predictor (``rsrefseg_deploy`` + ``rsrefseg_core``) is
+#: no extra: it installs without the training stack, ``pip install -r
+#: requirements/deploy.txt && pip install --no-deps .``.
+EXTRAS = dict(
+    geo=parse_requirements('requirements/geo.txt'),
+    web=parse_requirements('requirements/web.txt'),
+    export=parse_requirements('requirements/export.txt'),
+    tests=parse_requirements('requirements/tests.txt'))
+EXTRAS['all'] = merge(EXTRAS['geo'], EXTRAS['web'], EXTRAS['export'])
+
 setup(
     name='rsrefseg_mm',
     version=get_version(),
@@ -42,14 +58,9 @@ setup(
     packages=find_packages(exclude=('configs', 'tools', 'demo', 'tests')),
     include_package_data=True,
     python_requires='>=3.8',
-    license='Apache License 2.0',
+    license='Apache-2.0',
+    license_files=['LICENSE'],
     install_requires=parse_requirements('requirements/runtime.txt') +
     parse_requirements('requirements/mminstall.txt'),
-    extras_require=dict(
-        geo=parse_requirements('requirements/geo.txt'),
-        web=parse_requirements('requirements/web.txt'),
-        tests=parse_requirements('requirements/tests.txt'),
-        export=parse_requirements('requirements/export.txt'),
-        all=parse_requirements('requirements/geo.txt') +
-        parse_requirements('requirements/web.txt')),
+    extras_require=EXTRAS,
     zip_safe=False)

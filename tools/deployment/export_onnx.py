@@ -5,12 +5,13 @@
 
 writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
 tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
-checks both graphs with ``onnx.checker``. SAM's attention is ONNX
-Runtime's fused ``com.microsoft.MultiHeadAttention`` unless
-``--no-contrib-ops`` (standard operators only, for other runtimes). Run
-the result with ``python -m rsrefseg_deploy IMAGE "EXPRESSION" --model-dir
-DIR --out-dir OUT`` (only ONNX Runtime needed: ``pip install
-".[deploy]"``).
+checks both graphs with ``onnx.checker`` (needs the ``export`` extra:
+``pip install -e ".[export]"``). SAM's attention is ONNX Runtime's fused
+``com.microsoft.MultiHeadAttention`` unless ``--no-contrib-ops`` (standard
+operators only, for other runtimes). Run the result with ``python -m
+rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR --out-dir OUT``, which
+needs ONNX Runtime but no torch nor OpenMMLab: ``pip install -r
+requirements/deploy.txt && pip install --no-deps .``.
 """
 import argparse
 import json
@@ -54,7 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    import onnx
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(
+            f'{osp.basename(__file__)} needs onnx and onnxruntime: pip '
+            'install -e ".[export]" (or `make install`)') from e
     args = parse_args(argv)
     model = init_referring_model(
         args.config, args.checkpoint, cfg_options=args.cfg_options)
