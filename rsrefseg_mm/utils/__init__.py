@@ -7,7 +7,8 @@ from .checkpoint_match import (CheckpointMismatchError,
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
 from .progress import track
-from .safe_pickle import (UnsafePickleError, load_plain_pickle,
+from .safe_pickle import (PlainDataLimitError, UnsafePickleError,
+                          check_plain_data_size, load_plain_pickle,
                           load_plain_pickle_file)
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     'safe_torch_load', 'runner_safe_globals', 'UnsafeCheckpointError',
     'UNSAFE_LOAD_ENV', 'allow_unsafe_load', 'unsafe_load_enabled',
     'drop_pretrained_checkpoints', 'use_gloo_without_cuda', 'track',
-    'UnsafePickleError', 'load_plain_pickle', 'load_plain_pickle_file',
-    'CheckpointMismatchError', 'checkpoint_mismatch_errors'
+    'UnsafePickleError', 'PlainDataLimitError', 'check_plain_data_size',
+    'load_plain_pickle', 'load_plain_pickle_file', 'CheckpointMismatchError',
+    'checkpoint_mismatch_errors'
 ]

@@ -10,8 +10,8 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
-from rsrefseg_mm.utils import (UnsafePickleError, load_plain_pickle,
-                               load_plain_pickle_file)
+from rsrefseg_mm.utils import (PlainDataLimitError, UnsafePickleError,
+                               load_plain_pickle, load_plain_pickle_file)
 from helpers import RunsACommand, load_script
 
 PLAIN = [
@@ -181,3 +181,51 @@ def test_rrsisd_dataset_reads_numpy_ids(refer_copy, refer_fixture):
                 for d in ds.load_data_list()]
 
     assert samples(refer_copy['root']) == samples(refer_fixture['root'])
+
+
+def test_memo_references_expanding_far_beyond_the_file_are_refused(tmp_path):
+    # one list referenced again and again: a few KB of memo opcodes stand
+    # for millions of strings once a reader walks them
+    inner = ['expression'] * 1000
+    outer = [inner] * 20000
+    raw = pickle.dumps(outer, 4)
+    assert len(raw) < 100_000
+    with pytest.raises(PlainDataLimitError, match='x.p.*expands'):
+        load_plain_pickle(raw, 'x.p')
+    path = tmp_path / 'refs(unc).p'
+    path.write_bytes(raw)
+    with pytest.raises(PlainDataLimitError, match=r'refs\(unc\)\.p'):
+        load_plain_pickle_file(str(path))
+    # the same data written without shared references is admitted
+    assert len(load_plain_pickle(raw, 'x.p', max_nodes=10**8)) == 20000
+
+
+def test_deep_nesting_is_refused_by_name():
+    # 200,000 nested lists in 400 KB: EMPTY_LIST x n, then APPEND x (n-1)
+    n = 200_000
+    raw = b'\x80\x04' + b']' * n + b'a' * (n - 1) + b'.'
+    with pytest.raises(PlainDataLimitError, match='deep.p.*nest'):
+        load_plain_pickle(raw, 'deep.p')
+
+
+def test_refer_like_data_passes_the_size_check():
+    refs = [
+        dict(
+            ref_id=i,
+            ann_id=i,
+            image_id=i // 3,
+            split='train',
+            file_name=f'{i // 3:05d}.jpg',
+            category_id=i % 20,
+            sent_ids=[2 * i, 2 * i + 1],
+            sentences=[
+                dict(
+                    sent=f'the {j} white storage tank left of the road',
+                    raw=f'The {j} white storage tank left of the road',
+                    tokens=['the', str(j), 'white', 'storage', 'tank'],
+                    sent_id=2 * i + j) for j in range(2)
+            ]) for i in range(2000)
+    ]
+    for protocol in (2, 4):
+        raw = pickle.dumps(refs, protocol)
+        assert load_plain_pickle(raw, 'refs.p') == refs
