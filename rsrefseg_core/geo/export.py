@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .reader import require_rasterio
-from .roi import apply_affine
+from .roi import apply_affine, check_geotransform
 
 #: Mask values in the GeoTIFF.
 MASK_BACKGROUND, MASK_TARGET, MASK_NODATA = 0, 1, 255
@@ -156,6 +156,8 @@ def mask_polygons(mask: np.ndarray,
     from affine import Affine
     from rasterio.features import shapes
     binary = (np.asarray(mask) > 0).astype(np.uint8)
+    if transform is not None:
+        check_geotransform(transform, 'mask')
     transform = Affine.identity() if transform is None else Affine(
         *transform[:6])
     polygons = []

@@ -20,7 +20,7 @@ import numpy as np
 from .decimation import (decimated_shape, read_bands, read_cache_env,
                          scale_transform)
 from .raster_image import RasterImage
-from .roi import roi_window, window_transform
+from .roi import check_geotransform, roi_window, window_transform
 from .stretch import DEFAULT_STRETCH, StretchType, check_stretch, to_uint8
 
 ImageSource = Union[str, Path, bytes]
@@ -212,6 +212,8 @@ def _read_raster(opener: Callable, source: str, bands, stretch, roi,
                         f'{source} is georeferenced by ground control points '
                         'only (no geotransform); outputs are not '
                         'georeferenced - warp it first (gdalwarp)')
+                if georef:
+                    check_geotransform(src.transform, source)
                 window = None if roi is None else roi_window(
                     roi, roi_crs, src.width, src.height,
                     src.transform if georef else None, src.crs, source)

@@ -113,6 +113,34 @@ def roi_window(roi: Sequence[float],
     return c0, r0, c1 - c0, r1 - r0
 
 
+def check_geotransform(transform, source: str = 'image') -> None:
+    """Refuse a geotransform that maps pixels to no area.
+
+    A zero (or non-finite) pixel size makes every pixel one map point:
+    polygons collapse, areas are 0 and a region of interest in map
+    coordinates has no pixels, all without an error downstream.
+
+    Args:
+        transform (affine.Affine | Sequence[float]): ``(a, b, c, d, e, f)``.
+        source (str): Image name for the message.
+
+    Raises:
+        ValueError: A coefficient is not finite, or the pixel area
+            ``|a * e - b * d|`` is 0.
+    """
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    if not all(math.isfinite(v) for v in (a, b, c, d, e, f)):
+        raise ValueError(f'{source}: the geotransform has non-finite '
+                         f'coefficients ({a}, {b}, {c}, {d}, {e}, {f}); '
+                         'fix its georeference (gdal_edit.py -a_ullr / '
+                         'gdalwarp) or remove it')
+    if a * e - b * d == 0:
+        raise ValueError(f'{source}: the geotransform has a zero pixel size '
+                         f'({a}, {b}, {c}, {d}, {e}, {f}): every pixel would '
+                         'map to one point; fix its georeference or remove '
+                         'it')
+
+
 def window_transform(transform, window: Optional[PixelWindow]):
     """The geotransform of a crop.
 
