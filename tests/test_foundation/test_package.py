@@ -39,26 +39,64 @@ def test_type_registered_in_mmseg(registry, name):
     assert name in registry.module_dict, f'{name} not in {registry.name}'
 
 
-def test_version_check_accepts_installed():
+def accepts(name: str, version: str, minimum: str, maximum) -> bool:
+    """Whether :func:`rsrefseg_mm.check_version` lets ``version`` pass; a
+    refusal must name the package, the bounds and the way out."""
+    try:
+        rsrefseg_mm.check_version(name, version, minimum, maximum)
+    except AssertionError as e:
+        bounds = f'{minimum} <= {name}' + (f' < {maximum}' if maximum else '')
+        assert f'needs {bounds}, but {name}=={version} is installed' in \
+            str(e)
+        assert 'make install' in str(e)
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    'version,accepted',
+    [
+        ('2.0.0rc4', True),  # the minimum is supported
+        ('2.1.0', True),
+        ('2.1.99', True),
+        ('2.2.0', False),  # the maximum is the first unsupported one
+        ('2.0.0rc3', False),
+        ('1.7.1', False),
+    ])
+def test_mmcv_range(version, accepted):
+    assert accepts('mmcv', version, rsrefseg_mm.MMCV_MIN,
+                   rsrefseg_mm.MMCV_MAX) is accepted
+
+
+def test_installed_versions_are_in_range():
+    """What `import rsrefseg_mm` checked: the environment's versions."""
     import mmcv
-    rsrefseg_mm.check_version('mmcv', mmcv.__version__, rsrefseg_mm.MMCV_MIN,
-                              rsrefseg_mm.MMCV_MAX)
+    import mmengine
+    import mmseg
+    import torch
+    m = rsrefseg_mm
+    for name, version, low, high in [
+        ('torch', torch.__version__, m.TORCH_MIN, m.TORCH_MAX),
+        ('mmcv', mmcv.__version__, m.MMCV_MIN, m.MMCV_MAX),
+        ('mmengine', mmengine.__version__, m.MMENGINE_MIN, m.MMENGINE_MAX),
+        ('mmsegmentation', mmseg.__version__, m.MMSEG_MIN, m.MMSEG_MAX),
+    ]:
+        assert accepts(name, version, low, high), (name, version)
 
 
-@pytest.mark.parametrize('version', ['2.2.0', '1.7.1', '2.0.0rc3'])
-def test_version_check_rejects_unsupported(version):
-    with pytest.raises(AssertionError, match=r'mmcv==' + version):
-        rsrefseg_mm.check_version('mmcv', version, rsrefseg_mm.MMCV_MIN,
-                                  rsrefseg_mm.MMCV_MAX)
-
-
-def test_torch_needs_weights_only_default():
-    """torch < 2.6 loads with weights_only=False by default: refused."""
-    rsrefseg_mm.check_version('torch', '2.14.1+cu130', rsrefseg_mm.TORCH_MIN,
-                              rsrefseg_mm.TORCH_MAX)
-    with pytest.raises(AssertionError, match=r'2.6.0 <= torch, but '):
-        rsrefseg_mm.check_version('torch', '2.5.1', rsrefseg_mm.TORCH_MIN,
-                                  rsrefseg_mm.TORCH_MAX)
+@pytest.mark.parametrize(
+    'version,accepted',
+    [
+        ('2.14.1+cu130', True),  # local version labels are read
+        ('2.6.0', True),
+        ('9.0.0', True),  # no upper bound
+        # torch < 2.6 loads with weights_only=False by default
+        ('2.5.1', False),
+        ('2.6.0rc1', False),
+    ])
+def test_torch_needs_weights_only_default(version, accepted):
+    assert accepts('torch', version, rsrefseg_mm.TORCH_MIN,
+                   rsrefseg_mm.TORCH_MAX) is accepted
 
 
 # mmengine's loader schemes, Runner attributes, torch's allow-list and the
