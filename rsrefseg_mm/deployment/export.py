@@ -5,11 +5,12 @@ model's input size -> ``img_feats``, ``image_embeddings``.
 ``decoder.onnx``: ``img_feats``, ``image_embeddings``, ``token_ids`` (N, L)
 int64 (and ``token_mask`` (N, L) bool for SigLIP) -> ``logits`` (N, 1, Hm,
 Wm), ``global_map`` (N, h, w). ``deploy.json`` holds what a runtime needs
-beside the graphs; the tokenizer file is copied next to them. A graph over
-protobuf's 2 GiB keeps its tensors in ``<name>.onnx.data``.
+beside the graphs, with the sha256 of every file (``files``, checked by
+:func:`rsrefseg_core.deploy_info.read_deploy_info`); the tokenizer file is
+copied next to them. A graph over protobuf's 2 GiB keeps its tensors in
+``<name>.onnx.data``.
 """
 import copy
-import hashlib
 import json
 import os
 import os.path as osp
@@ -21,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from rsrefseg_core.deploy_info import DEPLOY_FORMAT, file_sha256, model_files
 from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
@@ -31,21 +33,9 @@ from .onnx_symbolics import CONTRIB_DOMAIN, CONTRIB_VERSION, onnx_symbolics
 
 #: Expressions traced into the decoder (any N runs with dynamic axes).
 EXAMPLE_TEXTS = ('the white storage tank left of the road', 'a ship')
-DEPLOY_FORMAT = 'rsrefseg-onnx/1'
 #: ``Gelu`` with ``approximate='tanh'`` (SigLIP's MLP) is one operator from
 #: opset 20 on, nine element-wise ones before.
 DEFAULT_OPSET = 20
-
-
-def file_sha256(path: Optional[str]) -> Optional[str]:
-    """sha256 of a file (None for None)."""
-    if path is None:
-        return None
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_input_size(cfg) -> Tuple[int, int]:
@@ -191,9 +181,14 @@ def export_onnx(model: nn.Module,
         contrib_ops=CONTRIB_DOMAIN if contrib_ops else None,
         lora_layers_merged=merged,
         config=osp.basename(config_path) if config_path else None,
-        config_sha256=file_sha256(config_path),
-        checkpoint_sha256=file_sha256(checkpoint_path),
+        config_sha256=file_sha256(config_path) if config_path else None,
+        checkpoint_sha256=file_sha256(checkpoint_path)
+        if checkpoint_path else None,
         torch=torch.__version__)
+    # every file a runtime reads, checked against these on load
+    info['files'] = model_files(
+        out_dir,
+        [info['image_encoder'], info['decoder'], info['tokenizer']['file']])
     with open(osp.join(out_dir, 'deploy.json'), 'w') as f:
         json.dump(info, f, indent=1)
     sizes = {

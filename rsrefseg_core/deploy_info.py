@@ -1,0 +1,186 @@
+"""``deploy.json``: what an exported model folder holds, checked on load.
+
+``tools/deployment/export_onnx.py`` writes the folder: two graphs
+(``image_encoder.onnx``, ``decoder.onnx``, each with a ``.onnx.data`` when
+its tensors exceed 2 GiB), the tokenizer file and ``deploy.json``, which
+records the sha256 of every one of those files (``files``). A runtime
+reads the folder through :func:`read_deploy_info`, which refuses:
+
+* a ``deploy.json`` that is not this format or not a JSON object;
+* file names that are not plain names inside the folder (absolute paths,
+  ``..``, sub-folders, links leading out of it): a model folder never
+  points at other files of the machine;
+* a file whose content differs from its recorded sha256 (changed, cut or
+  swapped after export), or a graph or tokenizer without a hash;
+* settings that would answer silently wrong: a threshold that is not a
+  finite number in (0, 1), input sizes that are not positive integers.
+"""
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, Iterable
+
+DEPLOY_FORMAT = 'rsrefseg-onnx/1'
+DEPLOY_FILE = 'deploy.json'
+#: A ``deploy.json`` is a few KB; larger is not one.
+MAX_DEPLOY_JSON_BYTES = 1 << 20
+TOKENIZER_KINDS = ('clip-bpe', 'siglip-sentencepiece')
+
+
+class DeployInfoError(ValueError):
+    """A model folder whose ``deploy.json`` or files cannot be trusted."""
+
+
+def file_sha256(path: str) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(model_dir: str, names: Iterable[str]) -> Dict[str, str]:
+    """``{name: sha256}`` of the named files and of the ``.data`` file of
+    each graph that has one (what :func:`read_deploy_info` verifies).
+
+    Args:
+        model_dir (str): The exported folder.
+        names (Iterable[str]): Plain file names in it.
+
+    Returns:
+        dict: File name -> sha256.
+    """
+    files = {}
+    for name in names:
+        for candidate in (name, name + '.data'):
+            path = osp.join(model_dir, candidate)
+            if candidate == name or osp.isfile(path):
+                files[candidate] = file_sha256(path)
+    return files
+
+
+def _inside(model_dir: str, name, what: str, where: str) -> str:
+    """The path of ``name`` in ``model_dir``; refuses anything else."""
+    if not isinstance(name, str) or not name or name in ('.', '..') or \
+            osp.basename(name) != name or '\\' in name or osp.isabs(name):
+        raise DeployInfoError(
+            f'{where}: {what} must be a plain file name inside the model '
+            f'folder, got {name!r}')
+    path = osp.join(model_dir, name)
+    real, folder = osp.realpath(path), osp.realpath(model_dir)
+    if osp.dirname(real) != folder:
+        raise DeployInfoError(f'{where}: {what} {name!r} leads out of the '
+                              f'model folder (to {real})')
+    if not osp.isfile(path):
+        raise DeployInfoError(f'{where}: {what} {name!r} is missing from '
+                              f'{model_dir}')
+    return path
+
+
+def _positive_ints(value, count: int, what: str, where: str) -> list:
+    if not isinstance(value, list) or len(value) != count or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16
+            for v in value):
+        raise DeployInfoError(f'{where}: {what} must be {count} positive '
+                              f'integers, got {value!r}')
+    return value
+
+
+def check_threshold(value, where: str) -> float:
+    """A mask threshold: a finite number strictly between 0 and 1.
+
+    Raises:
+        DeployInfoError: Naming ``where`` and the value (``"nan"`` would
+            give empty masks, 0 or 1 all or nothing).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not 0 < value < 1:
+        raise DeployInfoError(f'{where}: threshold must be a finite number '
+                              f'in (0, 1), got {value!r}')
+    return float(value)
+
+
+def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
+    """Read and check ``<model_dir>/deploy.json`` (see the module doc).
+
+    Args:
+        model_dir (str): The exported folder.
+        verify_hashes (bool): Check every file against its sha256
+            (reads the graphs once). Defaults to True.
+
+    Returns:
+        dict: The info, with ``paths`` added: the absolute path of each of
+        ``image_encoder``, ``decoder`` and ``tokenizer``.
+
+    Raises:
+        FileNotFoundError: No ``deploy.json`` (says how to export).
+        DeployInfoError: For anything listed in the module doc.
+    """
+    where = osp.join(model_dir, DEPLOY_FILE)
+    if not osp.isfile(where):
+        raise FileNotFoundError(
+            f'{where} not found: export a model first with '
+            'tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir '
+            f'{model_dir}')
+    if os.path.getsize(where) > MAX_DEPLOY_JSON_BYTES:
+        raise DeployInfoError(f'{where}: larger than '
+                              f'{MAX_DEPLOY_JSON_BYTES} bytes; not a '
+                              'deploy.json')
+    try:
+        with open(where, encoding='utf-8') as f:
+            info = json.load(f)
+    except (ValueError, RecursionError) as e:
+        raise DeployInfoError(f'{where}: not valid JSON ({e})') from None
+    if not isinstance(info, dict) or info.get('format') != DEPLOY_FORMAT:
+        found = info.get('format') if isinstance(info, dict) else info
+        raise DeployInfoError(f'{where}: format {found!r:.60}, expected '
+                              f'{DEPLOY_FORMAT!r}')
+    tokenizer = info.get('tokenizer')
+    if not isinstance(tokenizer, dict) or \
+            tokenizer.get('kind') not in TOKENIZER_KINDS:
+        raise DeployInfoError(f'{where}: tokenizer.kind must be one of '
+                              f'{TOKENIZER_KINDS}, got {tokenizer!r:.80}')
+    paths = dict(
+        image_encoder=_inside(model_dir, info.get('image_encoder'),
+                              'image_encoder', where),
+        decoder=_inside(model_dir, info.get('decoder'), 'decoder', where),
+        tokenizer=_inside(model_dir, tokenizer.get('file'), 'tokenizer.file',
+                          where))
+    _positive_ints(info.get('input_size'), 2, 'input_size', where)
+    _positive_ints([tokenizer.get('context_length')], 1,
+                   'tokenizer.context_length', where)
+    _positive_ints([info.get('num_expressions')], 1, 'num_expressions', where)
+    check_threshold(info.get('threshold'), where)
+    if not isinstance(info.get('dynamic_expressions'), bool):
+        raise DeployInfoError(f'{where}: dynamic_expressions must be true or '
+                              'false')
+    inputs = info.get('decoder_inputs')
+    if not isinstance(inputs, list) or not all(
+            isinstance(n, str) for n in inputs):
+        raise DeployInfoError(f'{where}: decoder_inputs must be a list of '
+                              'names')
+    files = info.get('files')
+    if not isinstance(files, dict):
+        raise DeployInfoError(
+            f'{where}: no file hashes (files); export the model again with '
+            'tools/deployment/export_onnx.py')
+    for name in (info['image_encoder'], info['decoder'], tokenizer['file']):
+        if name not in files:
+            raise DeployInfoError(f'{where}: no sha256 recorded for {name}')
+    for name in (info['image_encoder'], info['decoder']):
+        if osp.exists(osp.join(model_dir, name + '.data')) and \
+                name + '.data' not in files:
+            raise DeployInfoError(
+                f'{where}: no sha256 recorded for {name}.data')
+    if verify_hashes:
+        for name, expected in files.items():
+            path = _inside(model_dir, name, 'files entry', where)
+            if file_sha256(path) != expected:
+                raise DeployInfoError(
+                    f'{path}: content differs from the sha256 recorded in '
+                    f'{where} at export (changed, truncated or replaced); '
+                    'export the model again')
+    return dict(info, paths=paths)

@@ -1,0 +1,112 @@
+"""A model folder is read only if deploy.json is sound: files confined to
+the folder, contents equal to the hashes recorded at export, settings that
+cannot answer silently wrong."""
+import json
+import math
+import os
+
+import pytest
+
+from rsrefseg_core.deploy_info import (DEPLOY_FORMAT, DeployInfoError,
+                                       file_sha256, model_files,
+                                       read_deploy_info)
+
+
+def make_folder(root, **overrides):
+    folder = root / 'model'
+    folder.mkdir()
+    for name, content in (('image_encoder.onnx', b'encoder graph'),
+                          ('image_encoder.onnx.data', b'encoder tensors'),
+                          ('decoder.onnx', b'decoder graph'), ('bpe.txt.gz',
+                                                               b'merges')):
+        (folder / name).write_bytes(content)
+    info = dict(
+        format=DEPLOY_FORMAT,
+        image_encoder='image_encoder.onnx',
+        decoder='decoder.onnx',
+        input_size=[64, 64],
+        decoder_inputs=['img_feats', 'image_embeddings', 'token_ids'],
+        threshold=0.5,
+        tokenizer=dict(kind='clip-bpe', file='bpe.txt.gz', context_length=77),
+        dynamic_expressions=True,
+        num_expressions=2)
+    info['files'] = model_files(
+        str(folder), ['image_encoder.onnx', 'decoder.onnx', 'bpe.txt.gz'])
+    info.update(overrides)
+    (folder / 'deploy.json').write_text(json.dumps(info))
+    return folder
+
+
+def test_sound_folder_reads(tmp_path):
+    folder = make_folder(tmp_path)
+    info = read_deploy_info(str(folder))
+    assert set(info['files']) == {
+        'image_encoder.onnx', 'image_encoder.onnx.data', 'decoder.onnx',
+        'bpe.txt.gz'
+    }
+    assert info['paths']['decoder'] == str(folder / 'decoder.onnx')
+    assert info['files']['decoder.onnx'] == file_sha256(
+        str(folder / 'decoder.onnx'))
+
+
+@pytest.mark.parametrize('name', ['decoder.onnx', 'image_encoder.onnx.data'])
+def test_changed_file_is_refused(tmp_path, name):
+    folder = make_folder(tmp_path)
+    with open(folder / name, 'ab') as f:
+        f.write(b'\xff' * 16)
+    with pytest.raises(DeployInfoError, match=f'{name}.*sha256'):
+        read_deploy_info(str(folder))
+    # the check can be skipped explicitly
+    read_deploy_info(str(folder), verify_hashes=False)
+
+
+@pytest.mark.parametrize(
+    'decoder',
+    ['/etc/passwd', '../decoder.onnx', 'sub/decoder.onnx', '', '..', None, 7])
+def test_paths_outside_the_folder_are_refused(tmp_path, decoder):
+    folder = make_folder(tmp_path, decoder=decoder)
+    with pytest.raises(DeployInfoError, match='decoder.*plain file name'):
+        read_deploy_info(str(folder))
+
+
+def test_link_out_of_the_folder_is_refused(tmp_path):
+    outside = tmp_path / 'secret.onnx'
+    outside.write_bytes(b'not yours')
+    folder = make_folder(tmp_path)
+    os.remove(folder / 'decoder.onnx')
+    os.symlink(outside, folder / 'decoder.onnx')
+    with pytest.raises(DeployInfoError, match='leads out of the model'):
+        read_deploy_info(str(folder))
+
+
+@pytest.mark.parametrize('threshold',
+                         ['nan', math.nan, math.inf, 0, 1, 1.5, -0.1, True])
+def test_threshold_must_be_finite_in_0_1(tmp_path, threshold):
+    folder = tmp_path / 'f'
+    folder.mkdir()
+    folder = make_folder(folder, threshold=threshold)
+    with pytest.raises(DeployInfoError, match='threshold'):
+        read_deploy_info(str(folder))
+
+
+def test_missing_hashes_and_bad_settings(tmp_path):
+    for i, (override, match) in enumerate([
+        (dict(files=None), 'no file hashes'),
+        (dict(files={}), 'no sha256 recorded for image_encoder.onnx'),
+        (dict(format='other/1'), 'format'),
+        (dict(input_size=[0, 64]), 'input_size'),
+        (dict(tokenizer=dict(kind='pickle', file='bpe.txt.gz')), 'kind'),
+    ]):
+        root = tmp_path / str(i)
+        root.mkdir()
+        with pytest.raises(DeployInfoError, match=match):
+            read_deploy_info(str(make_folder(root, **override)))
+
+
+def test_not_a_deploy_json(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / 'deploy.json').write_text('[' * 100000 + ']' * 100000)
+    with pytest.raises(DeployInfoError, match='deploy.json'):
+        read_deploy_info(str(folder))
+    with pytest.raises(FileNotFoundError, match='export_onnx.py'):
+        read_deploy_info(str(tmp_path / 'nowhere'))
