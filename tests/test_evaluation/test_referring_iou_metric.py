@@ -185,10 +185,11 @@ def test_results_are_small_and_collectable():
     assert len(metric.results) == 3
     for r in metric.results:
         assert set(r) == {
-            'intersection', 'union', 'category', 'ref_id', 'sent_id'
+            'intersection', 'union', 'pred_px', 'target_px', 'category',
+            'ref_id', 'sent_id'
         }
-        assert isinstance(r['intersection'], int)
-        assert isinstance(r['union'], int)
+        for key in ('intersection', 'union', 'pred_px', 'target_px'):
+            assert isinstance(r[key], int)
 
 
 def test_size_mismatch_names_sample():
@@ -224,3 +225,50 @@ def test_table_is_logged(monkeypatch):
     text = '\n'.join(logged)
     for word in ('category', 'all', 'ship', 'vehicle', 'bridge', 'Pr@0.9'):
         assert word in text
+
+
+def test_generalized_referring_hand_computed():
+    # four 2x2 expressions:
+    #   a: target, prediction half right   I=1 U=2 -> 0.5, predicted
+    #   b: target, empty prediction        I=0 U=1 -> 0,   not predicted
+    #   c: no target, empty prediction     union 0 -> 1 (a correct "none")
+    #   d: no target, 1 pixel predicted    I=0 U=1 -> 0
+    z = np.zeros((2, 2), np.int64)
+    one = np.array([[1, 0], [0, 0]])
+    preds = [np.array([[1, 1], [0, 0]]), z, z, one]
+    gts = [one, one, z, z]
+    metric = ReferringIoUMetric(generalized=True, empty_union_iou=0.0)
+    metric.process(None, [make_sample(p, g) for p, g in zip(preds, gts)])
+    res = metric.compute_metrics(metric.results)
+    assert res['gIoU'] == pytest.approx(100 * (0.5 + 0 + 1 + 0) / 4)
+    # mIoU follows empty_union_iou (0 here); gIoU does not
+    assert res['mIoU'] == pytest.approx(100 * 0.5 / 4)
+    assert res['N-acc'] == pytest.approx(50.0)  # c right, d wrong
+    assert res['T-acc'] == pytest.approx(50.0)  # a right, b wrong
+    # oIoU: I = 1, U = 2 + 1 + 0 + 1 (d's false positive counts)
+    assert res['oIoU'] == pytest.approx(100 * 1 / 4)
+
+
+def test_generalized_keys_only_when_asked_and_defined():
+    one = np.array([[1, 0], [0, 0]])
+    plain, _ = run_metric([one], [one])
+    assert 'refer/mIoU' in plain
+    assert not {'refer/gIoU', 'refer/N-acc', 'refer/T-acc'} & set(plain)
+    metric = ReferringIoUMetric(generalized=True)
+    metric.process(None, [make_sample(one, one)])
+    res = metric.compute_metrics(metric.results)
+    assert res['gIoU'] == 100.0 and res['T-acc'] == 100.0
+    assert 'N-acc' not in res  # no no-target expression to judge
+
+
+def test_generalized_per_category_table(monkeypatch):
+    z = np.zeros((2, 2), np.int64)
+    one = np.array([[1, 0], [0, 0]])
+    metric = ReferringIoUMetric(generalized=True)
+    metric.process(None, [
+        make_sample(z, z, category='none'),
+        make_sample(one, one, category='tank')
+    ])
+    res = metric.compute_metrics(metric.results)
+    assert res['N-acc'] == 100.0 and res['T-acc'] == 100.0
+    assert res['mIoU/none'] == 100.0

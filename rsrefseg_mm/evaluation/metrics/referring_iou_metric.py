@@ -1,4 +1,4 @@
-"""oIoU / mIoU / Pr@X for referring segmentation."""
+"""oIoU / mIoU / Pr@X (and gIoU / N-acc / T-acc) for referring segmentation."""
 import os.path as osp
 from collections import OrderedDict, defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -55,6 +55,25 @@ class ReferringIoUMetric(BaseMetric):
       LAVT / RMSIN use ``>=``, RSRefSeg's released code uses ``>``, set
       ``inclusive=False`` to reproduce it).
 
+    With ``generalized=True`` (generalized referring, `GRES
+    <https://arxiv.org/abs/2306.00968>`_: an expression may refer to no
+    object, or to several), an expression whose ground truth has no target
+    pixel is a *no-target* expression and an empty prediction means "not
+    in this image":
+
+    - ``gIoU`` = mean of ``IoU_i`` where a no-target expression scores 1 if
+      its prediction is empty and 0 otherwise (whatever
+      ``empty_union_iou`` says);
+    - ``N-acc`` = share of no-target expressions predicted empty
+      (TN / (TN + FP), a non-empty prediction being a positive);
+    - ``T-acc`` = share of target expressions predicted non-empty
+      (TP / (TP + FN)).
+
+    ``oIoU`` keeps summing over every expression, so the pixels predicted
+    on no-target expressions count in its union (as in GRES's cIoU).
+    ``N-acc`` (``T-acc``) is left out when there is no no-target (target)
+    expression.
+
     All values are percentages, returned as ``<prefix>/oIoU``,
     ``<prefix>/mIoU``, ``<prefix>/Pr@0.5`` ... (prefix ``refer`` by
     default). When samples carry a ``category`` (RRSIS-D, synthetic data),
@@ -88,6 +107,8 @@ class ReferringIoUMetric(BaseMetric):
             named ``<image stem>_ref<ref_id>_sent<sent_id>.png``.
         format_only (bool): Only write predictions (no ground truth needed,
             no scores). Requires ``output_dir``. Defaults to False.
+        generalized (bool): Also report ``gIoU``, ``N-acc`` and ``T-acc``
+            (see above). Defaults to False.
         collect_device (str): ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
         prefix (str, optional): Metric-name prefix. Defaults to ``'refer'``.
     """
@@ -102,6 +123,7 @@ class ReferringIoUMetric(BaseMetric):
                  per_category: bool = True,
                  output_dir: Optional[str] = None,
                  format_only: bool = False,
+                 generalized: bool = False,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  **kwargs) -> None:
@@ -126,6 +148,7 @@ class ReferringIoUMetric(BaseMetric):
         self.per_category = per_category
         self.output_dir = output_dir
         self.format_only = format_only
+        self.generalized = bool(generalized)
         if output_dir and is_main_process():
             mkdir_or_exist(output_dir)
 
@@ -155,9 +178,10 @@ class ReferringIoUMetric(BaseMetric):
                       if _get(sample, key) is not None)
         return osp.join(self.output_dir, f'{stem}{ids}.png')
 
-    def compute_intersection_union(self, pred: torch.Tensor,
-                                   gt: torch.Tensor) -> Tuple[int, int]:
-        """Foreground intersection and union of one expression.
+    def compute_intersection_union(
+            self, pred: torch.Tensor,
+            gt: torch.Tensor) -> Tuple[int, int, int, int]:
+        """Foreground pixel counts of one expression.
 
         Args:
             pred (torch.Tensor): (H, W) prediction, 1 = target.
@@ -165,12 +189,14 @@ class ReferringIoUMetric(BaseMetric):
                 ``ignore_index`` excluded.
 
         Returns:
-            tuple[int, int]: Intersection and union pixel counts.
+            tuple[int, int, int, int]: Intersection, union, predicted and
+            target pixel counts.
         """
         valid = gt != self.ignore_index
         p = (pred == 1) & valid
         g = (gt == 1) & valid
-        return int((p & g).sum()), int((p | g).sum())
+        return (int((p & g).sum()), int(
+            (p | g).sum()), int(p.sum()), int(g.sum()))
 
     # ---------------------------------------------------------- interface
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
@@ -206,17 +232,21 @@ class ReferringIoUMetric(BaseMetric):
                     f'and ground truth {tuple(gt.shape)} differ in size; the '
                     'test pipeline must keep the ground truth at the '
                     'original size (LoadReferringAnnotations after Resize)')
-            inter, union = self.compute_intersection_union(
-                self._resize(pred), self._resize(gt))
+            inter, union, pred_px, target_px = \
+                self.compute_intersection_union(
+                    self._resize(pred), self._resize(gt))
             self.results.append(
                 dict(
                     intersection=inter,
                     union=union,
+                    pred_px=pred_px,
+                    target_px=target_px,
                     category=_get(sample, 'category'),
                     ref_id=_get(sample, 'ref_id'),
                     sent_id=_get(sample, 'sent_id')))
 
-    def _scores(self, inter: np.ndarray, union: np.ndarray) -> Dict:
+    def _scores(self, inter: np.ndarray, union: np.ndarray,
+                pred_px: np.ndarray, target_px: np.ndarray) -> Dict:
         ious = np.where(union > 0, inter / np.maximum(union, 1),
                         self.empty_union_iou)
         total_u = union.sum()
@@ -227,6 +257,15 @@ class ReferringIoUMetric(BaseMetric):
         for t in self.pr_thresholds:
             hit = ious >= t if self.inclusive else ious > t
             scores[f'Pr@{t:g}'] = 100.0 * hit.mean()
+        if self.generalized:
+            no_target, predicted = target_px == 0, pred_px > 0
+            # union 0 only when both are empty: a correct "not here"
+            giou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+            scores['gIoU'] = 100.0 * giou.mean()
+            if no_target.any():
+                scores['N-acc'] = 100.0 * (~predicted[no_target]).mean()
+            if (~no_target).any():
+                scores['T-acc'] = 100.0 * predicted[~no_target].mean()
         return scores
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
@@ -236,7 +275,8 @@ class ReferringIoUMetric(BaseMetric):
             results (list[dict]): Gathered outputs of :meth:`process`.
 
         Returns:
-            dict[str, float]: ``oIoU``, ``mIoU``, ``Pr@X`` (percent) and
+            dict[str, float]: ``oIoU``, ``mIoU``, ``Pr@X`` (percent),
+            ``gIoU``, ``N-acc``, ``T-acc`` when ``generalized``, and
             ``oIoU/<category>``, ``mIoU/<category>`` when categories exist.
         """
         if self.format_only:
@@ -245,9 +285,11 @@ class ReferringIoUMetric(BaseMetric):
             return OrderedDict()
         if not results:
             raise ValueError('ReferringIoUMetric got no results to score')
-        inter = np.array([r['intersection'] for r in results], np.float64)
-        union = np.array([r['union'] for r in results], np.float64)
-        overall = self._scores(inter, union)
+        counts = {
+            key: np.array([r[key] for r in results], np.float64)
+            for key in ('intersection', 'union', 'pred_px', 'target_px')
+        }
+        overall = self._scores(*counts.values())
         metrics = OrderedDict(
             (k, round(float(v), 4)) for k, v in overall.items())
 
@@ -259,7 +301,7 @@ class ReferringIoUMetric(BaseMetric):
                     groups[str(r['category'])].append(i)
             for cat in sorted(groups):
                 idx = np.array(groups[cat])
-                scores = self._scores(inter[idx], union[idx])
+                scores = self._scores(*(c[idx] for c in counts.values()))
                 rows.append((cat, len(idx), scores))
                 metrics[f'oIoU/{cat}'] = round(float(scores['oIoU']), 4)
                 metrics[f'mIoU/{cat}'] = round(float(scores['mIoU']), 4)
@@ -269,9 +311,10 @@ class ReferringIoUMetric(BaseMetric):
     @staticmethod
     def format_table(rows: List[Tuple[str, int, Dict]]) -> str:
         """Format (category, count, scores) rows as a text table."""
-        keys = list(rows[0][2].keys())
+        keys = list(dict.fromkeys(k for row in rows for k in row[2]))
         header = ['category', 'count'] + keys
-        body = [[name, str(n)] + [f'{s[k]:.2f}' for k in keys]
+        body = [[name, str(n)] +
+                [f'{s[k]:.2f}' if k in s else '-' for k in keys]
                 for name, n, s in rows]
         if PrettyTable is not None:
             table = PrettyTable(header)
