@@ -287,3 +287,17 @@ def write_tif(path, data, crs, transform, **kwargs) -> str:
             **kwargs) as dst:
         dst.write(data)
     return str(path)
+
+
+def recanvas_image(path, shape: Tuple[int, int]) -> None:
+    """Rewrite an image file at ``shape`` (h, w), keeping its pixels at the
+    top-left (cut, or padded with grey): an image a few pixels off its mask,
+    as some RRSIS-D JPEGs are downloaded."""
+    import cv2
+    import numpy as np
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    out = np.full((shape[0], shape[1], 3), 128, np.uint8)
+    h, w = min(shape[0], img.shape[0]), min(shape[1], img.shape[1])
+    out[:h, :w] = img[:h, :w]
+    assert cv2.imwrite(str(path), out), path

@@ -17,6 +17,13 @@ try:
 except ImportError:  # pragma: no cover - pycocotools is a runtime dependency
     coco_mask = None
 
+#: Largest difference in pixels, per side (height and width separately),
+#: between an image and its annotation's mask that is aligned rather than
+#: refused. RRSIS-D as downloaded has JPEGs 1 px and 13 px off their 800x800
+#: masks (800x801, 801x800, 787x800); 16 px covers them, while a wrong image
+#: (another scene, a rotated or rescaled one) is off by far more.
+DEFAULT_SIZE_TOLERANCE = 16
+
 
 class MaskDecodeError(ValueError):
     """A mask annotation could not be decoded (names the sample)."""
@@ -267,3 +274,56 @@ def binarize_mask_file(mask: np.ndarray,
         raise ValueError(f'mask file {source} has values {sorted(bad)[:10]} '
                          f'outside {{0, 1, {ignore_index}}} (mode="label")')
     return mask.astype(np.uint8)
+
+
+def segmentation_size(
+        segmentation: Any,
+        height: Optional[int] = None,
+        width: Optional[int] = None) -> Optional[Tuple[int, int]]:
+    """The (height, width) a segmentation decodes at, without decoding it.
+
+    Args:
+        segmentation: As accepted by :func:`decode_segmentation`.
+        height (int, optional): Annotated image height (polygons).
+        width (int, optional): Annotated image width (polygons).
+
+    Returns:
+        tuple[int, int] | None: The RLE ``size`` (of the first part), or
+        ``(height, width)`` for polygons; None for polygons without them
+        (they decode at the image size).
+
+    Raises:
+        ValueError: If the structure is not one of the accepted forms.
+    """
+    validate_segmentation(segmentation)
+    first = segmentation[0] if isinstance(segmentation,
+                                          (list, tuple)) else segmentation
+    if isinstance(first, dict):
+        return _check_size(first['size'])
+    if height is None or width is None:
+        return None
+    return int(height), int(width)
+
+
+def align_mask(mask: np.ndarray, shape: Tuple[int, int],
+               pad_value: int) -> np.ndarray:
+    """Crop or pad a mask to ``shape``, keeping its top-left origin.
+
+    Rows / columns beyond ``shape`` are dropped; missing ones (at the bottom
+    / right) are filled with ``pad_value``. Pixel ``(y, x)`` of the result is
+    pixel ``(y, x)`` of ``mask`` wherever both exist.
+
+    Args:
+        mask (np.ndarray): (H, W) mask.
+        shape (tuple[int, int]): Target (height, width).
+        pad_value (int): Value of the added pixels (e.g. the ignore index:
+            they carry no annotation).
+
+    Returns:
+        np.ndarray: (height, width) array of ``mask``'s dtype.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    out = np.full((h, w), pad_value, dtype=mask.dtype)
+    mh, mw = min(h, mask.shape[0]), min(w, mask.shape[1])
+    out[:mh, :mw] = mask[:mh, :mw]
+    return out

@@ -3,6 +3,9 @@
 Masks are drawn with numpy and encoded with pycocotools in every form the
 loader accepts: compressed RLE with str counts (inside a list, as RRSIS-D
 does), compressed RLE with bytes counts, uncompressed RLE and polygons.
+
+A second fixture has the same annotations with the images as RRSIS-D is
+downloaded: some a pixel or 13 off their masks, one missing.
 """
 import json
 import pickle
@@ -12,6 +15,8 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
+
+from helpers import recanvas_image
 
 CATEGORIES = [{
     'id': 0,
@@ -167,3 +172,42 @@ def refer_fixture(tmp_path_factory) -> dict:
 def refer_copy(tmp_path) -> dict:
     """A fresh, writable fixture for tests that corrupt files."""
     return build_refer_fixture(tmp_path / 'rrsisd')
+
+
+#: Images of the "as downloaded" fixture whose size differs from their
+#: mask: file -> (image size, mask size), (h, w).
+DOWNLOADED_SIZES = {
+    '00100.jpg': ((41, 48), (40, 48)),  # train ref 900: one row more
+    '00102.jpg': ((37, 44), (50, 44)),  # train ref 902: 13 rows fewer
+    '00105.jpg': ((39, 31), (38, 30)),  # test ref 905: a row, a column more
+}
+#: Missing from the "as downloaded" fixture (val ref 904).
+DOWNLOADED_MISSING = '00104.jpg'
+
+
+def build_downloaded_fixture(root: Path) -> dict:
+    """:func:`build_refer_fixture`, then images as RRSIS-D is downloaded:
+    those of :data:`DOWNLOADED_SIZES` rewritten at their image size, and
+    :data:`DOWNLOADED_MISSING` deleted.
+
+    Returns:
+        dict: :func:`build_refer_fixture`'s, plus ``sizes``
+        (:data:`DOWNLOADED_SIZES`) and ``missing`` (the file name).
+    """
+    fixture = build_refer_fixture(root)
+    img_dir = root / 'images' / 'rrsisd' / 'JPEGImages'
+    for name, (shape, _) in DOWNLOADED_SIZES.items():
+        recanvas_image(img_dir / name, shape)
+    (img_dir / DOWNLOADED_MISSING).unlink()
+    return dict(fixture, sizes=DOWNLOADED_SIZES, missing=DOWNLOADED_MISSING)
+
+
+@pytest.fixture(scope='session')
+def downloaded_fixture(tmp_path_factory) -> dict:
+    return build_downloaded_fixture(tmp_path_factory.mktemp('downloaded'))
+
+
+@pytest.fixture
+def downloaded_copy(tmp_path) -> dict:
+    """A fresh, writable "as downloaded" fixture."""
+    return build_downloaded_fixture(tmp_path / 'rrsisd')

@@ -10,6 +10,7 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import (LoadReferringAnnotations,
                                   PackReferringInputs, decode_segmentation,
                                   encode_mask, rle_string_to_counts)
+from rsrefseg_mm.datasets.mask_utils import align_mask, segmentation_size
 
 
 def blob(h=30, w=40, seed=0):
@@ -109,6 +110,73 @@ def test_load_from_rle_and_size_check():
                 ori_shape=(30, 40),
                 seg_fields=[],
                 ref_id=6))
+
+
+#: A 3x4 mask and its alignment to a 4x3 image (one row more, one column
+#: fewer), padded with 255 or 0.
+MASK_3X4 = np.array([[0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]], np.uint8)
+ALIGNED_4X3 = {
+    255: [[0, 1, 1], [1, 1, 0], [0, 0, 1], [255, 255, 255]],
+    0: [[0, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]],
+}
+
+
+@pytest.mark.parametrize('pad_value', [None, 0])
+def test_mask_aligned_within_tolerance(pad_value):
+    t = LoadReferringAnnotations(size_tolerance=1, pad_value=pad_value)
+    res = t(
+        dict(segmentation=encode_mask(MASK_3X4), ori_shape=(4, 3), ref_id=5))
+    expected = ALIGNED_4X3[255 if pad_value is None else pad_value]
+    np.testing.assert_array_equal(res['gt_seg_map'], np.array(expected))
+    assert res['gt_seg_map'].dtype == np.uint8
+
+
+def test_tolerance_from_the_sample():
+    """``size_tolerance=None`` takes the dataset's ``mask_size_tolerance``;
+    an explicit value wins; neither means equal sizes."""
+    sample = dict(segmentation=encode_mask(MASK_3X4), ori_shape=(4, 3))
+    res = LoadReferringAnnotations()(dict(sample, mask_size_tolerance=1))
+    np.testing.assert_array_equal(res['gt_seg_map'], ALIGNED_4X3[255])
+    with pytest.raises(ValueError, match='size_tolerance=0'):
+        LoadReferringAnnotations(size_tolerance=0)(
+            dict(sample, mask_size_tolerance=1))
+    with pytest.raises(ValueError, match='size_tolerance=0.*aligned with'):
+        LoadReferringAnnotations()(dict(sample))
+    # check_size=False keeps the decoded size
+    res = LoadReferringAnnotations(check_size=False)(dict(sample))
+    assert res['gt_seg_map'].shape == (3, 4)
+
+
+def test_beyond_tolerance_names_sample_and_sizes():
+    t = LoadReferringAnnotations(size_tolerance=16)
+    with pytest.raises(ValueError) as err:
+        t(
+            dict(
+                segmentation=encode_mask(blob(30, 40)),
+                ori_shape=(30, 57),
+                ref_id=7,
+                img_path='/x/b.jpg'))
+    msg = str(err.value)
+    assert 'mask size (30, 40) differs from image size (30, 57)' in msg
+    assert '(+0, +17) px, more than size_tolerance=16' in msg
+    assert 'ref_id=7' in msg and 'b.jpg' in msg
+    with pytest.raises(ValueError, match='size_tolerance must be'):
+        LoadReferringAnnotations(size_tolerance=-1)
+
+
+def test_align_mask_and_segmentation_size():
+    m = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(
+        align_mask(m, (2, 5), 9), [[0, 1, 2, 3, 9], [4, 5, 6, 7, 9]])
+    assert align_mask(m, (3, 4), 9) is not m
+    rle = encode_mask(blob(30, 40))
+    assert segmentation_size(rle) == (30, 40)
+    assert segmentation_size([rle]) == (30, 40)
+    poly = [[2, 2, 20, 2, 20, 12]]
+    assert segmentation_size(poly, 31, 41) == (31, 41)
+    assert segmentation_size(poly) is None
+    with pytest.raises(ValueError):
+        segmentation_size({'counts': 'x'})
 
 
 @pytest.mark.parametrize('values,mode,expected', [

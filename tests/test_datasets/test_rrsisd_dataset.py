@@ -1,13 +1,17 @@
 """RRSISDDataset on a REFER-layout fixture (see conftest.py)."""
 import json
+import logging
 import pickle
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
+from helpers import recanvas_image
 
 TRAIN_PIPELINE = [
     dict(type='LoadReferringImageFromFile'),
@@ -295,7 +299,10 @@ def test_malformed_segmentation_structure(refer_copy):
 
 def test_missing_image_names_file(refer_copy):
     (refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg').unlink()
-    ds = build(refer_copy['root'], 'train')
+    with pytest.raises(FileNotFoundError, match=r'1 of 3 image files.*00100'):
+        build(refer_copy['root'], 'train')
+    # without the check at build, reading the sample names it
+    ds = build(refer_copy['root'], 'train', check_images=False)
     with pytest.raises(FileNotFoundError, match='00100.jpg'):
         ds[0]
 
@@ -316,7 +323,9 @@ def test_bad_image_names_file_and_sample(refer_copy, content, error):
         path.write_bytes(path.read_bytes()[:100])
     else:
         path.write_bytes(content)
-    ds = build(refer_copy['root'], 'train')
+    # the check at build refuses a deleted file (test above); an unreadable
+    # one is left to the loader, which names the sample
+    ds = build(refer_copy['root'], 'train', check_images=content is not None)
     idx = next(
         i for i in range(len(ds))
         if ds.get_data_info(i)['img_path'].endswith('00100.jpg'))
@@ -333,6 +342,191 @@ def test_mask_image_size_mismatch(refer_copy):
     import cv2
     path = refer_copy['root'] / 'images/rrsisd/JPEGImages/00100.jpg'
     cv2.imwrite(str(path), np.zeros((20, 20, 3), np.uint8))
-    ds = build(refer_copy['root'], 'train')
+    # found when the dataset is built ...
+    with pytest.raises(ValueError, match=r'ref_id=900.*00100.*20x20.*40x48'):
+        build(refer_copy['root'], 'train')
+    # ... or when the sample is read
+    ds = build(refer_copy['root'], 'train', check_images=False)
     with pytest.raises(ValueError, match=r'mask size.*ref_id=900.*00100'):
         ds[0]
+
+
+# ---------------------------------------------------- RRSIS-D as downloaded
+@contextmanager
+def warnings_logged():
+    """Collect the warnings logged through mmengine's current logger."""
+    name = 'rrsisd_download_test'
+    logger = MMLogger.get_instance(name)
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger.addHandler(handler)
+    try:
+        MMLogger._instance_dict.move_to_end(name)
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def aligned_by_hand(mask, file_name):
+    """The mask of an "as downloaded" image, cropped / padded by hand."""
+    if file_name == '00100.jpg':  # 41x48 image, 40x48 mask: a row more
+        return np.vstack([mask, np.full((1, 48), 255, np.uint8)])
+    if file_name == '00102.jpg':  # 37x44 image, 50x44 mask: 13 rows fewer
+        return mask[:37]
+    if file_name == '00105.jpg':  # 39x31 image, 38x30 mask
+        out = np.full((39, 31), 255, np.uint8)
+        out[:38, :30] = mask
+        return out
+    return mask
+
+
+@pytest.mark.parametrize('split, n_images, n_samples, largest', [
+    ('train', 2, 3, 13),
+    ('test', 1, 3, 1),
+])
+def test_downloaded_sizes_aligned_and_reported_once(downloaded_fixture, split,
+                                                    n_images, n_samples,
+                                                    largest):
+    root = downloaded_fixture['root']
+    with warnings_logged() as records:
+        ds = build(root, split)
+        for _ in range(2):  # two epochs: nothing more is logged
+            outs = [ds[i] for i in range(len(ds))]
+    assert len(records) == 1, records
+    total = len({ds.get_data_info(i)['img_path'] for i in range(len(ds))})
+    assert (f"RRSISDDataset(split='{split}'): {n_images} of {total} images "
+            f'({n_samples} of {len(ds)} samples) differ in size from their '
+            f'mask by up to {largest} px per side') in records[0]
+    assert 'size_tolerance=16' in records[0]
+    expected = {
+        name: sizes
+        for name, sizes in downloaded_fixture['sizes'].items()
+        if any(meta['file_name'] == name
+               for key, meta in downloaded_fixture['samples'].items()
+               if key[0] == split)
+    }
+    assert {k.rsplit('/', 1)[-1]: v
+            for k, v in ds.misaligned_images.items()} == expected
+    assert ds.missing_images == []
+    for out in outs:
+        meta = out['data_samples'].metainfo
+        exp = downloaded_fixture['samples'][key_of(meta, split)]
+        gt = out['data_samples'].gt_sem_seg.data[0].numpy()
+        img_shape = downloaded_fixture['sizes'].get(exp['file_name'],
+                                                    (exp['shape'], ))[0]
+        assert gt.shape == img_shape == tuple(out['inputs'].shape[1:])
+        np.testing.assert_array_equal(
+            gt, aligned_by_hand(exp['mask'], exp['file_name']))
+
+
+def test_downloaded_aligned_pixels(downloaded_fixture):
+    """Hand-checkable pixels: the annotation keeps its top-left origin."""
+    root = downloaded_fixture['root']
+    ds = build(root, 'train')
+    by_ref = {}
+    for i in range(len(ds)):
+        out = ds[i]
+        by_ref[out['data_samples'].metainfo['ref_id']] = \
+            out['data_samples'].gt_sem_seg.data[0].numpy()
+    masks = {k[1]: v['mask'] for k, v in downloaded_fixture['samples'].items()}
+    # ref 900: image one row taller; the new bottom row has no annotation
+    assert by_ref[900].shape == (41, 48)
+    assert (by_ref[900][40] == 255).all()
+    assert set(np.unique(by_ref[900][:40])) <= {0, 1}
+    assert (by_ref[900][:40] == masks[900]).all()
+    # ref 902: image 13 rows shorter; the mask's rows 37-49 are dropped
+    assert by_ref[902].shape == (37, 44)
+    assert (by_ref[902] == masks[902][:37]).all()
+    assert masks[902][37:].any()  # the fixture drops target pixels there
+    # ref 901: image of the mask's size, untouched
+    assert (by_ref[901] == masks[901]).all()
+
+
+def test_downloaded_test_pipeline_scores_at_image_size(downloaded_fixture):
+    """The test pipeline resizes the image; the ground truth stays at the
+    image's size, its padded pixels ignored by ReferringIoUMetric."""
+    ds = build(
+        downloaded_fixture['root'], 'test', TEST_PIPELINE, test_mode=True)
+    out = ds[0]
+    gt = out['data_samples'].gt_sem_seg.data[0].numpy()
+    assert tuple(out['inputs'].shape[1:]) == (64, 64)
+    assert tuple(out['data_samples'].metainfo['ori_shape']) == (39, 31)
+    assert gt.shape == (39, 31)
+    assert (gt[38] == 255).all() and (gt[:, 30] == 255).all()
+    assert set(np.unique(gt[:38, :30])) == {0, 1}
+
+
+def test_downloaded_missing_image_refused(downloaded_fixture):
+    with pytest.raises(FileNotFoundError) as err:
+        build(downloaded_fixture['root'], 'val')
+    msg = str(err.value)
+    assert "RRSISDDataset(split='val'): 1 of 2 image files are missing " \
+        '(1 of 2 samples)' in msg
+    assert downloaded_fixture['missing'] in msg
+    assert 'skip_missing_images=True' in msg
+
+
+def test_downloaded_missing_image_skipped_on_request(downloaded_fixture):
+    root = downloaded_fixture['root']
+    with warnings_logged() as records:
+        ds = build(root, 'val', skip_missing_images=True)
+        [ds[i] for i in range(len(ds))]
+    assert len(ds) == 1
+    assert ds.get_data_info(0)['ref_id'] == 903  # the one whose image exists
+    assert [p.rsplit('/', 1)[-1] for p in ds.missing_images] == \
+        [downloaded_fixture['missing']]
+    assert len(records) == 1, records
+    assert "RRSISDDataset(split='val'): skipped 1 of 2 samples" in records[0]
+    assert downloaded_fixture['missing'] in records[0]
+    # the other splits lose nothing
+    assert len(build(root, 'train', skip_missing_images=True)) == 4
+
+
+def test_downloaded_jsonl_same_check(downloaded_fixture, tmp_path):
+    jsonl = tmp_path / 'rrsisd_train.jsonl'
+    write_rsrefseg_jsonl(downloaded_fixture, 'train', jsonl)
+    a = build(downloaded_fixture['root'], 'train')
+    b = build(downloaded_fixture['root'], 'train', ann_file=str(jsonl))
+    assert b.misaligned_images == a.misaligned_images
+    assert len(b.misaligned_images) == 2
+
+
+def test_downloaded_too_far_off_is_an_error(downloaded_copy):
+    root = downloaded_copy['root']
+    recanvas_image(root / 'images/rrsisd/JPEGImages/00101.jpg', (36, 53))
+    with pytest.raises(ValueError) as err:
+        build(root, 'train')
+    msg = str(err.value)
+    assert 'ref_id=901' in msg and '00101.jpg is 36x53, its mask 36x36' in msg
+    assert 'size_tolerance=16' in msg
+    # a larger tolerance aligns it: 17 columns without annotation
+    ds = build(root, 'train', size_tolerance=17)
+    idx = next(
+        i for i in range(len(ds)) if ds.get_data_info(i)['ref_id'] == 901)
+    gt = ds[idx]['data_samples'].gt_sem_seg.data[0].numpy()
+    mask = downloaded_copy['samples'][('train', 901, 2010)]['mask']
+    assert gt.shape == (36, 53)
+    assert (gt[:, :36] == mask).all() and (gt[:, 36:] == 255).all()
+
+
+def test_size_tolerance_zero_requires_equal_sizes(downloaded_fixture):
+    with pytest.raises(ValueError, match=r'ref_id=900.*41x48.*40x48'):
+        build(downloaded_fixture['root'], 'train', size_tolerance=0)
+
+
+def test_image_check_arguments(downloaded_fixture):
+    root = downloaded_fixture['root']
+    with pytest.raises(ValueError, match='size_tolerance must be'):
+        build(root, 'train', size_tolerance=-1)
+    with pytest.raises(ValueError, match='needs check_images=True'):
+        build(root, 'val', check_images=False, skip_missing_images=True)
+    # no check: the build reports nothing, the loader still aligns
+    with warnings_logged() as records:
+        ds = build(root, 'train', check_images=False)
+    assert records == [] and ds.misaligned_images == {}
+    shapes = {
+        ds[i]['data_samples'].gt_sem_seg.data.shape[1:]
+        for i in range(len(ds))
+    }
+    assert (41, 48) in shapes and (37, 44) in shapes

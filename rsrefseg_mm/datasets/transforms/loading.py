@@ -11,7 +11,7 @@ from mmseg.registry import TRANSFORMS
 from rsrefseg_core.geo import (DEFAULT_STRETCH, RasterImage, check_stretch,
                                read_image)
 from rsrefseg_core.geo.stretch import StretchType
-from ..mask_utils import binarize_mask_file, decode_segmentation
+from ..mask_utils import align_mask, binarize_mask_file, decode_segmentation
 
 
 def _describe(results: dict) -> str:
@@ -153,12 +153,22 @@ class LoadReferringAnnotations(BaseTransform):
        by :func:`binarize_mask_file` with ``mask_mode``.
 
     The decoded mask must have the original image size (``ori_shape``, set by
-    ``LoadImageFromFile``). Place this transform *before* ``Resize`` for
-    training (the mask is resized with the image) and *after* it for testing
-    (the ground truth stays at the original size, where the metric scores).
+    ``LoadImageFromFile``), up to ``size_tolerance`` pixels per side: a mask
+    off by at most that many rows and columns is aligned to the image at
+    the top-left origin the annotation uses (rows / columns beyond the image
+    are cropped, missing ones at the bottom / right are filled with
+    ``pad_value``, by default ``ignore_index``: they carry no annotation, so
+    the loss and :class:`ReferringIoUMetric` skip them, and the metric still
+    scores the ground truth at the image size). A larger difference raises
+    an error naming the sample, the image and both sizes. Place this
+    transform *before* ``Resize`` for training (the mask is resized with the
+    image) and *after* it for testing (the ground truth stays at the
+    original size, where the metric scores).
 
     Required keys: one of the sources above; ``ori_shape`` (optional, for
-    the size check). Added keys: ``gt_seg_map`` (uint8, 0 background,
+    the size check); ``mask_size_tolerance`` (optional, set by datasets such
+    as :class:`RRSISDDataset`, which report the misaligned images once when
+    they are built). Added keys: ``gt_seg_map`` (uint8, 0 background,
     1 target, ``ignore_index`` ignore), ``seg_fields``.
 
     Args:
@@ -166,8 +176,17 @@ class LoadReferringAnnotations(BaseTransform):
             or ``'label'`` (see :func:`binarize_mask_file`). Defaults to
             ``'auto'``.
         ignore_index (int): Ignore label. Defaults to 255.
-        check_size (bool): Raise when the mask size differs from the image's
-            original size. Defaults to True.
+        check_size (bool): Compare the mask size with the image's original
+            size (align within ``size_tolerance``, raise beyond). False
+            keeps the mask at its decoded size. Defaults to True.
+        size_tolerance (int, optional): Largest difference in pixels, per
+            side (height and width separately), that is aligned. None
+            (default) takes the sample's ``mask_size_tolerance`` (the
+            dataset's ``size_tolerance``, e.g. 16 for RRSIS-D), else 0
+            (sizes must match exactly), as mmseg's ``LoadAnnotations``
+            takes ``reduce_zero_label`` from the dataset.
+        pad_value (int, optional): Label of the pixels a mask smaller than
+            its image is padded with. None (default): ``ignore_index``.
         imdecode_backend (str): Backend for mask files. Defaults to
             ``'pillow'`` (reads TIFF / PNG without colour conversion).
         backend_args (dict, optional): File backend arguments.
@@ -182,14 +201,22 @@ class LoadReferringAnnotations(BaseTransform):
                  mask_mode: str = 'auto',
                  ignore_index: int = 255,
                  check_size: bool = True,
+                 size_tolerance: Optional[int] = None,
+                 pad_value: Optional[int] = None,
                  imdecode_backend: str = 'pillow',
                  backend_args: Optional[dict] = None) -> None:
         if mask_mode not in ('auto', 'binary', 'label'):
             raise ValueError(f"mask_mode must be 'auto', 'binary' or "
                              f"'label', got {mask_mode!r}")
+        if size_tolerance is not None and (not isinstance(size_tolerance, int)
+                                           or size_tolerance < 0):
+            raise ValueError(f'size_tolerance must be None or an int >= 0, '
+                             f'got {size_tolerance!r}')
         self.mask_mode = mask_mode
         self.ignore_index = ignore_index
         self.check_size = check_size
+        self.size_tolerance = size_tolerance
+        self.pad_value = ignore_index if pad_value is None else pad_value
         self.imdecode_backend = imdecode_backend
         self.backend_args = backend_args.copy() if backend_args else None
 
@@ -255,17 +282,35 @@ class LoadReferringAnnotations(BaseTransform):
 
         if self.check_size and ori_shape is not None and \
                 tuple(mask.shape[:2]) != tuple(ori_shape[:2]):
-            raise ValueError(
-                f'mask size {tuple(mask.shape[:2])} differs from image size '
-                f'{tuple(ori_shape[:2])} in {_describe(results)}')
+            mask = self._align(mask, tuple(ori_shape[:2]), results)
         results['gt_seg_map'] = mask
         seg_fields = results.setdefault('seg_fields', [])
         if 'gt_seg_map' not in seg_fields:
             seg_fields.append('gt_seg_map')
         return results
 
+    def _align(self, mask: np.ndarray, shape: tuple,
+               results: dict) -> np.ndarray:
+        """Align a mask a few pixels off its image; raise beyond
+        the tolerance."""
+        tolerance = self.size_tolerance
+        if tolerance is None:
+            tolerance = results.get('mask_size_tolerance') or 0
+        dh, dw = shape[0] - mask.shape[0], shape[1] - mask.shape[1]
+        if max(abs(dh), abs(dw)) > tolerance:
+            hint = ('' if tolerance else '; a mask a few pixels off its '
+                    'image is aligned with size_tolerance=N (dataset or '
+                    'LoadReferringAnnotations)')
+            raise ValueError(
+                f'mask size {tuple(mask.shape[:2])} differs from image size '
+                f'{shape} (h, w) by ({dh:+d}, {dw:+d}) px, more than '
+                f'size_tolerance={tolerance}, in {_describe(results)}{hint}')
+        return align_mask(mask, shape, self.pad_value)
+
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(mask_mode={self.mask_mode!r}, '
                 f'ignore_index={self.ignore_index}, '
                 f'check_size={self.check_size}, '
+                f'size_tolerance={self.size_tolerance}, '
+                f'pad_value={self.pad_value}, '
                 f'imdecode_backend={self.imdecode_backend!r})')
