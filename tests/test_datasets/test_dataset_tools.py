@@ -13,6 +13,7 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
 from helpers import REPO
 from helpers import load_script as load_tool
+from helpers import recanvas_image
 
 PIPELINE = [
     dict(type='LoadReferringImageFromFile'),
@@ -158,6 +159,53 @@ def test_checker_reports_missing_and_broken(synthetic_on_disk, tmp_path,
     (root / 'instances.json').unlink()
     assert tool.main([str(root)]) == 1
     assert 'instances.json' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('decode', [True, False])
+def test_checker_rrsisd_as_downloaded(downloaded_fixture, capsys, decode):
+    """Missing images: listed with counts per split, fail unless accepted;
+    images a few pixels off their mask: listed with counts per split, pass
+    (decoded, or from the image header and the RLE size)."""
+    tool = load_tool('tools/dataset_converters/rrsisd.py')
+    args = [str(downloaded_fixture['root']), '--skip-count-check']
+    if not decode:
+        args.append('--skip-decode')
+    assert tool.main(args) == 1
+    out = capsys.readouterr().out
+    assert ('missing images: 1 (val: 1 image(s) / 1 expression(s)); '
+            'RRSISDDataset refuses them') in out
+    assert '[missing image] 1 problem(s):' in out
+    assert f"{downloaded_fixture['missing']} (val)" in out
+    assert ('images 1-13 px off their mask: 3 (train: 2 image(s) / '
+            '3 expression(s), test: 1 image(s) / 3 expression(s))') in out
+    assert '[aligned size] 3 accepted:' in out
+    assert 'ref_id=902: image' in out and '00102.jpg is 37x44, its mask ' \
+        '50x44' in out
+    assert 'check FAILED' in out
+    assert tool.main(args + ['--allow-missing-images']) == 0
+    out = capsys.readouterr().out
+    assert 'missing images: 1 (val: 1 image(s) / 1 expression(s)); ' \
+        'accepted (--allow-missing-images)' in out
+    assert '[missing image] 1 accepted:' in out
+    assert 'RRSIS-D check passed.' in out
+    # no tolerance: the three images fail
+    assert tool.main(args +
+                     ['--allow-missing-images', '--size-tolerance', '0']) == 1
+    out = capsys.readouterr().out
+    assert '[size mismatch] 3 problem(s):' in out
+    assert 'more than --size-tolerance=0 px' in out
+
+
+def test_checker_image_too_far_off(downloaded_copy, capsys):
+    root = downloaded_copy['root']
+    recanvas_image(root / 'images/rrsisd/JPEGImages/00101.jpg', (36, 53))
+    tool = load_tool('tools/dataset_converters/rrsisd.py')
+    assert tool.main(
+        [str(root), '--skip-count-check', '--allow-missing-images']) == 1
+    out = capsys.readouterr().out
+    assert '[size mismatch] 1 problem(s):' in out
+    assert 'ref_id=901: image' in out and '00101.jpg is 36x53, its mask ' \
+        '36x36 (h x w), more than --size-tolerance=16 px' in out
 
 
 def test_browse_dataset(tmp_path):
