@@ -8,8 +8,8 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from .rrsisd import REFERRING_METAINFO
-from .synthetic_scenes import (COLORS, EXPRESSION_TYPES, POSITIONS, SHAPES,
-                               SPLIT_CODES, candidate_expressions,
+from .synthetic_scenes import (COLORS, EXPRESSION_TYPES, NO_TARGET, POSITIONS,
+                               SHAPES, SPLIT_CODES, candidate_expressions,
                                generate_scene, object_mask, render_scene,
                                resolve_expression)
 
@@ -37,7 +37,12 @@ class SyntheticReferringDataset(BaseSegDataset):
       object"`` (only where the group has >= 2 members);
     - ``size``: ``"the largest cross"``, ``"the smallest white object"``.
 
-    The ground truth is the target's mask (1) on background (0). Generation
+    Generalized referring (``no_target_ratio``, ``multi_target_ratio``):
+    that share of the samples refers to nothing in the image (``"the green
+    triangle"`` where there is none; an empty mask, category ``'none'``)
+    or to every object of a group (``"all the red objects"``).
+
+    The ground truth is the targets' mask (1) on background (0). Generation
     is deterministic: sample ``i`` of a split depends only on
     ``(seed, split, i)``, and the splits use disjoint random streams, so
     train / val / test never share a scene. ``data_list`` holds compact scene
@@ -51,7 +56,8 @@ class SyntheticReferringDataset(BaseSegDataset):
     a test pipeline can restore the original-size ground truth after
     ``Resize`` with ``LoadReferringAnnotations``), ``text``, ``ref_id``,
     ``ann_id``, ``image_id``, ``sent_id`` (all = the sample index),
-    ``category`` (the target's shape name) and ``expr_type``. There is no
+    ``category`` (the targets' shape name, ``'object'`` for targets of
+    several shapes, ``'none'`` for no target) and ``expr_type``. There is no
     ``img_path``. Pipelines therefore start at ``Resize``.
 
     ``shuffle_expressions=True`` is a control experiment: every image is
@@ -77,10 +83,15 @@ class SyntheticReferringDataset(BaseSegDataset):
         expression_types (Sequence[str]): Allowed expression types among
             ``('attribute', 'position', 'size')``. Defaults to all.
         shuffle_expressions (bool): See above. Defaults to False.
+        no_target_ratio (float): Share of no-target expressions. Defaults
+            to 0.
+        multi_target_ratio (float): Share of multi-target expressions (where
+            a scene has a group of two or more). Defaults to 0.
         **kwargs: Other :class:`BaseSegDataset` arguments (``pipeline``,
             ``test_mode``, ``indices``, ``serialize_data``, ``lazy_init``).
     """
-    METAINFO = dict(REFERRING_METAINFO, categories=SHAPES)
+    METAINFO = dict(
+        REFERRING_METAINFO, categories=SHAPES + ('object', NO_TARGET))
 
     def __init__(self,
                  split: str = 'train',
@@ -91,6 +102,8 @@ class SyntheticReferringDataset(BaseSegDataset):
                  object_size: Tuple[float, float] = (0.15, 0.35),
                  expression_types: Sequence[str] = EXPRESSION_TYPES,
                  shuffle_expressions: bool = False,
+                 no_target_ratio: float = 0.0,
+                 multi_target_ratio: float = 0.0,
                  **kwargs) -> None:
         if split not in SPLIT_CODES:
             raise ValueError(f'split must be one of {tuple(SPLIT_CODES)}, '
@@ -112,6 +125,11 @@ class SyntheticReferringDataset(BaseSegDataset):
         if bad or not expression_types:
             raise ValueError(f'expression_types must be a non-empty subset '
                              f'of {EXPRESSION_TYPES}, got {expression_types}')
+        if min(no_target_ratio, multi_target_ratio) < 0 or \
+                no_target_ratio + multi_target_ratio > 1:
+            raise ValueError(
+                'no_target_ratio and multi_target_ratio must be >= 0 and sum '
+                f'to at most 1, got {no_target_ratio}, {multi_target_ratio}')
         if shuffle_expressions and num_samples < 2:
             raise ValueError('shuffle_expressions needs num_samples >= 2')
         self.split = split
@@ -122,6 +140,8 @@ class SyntheticReferringDataset(BaseSegDataset):
         self.object_size = (lo, hi)
         self.expression_types = tuple(expression_types)
         self.shuffle_expressions = bool(shuffle_expressions)
+        self.no_target_ratio = float(no_target_ratio)
+        self.multi_target_ratio = float(multi_target_ratio)
         kwargs.setdefault('ann_file', '')
         kwargs.setdefault('data_prefix', dict(img_path='', seg_map_path=''))
         super().__init__(**kwargs)
@@ -140,8 +160,14 @@ class SyntheticReferringDataset(BaseSegDataset):
         data_list = []
         for idx in range(self.num_samples):
             scene = generate_scene(
-                self._rng(idx), self.img_size, self.num_objects,
-                self.object_size, self.expression_types)
+                self._rng(idx),
+                self.img_size,
+                self.num_objects,
+                self.object_size,
+                self.expression_types,
+                no_target_ratio=self.no_target_ratio,
+                multi_target_ratio=self.multi_target_ratio)
+            shapes = {scene['objects'][t]['shape'] for t in scene['targets']}
             data_list.append(
                 dict(
                     scene=scene,
@@ -150,7 +176,8 @@ class SyntheticReferringDataset(BaseSegDataset):
                     ann_id=idx,
                     image_id=idx,
                     sent_id=idx,
-                    category=scene['objects'][scene['target']]['shape'],
+                    category=shapes.pop()
+                    if len(shapes) == 1 else 'object' if shapes else NO_TARGET,
                     expr_type=scene['expr_type']))
         if self.shuffle_expressions:
             perm = self._rng(2**31 - 1).permutation(self.num_samples)
@@ -180,7 +207,9 @@ class SyntheticReferringDataset(BaseSegDataset):
         info = super().get_data_info(idx)
         scene = info.pop('scene')
         img, masks = render_scene(scene, self.img_size)
-        mask = masks[scene['target']]
+        mask = np.zeros((self.img_size, self.img_size), np.uint8)
+        for t in scene['targets']:
+            mask |= masks[t]
         shape = (self.img_size, self.img_size)
         info.update(
             img=img,

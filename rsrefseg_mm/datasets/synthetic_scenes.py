@@ -6,6 +6,12 @@ object's mask. The scenes are built so that the target cannot be found
 without reading the expression: other objects share its colour or its shape,
 and relational expressions ("the leftmost circle", "the largest red object")
 are only used where the attribute alone is ambiguous.
+
+Generalized referring adds two kinds: ``multi`` expressions refer to every
+object of a group ("all the red objects", "all the circles"), ``none``
+expressions to an object that is not in the scene, worded like the
+attribute expressions ("the green triangle" where there is none; mostly
+with the colour or the shape present, so that both words must be read).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +31,8 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
 SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross')
 #: Expression types (see :class:`SyntheticReferringDataset`).
 EXPRESSION_TYPES = ('attribute', 'position', 'size')
+#: Generalized referring: several targets, no target.
+MULTI_TARGET, NO_TARGET = 'multi', 'none'
 #: Relational words: name -> (axis, sign); axis 0 = x, 1 = y.
 POSITIONS = {
     'leftmost': (0, -1),
@@ -173,11 +181,70 @@ def candidate_expressions(objects: Sequence[dict],
     return out
 
 
+def _plural(kind: str, color: str, shape: str) -> str:
+    if kind == 'color':
+        return f'all the {color} objects'
+    if kind == 'shape':
+        return f'all the {shape}s'
+    return f'all the {color} {shape}s'
+
+
+def multi_target_expressions(objects: Sequence[dict]) -> List[dict]:
+    """``all the <color> objects`` / ``all the <shape>s`` / ``all the
+    <color> <shape>s`` for every such group of two or more objects.
+
+    Returns:
+        list[dict]: ``dict(text, targets, type='multi')``.
+    """
+    out, seen = [], set()
+    for obj in objects:
+        for kind in ('color', 'shape', 'color_shape'):
+            text = _plural(kind, obj['color'], obj['shape'])
+            group = [
+                j for j, o in enumerate(objects) if _matches(kind, o, obj)
+            ]
+            if len(group) >= 2 and text not in seen:
+                seen.add(text)
+                out.append(dict(text=text, targets=group, type=MULTI_TARGET))
+    return out
+
+
+def no_target_expressions(objects: Sequence[dict]) -> List[dict]:
+    """Attribute expressions that refer to nothing in the scene.
+
+    ``hard`` ones name a colour and a shape that both occur in the scene,
+    never together ("the red square" beside a red circle and a blue
+    square); the others an absent colour or shape.
+
+    Returns:
+        list[dict]: ``dict(text, targets=[], type='none', hard)``.
+    """
+    colors = {o['color'] for o in objects}
+    shapes = {o['shape'] for o in objects}
+    pairs = {(o['color'], o['shape']) for o in objects}
+    out = []
+    for color in COLORS:
+        if color not in colors:
+            out.append(dict(text=f'the {color} object', hard=False))
+        for shape in SHAPES:
+            if (color, shape) not in pairs:
+                hard = color in colors and shape in shapes
+                out.append(dict(text=f'the {color} {shape}', hard=hard))
+    out += [
+        dict(text=f'the {shape}', hard=False) for shape in SHAPES
+        if shape not in shapes
+    ]
+    for c in out:
+        c.update(targets=[], type=NO_TARGET)
+    return out
+
+
 def resolve_expression(text: str, objects: Sequence[dict]) -> List[int]:
     """Indices of the objects an expression refers to (independent parser).
 
     Used by tests and sanity checks: parses ``the [relation] [color]
-    [shape|object]`` and applies it to the scene.
+    [shape|object]`` and ``all the [color] shapes|objects`` and applies it
+    to the scene.
 
     Args:
         text (str): Expression produced by :func:`candidate_expressions`.
@@ -185,9 +252,16 @@ def resolve_expression(text: str, objects: Sequence[dict]) -> List[int]:
 
     Returns:
         list[int]: Indices of all objects that satisfy the expression (a
-        well-formed expression gives exactly one).
+        well-formed singular expression gives one or none).
     """
     words = text.split()
+    plural = words[:2] == ['all', 'the']
+    if plural:
+        words = words[1:]
+        noun = words[-1] if words else ''
+        if noun not in ('objects', ) + tuple(f'{s}s' for s in SHAPES):
+            raise ValueError(f'cannot parse expression {text!r}')
+        words[-1] = noun[:-1]
     if not words or words[0] != 'the':
         raise ValueError(f'cannot parse expression {text!r}')
     words = words[1:]
@@ -204,6 +278,8 @@ def resolve_expression(text: str, objects: Sequence[dict]) -> List[int]:
         if (color is None or o['color'] == color) and (
             shape is None or o['shape'] == shape)
     ]
+    if plural and relation is not None:
+        raise ValueError(f'cannot parse expression {text!r}')
     if relation is None or not group:
         return group
     if relation in POSITIONS:
@@ -264,33 +340,62 @@ def generate_scene(rng: np.random.Generator,
                    num_objects: Tuple[int, int],
                    size_range: Tuple[float, float],
                    expression_types: Sequence[str],
-                   max_tries: int = 100) -> dict:
-    """Sample one scene with a uniquely-referring expression.
+                   max_tries: int = 100,
+                   no_target_ratio: float = 0.0,
+                   multi_target_ratio: float = 0.0) -> dict:
+    """Sample one scene and its expression.
+
+    With probability ``no_target_ratio`` the expression refers to nothing
+    in the scene (:func:`no_target_expressions`, a hard one 3 times in 4
+    when the scene has one), with ``multi_target_ratio`` to a group of two
+    or more (:func:`multi_target_expressions`, where the scene has one);
+    otherwise to exactly one object, of one of ``expression_types``. With
+    both ratios 0 no extra random number is drawn, so the scenes are those
+    of the single-target generator.
 
     Returns:
-        dict: ``objects`` (list of dict), ``target`` (int), ``text`` (str),
+        dict: ``objects`` (list of dict), ``targets`` (list of int: the
+        referred objects, empty for no target), ``text`` (str),
         ``expr_type`` (str) and ``texture_seed`` (int).
     """
+    kind = None
+    if no_target_ratio > 0 or multi_target_ratio > 0:
+        u = rng.random()
+        kind = NO_TARGET if u < no_target_ratio else MULTI_TARGET \
+            if u < no_target_ratio + multi_target_ratio else None
     for _ in range(max_tries):
         num = int(rng.integers(num_objects[0], num_objects[1] + 1))
         objects = _place_objects(rng, num, img_size, size_range)
         if len(objects) < num:
             continue
-        cands = [
-            c for c in candidate_expressions(objects, img_size)
-            if c['type'] in expression_types
-        ]
-        if not cands:
-            continue
-        types = sorted({c['type'] for c in cands})
-        etype = types[rng.integers(len(types))]
-        pool = [c for c in cands if c['type'] == etype]
+        if kind == NO_TARGET:
+            pool = no_target_expressions(objects)
+            hard = [c for c in pool if c['hard']]
+            if hard and rng.random() < 0.75:
+                pool = hard
+        elif kind == MULTI_TARGET:
+            pool = multi_target_expressions(objects)
+        else:
+            pool = []
+        if not pool:
+            cands = [
+                c for c in candidate_expressions(objects, img_size)
+                if c['type'] in expression_types
+            ]
+            if not cands:
+                continue
+            types = sorted({c['type'] for c in cands})
+            etype = types[rng.integers(len(types))]
+            pool = [
+                dict(c, targets=[c['target']]) for c in cands
+                if c['type'] == etype
+            ]
         choice = pool[rng.integers(len(pool))]
         return dict(
             objects=objects,
-            target=int(choice['target']),
+            targets=[int(t) for t in choice['targets']],
             text=choice['text'],
-            expr_type=etype,
+            expr_type=choice['type'],
             texture_seed=int(rng.integers(2**31 - 1)))
     raise RuntimeError(
         f'could not generate a scene with {num_objects} objects of relative '

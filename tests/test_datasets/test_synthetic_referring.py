@@ -10,7 +10,8 @@ from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import SyntheticReferringDataset
-from rsrefseg_mm.datasets.synthetic_scenes import COLORS, SHAPES, object_mask
+from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, SHAPES, object_mask,
+                                                   resolve_expression)
 from helpers import REPO
 
 CFG = REPO / 'configs/_base_/datasets/synthetic_referring.py'
@@ -73,7 +74,7 @@ def test_target_is_the_described_object():
     for i in range(len(ds)):
         info = ds.get_data_info(i)
         scene = ds.get_scene(i)
-        objs, target = scene['objects'], scene['target']
+        objs, (target, ) = scene['objects'], scene['targets']
         assert len(objs) >= 3
         # the expression singles out exactly the target
         assert referents(info['text'], objs) == [target], info['text']
@@ -174,3 +175,65 @@ def test_config_pipelines(scale):
             assert tuple(gt.shape[1:]) == (128, 128)
             np.testing.assert_array_equal(gt[0].numpy(),
                                           ds.get_data_info(0)['gt_seg_map'])
+
+
+def test_generalized_referring_targets():
+    ds = SyntheticReferringDataset(
+        num_samples=120, seed=2, no_target_ratio=0.3, multi_target_ratio=0.3)
+    kinds = {'none': 0, 'multi': 0}
+    for i in range(len(ds)):
+        info, scene = ds.get_data_info(i), ds.get_scene(i)
+        objs, targets = scene['objects'], scene['targets']
+        mask = info['gt_seg_map']
+        want = np.zeros_like(mask)
+        for t in targets:
+            want |= object_mask(objs[t], 128)
+        np.testing.assert_array_equal(mask, want)
+        if info['expr_type'] == 'none':
+            kinds['none'] += 1
+            assert targets == [] and mask.sum() == 0
+            assert info['category'] == 'none'
+            # worded like a single-target expression, and nothing matches
+            assert info['text'].startswith('the ')
+            assert referents(info['text'], objs) == []
+        elif info['expr_type'] == 'multi':
+            kinds['multi'] += 1
+            assert info['text'].startswith('all the ')
+            assert len(targets) >= 2
+            # independent reading of "all the <color> <shape|object>s"
+            words = info['text'].split()[2:]
+            color = words[0] if words[0] in COLORS else None
+            noun = words[-1][:-1]
+            assert targets == [
+                j for j, o in enumerate(objs)
+                if (color is None or o['color'] == color) and (
+                    noun == 'object' or o['shape'] == noun)
+            ]
+        else:
+            assert len(targets) == 1
+            assert referents(info['text'], objs) == targets
+        assert resolve_expression(info['text'], objs) == targets
+    # the ratios are honoured (120 draws; multi falls back where no group)
+    assert 20 <= kinds['none'] <= 55 and 15 <= kinds['multi'] <= 55
+
+
+def test_no_target_expressions_are_mostly_hard():
+    ds = SyntheticReferringDataset(num_samples=80, seed=5, no_target_ratio=1.0)
+    hard = 0
+    for i in range(len(ds)):
+        scene, text = ds.get_scene(i), ds.get_data_info(i)['text']
+        colors = {o['color'] for o in scene['objects']}
+        shapes = {o['shape'] for o in scene['objects']}
+        words = text.split()
+        hard += words[1] in colors and words[-1] in shapes
+    assert hard >= 0.5 * len(ds)
+
+
+def test_zero_ratios_keep_the_single_target_scenes():
+    a = SyntheticReferringDataset(num_samples=10, seed=7)
+    b = SyntheticReferringDataset(
+        num_samples=10, seed=7, no_target_ratio=0.0, multi_target_ratio=0.0)
+    for i in range(10):
+        assert a.get_scene(i) == b.get_scene(i)
+    with pytest.raises(ValueError, match='no_target_ratio'):
+        SyntheticReferringDataset(no_target_ratio=0.7, multi_target_ratio=0.5)
