@@ -6,12 +6,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
-from helpers import recanvas_image
+from helpers import REPO, recanvas_image
 
 TRAIN_PIPELINE = [
     dict(type='LoadReferringImageFromFile'),
@@ -530,3 +531,24 @@ def test_image_check_arguments(downloaded_fixture):
         for i in range(len(ds))
     }
     assert (41, 48) in shapes and (37, 44) in shapes
+
+
+def test_base_config_on_downloaded_fixture(downloaded_fixture):
+    """configs/_base_/datasets/rrsisd.py: masks aligned in both pipelines,
+    a missing image refused until skip_missing_images is set (as
+    ``--cfg-options val_dataloader.dataset.skip_missing_images=True``)."""
+    cfg = Config.fromfile(str(REPO / 'configs/_base_/datasets/rrsisd.py'))
+    root = str(downloaded_fixture['root'])
+    init_default_scope('mmseg')
+    train = DATASETS.build(dict(cfg.train_dataloader.dataset, data_root=root))
+    out = train[0]  # ref 900: 41x48 image, resized to 1024x1024
+    assert tuple(out['inputs'].shape[1:]) == (1024, 1024)
+    gt = out['data_samples'].gt_sem_seg.data[0].numpy()
+    assert gt.shape == (1024, 1024) and (gt[-10:] == 255).all()
+    test = DATASETS.build(dict(cfg.test_dataloader.dataset, data_root=root))
+    assert test[0]['data_samples'].gt_sem_seg.data.shape[1:] == (39, 31)
+    with pytest.raises(FileNotFoundError, match='skip_missing_images=True'):
+        DATASETS.build(dict(cfg.val_dataloader.dataset, data_root=root))
+    cfg.merge_from_dict({'val_dataloader.dataset.skip_missing_images': True})
+    val = DATASETS.build(dict(cfg.val_dataloader.dataset, data_root=root))
+    assert len(val) == 1

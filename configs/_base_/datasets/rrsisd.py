@@ -1,14 +1,22 @@
 # RRSIS-D (RMSIN release, REFER layout): 12,181 / 1,740 / 3,481 expressions
-# (train / val / test), 800x800 images. Check a download with
+# (train / val / test), 800x800 masks. Check a download with
 #   python tools/dataset_converters/rrsisd.py data/rrsisd
 # data/rrsisd/
 #   refs(unc).p  instances.json  images/rrsisd/JPEGImages/*.jpg
+# As downloaded, some JPEGs are 1-13 px off their mask (800x801, 801x800,
+# 800x787): the dataset reports them once when built, and
+# LoadReferringAnnotations aligns their masks (top-left; padding ignored)
+# within `size_tolerance` pixels per side; a larger difference is an error.
+# Missing image files are an error unless `skip_missing_images=True` leaves
+# their samples out, e.g.
+#   --cfg-options train_dataloader.dataset.skip_missing_images=True
 # RSRefSeg's recipe: resize to 1024x1024 without keeping the aspect ratio, no
 # augmentation. The test pipeline decodes the mask after Resize, so the
 # ground truth stays at the original size, where ReferringIoUMetric scores.
 dataset_type = 'RRSISDDataset'
 data_root = 'data/rrsisd'
 crop_size = (1024, 1024)
+size_tolerance = 16
 
 train_pipeline = [
     dict(type='LoadReferringImageFromFile'),
@@ -64,6 +72,8 @@ train_dataloader = dict(
         split='train',
         ann_file='refs(unc).p',
         instances_file='instances.json',
+        size_tolerance=size_tolerance,
+        skip_missing_images=False,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         pipeline=train_pipeline))
 # batch 1: mmseg's inference() needs equal ori_shape within a batch
@@ -78,6 +88,8 @@ val_dataloader = dict(
         split='val',
         ann_file='refs(unc).p',
         instances_file='instances.json',
+        size_tolerance=size_tolerance,
+        skip_missing_images=False,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         test_mode=True,
         pipeline=test_pipeline))
@@ -92,6 +104,8 @@ test_dataloader = dict(
         split='test',
         ann_file='refs(unc).p',
         instances_file='instances.json',
+        size_tolerance=size_tolerance,
+        skip_missing_images=False,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         test_mode=True,
         pipeline=test_pipeline))
