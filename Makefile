@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsrefseg-installed
 
-LINT_PATHS := rsrefseg_core rsrefseg_mm rsrefseg_deploy configs tools demo tests setup.py
+LINT_PATHS := rsrefseg_core rsrefseg_mm rsrefseg_deploy configs tools demo tests .dev_scripts setup.py
 
 .PHONY: install test lint test-web test-qgis demo clean
 

@@ -14,7 +14,7 @@ start=$(date +%s)
 echo "== [1/4] train $CONFIG -> $WORK"
 # One thread by default: the run is then bitwise reproducible on a given CPU
 # (summation order changes with the thread count). The recipe does not rely
-# on it: tools/analysis_tools/demo_sweep.py runs this script for several
+# on it: .dev_scripts/demo_sweep.py runs this script for several
 # seeds (--cfg-options randomness.seed=N) and DEMO_TRAIN_THREADS=1/2.
 OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-1} \
     $PY tools/train.py "$CONFIG" --work-dir "$WORK" "$@"

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from helpers import TINY_CONFIG, load_script
+from helpers import TINY_CONFIG
 
 TEXTS = [
     'the red circle', 'a blue square at the top left of the image',
@@ -65,21 +65,6 @@ def test_onnx_runtime_equals_pytorch(exported, num_texts):
     assert np.abs(global_map - feats['global_map'].numpy()).max() <= 1e-4
     masks = (logits > 0) != (want.numpy() > 0)
     assert masks.mean() <= 1e-3
-
-
-def test_onnx_benchmark_tool(tmp_path, capsys):
-    tool = load_script('tools/analysis_tools/onnx_benchmark.py')
-    res = tool.main([
-        TINY_CONFIG, '--model-dir',
-        str(tmp_path / 'onnx'), '--repeats', '2', '--warmup', '0'
-    ])
-    assert set(res['times']) == {
-        'torch first', 'torch follow-up', 'onnxruntime first',
-        'onnxruntime follow-up'
-    }
-    assert all(t['n'] == 2 for t in res['times'].values())
-    assert res['max_abs_diff'] <= 1e-3
-    assert '| follow-up |' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('contrib_ops', [True, False])

@@ -4,7 +4,7 @@ at the right place (``make test-qgis``; not in the default suite).
 Writes a synthetic 16-bit 4-band GeoTIFF (EPSG:32633, 0.5 m pixels, a
 nodata strip), runs ``demo/image_demo.py ... --bands 3 2 1 --out-dir`` on
 it, whole and with a pixel ``--roi``, and hands the outputs to
-``tools/analysis_tools/qgis_check.py`` under the Python that has PyQGIS
+``.dev_scripts/qgis_check.py`` under the Python that has PyQGIS
 (``$QGIS_PYTHON``, default ``/usr/bin/python3``; Debian packages
 ``python3-qgis qgis-providers``): layers valid, one CRS, the mask on the
 image's pixel grid (or the crop's), QGIS's samples equal to the PNG
@@ -86,7 +86,7 @@ def test_qgis_places_mask_and_polygons_on_the_image(scene, roi, tmp_path):
     OUT.mkdir(parents=True, exist_ok=True)
     shot = OUT / f'qgis_{"roi" if roi else "whole"}.png'
     check = [
-        QGIS_PYTHON, 'tools/analysis_tools/qgis_check.py',
+        QGIS_PYTHON, '.dev_scripts/qgis_check.py',
         str(image), f'{stem}_mask.tif', f'{stem}_mask.geojson',
         f'{stem}_mask.png', '--screenshot',
         str(shot)

@@ -1,22 +1,50 @@
-"""tools/analysis_tools/benchmark.py and the GPU-run helpers on tiny models."""
-import copy
-import os
+"""tools/analysis_tools/benchmark.py: every mode on the tiny config prints
+the table it promises, with finite positive figures."""
+import math
+import re
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 import torch.nn.functional as F
 
-import rsrefseg_mm  # noqa: F401
-from helpers import REPO, TINY_CONFIG, TINY_SAM, load_script
+from helpers import TINY_CONFIG, load_script
 
-TINY_CFG = TINY_CONFIG
-
-
-def load_tool(name):
-    return load_script(f'tools/analysis_tools/{name}.py')
+bm = load_script('tools/analysis_tools/benchmark.py')
 
 
-bm = load_tool('benchmark')
+def tables(text: str) -> dict:
+    """The Markdown tables of ``text``, keyed by their first header cell:
+    ``{'header': [...], 'rows': {first cell: [other cells]}}``."""
+    found = {}
+    for block in re.findall(r'(?:^\|.*\|\n)+', text, re.M):
+        lines = [[c.strip() for c in ln.strip('|').split('|')]
+                 for ln in block.strip().splitlines()]
+        assert set(''.join(lines[1])) == set('-'), block
+        found[lines[0][0]] = dict(
+            header=lines[0], rows={r[0]: r[1:]
+                                   for r in lines[2:]})
+    return found
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(',', ''))
+
+
+def assert_positive(cells, allow_zero=False):
+    for cell in cells:
+        value = number(cell)
+        assert math.isfinite(value), cell
+        assert value >= 0 if allow_zero else value > 0, cell
+
+
+def assert_context(text: str, device='cpu'):
+    """The line under the title names torch, the hardware and threads."""
+    line = text.split('### ', 1)[1].splitlines()[2]
+    assert line.startswith(f'torch {torch.__version__}, '), line
+    assert ('CPU ' if device == 'cpu' else 'GPU ') in line, line
+    assert f', threads: {torch.get_num_threads()}, ' in line, line
 
 
 def test_flop_counter_counts_cpu_sdpa():
@@ -33,153 +61,205 @@ def test_flop_counter_counts_cpu_sdpa():
     assert fc.get_total_flops() == int(2.5 * forward)
 
 
-def test_inference_and_stock_comparison(capsys):
-    out = bm.main([
-        TINY_CFG, '--batch-size', '2', '--repeats', '2', '--warmup', '1',
-        '--compare-stock', '--device', 'cpu'
-    ])
-    inf = out['inference']
-    assert set(inf['stages']) == set(bm.STAGES)
-    assert all(t > 0 for t in inf['stages'].values())
-    assert inf['images_per_s'] == pytest.approx(2 / inf['latency']['median'])
-    # stage FLOPs per image == the SAM encoder counted on its own
-    cfg = bm.load_config(TINY_CFG)
-    model = bm.build_model(cfg, 'cpu')
-    x = torch.rand(1, 3, 128, 128) * 255
-    with torch.no_grad(), bm.flop_counter() as fc:
-        model.decode_head.encode_image(x)
-    assert inf['flops']['SAM encoder'] == fc.get_total_flops() > 0
-    assert all(inf['flops'][s] > 0 for s in bm.STAGES)
-    stock = out['stock']
-    assert set(stock['medians']) == {'stock', 'stock+sdpa'}
-    assert stock['max_abs_diff']['stock+sdpa'] < 1e-4
-    assert len(stock['times']['stock']) == 2
-    text = capsys.readouterr().out
-    assert '| images/s |' in text and '| SAM encoder |' in text
-    assert 'speed-up vs stock' in text
-
-
-def test_merged_lora_weights_give_the_stock_encoder():
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from rsrefseg_mm.models.sam.sam_builder import build_sam_modules
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    arch = dict(TINY_SAM, image_size=64)
-    head = MODELS.build(
-        dict(
-            type='SAMPromptHead',
-            sam_arch=arch,
-            encoder_tuning=dict(mode='lora', rank=4, alpha=8,
-                                drop_rate=0.))).eval()
-    with torch.no_grad():  # LoRA-B starts at zero: make the update count
-        for name, p in head.image_encoder.named_parameters():
-            if 'lora_up' in name or 'rel_pos' in name:
-                p.normal_(std=0.2)
-    stock = build_sam_modules(arch)['image_encoder'].eval()
-    stock.load_state_dict(bm.merged_sam_state_dict(head.image_encoder))
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ours, theirs = head.image_encoder(x), stock(x)
-        plain = copy.deepcopy(stock)
-        plain.load_state_dict({
-            k.replace('.original_layer', ''): v
-            for k, v in head.image_encoder.state_dict().items()
-            if 'lora_' not in k
-        })
-        without_lora = plain(x)
-    assert (ours - theirs).abs().max() < 1e-4
-    assert (ours - without_lora).abs().max() > 1e-2  # LoRA was merged
-
-
-def test_train_mode_runs_one_subprocess_per_with_cp(capfd):
-    """``--progress on`` reaches the workers, whose bars go to stderr."""
-    out = bm.main([
-        TINY_CFG, '--train', '--batch-size', '1', '--repeats', '2', '--warmup',
-        '1', '--device', 'cpu', '--progress', 'on'
-    ])['train']
-    assert [r['with_cp'] for r in out] == [False, True]
-    assert [r['with_cp_model'] for r in out] == [False, True]
-    for r in out:
-        assert r['memory']['peak'] > 0 and r['step']['median'] > 0
-        assert r['flops_per_image'] > 0
-    # a backward pass executes more FLOPs than the forward alone
-    assert out[0]['flops_per_image'] > 1.5 * out[0]['forward_flops']
-    captured = capfd.readouterr()
-    text = captured.out
-    assert '| SAM encoder with_cp |' in text and 'activation memory' in text
-    # warm-up and timed bars (redrawn while live), on stderr only
-    assert 'training warm-up' in captured.err
-    assert 'training timed' in captured.err
-    assert '2/2' in captured.err and 'step/s' in captured.err
-    assert 'ETA' in captured.err and 'ETA' not in text
-
-
-def test_bf16_training_needs_a_gpu(capsys):
-    with pytest.raises(SystemExit):
-        bm.parse_args([TINY_CFG, '--train', '--amp', '--device', 'cpu'])
-    assert 'SkipNonFiniteAmpOptimWrapper' in capsys.readouterr().err
-    args = bm.parse_args([TINY_CFG, '--amp', '--device', 'cpu'])
-    assert args.amp and not args.train  # bf16 autocast inference on CPU
-
-
-@pytest.mark.parametrize('progress', ['auto', 'on', 'off'])
-def test_progress_bars_with_rate_and_eta(capsys, progress):
-    """``auto`` draws on terminals only (pytest's stderr is not one)."""
-    bm.main([
-        TINY_CFG, '--repeats', '3', '--warmup', '1', '--device', 'cpu',
-        '--no-flops', '--compare-stock', '--progress', progress
-    ])
-    out, err = capsys.readouterr()
-    if progress != 'on':  # no bar (mmengine's logger may still write)
-        assert '\u2501' not in err and 'ETA' not in err
-        assert 'inference timed' not in err
-        return
-    for bar in ('inference warm-up', 'inference timed',
-                'SAM encoder vs stock'):
-        assert bar in err
-    assert '3/3' in err and 'run/s' in err and 'round/s' in err
-    assert 'ETA' in err
-    assert 'ETA' not in out and '| images/s |' in out
-
-
-def test_env_line_names_threads_and_allocator(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith('MALLOC_') or key == 'LD_PRELOAD':
-            monkeypatch.delenv(key)
-    assert bm.env_line('cpu').endswith('threads, allocator: default)')
-    monkeypatch.setenv('MALLOC_MMAP_MAX_', '0')
-    assert 'allocator: MALLOC_MMAP_MAX_=0)' in bm.env_line('cpu')
-
-
-def test_siglip_config_stage_flops(tmp_path, capsys, siglip_spiece):
-    """The paper's SigLIP config (tiny archs) benchmarks; the towers' FLOPs
-    per image equal the backbone counted on its own."""
-    from siglip_helpers import TINY_SIGLIP
-    spiece = siglip_spiece
-    paper = next(
-        (REPO / 'configs' /
-         'rsrefseg').glob('rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_*.py'))
-    cfg = tmp_path / 'siglip_tiny.py'
-    cfg.write_text(f"""
-_base_ = [{str(paper)!r}]
-model = dict(
-    data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(arch=dict(_delete_=True, **{TINY_SIGLIP!r}),
-                  tokenizer={spiece!r}),
-    neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
-    decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r})))
-""")
-    out = bm.main([
-        str(cfg), '--batch-size', '2', '--repeats', '1', '--warmup', '1',
+def test_throughput_inference(capsys):
+    res = bm.main([
+        'throughput', TINY_CONFIG, '--batch-size', '2', '--repeats', '2',
         '--device', 'cpu'
     ])
-    inf = out['inference']
-    assert set(inf['stages']) == set(bm.STAGES)
-    model = bm.build_model(bm.load_config(str(cfg)), 'cpu')
-    x = torch.rand(2, 3, 128, 128) * 255  # the merged-LoRA weights are
-    with torch.no_grad(), bm.flop_counter() as fc:  # built once per batch
-        model.backbone(x, ['the white storage tank', 'the ship'])
-    assert inf['flops']['encoder towers'] == fc.get_total_flops() / 2 > 0
-    assert '| encoder towers |' in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert_context(text)
+    assert '128x128, batch 2, fp32; 2 timed repeats after 1 warm-up' in text
+    found = tables(text)
+    rows = found['measurement']['rows']
+    assert list(rows) == [
+        'images/s', 'latency, median (s/batch)', 'latency, p90 (s/batch)',
+        'peak memory (max RSS, MiB)',
+        'peak memory over the loaded model (MiB)', 'GFLOPs/image',
+        'TFLOP/s achieved'
+    ]
+    for name, cells in rows.items():
+        assert_positive(cells, allow_zero='over the loaded' in name)
+    figures = res['rows']
+    assert figures['images/s'] == pytest.approx(
+        2 / figures['latency, median (s/batch)'])
+    stages = found['stage']
+    assert stages['header'] == [
+        'stage', 'median s/batch', 'share (%)', 'GFLOPs/image'
+    ]
+    assert list(stages['rows']) == list(bm.STAGES)
+    for cells in stages['rows'].values():
+        assert_positive(cells)
+    # the stage FLOPs add up, and the SAM encoder's are its own count
+    assert sum(res['stage_flops'].values()) == pytest.approx(
+        figures['GFLOPs/image'] * 1e9)
+    model = bm.build_model(bm.load_config(TINY_CONFIG))
+    with torch.no_grad(), bm.flop_counter() as fc:
+        model.decode_head.encode_image(torch.rand(1, 3, 128, 128) * 255)
+    assert res['stage_flops']['SAM image encoder'] == fc.get_total_flops()
+
+
+def test_throughput_training_steps(capsys):
+    inference = bm.main(
+        ['throughput', TINY_CONFIG, '--repeats', '1', '--device', 'cpu'])
+    res = bm.main([
+        'throughput', TINY_CONFIG, '--train', '--repeats', '2', '--device',
+        'cpu'
+    ])
+    text = capsys.readouterr().out
+    assert '### Throughput, training step:' in text
+    rows = tables(text.split('training step')[1])['measurement']['rows']
+    assert 'latency, median (s/step)' in rows
+    for name, cells in rows.items():
+        assert_positive(cells, allow_zero='over the loaded' in name)
+    # a backward pass executes more FLOPs than the forward alone
+    assert res['rows']['GFLOPs/image (forward + backward)'] > \
+        1.5 * inference['rows']['GFLOPs/image']
+    model = bm.build_model(bm.load_config(TINY_CONFIG))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert res['rows']['trainable parameters (M)'] == trainable / 1e6
+
+
+def test_bf16_training_needs_cuda(capsys):
+    with pytest.raises(SystemExit):
+        bm.parse_args([
+            'throughput', TINY_CONFIG, '--train', '--bf16', '--device', 'cpu'
+        ])
+    assert 'needs --device cuda' in capsys.readouterr().err
+    args = bm.parse_args(
+        ['throughput', TINY_CONFIG, '--bf16', '--device', 'cpu'])
+    assert args.bf16 and not args.train  # bf16 autocast inference on CPU
+    with pytest.raises(SystemExit):
+        bm.parse_args(['throughput', TINY_CONFIG, '--repeats', '0'])
+
+
+def test_encode_once(capsys, monkeypatch):
+    from rsrefseg_mm.models.segmentors import RSRefSeg
+    calls = []
+    encode = RSRefSeg.encode_image
+
+    def counting_encode(self, *args, **kwargs):
+        calls.append(kwargs.get('with_sam', True))
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(RSRefSeg, 'encode_image', counting_encode)
+    res = bm.main([
+        'encode-once', TINY_CONFIG, '--expressions', '3', '--repeats', '2',
+        '--warmup', '0', '--device', 'cpu'
+    ])
+    # the cached predictor's first encode, then per round: the first query
+    # and the 3 expressions encode once each through the predictor (the
+    # follow-up and the cached image not at all), the 3 one-pass forwards
+    # once each (SAM inside the head)
+    assert calls.count(True) == 1 + 2 * 2
+    assert calls.count(False) == 2 * 3
+    assert all(r['n'] == 2 for r in res.values())
+    text = capsys.readouterr().out
+    assert_context(text)
+    found = tables(text)
+    assert list(found['measurement']['rows']) == [
+        'first query (set_image + 1 expression)',
+        'follow-up query (1 expression, image encoded)',
+        'image from the cache (set_image + 1 expression)',
+        '3 expressions, predictor (1 encode)',
+        '3 expressions, 3 one-pass forwards'
+    ]
+    assert found['measurement']['header'] == [
+        'measurement', 'median s', 'p90 s'
+    ]
+    for cells in found['measurement']['rows'].values():
+        assert_positive(cells)
+    assert list(found['ratio']['rows']) == [
+        'follow-up / first', '3 forwards / predictor'
+    ]
+    for cells in found['ratio']['rows'].values():
+        assert_positive(cells)
+
+
+def test_onnx_runtime_against_pytorch(tmp_path, capsys):
+    model_dir = str(tmp_path / 'onnx')
+    args = [
+        'onnx', TINY_CONFIG, '--model-dir', model_dir, '--repeats', '2',
+        '--warmup', '0'
+    ]
+    res = bm.main(args)
+    text = capsys.readouterr().out
+    assert_context(text)
+    assert 'onnxruntime ' in text and f'exported to {model_dir}' in text
+    found = tables(text)
+    assert found['query']['header'] == [
+        'query', 'PyTorch median s', 'ONNX Runtime median s',
+        'ONNX Runtime / PyTorch'
+    ]
+    assert list(found['query']['rows']) == [
+        'first query (set_image + 1 expression)',
+        'follow-up query (1 expression)'
+    ]
+    for cells in found['query']['rows'].values():
+        assert_positive(cells)
+    agreement = found['agreement']['rows']
+    assert list(agreement) == [
+        'largest probability difference', 'mask pixels that differ (%)'
+    ]
+    assert_positive(sum(agreement.values(), []), allow_zero=True)
+    assert res['prob_diff'] <= 1e-3 and res['mask_diff'] <= 1e-3
+    assert all(t['n'] == 2 for t in res['times'].values())
+    # the export is reused, and refused for another config
+    bm.main(args)
+    assert 'exported to' not in capsys.readouterr().out
+    other = tmp_path / 'other.py'
+    other.write_text(f'_base_ = [{TINY_CONFIG!r}]\n')
+    with pytest.raises(ValueError, match='another config'):
+        bm.main(['onnx', str(other), '--model-dir', model_dir])
+
+
+def test_scene_is_written_block_by_block(tmp_path):
+    path = str(tmp_path / 'scene.tif')
+    bm.write_scene(path, 1300, overviews=True)
+    with rasterio.open(path) as src:
+        assert (src.width, src.height, src.count) == (1300, 1300, 4)
+        assert src.dtypes[0] == 'uint16' and src.nodata == 0
+        assert src.profile['compress'] == 'deflate' and src.is_tiled
+        assert src.overviews(1) == [4]  # down to >= 256 px
+        data = src.read(window=((0, 600), (0, 1300)))
+    margin = int(1300 * bm.MARGIN)
+    assert (data[:, :, :margin] == 0).all()
+    assert (data[:, :, margin:] > 0).all()
+    # rows past the first written block hold the parcels too
+    assert len(np.unique(data[0, 300:, margin:])) > 3
+
+
+def test_scene_memory_two_sizes_side_by_side(tmp_path, capsys):
+    bm.main([
+        'scene-memory', TINY_CONFIG, '--sizes', '1024', '2048', '--repeats',
+        '1', '--work-dir',
+        str(tmp_path)
+    ])
+    text = capsys.readouterr().out
+    assert_context(text)
+    table = tables(text)['measurement']
+    assert table['header'] == ['measurement', '1,024 x 1,024', '2,048 x 2,048']
+    rows = table['rows']
+    # decimated reads: 2 x the tiny model's input, whatever the scene
+    assert rows.pop('image read (px)') == ['256 x 256'] * 2
+    assert rows.pop('runs') == ['1', '1']
+    assert list(rows) == [
+        'file (MB)', 'read + encode (s)', 'to the saved outputs (s)',
+        'process wall time (s)', 'RSS, model loaded (MiB)', 'peak RSS (MiB)'
+    ]
+    for cells in rows.values():
+        assert_positive(cells)
+    peak, loaded = rows['peak RSS (MiB)'], rows['RSS, model loaded (MiB)']
+    assert all(number(p) >= number(m) for p, m in zip(peak, loaded))
+    assert list(tmp_path.iterdir()) == []  # scenes and outputs deleted
+
+
+def test_scene_memory_stops_a_run_past_the_limit(tmp_path, capsys):
+    res = bm.main([
+        'scene-memory', TINY_CONFIG, '--sizes', '512', '--repeats', '2',
+        '--rss-limit-gb', '0.01', '--work-dir',
+        str(tmp_path)
+    ])
+    assert [r['killed'] for r in res[512]['runs']] == [True]
+    rows = tables(capsys.readouterr().out)['measurement']['rows']
+    assert rows['runs'][0].startswith('stopped at ')
+    assert rows['peak RSS (MiB)'] == ['-']

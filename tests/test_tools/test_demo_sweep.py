@@ -1,11 +1,11 @@
-"""tools/analysis_tools/demo_sweep.py with a stand-in for scripts/demo.sh."""
+""".dev_scripts/demo_sweep.py with a stand-in for scripts/demo.sh."""
 import json
 import os
 import stat
 
 from helpers import load_script
 
-demo_sweep = load_script('tools/analysis_tools/demo_sweep.py')
+demo_sweep = load_script('.dev_scripts/demo_sweep.py')
 
 # writes what demo.sh's test steps write: <work>/test/<ts>/<ts>.json and
 # <work>/test_shuffled/<ts>/<ts>.json; seed 1 ignores the words (shuffled

@@ -1,10 +1,10 @@
-"""tools/analysis_tools/filter_stats.py on the tiny config."""
+""".dev_scripts/filter_stats.py on the tiny config."""
 import re
 
 from helpers import TINY_CONFIG as TINY
 from helpers import load_script
 
-filter_stats = load_script('tools/analysis_tools/filter_stats.py')
+filter_stats = load_script('.dev_scripts/filter_stats.py')
 
 
 def saturated(out: str, row: str) -> float:

@@ -1,9 +1,9 @@
-"""tools/analysis_tools/sam_block_benchmark.py on small blocks (CPU)."""
+""".dev_scripts/sam_block_benchmark.py on small blocks (CPU)."""
 from helpers import load_script
 
 
 def load_tool():
-    return load_script('tools/analysis_tools/sam_block_benchmark.py')
+    return load_script('.dev_scripts/sam_block_benchmark.py')
 
 
 def test_seq_axes():

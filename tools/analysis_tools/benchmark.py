@@ -1,269 +1,913 @@
-# Benchmark an RSRefSeg config: speed, memory and FLOPs per stage, the SAM
-# encoder against stock segment-anything, and training-step memory with and
-# without activation checkpointing. See docs/benchmark.md.
-"""Benchmark an RSRefSeg model on random inputs.
+# Benchmark an RSRefSeg config: throughput, encode-once latency, ONNX
+# Runtime against PyTorch, and memory on large GeoTIFF scenes.
+"""Benchmark an RSRefSeg config on random inputs, one mode per call.
 
-Modes (one markdown table each):
+Every mode prints Markdown tables of medians under a line naming the
+context (torch version, CPU or GPU, threads, date):
 
-* default: inference (``mode='predict'``) at ``--batch-size``: images/s,
-  latency median / p90, peak memory, time and FLOPs per stage (CLIP/SigLIP
-  encoder towers, prompter neck, SAM image encoder, SAM prompt encoder +
-  mask decoder);
-* ``--compare-stock``: in addition, the SAM image encoder as built (fast
-  attention, LoRA) next to segment-anything's stock ``ImageEncoderViT``
-  holding the same (LoRA-merged) weights, plus the stock encoder with only
-  the attention switched to SDPA; interleaved repeats, same input, medians
-  and ratios (``--stock-only`` skips the whole-model table);
-* ``--expressions-per-image K``: one image and K expressions, answered by
-  ``ReferringPredictor`` (image encoded once) next to K one-pass forwards:
-  first-query and follow-up latency, K expressions both ways, ratios;
-* ``--train``: one subprocess per ``with_cp`` setting (SAM encoder
-  activation checkpointing off / on) runs training steps and reports its peak
-  memory (max RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU).
+* ``throughput``: images/s of the model forward (``mode='predict'``, the
+  ``tools/test.py`` path) at the config's input size and ``--batch-size``:
+  latency median / p90, peak memory, GFLOPs per image and the time and
+  FLOPs of each stage (encoder towers, prompter, SAM image encoder, SAM
+  prompt encoder + mask decoder); ``--train`` times ``model.train_step``
+  (data preprocessor, loss, backward, optimizer step) instead;
+* ``encode-once``: :class:`~rsrefseg_mm.apis.ReferringPredictor` on one
+  image: the first expression (image encoded), a follow-up expression, an
+  image found in the predictor's cache, and K expressions against K
+  one-pass forwards;
+* ``onnx``: ``ReferringPredictor`` against
+  :class:`~rsrefseg_deploy.OnnxReferringPredictor` on the same image and
+  expressions (the model is exported to ``--model-dir`` when that has no
+  ``deploy.json``): first and follow-up latency, the largest difference of
+  their probabilities and the share of mask pixels that differ;
+* ``scene-memory``: the demo's work (load the model, read + encode,
+  predict, save the outputs) on large synthetic 4-band uint16 GeoTIFFs, one
+  fresh process per run: time and peak resident memory, the scene sizes
+  side by side.
 
-Weights are random (the config's ``checkpoint`` paths are cleared, so no
-weight file is needed) unless ``--checkpoint`` gives a runner checkpoint.
-SigLIP configs still need a ``spiece.model``: the one of the SigLIP folder,
-or, without it, one trained by ``tools/misc/train_spiece.py``, passed with
-``--cfg-options model.backbone.tokenizer=PATH``.
-FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
-multiply-add = 2 FLOPs) during the first warm-up iteration.
-The warm-up and timed loops draw progress bars (rate, ETA) on stderr when it
-is a terminal (``--progress on|off`` forces them on or off); the tables go
-to stdout.
+Weights are random (the config's pretrained paths are cleared, nothing is
+downloaded) unless ``--checkpoint`` gives a runner checkpoint. SigLIP
+configs need a ``spiece.model`` (the SigLIP folder's, or one written by
+``tools/misc/train_spiece.py``): ``--cfg-options
+model.backbone.tokenizer=PATH``. FLOPs come from torch's
+``FlopCounterMode`` (one multiply-add = 2 FLOPs) on the first warm-up run.
 
-Example::
+Examples (see docs/benchmark.md)::
 
-    B=configs/rsrefseg/rsrefseg-b_clip-vit-b16-sam-vit-b
-    python tools/analysis_tools/benchmark.py \\
-        ${B}_8xb4-lora-200e_rrsisd-1024x1024.py \\
-        --compare-stock --batch-size 1 --repeats 3
-    S=configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b
-    python tools/analysis_tools/benchmark.py \\
-        ${S}_8xb4-lora-200e_rrsisd-1024x1024.py \\
-        --cfg-options model.backbone.tokenizer=work_dirs/spiece/spiece.model
+    CFG=configs/rsrefseg/rsrefseg-b_clip-vit-b16-sam-vit-b_8xb4-lora-200e_rrsisd-1024x1024.py
+    python tools/analysis_tools/benchmark.py throughput $CFG --threads 2
+    python tools/analysis_tools/benchmark.py throughput $CFG --device cuda \\
+        --bf16 --batch-size 32 [--train]
+    python tools/analysis_tools/benchmark.py encode-once $CFG --expressions 8
+    python tools/analysis_tools/benchmark.py onnx $CFG --model-dir DIR
+    python tools/analysis_tools/benchmark.py scene-memory TINY_CONFIG \\
+        --sizes 8192 16384
 """
 import argparse
+import copy
 import json
+import os
 import os.path as osp
+import platform
+import resource
+import shutil
 import subprocess
 import sys
-from typing import List, Optional, Sequence
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# benchmark_utils lives beside this script
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import numpy as np
+import torch
 
-import torch  # noqa: E402
-# yapf: disable
-from benchmark_utils import (STAGES, TEXTS, amp_context,  # noqa: E402,F401
-                             benchmark_inference, benchmark_stock,
-                             benchmark_train_steps, build_model, env_line,
-                             flop_counter, fmt_g, input_size, load_config,
-                             make_samples, merged_sam_state_dict,
-                             print_inference, print_stock, print_train,
-                             synchronize)
-
-# yapf: enable
-
-
-# ------------------------------------------------------------------ args
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Benchmark an RSRefSeg model (random inputs)')
-    parser.add_argument('config', help='model config file')
-    parser.add_argument(
-        '--checkpoint',
-        help='runner checkpoint to load (default: random weights)')
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='bfloat16 autocast (inference) / SkipNonFiniteAmpOptimWrapper '
-        '(training, GPU only)')
-    parser.add_argument(
-        '--train',
-        action='store_true',
-        help='training steps with SAM-encoder activation checkpointing off '
-        'and on, each in its own subprocess (peak memory)')
-    parser.add_argument(
-        '--with-cp',
-        choices=['both', 'on', 'off'],
-        default='both',
-        help='--train: which with_cp settings to run')
-    parser.add_argument(
-        '--expressions-per-image',
-        type=int,
-        metavar='K',
-        help='one image, K expressions: ReferringPredictor vs K forwards')
-    parser.add_argument(
-        '--compare-stock',
-        action='store_true',
-        help='SAM image encoder vs stock segment-anything, same weights')
-    parser.add_argument(
-        '--stock-only',
-        action='store_true',
-        help='with --compare-stock: skip the whole-model inference table')
-    parser.add_argument(
-        '--device',
-        default='cuda' if torch.cuda.is_available() else 'cpu',
-        help='cpu | cuda (default: cuda when available)')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument(
-        '--image-size',
-        type=int,
-        nargs=2,
-        metavar=('H', 'W'),
-        help="input size (default: the data_preprocessor's size)")
-    parser.add_argument(
-        '--no-flops', action='store_true', help='skip FLOP counting')
-    parser.add_argument(
-        '--threads', type=int, help='torch.set_num_threads on CPU')
-    parser.add_argument(
-        '--json', help='also write the results to this JSON file')
-    parser.add_argument(
-        '--progress',
-        choices=['auto', 'on', 'off'],
-        default='auto',
-        help='progress bars (rate, ETA) on stderr: auto = on terminals only')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        default=None,
-        help='override config settings, key=value (mmengine DictAction)')
-    parser.add_argument(
-        '--worker', action='store_true', help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.cfg_options is not None:
-        from mmengine.config import DictAction
-        opts = argparse.Namespace()
-        DictAction(
-            option_strings=[], dest='cfg_options')(parser, opts,
-                                                   args.cfg_options)
-        args.cfg_options = opts.cfg_options
-    if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error('--batch-size and --repeats must be >= 1, --warmup >= 0')
-    if args.train and args.amp and not args.device.startswith('cuda'):
-        parser.error('--train --amp trains in bf16 through '
-                     'SkipNonFiniteAmpOptimWrapper (mmengine\'s '
-                     'AmpOptimWrapper), which needs a GPU; train in fp32 on '
-                     'CPU (without --amp)')
-    return args
+TEXTS = ('the large white storage tank at the lower left of the image',
+         'a vehicle',
+         'the baseball field next to the two tennis courts on the right',
+         'the harbor in the middle')
+STAGES = ('encoder towers', 'prompter', 'SAM image encoder',
+          'SAM prompt encoder + mask decoder')
+MIB = 2**20
 
 
-# ------------------------------------------------------------------ main
-def progress_force(args) -> Optional[bool]:
-    """``--progress`` as :func:`rsrefseg_mm.utils.track`'s ``force``."""
-    return {'auto': None, 'on': True, 'off': False}[args.progress]
+# --------------------------------------------------------------- context
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``; the architecture elsewhere)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def train_worker(args) -> dict:
-    """One --train measurement (run in a subprocess by :func:`main`)."""
+def context(device: str = 'cpu') -> str:
+    """torch version, CPU or GPU, threads, allocator settings and date."""
+    if str(device).startswith('cuda'):
+        hw = f'GPU {torch.cuda.get_device_name(device)} (CUDA ' \
+             f'{torch.version.cuda})'
+    else:
+        hw = f'CPU {cpu_name()}'
+    # the allocator decides how often big tensors are page-faulted in
+    alloc = ' '.join(f'{k}={v}' for k, v in sorted(os.environ.items())
+                     if k.startswith('MALLOC_') or k == 'LD_PRELOAD')
+    return (f'torch {torch.__version__}, {hw}, threads: '
+            f'{torch.get_num_threads()}, allocator: {alloc or "default"}, '
+            f'{time.strftime("%Y-%m-%d")}')
+
+
+def fmt(value) -> str:
+    """A table cell: numbers with 4 significant digits (thousands
+    separated), anything else as text."""
+    if isinstance(value, str):
+        return value
+    if abs(value) >= 1000:
+        return f'{value:,.0f}'
+    return f'{value:.4g}'
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + ' --- |' * len(header))
+    for row in rows:
+        print('| ' + ' | '.join(fmt(v) for v in row) + ' |')
+    print()
+
+
+# ------------------------------------------------------------- measuring
+def synchronize(device: str) -> None:
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn: Callable) -> float:
+    """Seconds ``fn()`` takes (CUDA-synchronised)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def summarize(values: Sequence[float]) -> Dict[str, float]:
+    """``median``, ``p90`` and ``n`` of a list of measurements."""
+    arr = np.asarray(values, dtype=np.float64)
+    return dict(
+        median=float(np.median(arr)),
+        p90=float(np.percentile(arr, 90)),
+        n=int(arr.size))
+
+
+def autocast(device: str, enabled: bool):
+    """bf16 autocast on ``device`` (a null context when disabled)."""
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def flop_counter():
+    """``FlopCounterMode`` that also counts the CPU flash-SDPA kernels
+    (torch registers the CUDA ones only; the CPU ones would count 0)."""
+    from torch.utils.flop_counter import (FlopCounterMode,
+                                          sdpa_backward_flop_count,
+                                          sdpa_flop_count)
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = \
+            lambda q, k, v, *args, **kwargs: sdpa_flop_count(q, k, v)
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] \
+            = lambda g, q, k, v, *args, **kwargs: \
+            sdpa_backward_flop_count(g, q, k, v)
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+class PeakMemory:
+    """Peak memory of a code region, in bytes.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the peak resident set
+    size (``VmHWM``, reset through ``/proc/self/clear_refs`` where the
+    kernel allows it, else ``ru_maxrss`` since the process started).
+    ``delta`` is the peak minus the memory when the region started.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.cuda = str(device).startswith('cuda')
+        self.peak = self.delta = self.base = 0
+        self.reset = False
+
+    def __enter__(self) -> 'PeakMemory':
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # resets VmHWM (Linux >= 4.0)
+            self.reset = True
+        except OSError:
+            pass
+        self.base = int((proc_status_mib('self', 'VmRSS') or 0) * MIB)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            hwm = proc_status_mib('self', 'VmHWM') if self.reset else None
+            self.peak = int(hwm * MIB) if hwm is not None else \
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.delta = self.peak - self.base
+
+
+def proc_status_mib(pid: object, key: str) -> Optional[float]:
+    """A memory figure of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``) in
+    MiB; None once the process is gone or without ``/proc``."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class StageProbe:
+    """Time (and count the FLOPs of) the stages of RSRefSeg forwards.
+
+    Wraps, on the instances, the towers' ``encode_image`` and
+    ``encode_text`` (together: encoder towers), ``neck.forward``
+    (prompter), ``decode_head.encode_image`` (SAM image encoder,
+    preprocessing included) and ``decode_head.forward``; prompt encoder +
+    mask decoder = head minus its image encoder. On CUDA every stage
+    boundary is synchronised.
+
+    Args:
+        model (nn.Module): An ``RSRefSeg``.
+        device (str): Its device.
+    """
+    WRAPS = (('encoder towers', 'backbone',
+              'encode_image'), ('encoder towers', 'backbone', 'encode_text'),
+             ('prompter', 'neck', 'forward'), ('head', 'decode_head',
+                                               'forward'),
+             ('SAM image encoder', 'decode_head', 'encode_image'))
+
+    def __init__(self, model: torch.nn.Module, device: str) -> None:
+        self.device = device
+        self.times: Dict[str, List[float]] = {s: [] for s in STAGES}
+        self.flops: Dict[str, int] = {}
+        self.counter = None
+        self.wrapped = []
+        for stage, part, attr in self.WRAPS:
+            owner = getattr(model, part)
+            setattr(owner, attr, self._wrap(stage, getattr(owner, attr)))
+            self.wrapped.append((owner, attr))
+
+    def _wrap(self, stage: str, fn: Callable) -> Callable:
+
+        def wrapped(*args, **kwargs):
+            synchronize(self.device)
+            flops = self.counter.get_total_flops() if self.counter else 0
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            synchronize(self.device)
+            self._time[stage] += time.perf_counter() - start
+            if self.counter:
+                self._flops[stage] += self.counter.get_total_flops() - flops
+            return out
+
+        return wrapped
+
+    @contextmanager
+    def forward(self, counter=None):
+        """Collect the stage times of the forward inside (and its stage
+        FLOPs from ``counter``, an active :func:`flop_counter`)."""
+        self._time = dict.fromkeys((*STAGES, 'head'), 0.)
+        self._flops = dict.fromkeys((*STAGES, 'head'), 0)
+        self.counter = counter
+        yield
+        self.counter = None
+        for totals in (self._time, self._flops):
+            totals[STAGES[3]] = totals.pop('head') - totals[STAGES[2]]
+        for stage in STAGES:
+            self.times[stage].append(self._time[stage])
+        if counter:
+            self.flops = self._flops
+
+    def remove(self) -> None:
+        for owner, attr in self.wrapped:
+            owner.__dict__.pop(attr, None)
+
+
+# ------------------------------------------------------- model and inputs
+def parse_cfg_options(options: Optional[Sequence[str]]) -> dict:
+    """``key=value`` strings as mmengine's ``DictAction`` reads them."""
+    from mmengine.config import DictAction
+    namespace = argparse.Namespace()
+    if options:
+        DictAction([], 'cfg_options')(None, namespace, list(options))
+    return getattr(namespace, 'cfg_options', {})
+
+
+def load_config(config: str, cfg_options: Optional[Sequence[str]] = None):
+    """Read a config, apply ``--cfg-options`` and clear pretrained paths."""
+    from mmengine.config import Config
+
+    from rsrefseg_mm.utils import drop_pretrained_checkpoints
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(parse_cfg_options(cfg_options))
+    drop_pretrained_checkpoints(cfg.model)
+    return cfg
+
+
+def build_model(cfg,
+                device: str = 'cpu',
+                checkpoint: Optional[str] = None) -> torch.nn.Module:
+    """The model of ``cfg`` (seeded random weights, or ``checkpoint``
+    loaded through :func:`~rsrefseg_mm.apis.init_referring_model`) in eval
+    mode, ``cfg`` attached."""
+    from rsrefseg_mm.apis import init_referring_model
+    torch.manual_seed(0)
+    return init_referring_model(copy.deepcopy(cfg), checkpoint, device)
+
+
+def input_size(cfg) -> Tuple[int, int]:
+    """(H, W) of the config's data preprocessor (or ``crop_size``)."""
+    size = cfg.model.get('data_preprocessor', {}).get('size') or \
+        cfg.get('crop_size')
+    if size is None:
+        raise ValueError('the config has neither model.data_preprocessor.'
+                         'size nor crop_size: no input size to measure at')
+    return tuple(size)
+
+
+def make_samples(texts: Sequence[str],
+                 size: Tuple[int, int],
+                 device: str,
+                 with_gt: bool = False) -> list:
+    """One data sample per expression (with a box mask as ground truth)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    h, w = size
+    samples = []
+    for text in texts:
+        sample = SegDataSample(
+            metainfo=dict(
+                img_shape=(h, w),
+                ori_shape=(h, w),
+                pad_shape=(h, w),
+                text=text))
+        if with_gt:
+            gt = torch.zeros(1, h, w, dtype=torch.long, device=device)
+            gt[:, h // 4:h // 2, w // 3:w // 2] = 1
+            sample.gt_sem_seg = PixelData(data=gt)
+        samples.append(sample)
+    return samples
+
+
+def expressions(k: int) -> List[str]:
+    """K distinct expressions."""
+    return [f'{TEXTS[i % len(TEXTS)]} number {i}' for i in range(k)]
+
+
+def model_line(args, size: Tuple[int, int], extra: str = '') -> str:
+    weights = args.checkpoint or 'random weights'
+    return (f'{osp.basename(args.config)}, {weights}, input '
+            f'{size[0]}x{size[1]}{extra}; {args.repeats} timed repeats '
+            f'after {args.warmup} warm-up, medians')
+
+
+# ------------------------------------------------------------ throughput
+def throughput(args) -> Dict:
+    """Images/s of ``model(..., mode='predict')`` or ``train_step``."""
+    from rsrefseg_mm.utils import track
     cfg = load_config(args.config, args.cfg_options)
-    size = input_size(cfg, args.image_size)
-    with_cp = args.with_cp == 'on'
-    model = build_model(cfg, args.device, args.checkpoint, with_cp=with_cp)
-    res = benchmark_train_steps(model, cfg, size, args.batch_size, args.device,
-                                args.amp, args.warmup, args.repeats,
-                                not args.no_flops, progress_force(args))
-    res.update(
-        with_cp=with_cp,
-        with_cp_model=bool(model.decode_head.with_cp),
-        size=list(size),
-        env=env_line(args.device),
-        cuda=args.device.startswith('cuda'))
+    model = build_model(cfg, args.device, args.checkpoint)
+    size, batch = input_size(cfg), args.batch_size
+    texts = [TEXTS[i % len(TEXTS)] for i in range(batch)]
+    dev = args.device
+    if args.train:
+        from mmengine.optim import build_optim_wrapper
+        optim = copy.deepcopy(cfg.optim_wrapper)
+        optim.pop('dtype', None)
+        if args.bf16:
+            optim.update(type='SkipNonFiniteAmpOptimWrapper', dtype='bfloat16')
+        else:
+            optim.update(type='SkipNonFiniteOptimWrapper')
+        model.train()
+        optim_wrapper = build_optim_wrapper(model, optim)
+        gen = torch.Generator().manual_seed(0)
+        data = dict(
+            inputs=[
+                torch.randint(0, 256, (3, *size), generator=gen).byte().to(dev)
+                for _ in range(batch)
+            ],
+            data_samples=make_samples(texts, size, dev, with_gt=True))
+
+        def run():
+            model.train_step(data, optim_wrapper)
+    else:
+        torch.manual_seed(0)
+        images = torch.rand(batch, 3, *size, device=dev) * 255
+        samples = make_samples(texts, size, dev)
+
+        def run():
+            with torch.no_grad(), autocast(dev, args.bf16):
+                model(images, samples, mode='predict')
+
+    counter = flop_counter()
+    latencies = []
+    # stages of inference only (a training step's backward is not split)
+    probe = None if args.train else StageProbe(model, dev)
+    stages = probe.forward if probe else lambda counter=None: nullcontext()
+    try:
+        for i in track(range(args.warmup), 'warm-up', unit='run'):
+            # FLOPs counted on the first run
+            with counter if i == 0 else nullcontext(), \
+                    stages(counter if i == 0 else None):
+                run()
+        if probe:
+            probe.times = {s: [] for s in STAGES}
+        with PeakMemory(dev) as mem:
+            for _ in track(range(args.repeats), 'timed', unit='run'):
+                with stages():
+                    latencies.append(timed(dev, run))
+    finally:
+        if probe:
+            probe.remove()
+    lat = summarize(latencies)
+    flops = counter.get_total_flops() / batch
+    kind = 'max allocated' if dev.startswith('cuda') else 'max RSS'
+    unit = 's/step' if args.train else 's/batch'
+    rows = [('images/s', batch / lat['median']),
+            (f'latency, median ({unit})', lat['median']),
+            (f'latency, p90 ({unit})', lat['p90']),
+            (f'peak memory ({kind}, MiB)', mem.peak / MIB),
+            ('peak memory over the loaded model (MiB)', mem.delta / MIB),
+            ('GFLOPs/image' + (' (forward + backward)' if args.train else ''),
+             flops / 1e9),
+            ('TFLOP/s achieved', flops * batch / lat['median'] / 1e12)]
+    if args.train:
+        rows.append(
+            ('trainable parameters (M)',
+             sum(p.numel()
+                 for p in model.parameters() if p.requires_grad) / 1e6))
+    what = 'training step' if args.train else 'inference'
+    precision = 'bf16 autocast' if args.bf16 else 'fp32'
+    print(f'\n### Throughput, {what}: {osp.basename(args.config)}\n')
+    print(f'{context(dev)}\n\n'
+          f'{model_line(args, size, f", batch {batch}, {precision}")}\n')
+    print_table(['measurement', 'value'], rows)
+    out = dict(rows=dict(rows))
+    if probe:
+        stage_s = {s: float(np.median(t)) for s, t in probe.times.items()}
+        total = sum(stage_s.values())
+        print_table(['stage', 'median s/batch', 'share (%)', 'GFLOPs/image'],
+                    [(s, stage_s[s], 100 * stage_s[s] / total,
+                      probe.flops[s] / batch / 1e9) for s in STAGES])
+        out.update(
+            stages=stage_s,
+            stage_flops={s: probe.flops[s] / batch
+                         for s in STAGES})
+    return out
+
+
+# ----------------------------------------------------------- encode-once
+def encode_once(args) -> Dict:
+    """First, follow-up and cached-image latency of ReferringPredictor, and
+    K expressions through it against K one-pass forwards."""
+    from rsrefseg_mm.apis import ReferringPredictor
+    from rsrefseg_mm.utils import track
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_model(cfg, args.device, args.checkpoint)
+    dev, size, k = args.device, input_size(cfg), args.expressions
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), np.uint8)
+    texts = expressions(k)
+    # cache_size=0: every set_image encodes; the second predictor keeps it
+    predictor = ReferringPredictor(model, max_batch=k)
+    cached = ReferringPredictor(model, cache_size=1)
+    cached.set_image(image)
+    rgb = torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)
+    inputs = rgb[None].float().to(dev)
+    samples = make_samples(texts, size, dev)
+
+    def back_to_cached():
+        cached.set_image(image)
+        if not cached.from_cache:
+            raise RuntimeError('ReferringPredictor(cache_size=1) encoded '
+                               'the image it had just encoded again')
+        cached.predict(texts[0])
+
+    def forwards():
+        with torch.no_grad():
+            for sample in samples:
+                model(inputs, [sample], mode='predict')
+
+    names = ('first query (set_image + 1 expression)',
+             'follow-up query (1 expression, image encoded)',
+             'image from the cache (set_image + 1 expression)',
+             f'{k} expressions, predictor (1 encode)',
+             f'{k} expressions, {k} one-pass forwards')
+    steps = (lambda: (predictor.set_image(image), predictor.predict(texts[0])),
+             lambda: predictor.predict(texts[-1]), back_to_cached, lambda:
+             (predictor.set_image(image), predictor.predict(texts)), forwards)
+    times = {name: [] for name in names}
+    with autocast(dev, args.bf16):
+        for r in track(
+                range(args.warmup + args.repeats), 'rounds', unit='round'):
+            for name, step in zip(names, steps):  # interleaved
+                seconds = timed(dev, step)
+                if r >= args.warmup:
+                    times[name].append(seconds)
+    res = {name: summarize(t) for name, t in times.items()}
+    med = [res[name]['median'] for name in names]
+    precision = 'bf16 autocast' if args.bf16 else 'fp32'
+    print(f'\n### Encode once, {k} expressions: '
+          f'{osp.basename(args.config)}\n')
+    print(f'{context(dev)}\n\n{model_line(args, size, f", {precision}")}; '
+          'the five measurements interleaved in every repeat\n')
+    print_table(['measurement', 'median s', 'p90 s'],
+                [(n, res[n]['median'], res[n]['p90']) for n in names])
+    print_table(['ratio', 'value'],
+                [('follow-up / first', med[1] / med[0]),
+                 (f'{k} forwards / predictor', med[4] / med[3])])
     return res
 
 
-def run_train_subprocesses(argv: Sequence[str], args) -> List[dict]:
-    """Run :func:`train_worker` once per with_cp setting, each alone."""
-    settings = ['off', 'on'] if args.with_cp == 'both' else [args.with_cp]
-    results = []
-    base = [a for a in argv]
-    for cp_setting in settings:
-        cmd = [
-            sys.executable,
-            osp.abspath(__file__), *base, '--worker', '--with-cp', cp_setting
-        ]
-        print(f'[benchmark] with_cp={cp_setting}: {" ".join(cmd)}', flush=True)
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        lines = [
-            ln for ln in proc.stdout.splitlines()
-            if ln.startswith('BENCH_JSON ')
-        ]
-        if proc.returncode != 0 or not lines:
-            sys.stdout.write(proc.stdout)
-            raise RuntimeError(f'training worker (with_cp={cp_setting}) '
-                               f'failed with exit code {proc.returncode}')
-        results.append(json.loads(lines[-1][len('BENCH_JSON '):]))
-    return results
+# ------------------------------------------------------------------ onnx
+def onnx_vs_torch(args) -> Dict:
+    """ReferringPredictor against OnnxReferringPredictor."""
+    import onnxruntime as ort
+
+    from rsrefseg_deploy import OnnxReferringPredictor
+    from rsrefseg_mm.apis import ReferringPredictor
+    from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx, file_sha256
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_model(cfg, 'cpu', args.checkpoint)
+    deploy = osp.join(args.model_dir, 'deploy.json')
+    notes = []
+    if osp.isfile(deploy):
+        with open(deploy) as f:
+            info = json.load(f)
+        for key, path in (('config', args.config), ('checkpoint',
+                                                    args.checkpoint)):
+            if info.get(f'{key}_sha256') != (path and file_sha256(path)):
+                raise ValueError(
+                    f'{deploy} was exported from another {key} than '
+                    f'{path or "random weights"}: give an empty --model-dir '
+                    'to export this model there')
+    else:
+        info = export_onnx(
+            model,
+            cfg,
+            args.model_dir,
+            args.config,
+            args.checkpoint,
+            opset=args.opset or DEFAULT_OPSET)
+        notes.append(f'exported to {args.model_dir} in '
+                     f'{sum(info["export_seconds"].values()):.1f} s '
+                     f'({sum(info["bytes"].values()) / 1e6:.1f} MB)')
+    runtimes = dict(
+        PyTorch=ReferringPredictor(model),
+        ORT=OnnxReferringPredictor(args.model_dir, threads=args.threads))
+    size = input_size(cfg)
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), np.uint8)
+    queries = ('first', 'follow-up')
+    times = {(rt, q): [] for rt in runtimes for q in queries}
+    prob_diff = mask_diff = 0.
+    for r in range(args.warmup + args.repeats):
+        outs = {}
+        for rt, predictor in runtimes.items():  # interleaved
+            start = time.perf_counter()
+            predictor.set_image(image)
+            outs[rt, 'first'] = predictor.predict(TEXTS[0])
+            middle = time.perf_counter()
+            outs[rt, 'follow-up'] = predictor.predict(TEXTS[-1])
+            if r >= args.warmup:
+                times[rt, 'first'].append(middle - start)
+                times[rt, 'follow-up'].append(time.perf_counter() - middle)
+        for q in queries:
+            ours, theirs = outs['PyTorch', q], outs['ORT', q]
+            # seg_logits of a one-channel head hold the probabilities
+            prob = ours.seg_logits.data[0].cpu().numpy()
+            mask = ours.pred_sem_seg.data[0].cpu().numpy()
+            prob_diff = max(prob_diff,
+                            float(np.abs(prob - theirs.probability).max()))
+            mask_diff = max(mask_diff, float((mask != theirs.mask).mean()))
+    res = {key: summarize(t) for key, t in times.items()}
+    print(f'\n### ONNX Runtime vs PyTorch: {osp.basename(args.config)}\n')
+    print(f'{context()}, onnxruntime {ort.__version__} '
+          f'(CPUExecutionProvider, {args.threads or "default"} threads), '
+          f'opset {info["opset"]}\n\n{model_line(args, size, ", fp32")}; '
+          'tokenizer included, the four queries interleaved in every '
+          'repeat\n')
+    rows = []
+    for q, name in zip(queries, ('first query (set_image + 1 expression)',
+                                 'follow-up query (1 expression)')):
+        pt, rt = res['PyTorch', q]['median'], res['ORT', q]['median']
+        rows.append((name, pt, rt, rt / pt))
+    print_table([
+        'query', 'PyTorch median s', 'ONNX Runtime median s',
+        'ONNX Runtime / PyTorch'
+    ], rows)
+    print_table(['agreement', 'value'],
+                [('largest probability difference', prob_diff),
+                 ('mask pixels that differ (%)', 100 * mask_diff)])
+    for note in notes:
+        print(note)
+    return dict(
+        times={f'{rt} {q}': v
+               for (rt, q), v in res.items()},
+        prob_diff=prob_diff,
+        mask_diff=mask_diff)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
+# ---------------------------------------------------------- scene-memory
+#: Rows written per block when a scene is generated, and GDAL's cache then.
+WRITE_ROWS, WRITE_CACHE_BYTES = 256, 256 * MIB
+#: Field parcel size (px) and nodata margin (fraction of the width).
+PARCEL, MARGIN = 512, 1 / 64
+
+
+def write_scene(path: str, size: int, overviews: bool = False) -> None:
+    """Write a ``size`` x ``size`` 4-band uint16 GeoTIFF block by block.
+
+    256 x 256 tiles, deflate, EPSG:32633 at 0.5 m, nodata 0 in a left
+    margin, field parcels of ``PARCEL`` px; ``overviews`` adds internal
+    average overviews (factors 4, 16, ... down to 256 px).
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+    profile = dict(
+        driver='GTiff',
+        width=size,
+        height=size,
+        count=4,
+        dtype='uint16',
+        crs='EPSG:32633',
+        transform=from_origin(400000, 5000000, 0.5, 0.5),
+        nodata=0,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress='deflate',
+        BIGTIFF='IF_SAFER')
+    cols = np.arange(size, dtype=np.int32)[None] // PARCEL
+    margin = int(size * MARGIN)
+    with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES), \
+            rasterio.open(path, 'w', **profile) as dst:
+        for r0 in range(0, size, WRITE_ROWS):
+            h = min(WRITE_ROWS, size - r0)
+            rows = np.arange(r0, r0 + h, dtype=np.int32)[:, None] // PARCEL
+            parcel = (rows * 7 + cols * 13) % 17
+            block = np.stack([
+                300 + 150 * b + parcel * (40 + 10 * b) for b in range(4)
+            ]).astype(np.uint16)
+            block[:, :, :margin] = 0
+            dst.write(block, window=Window(0, r0, size, h))
+        if overviews:
+            factors = [4**i for i in range(1, 12) if size // 4**i >= 256]
+            dst.build_overviews(factors, Resampling.average)
+
+
+def scene_child(args) -> None:
+    """One measurement, in its own process: prints a JSON line."""
+    from rsrefseg_mm.apis import ReferringPredictor, save_referring_outputs
+    model = build_model(
+        load_config(args.config, args.cfg_options), 'cpu', args.checkpoint)
+    predictor = ReferringPredictor(model)
+    loaded = time.perf_counter()
+    model_rss = proc_status_mib('self', 'VmHWM')
+    image = predictor.set_image(args.child, bands=(3, 2, 1))
+    read = time.perf_counter()
+    result = predictor.predict('the bright field')
+    extra = {} if args.output_resolution == 'working' else dict(
+        output_resolution='native', threshold=model.decode_head.threshold)
+    save_referring_outputs(image, result, 'the bright field', args.out_dir,
+                           'scene', **extra)
+    print(
+        json.dumps(
+            dict(
+                shape=list(image.img.shape[:2]),
+                read_s=read - loaded,
+                infer_s=time.perf_counter() - loaded,
+                model_rss=model_rss,
+                peak_rss=proc_status_mib('self', 'VmHWM'),
+                context=context())),
+        flush=True)
+
+
+def scene_run(scene: str, out_dir: str, args) -> Dict:
+    """:func:`scene_child` in a subprocess, stopped past the RSS limit.
+
+    Returns:
+        dict: The child's figures and ``wall_s``, or ``killed`` with the
+        resident memory seen when it was stopped.
+    """
+    cmd = [
+        sys.executable,
+        osp.abspath(__file__), 'scene-memory', args.config, '--child', scene,
+        '--out-dir', out_dir, '--output-resolution', args.output_resolution
+    ]
+    for flag in ('checkpoint', 'threads'):
+        if getattr(args, flag):
+            cmd += [f'--{flag}', str(getattr(args, flag))]
+    if args.cfg_options:
+        cmd += ['--cfg-options', *args.cfg_options]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = 0.
+    while proc.poll() is None:  # poll the child's resident memory
+        seen = max(seen, proc_status_mib(proc.pid, 'VmRSS') or 0.)
+        if seen > args.rss_limit_gb * 1024:
+            proc.kill()
+            proc.communicate()
+            return dict(killed=True, peak_rss=seen)
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f'the measurement of {scene} failed:\n'
+                           f'{err[-3000:]}')
+    return dict(json.loads(out.strip().splitlines()[-1]), wall_s=wall)
+
+
+def scene_memory(args) -> Dict[int, Dict]:
+    """Each scene size written, measured ``--repeats`` times, deleted."""
+    import rasterio
+    root = tempfile.mkdtemp(prefix='scene_memory_', dir=args.work_dir)
+    columns = {}
+    try:
+        for size in args.sizes:
+            scene = osp.join(root, f'scene_{size}.tif')
+            write_scene(scene, size, args.overviews)
+            runs = []
+            for i in range(args.repeats):
+                runs.append(scene_run(scene, osp.join(root, f'out{i}'), args))
+                print(
+                    f'{size} px, run {i + 1}: {json.dumps(runs[-1])}',
+                    file=sys.stderr,
+                    flush=True)
+                if runs[-1].get('killed'):
+                    break
+            columns[size] = dict(file_mb=osp.getsize(scene) / 1e6, runs=runs)
+            os.remove(scene)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    done = [r for c in columns.values() for r in c['runs'] if 'context' in r]
+    print('\n### Scene memory: read, predict and save on large GeoTIFFs\n')
+    print(f'{done[0]["context"] if done else context()} (each run a fresh '
+          f'process); rasterio {rasterio.__version__}, GDAL '
+          f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
+          f'{args.checkpoint or "random weights"}, 4-band uint16 scenes'
+          f'{" with overviews" if args.overviews else ""}, '
+          f'{args.output_resolution} mask; medians of up to {args.repeats} '
+          'runs; peak RSS includes the interpreter, torch and the model\n')
+
+    ok = {
+        s: [r for r in c['runs'] if not r.get('killed')]
+        for s, c in columns.items()
+    }
+    rows = [('file (MB)', *(c['file_mb'] for c in columns.values())),
+            ('image read (px)',
+             *('{1} x {0}'.format(*ok[s][0]['shape']) if ok[s] else '-'
+               for s in columns))]
+    for key, name in (('read_s', 'read + encode (s)'),
+                      ('infer_s', 'to the saved outputs (s)'),
+                      ('wall_s', 'process wall time (s)'),
+                      ('model_rss', 'RSS, model loaded (MiB)'),
+                      ('peak_rss', 'peak RSS (MiB)')):
+        rows.append(
+            (name, *(float(np.median([r[key]
+                                      for r in ok[s]])) if ok[s] else '-'
+                     for s in columns)))
+    rows.append(('runs', *(str(len(ok[s])) if ok[s] else 'stopped at '
+                           f'{c["runs"][-1]["peak_rss"]:.0f} MiB'
+                           for s, c in columns.items())))
+    print_table(['measurement', *(f'{s:,} x {s:,}' for s in columns)], rows)
+    return columns
+
+
+# ------------------------------------------------------------------- CLI
+MODES = {
+    'throughput': throughput,
+    'encode-once': encode_once,
+    'onnx': onnx_vs_torch,
+    'scene-memory': scene_memory
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument('config', help='model config file')
+    model.add_argument(
+        '--checkpoint', help='runner checkpoint (default: random weights)')
+    model.add_argument(
+        '--cfg-options',
+        nargs='+',
+        metavar='KEY=VALUE',
+        help='override config settings (mmengine DictAction syntax)')
+    model.add_argument(
+        '--threads', type=int, help='torch (and ONNX Runtime) CPU threads')
+    timing = argparse.ArgumentParser(add_help=False)
+    timing.add_argument('--repeats', type=int, default=5, help='timed runs')
+    timing.add_argument(
+        '--warmup',
+        type=int,
+        default=1,
+        help='untimed runs first (throughput: at least 1, on which the '
+        'FLOPs are counted)')
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument(
+        '--device',
+        default='cuda' if torch.cuda.is_available() else 'cpu',
+        help='cpu | cuda (default: cuda when available)')
+    device.add_argument(
+        '--bf16',
+        action='store_true',
+        help='bf16 autocast (training: SkipNonFiniteAmpOptimWrapper, CUDA '
+        'only)')
+    parser = argparse.ArgumentParser(
+        description='Benchmark an RSRefSeg config (random inputs)',
+        epilog='See docs/benchmark.md.')
+    sub = parser.add_subparsers(dest='mode', required=True, metavar='MODE')
+    p = sub.add_parser(
+        'throughput',
+        parents=[model, timing, device],
+        help='images/s of the forward (or --train: training steps)')
+    p.add_argument('--batch-size', type=int, default=1)
+    p.add_argument(
+        '--train', action='store_true', help='time model.train_step')
+    p = sub.add_parser(
+        'encode-once',
+        parents=[model, timing, device],
+        help='ReferringPredictor: first vs follow-up expression')
+    p.add_argument(
+        '--expressions',
+        type=int,
+        default=8,
+        metavar='K',
+        help='expressions on the image (default 8)')
+    p = sub.add_parser(
+        'onnx',
+        parents=[model, timing],
+        help='ONNX Runtime vs PyTorch predictor (CPU)')
+    p.add_argument(
+        '--model-dir',
+        required=True,
+        help='exported model (this one is exported there when the folder '
+        'has no deploy.json)')
+    p.add_argument('--opset', type=int, help='ONNX opset of an export')
+    p = sub.add_parser(
+        'scene-memory',
+        parents=[model],
+        help='peak RSS and time on large synthetic GeoTIFFs (CPU)')
+    p.add_argument(
+        '--sizes',
+        type=int,
+        nargs='+',
+        default=[8192, 16384],
+        help='scene widths (= heights) in pixels')
+    p.add_argument(
+        '--repeats',
+        type=int,
+        default=3,
+        help='runs (fresh processes) per scene')
+    p.add_argument(
+        '--overviews',
+        action='store_true',
+        help='internal overviews in the scenes')
+    p.add_argument(
+        '--output-resolution',
+        default='working',
+        choices=('working', 'native'),
+        help='grid of the mask GeoTIFF written')
+    p.add_argument(
+        '--rss-limit-gb',
+        type=float,
+        default=6.,
+        help='stop a run whose resident memory passes this (default 6)')
+    p.add_argument(
+        '--work-dir',
+        help='folder for the scenes (default: a temporary one); each scene '
+        'is deleted once measured')
+    p.add_argument('--child', metavar='SCENE', help=argparse.SUPPRESS)
+    p.add_argument('--out-dir', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    err = sub.choices[args.mode].error
+    if args.repeats < 1 or getattr(args, 'warmup', 0) < 0:
+        err('--repeats must be >= 1 and --warmup >= 0')
+    if min(
+            getattr(args, 'batch_size', 1), getattr(args, 'expressions', 1),
+            *getattr(args, 'sizes', [256])) < 1:
+        err('--batch-size, --expressions and --sizes must be >= 1')
+    cuda = getattr(args, 'device', 'cpu').startswith('cuda')
+    if cuda and not torch.cuda.is_available():
+        err(f'--device {args.device}: CUDA is not available')
+    if getattr(args, 'train', False) and args.bf16 and not cuda:
+        err('--train --bf16 trains through SkipNonFiniteAmpOptimWrapper '
+            "(mmengine's AmpOptimWrapper), which needs --device cuda")
+    if args.mode == 'throughput':
+        args.warmup = max(args.warmup, 1)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """Run one mode; returns its figures (also printed)."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit('--device cuda given but CUDA is not available')
-    if args.worker:
-        res = train_worker(args)
-        print('BENCH_JSON ' + json.dumps(res), flush=True)
-        return res
-    out = {}
-    if args.train:
-        strip = {'--with-cp'}
-        base, skip = [], False
-        for a in argv:
-            if skip:
-                skip = False
-                continue
-            if a in strip:
-                skip = True
-                continue
-            if a.startswith('--with-cp='):
-                continue
-            base.append(a)
-        out['train'] = run_train_subprocesses(base, args)
-        print_train(out['train'], args)
-    elif args.expressions_per_image:
-        from benchmark_utils.expressions import (benchmark_expressions,
-                                                 print_expressions)
-        cfg = load_config(args.config, args.cfg_options)
-        size = input_size(cfg, args.image_size)
-        model = build_model(cfg, args.device, args.checkpoint)
-        model.cfg = cfg
-        out['expressions'] = benchmark_expressions(model, size,
-                                                   args.expressions_per_image,
-                                                   args.device, args.amp,
-                                                   args.warmup, args.repeats,
-                                                   progress_force(args))
-        print_expressions(out['expressions'], osp.basename(args.config),
-                          args.expressions_per_image, env_line(args.device))
-    else:
-        cfg = load_config(args.config, args.cfg_options)
-        size = input_size(cfg, args.image_size)
-        model = build_model(cfg, args.device, args.checkpoint)
-        torch.manual_seed(0)
-        images = torch.rand(
-            args.batch_size, 3, *size, device=args.device) * 255
-        samples = make_samples(args.batch_size, size, args.device)
-        if not (args.compare_stock and args.stock_only):
-            out['inference'] = benchmark_inference(model, images, samples,
-                                                   args.device, args.amp,
-                                                   args.warmup, args.repeats,
-                                                   not args.no_flops,
-                                                   progress_force(args))
-            print_inference(out['inference'], args, size)
-        if args.compare_stock:
-            out['stock'] = benchmark_stock(model, images, args.device,
-                                           args.amp, args.warmup, args.repeats,
-                                           progress_force(args))
-            print_stock(out['stock'], args)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1)
-    return out
+    if getattr(args, 'child', None):
+        return scene_child(args)
+    return MODES[args.mode](args)
 
 
 if __name__ == '__main__':

@@ -18,14 +18,9 @@ Example::
 """
 import argparse
 import os.path as osp
-import sys
 from typing import Dict, List, Optional, Sequence
 
-# benchmark_utils lives beside this script
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-import benchmark_utils as bu  # noqa: E402
-import torch  # noqa: E402
+import torch
 
 #: The parts counted on their own.
 PARTS = ('backbone', 'neck', 'decode_head')
@@ -55,11 +50,14 @@ def build_on_meta(config: str,
     Raises:
         ValueError: A SigLIP config without ``siglip_tokenizer``.
     """
+    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
     import rsrefseg_mm  # noqa: F401
-    cfg = bu.load_config(config)
+    from rsrefseg_mm.utils import drop_pretrained_checkpoints
+    cfg = Config.fromfile(config)
+    drop_pretrained_checkpoints(cfg.model)
     if cfg.model.backbone.get('type') == 'SigLIPBackbone':
         if not siglip_tokenizer:
             raise ValueError(

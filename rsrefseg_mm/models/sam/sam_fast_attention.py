@@ -198,7 +198,7 @@ class SAMFastBlock(Block):
     unpartitions and crops (four copies of the tokens). ``'real'``
     (default) saves 16 % of the ``qkv`` GEMM (4,096 of 4,900 rows) but
     copies the 3 * C ``qkv`` output instead of the C-channel tokens
-    (``tools/analysis_tools/sam_block_benchmark.py`` compares the two;
+    (``.dev_scripts/sam_block_benchmark.py`` compares the two;
     figures in docs/benchmark.md). Both compute the same function and
     gradients (tests: within 1e-5 of segment-anything in fp32). Needs a
     :class:`SAMFastAttention`. Added by :func:`enable_fast_attention`.

@@ -258,7 +258,7 @@ def test_folded_blocks_allocate_no_attention_matrix(window):
     tensor with two token axes of attention-matrix size; the mask path
     does (bias and its gradient)."""
     OpRecorder = load_script(
-        'tools/analysis_tools/sam_block_benchmark.py').OpRecorder
+        '.dev_scripts/sam_block_benchmark.py').OpRecorder
     grid = 64 if window else 32
     stock, fast = sam_block_pair(grid=grid, ws=window)
     seq = window**2 if window else grid**2

@@ -2,7 +2,7 @@
 thread count? Runs ``scripts/demo.sh`` for every (seed, threads) pair and
 prints one table row per run::
 
-    python tools/analysis_tools/demo_sweep.py --seeds 0 1 2 3 4 \\
+    python .dev_scripts/demo_sweep.py --seeds 0 1 2 3 4 \\
         --threads 1 2 --work-dir work_dirs/demo_sweep
 
 Each run trains with ``--cfg-options randomness.seed=SEED`` and
@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 DEMO = osp.join(REPO, 'scripts', 'demo.sh')
 
 

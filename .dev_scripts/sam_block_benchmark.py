@@ -27,7 +27,7 @@ gradient), counted in one extra untimed run with a ``TorchDispatchMode``.
 
 Example (SAM ViT-B at 1024: 64 x 64 tokens, 14 x 14 windows)::
 
-    python tools/analysis_tools/sam_block_benchmark.py --threads 1
+    python .dev_scripts/sam_block_benchmark.py --threads 1
 """
 import argparse
 import copy

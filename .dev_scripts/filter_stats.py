@@ -5,7 +5,7 @@ prints the statistics of the patch-text cosines and of the sigmoid filter
 outputs ``sigmoid(s * cos + b)`` (local: per real token; global: sentence)::
 
     S=configs/rsrefseg/rsrefseg-b_siglip-so400m-p14-384-sam-vit-b
-    python tools/analysis_tools/filter_stats.py \
+    python .dev_scripts/filter_stats.py \
         ${S}_8xb4-lora-200e_rrsisd-1024x1024.py --num-samples 64
 
 With the config's pretrained files (default) it shows where training starts;
@@ -30,7 +30,7 @@ from mmengine.registry import init_default_scope
 try:
     import rsrefseg_mm  # noqa: F401
 except ImportError:  # running from a clone without `pip install -e .`
-    sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
+    sys.path.insert(0, osp.join(osp.dirname(__file__), '..'))
     import rsrefseg_mm  # noqa: F401
 from mmseg.registry import DATASETS, MODELS  # noqa: E402
 
@@ -136,9 +136,8 @@ def main(argv=None) -> int:
     if args.checkpoint:
         from mmengine.runner import load_checkpoint
 
-        from rsrefseg_mm.utils import checkpoint_loading
-        with checkpoint_loading(args.checkpoint):
-            load_checkpoint(model, args.checkpoint, map_location='cpu')
+        # through rsrefseg_mm's safe loader (registered on import)
+        load_checkpoint(model, args.checkpoint, map_location='cpu')
     model = model.to(args.device).eval()
     dataset = DATASETS.build(cfg[f'{args.split}_dataloader'].dataset)
     n = min(args.num_samples, len(dataset))

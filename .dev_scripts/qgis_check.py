@@ -5,7 +5,7 @@ Runs with the Python that has PyQGIS (Debian: ``apt-get install
 python3-qgis qgis-providers``, then ``/usr/bin/python3``), not the project's
 virtual environment; no display is needed (Qt's offscreen platform)::
 
-    /usr/bin/python3 tools/analysis_tools/qgis_check.py scene.tif \\
+    /usr/bin/python3 .dev_scripts/qgis_check.py scene.tif \\
         out/scene_mask.tif out/scene_mask.geojson out/scene_mask.png \\
         [--roi COL0 ROW0 COL1 ROW1] [--screenshot qgis.png]
 
