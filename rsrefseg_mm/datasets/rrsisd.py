@@ -497,8 +497,8 @@ class RRSISDDataset(BaseSegDataset):
                 f'({n_skip} of {len(data_list)} samples): {files}. List '
                 'them per split with `python tools/dataset_converters/'
                 'rrsisd.py <data_root>`; skip_missing_images=True leaves '
-                'their samples out (e.g. --cfg-options train_dataloader.'
-                'dataset.skip_missing_images=True).')
+                f'their samples out (e.g. --cfg-options {self.split}_'
+                'dataloader.dataset.skip_missing_images=True).')
         if not kept:
             raise FileNotFoundError(
                 f'{self._name}: no sample left: all {n_img} image files '
