@@ -231,11 +231,14 @@ class StageProbe:
         model (nn.Module): An ``RSRefSeg``.
         device (str): Its device.
     """
-    WRAPS = (('encoder towers', 'backbone',
-              'encode_image'), ('encoder towers', 'backbone', 'encode_text'),
-             ('prompter', 'neck', 'forward'), ('head', 'decode_head',
-                                               'forward'),
-             ('SAM image encoder', 'decode_head', 'encode_image'))
+    #: ``part.method`` of the model -> the stage it is timed in
+    WRAPS = {
+        'backbone.encode_image': 'encoder towers',
+        'backbone.encode_text': 'encoder towers',
+        'neck.forward': 'prompter',
+        'decode_head.forward': 'head',
+        'decode_head.encode_image': 'SAM image encoder',
+    }
 
     def __init__(self, model: torch.nn.Module, device: str) -> None:
         self.device = device
@@ -243,7 +246,8 @@ class StageProbe:
         self.flops: Dict[str, int] = {}
         self.counter = None
         self.wrapped = []
-        for stage, part, attr in self.WRAPS:
+        for method, stage in self.WRAPS.items():
+            part, attr = method.split('.')
             owner = getattr(model, part)
             setattr(owner, attr, self._wrap(stage, getattr(owner, attr)))
             self.wrapped.append((owner, attr))
@@ -476,31 +480,42 @@ def encode_once(args) -> Dict:
     inputs = rgb[None].float().to(dev)
     samples = make_samples(texts, size, dev)
 
-    def back_to_cached():
+    def first():
+        predictor.set_image(image)
+        predictor.predict(texts[0])
+
+    def follow_up():
+        predictor.predict(texts[-1])
+
+    def from_cache():
         cached.set_image(image)
         if not cached.from_cache:
             raise RuntimeError('ReferringPredictor(cache_size=1) encoded '
                                'the image it had just encoded again')
         cached.predict(texts[0])
 
+    def all_expressions():
+        predictor.set_image(image)
+        predictor.predict(texts)
+
     def forwards():
         with torch.no_grad():
             for sample in samples:
                 model(inputs, [sample], mode='predict')
 
-    names = ('first query (set_image + 1 expression)',
-             'follow-up query (1 expression, image encoded)',
-             'image from the cache (set_image + 1 expression)',
-             f'{k} expressions, predictor (1 encode)',
-             f'{k} expressions, {k} one-pass forwards')
-    steps = (lambda: (predictor.set_image(image), predictor.predict(texts[0])),
-             lambda: predictor.predict(texts[-1]), back_to_cached, lambda:
-             (predictor.set_image(image), predictor.predict(texts)), forwards)
+    steps = {
+        'first query (set_image + 1 expression)': first,
+        'follow-up query (1 expression, image encoded)': follow_up,
+        'image from the cache (set_image + 1 expression)': from_cache,
+        f'{k} expressions, predictor (1 encode)': all_expressions,
+        f'{k} expressions, {k} one-pass forwards': forwards,
+    }
+    names = list(steps)
     times = {name: [] for name in names}
     with autocast(dev, args.bf16):
         for r in track(
                 range(args.warmup + args.repeats), 'rounds', unit='round'):
-            for name, step in zip(names, steps):  # interleaved
+            for name, step in steps.items():  # interleaved
                 seconds = timed(dev, step)
                 if r >= args.warmup:
                     times[name].append(seconds)
