@@ -130,6 +130,10 @@ def test_bf16_training_needs_cuda(capsys):
     assert args.bf16 and not args.train  # bf16 autocast inference on CPU
     with pytest.raises(SystemExit):
         bm.parse_args(['throughput', TINY_CONFIG, '--repeats', '0'])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bm.parse_args(['encode-once', TINY_CONFIG, '--device', 'cuda'])
+        assert 'CUDA is not available' in capsys.readouterr().err
 
 
 def test_encode_once(capsys, monkeypatch):
