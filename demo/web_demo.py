@@ -14,11 +14,12 @@ when the input was georeferenced, a PNG otherwise). A few synthetic scenes
 they are segmented as in the demo. A bad file or an empty expression gives a
 message in the page, never a stack trace.
 
-Made to run for weeks: each request writes its files into a folder of its
-own and only the last ``--keep-results`` folders are kept; Gradio's cache
-(uploads and the copies it serves, under ``<work-dir>/gradio`` unless
-``GRADIO_TEMP_DIR`` is set) is swept every ``--cache-ttl`` seconds of files
-older than that, and of the empty entries Gradio leaves; uploads larger than
+Made to run for weeks (the housekeeping is :mod:`rsrefseg_core.web`): each
+request writes its files into a folder of its own, named at random, and only
+the last ``--keep-results`` folders are kept; Gradio's cache (uploads and the
+copies it serves, under ``<work-dir>/gradio`` unless ``GRADIO_TEMP_DIR`` is
+set) is swept every ``--cache-ttl`` seconds of files older than that, and
+after each request of the empty entries Gradio leaves; uploads larger than
 ``--max-upload-size`` are refused with a message; large rasters are read at
 the model's working resolution, so memory does not grow with the upload.
 Concurrent requests are answered one at a time, each from its own image.
@@ -45,8 +46,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from collections import deque  # noqa: E402
-from typing import List, Optional, Sequence, Tuple  # noqa: E402
+from typing import Callable, List, Optional, Sequence, Tuple  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import huggingface_hub.constants  # noqa: E402  (a gradio dependency)
@@ -54,6 +54,7 @@ import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rsrefseg_core.geo import RasterImage, read_image  # noqa: E402
+from rsrefseg_core.web import CacheSweeper, ResultFolders  # noqa: E402
 from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
 from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
@@ -133,73 +134,6 @@ def make_examples(out_dir: str) -> List[List[str]]:
     return examples
 
 
-class ResultFolders:
-    """A folder per request under ``root``; the last ``keep`` are kept.
-
-    Gradio serves copies of the returned files from its own cache, made
-    before the next request (one at a time) starts, so older folders can
-    go.
-
-    Args:
-        root (str): Parent folder (created).
-        keep (int): Folders kept.
-    """
-
-    def __init__(self, root: str, keep: int = KEEP_RESULTS) -> None:
-        if keep < 1:
-            raise ValueError(f'keep must be >= 1, got {keep}')
-        self.root = root
-        self.keep = keep
-        self.folders: deque = deque()
-        self.count = 0
-        self.lock = threading.Lock()
-        os.makedirs(root, exist_ok=True)
-
-    def new(self) -> str:
-        """Create the next folder and delete those beyond ``keep``."""
-        with self.lock:
-            self.count += 1
-            path = osp.join(self.root, f'{self.count:08d}')
-            os.makedirs(path)
-            self.folders.append(path)
-            while len(self.folders) > self.keep:
-                shutil.rmtree(self.folders.popleft(), ignore_errors=True)
-        return path
-
-
-def sweep_cache(root: str, min_age: float) -> int:
-    """Remove what Gradio leaves behind in its cache folder ``root``.
-
-    Gradio's ``delete_cache`` deletes the files it cached but not the
-    folder each one was cached in, and ``gr.File`` leaves an empty
-    temporary file in ``root`` per request. Both are removed here once they
-    are ``min_age`` seconds old: empty folders and empty files directly
-    under ``root``.
-
-    Returns:
-        int: Entries removed.
-    """
-    removed = 0
-    now = time.time()
-    with os.scandir(root) as entries:
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if now - info.st_mtime <= min_age:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)  # fails unless empty
-                elif entry.is_file(follow_symlinks=False) and \
-                        info.st_size == 0:
-                    os.remove(entry.path)
-                else:
-                    continue
-                removed += 1
-            except OSError:
-                continue
-    return removed
-
-
 class WebPredictor:
     """The demo's callbacks, independent of the page layout.
 
@@ -213,12 +147,16 @@ class WebPredictor:
         model (nn.Module): From :func:`init_referring_model`.
         out_root (str): Folder for the per-request output folders.
         cache_size (int): Encoded images kept. Defaults to 4.
-        keep_results (int): Output folders kept. Defaults to
+        keep_results (int): Output folders kept
+            (:class:`~rsrefseg_core.web.ResultFolders`). Defaults to
             :data:`KEEP_RESULTS`.
         gradio_cache (str, optional): Gradio's cache folder, swept after
-            each request (:func:`sweep_cache`, ``cache_ttl``).
+            each request (:class:`~rsrefseg_core.web.CacheSweeper`, empty
+            entries older than ``cache_ttl``).
         cache_ttl (float): See ``gradio_cache``; also named in the message
             for an upload that is gone.
+        clock (Callable[[], float]): The sweep's current time, in seconds
+            since the epoch. Defaults to :func:`time.time`.
     """
 
     def __init__(self,
@@ -227,13 +165,15 @@ class WebPredictor:
                  cache_size: int = 4,
                  keep_results: int = KEEP_RESULTS,
                  gradio_cache: Optional[str] = None,
-                 cache_ttl: float = CACHE_TTL) -> None:
+                 cache_ttl: float = CACHE_TTL,
+                 clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self.folders = ResultFolders(out_root, keep_results)
         self.predictor = ReferringPredictor(model, cache_size=cache_size)
         self.lock = threading.Lock()
-        self.gradio_cache = gradio_cache
         self.cache_ttl = cache_ttl
+        self.cache_sweeper = CacheSweeper(gradio_cache, cache_ttl,
+                                          clock) if gradio_cache else None
 
     @staticmethod
     def _friendly(error: Exception, path: Optional[str]) -> str:
@@ -276,6 +216,16 @@ class WebPredictor:
             return None, f'**{self._friendly(e, path)}**'
         return image.img[..., ::-1], image.describe()
 
+    def _sweep_cache(self) -> None:
+        """Sweep Gradio's cache; a failure is reported on the console and
+        the answer is still given."""
+        if self.cache_sweeper is None:
+            return
+        try:
+            self.cache_sweeper.sweep()
+        except OSError:
+            traceback.print_exc()
+
     def segment(
             self, path: Optional[str], text: str,
             bands_text: str) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
@@ -303,8 +253,6 @@ class WebPredictor:
             stem = osp.splitext(osp.basename(path))[0]
             paths = save_referring_outputs(image, result, text,
                                            self.folders.new(), stem)
-            if self.gradio_cache:
-                sweep_cache(self.gradio_cache, self.cache_ttl)
         except USER_ERRORS as e:
             raise gr.Error(self._friendly(e, path), print_exception=False)
         except Exception as e:  # a bug: full report on the console only
@@ -313,6 +261,7 @@ class WebPredictor:
                 f'internal error ({type(e).__name__}); see the '
                 'server log',
                 print_exception=False)
+        self._sweep_cache()
         mask = result.pred_sem_seg.data[0].numpy()
         files = [
             paths[k] for k in ('geotiff', 'qgis_style', 'geojson', 'mask')

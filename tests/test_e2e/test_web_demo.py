@@ -270,7 +270,6 @@ def test_uploads_over_the_limit_are_refused(served):
 
 
 def files_under(root):
-    # os.walk skips folders that vanish while it walks (Gradio's cleaner)
     return [
         Path(folder) / name for folder, _, names in os.walk(root)
         for name in names
@@ -278,30 +277,41 @@ def files_under(root):
 
 
 def held(root):
-    """Files under ``root`` that hold data (Gradio's cache cleaner may
-    delete a file between the listing and its ``stat``)."""
-    out = []
-    for path in files_under(root):
-        try:
-            if path.stat().st_size:
-                out.append(path)
-        except FileNotFoundError:
-            pass
-    return out
+    """Files under ``root`` that hold data."""
+    return [path for path in files_under(root) if path.stat().st_size]
+
+
+class Clock:
+    """``time.time()`` plus :attr:`ahead` seconds (the cache sweep's)."""
+
+    def __init__(self):
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
 
 
 def test_thirty_requests_leave_a_bounded_number_of_files(
         served, tmp_path, monkeypatch):
-    """A demo of its own, keeping 4 result folders and Gradio's cache for
-    10 s: after 30 requests (4 different uploads, 30 expressions) and the
-    cache period, one more request leaves its own files only."""
+    """A demo of its own, keeping 4 result folders: 30 requests (4
+    different uploads, 30 expressions) each write into a folder of their
+    own, named at random, and the last 4 stay. Once Gradio has deleted the
+    files of its cache (its ``delete_cache`` pass, run here rather than
+    waited for) and the sweep's clock is past the cache period, one more
+    request leaves its own files in the cache only."""
+    from gradio.route_utils import delete_files_created_by_app
     from gradio_client import Client, handle_file
     web, examples = served['web'], served['examples']
     cache = tmp_path / 'gradio'
     monkeypatch.setenv('GRADIO_TEMP_DIR', str(cache))
-    ttl, keep = 10, 4  # long enough for a loaded machine to download
+    ttl, keep, clock = 3600, 4, Clock()
     demo, url = start_demo(
-        web, served['model'], tmp_path, cache_ttl=ttl, keep_results=keep)
+        web,
+        served['model'],
+        tmp_path,
+        cache_ttl=ttl,
+        keep_results=keep,
+        clock=clock)
     out = tmp_path / 'out'
     try:
         client = Client(
@@ -315,24 +325,33 @@ def test_thirty_requests_leave_a_bounded_number_of_files(
                 bands,
                 api_name='/segment')
 
+        names = []
         for i in range(30):
+            before = set(os.listdir(out)) if out.exists() else set()
             ask(i)
-            assert len(os.listdir(out)) == min(i + 1, keep)
+            after = set(os.listdir(out))
+            new, = after - before  # one folder per request
+            names.append(new)
+            assert len(after) == min(i + 1, keep)
+        assert len(set(names)) == 30
+        assert not any(n.isdigit() for n in names) and names != sorted(names)
         # our folders: the last 4 requests' files, at most 6 each
         assert len(files_under(out)) <= keep * 6
         during = len(list(cache.rglob('*')))
-        deadline = time.monotonic() + 60
-        while held(cache) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert held(cache) == []  # Gradio deleted its copies and uploads
-        time.sleep(ttl + 0.5)  # what it leaves behind grows old
-        ask(30)
+        assert held(cache)  # uploads and served copies, within the period
+        delete_files_created_by_app(demo, age=None)
+        assert held(cache) == []
+        leftovers = len(list(cache.iterdir()))  # empty folders and files
+        assert leftovers > 2 * 7 + 1
+        clock.ahead = ttl + 1  # the sweep after the next request sees them
+        ask(30)  # old and removes them
         left = list(cache.rglob('*'))
         # the last request: one upload, two images, at most 4 downloads,
         # each in a folder, and one empty temporary file of gr.File
         print(f'30 requests: {during} entries in the Gradio cache, '
-              f'{len(files_under(out))} files in the outputs; after the '
-              f'cache period and one more request: {len(left)} entries')
+              f'{len(files_under(out))} files in the outputs; after '
+              f"Gradio's deletion {leftovers} empty entries, after one more "
+              f'request a cache period later: {len(left)} entries')
         assert len(left) <= 2 * 7 + 1 < during
         assert len(files_under(out)) <= keep * 6
     finally:
