@@ -44,17 +44,3 @@ class SkipNonFiniteAmpOptimWrapper(NonFiniteMixin, AmpOptimWrapper):
         """Let the loss scaler see the skipped step's inf/NaN gradients."""
         self.loss_scaler.unscale_(self.optimizer)
         self.loss_scaler.update(self._scale_update_param)
-
-
-@OPTIM_WRAPPERS.register_module(name='AnyDeviceAmpOptimWrapper')
-def removed_any_device_amp_optim_wrapper(**kwargs) -> None:
-    """The former name: raise an error that names the replacements.
-
-    Raises:
-        ValueError: Always.
-    """
-    raise ValueError(
-        "optim_wrapper type 'AnyDeviceAmpOptimWrapper' was replaced by "
-        "'SkipNonFiniteAmpOptimWrapper' (mmengine's AmpOptimWrapper with the "
-        "same non-finite step guard; GPU/NPU/MLU/MUSA). Without an "
-        "accelerator train in fp32 with 'SkipNonFiniteOptimWrapper'.")

@@ -1,13 +1,11 @@
 """SAM as a promptable decode head (RSRefSeg,
 https://arxiv.org/abs/2501.06809)."""
-import logging
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.losses import DiceLoss
 from mmseg.models.utils import resize
@@ -20,35 +18,6 @@ from ..sam import (SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMFastAttention,
                    build_sam_modules, check_rel_pos_mode,
                    enable_fast_attention, load_sam_checkpoint,
                    resolve_decoder_norm_eps, sam_arch_settings)
-
-#: Arguments of earlier versions that accepted one value only.
-FIXED_ARGUMENTS = dict(num_classes=2, out_channels=1, multimask_output=False)
-
-
-def check_fixed_arguments(given: dict) -> None:
-    """Accept the arguments of :data:`FIXED_ARGUMENTS` at their only value
-    (with a warning to remove them); refuse anything else.
-
-    Raises:
-        TypeError: An unknown argument.
-        ValueError: A fixed argument with another value.
-    """
-    for key, value in given.items():
-        if key not in FIXED_ARGUMENTS:
-            raise TypeError(
-                f'SAMPromptHead got an unexpected argument {key!r}')
-        if value != FIXED_ARGUMENTS[key]:
-            raise ValueError(
-                f'SAMPromptHead: {key}={value!r} is not possible: the head '
-                'decodes one binary mask per expression (num_classes=2, '
-                'out_channels=1, a single mask token)')
-    if given:
-        print_log(
-            f'SAMPromptHead: {sorted(given)} are no longer arguments (one '
-            'binary mask per expression is the only choice); remove them',
-            logger='current',
-            level=logging.WARNING)
-
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -73,9 +42,9 @@ class SAMPromptHead(BaseDecodeHead):
     (:class:`~rsrefseg_mm.models.sam.sam_mask_decoder.PairedMaskDecoder`).
 
     One channel of sigmoid logits, thresholded at ``threshold`` in mmseg's
-    ``postprocess_result``; ``num_classes``, ``out_channels`` and
-    ``multimask_output`` are fixed (given at that value they warn). No
-    ``conv_seg`` (it would be an unused parameter under DDP).
+    ``postprocess_result`` (``num_classes=2``, ``out_channels=1`` and one
+    mask token are fixed, not arguments). No ``conv_seg`` (it would be an
+    unused parameter under DDP).
 
     Order in ``__init__``: build SAM -> load ``checkpoint`` -> fast attention
     -> tuning of the image encoder (LoRA wraps loaded layers). The prompt
@@ -149,9 +118,7 @@ class SAMPromptHead(BaseDecodeHead):
                      loss_weight=5.0),
                  ignore_index: int = 255,
                  align_corners: bool = False,
-                 init_cfg: Optional[dict] = None,
-                 **fixed) -> None:
-        check_fixed_arguments(fixed)
+                 init_cfg: Optional[dict] = None) -> None:
         settings = sam_arch_settings(sam_arch)
         dim = settings['prompt_embed_dim']
         super().__init__(

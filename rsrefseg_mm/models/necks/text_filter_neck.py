@@ -14,7 +14,7 @@ from mmseg.registry import MODELS
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import Tensor
 
-from .filter_cfg import check_filter_cfg, filter_cfg_from_legacy
+from .filter_cfg import check_filter_cfg
 
 
 @MODELS.register_module()
@@ -68,11 +68,6 @@ class TextFilterNeck(BaseModule):
       gradient within a few units of 0: with CLIP's fixed ``s`` ~ 100 a
       bias of -10 leaves most positions saturated.
 
-    The arguments of earlier versions (``init_bias``, ``learnable_bias``,
-    ``learnable_scale``, ``filter_calibration``) are still read, with their
-    earlier defaults, and mapped to a ``filter_cfg`` that replaces the one
-    given; a warning names it.
-
     Ablation switches: with ``use_local_filter=False`` the first branch is
     ``V`` and with ``use_global_filter=False`` the second branch is ``V``;
     the channel layout (3D) stays, so only the filtering is removed. The maps
@@ -121,11 +116,8 @@ class TextFilterNeck(BaseModule):
                  pos_embed: str = 'sam',
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[dict] = None,
-                 **legacy) -> None:
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
-        if legacy:
-            filter_cfg = filter_cfg_from_legacy(legacy, filter_cfg)
         if down_spatial_times < 0:
             raise ValueError('down_spatial_times must be >= 0, got '
                              f'{down_spatial_times}')

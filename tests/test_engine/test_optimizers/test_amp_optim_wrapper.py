@@ -1,5 +1,5 @@
-"""SkipNonFiniteAmpOptimWrapper (mmengine's AmpOptimWrapper + the guard),
-tools/train.py --amp and the former AnyDeviceAmpOptimWrapper name."""
+"""SkipNonFiniteAmpOptimWrapper (mmengine's AmpOptimWrapper + the guard)
+and tools/train.py --amp."""
 import pytest
 import torch
 from mmengine.device import is_cuda_available
@@ -71,16 +71,6 @@ def test_state_dict_keeps_mmengine_layout(amp_on_cpu):
 def test_without_accelerator_mmengine_refuses():
     with pytest.raises(AssertionError, match='only available training on'):
         wrapper(torch.nn.Linear(2, 2), dtype='bfloat16')
-
-
-def test_former_name_names_its_replacement():
-    init_default_scope('mmseg')
-    cfg = dict(
-        type='AnyDeviceAmpOptimWrapper',
-        dtype='bfloat16',
-        optimizer=dict(type='AdamW', lr=1e-3))
-    with pytest.raises(ValueError, match="'SkipNonFiniteAmpOptimWrapper'"):
-        build_optim_wrapper(torch.nn.Linear(2, 2), cfg)
 
 
 @pytest.mark.parametrize('fp32,amp', [

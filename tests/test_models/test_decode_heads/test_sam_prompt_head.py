@@ -250,16 +250,17 @@ def test_loss_and_predict_entry_points():
         head.cls_seg(torch.zeros(1))
 
 
-def test_bad_config():
-    with pytest.raises(ValueError, match='one binary mask'):
-        tiny_head(multimask_output=True)
-    with pytest.raises(ValueError, match='num_classes=2'):
-        tiny_head(num_classes=3, out_channels=3)
-    with pytest.raises(TypeError, match='unexpected argument'):
-        tiny_head(num_class=2)
-    # the old keys at their only value still build (with a warning)
-    head = tiny_head(num_classes=2, out_channels=1, multimask_output=False)
+@pytest.mark.parametrize('key', ['num_classes', 'multimask_output'])
+def test_fixed_settings_are_not_arguments(key):
+    """One binary mask per expression: num_classes / out_channels / the
+    mask count are not arguments (Python's own TypeError)."""
+    with pytest.raises(TypeError, match=key):
+        tiny_head(**{key: 2})
+    head = tiny_head()
     assert (head.num_classes, head.out_channels) == (2, 1)
+
+
+def test_bad_config():
     with pytest.raises(FileNotFoundError, match='sam_vit_b_01ec64'):
         tiny_head(checkpoint='does/not/exist.pth')
     with pytest.raises(ValueError, match='rel_pos_mode'):

@@ -297,36 +297,10 @@ def test_default_neck_is_the_authors_prompter():
     assert not neck.logit_bias.requires_grad and neck.log_scale_gain is None
 
 
-@pytest.mark.parametrize('legacy, expected', [
-    (dict(init_bias=-2.0), dict(type='learned', init_bias=-2.0, gain=False)),
-    (dict(learnable_scale=True, filter_calibration=dict(std=3.0)),
-     dict(type='calibrated', init_bias=-10.0, std=3.0)),
-    (dict(init_bias=0.0,
-          learnable_bias=False), dict(type='backbone', init_bias=0.0)),
-])
-def test_legacy_filter_keys_map_to_filter_cfg(legacy, expected, monkeypatch):
-    from rsrefseg_mm.models.necks import filter_cfg as module
-    logged = []
-    monkeypatch.setattr(module, 'print_log',
-                        lambda msg, **kw: logged.append(msg))
+@pytest.mark.parametrize('key', ['pos_embd', 'init_bias', 'learnable_bias'])
+def test_unknown_arguments_are_refused(key):
+    """Arguments outside the signature (filter settings go in filter_cfg)
+    are Python's own TypeError, raised through the registry."""
     init_default_scope('mmseg')
-    neck = MODELS.build(
-        dict(type='TextFilterNeck', in_channels=D, prompt_dims=C, **legacy))
-    assert neck.filter_cfg == expected
-    assert len(logged) == 1 and 'filter_cfg' in logged[0]
-    # an old child of a config that now sets filter_cfg: the earlier keys
-    # win, read with their earlier defaults, and the warning says so
-    neck = MODELS.build(
-        dict(
-            type='TextFilterNeck',
-            in_channels=D,
-            prompt_dims=C,
-            filter_cfg=dict(type='calibrated'),
-            **legacy))
-    assert neck.filter_cfg == expected
-    assert "in place of filter_cfg={'type': 'calibrated'}" in logged[-1]
-    with pytest.raises(TypeError, match='unexpected'):
-        MODELS.build(dict(type='TextFilterNeck', pos_embd='sam'))
-    with pytest.raises(ValueError, match="type='calibrated'"):
-        MODELS.build(
-            dict(type='TextFilterNeck', filter_calibration=dict(std=2.0)))
+    with pytest.raises(TypeError, match=key):
+        MODELS.build(dict(type='TextFilterNeck', **{key: 1}))

@@ -88,7 +88,7 @@ class CLIPBackbone(BaseTextImageBackbone):
             :func:`~rsrefseg_mm.models.peft.tuning.apply_tuning`.
         text_tuning (dict): Same for the text tower.
         logit_trainable (bool): Whether CLIP's temperature is learnt.
-            Defaults to False. (Earlier ``logit_scale_trainable``.)
+            Defaults to False.
         fast_attn (bool): Attention via SDPA (True) or an explicit softmax.
         with_cp (bool): Activation checkpointing of both towers' blocks
             while training. Defaults to False.
@@ -153,14 +153,7 @@ class CLIPBackbone(BaseTextImageBackbone):
                  fast_attn: bool = True,
                  with_cp: bool = False,
                  resize_antialias: bool = True,
-                 init_cfg: Optional[dict] = None,
-                 **renamed) -> None:
-        if 'logit_scale_trainable' in renamed:
-            raise TypeError('CLIPBackbone: logit_scale_trainable is now '
-                            'logit_trainable (the name SigLIPBackbone uses)')
-        if renamed:
-            raise TypeError('CLIPBackbone got unexpected arguments '
-                            f'{sorted(renamed)}')
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_name, cfg = self._parse_arch(arch)
         self.arch_settings = cfg
