@@ -2,9 +2,11 @@
 models, https://arxiv.org/abs/2501.06809) as an MMSegmentation 1.x plugin.
 
 Importing the package checks the installed torch and OpenMMLab versions and
-registers every component into MMSegmentation's registries; it changes
-nothing else of mmengine or torch (checkpoint loading is made safe where
-rsrefseg_mm loads files, see :mod:`rsrefseg_mm.utils.checkpoint`).
+registers every component into MMSegmentation's registries. It also makes
+mmengine's ``CheckpointLoader`` load local files through the safe loader
+(``weights_only=True`` and an allow-list) and refuse URLs / remote stores
+(see :mod:`rsrefseg_mm.utils.checkpoint`); nothing else of mmengine or
+torch changes.
 """
 from typing import Optional
 
@@ -16,8 +18,8 @@ from mmengine.utils import digit_version
 
 from .version import __version__
 
-# torch >= 2.6: torch.load defaults to weights_only=True, which the safe
-# checkpoint loading builds on (mmengine does not pass weights_only).
+# torch >= 2.6: torch.load defaults to weights_only=True, so the loads of
+# other code stay safe too (rsrefseg_mm's pass weights_only explicitly).
 TORCH_MIN, TORCH_MAX = '2.6.0', None
 MMCV_MIN, MMCV_MAX = '2.0.0rc4', '2.2.0'
 MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '0.11.0'

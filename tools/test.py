@@ -7,6 +7,7 @@ from mmengine.config import Config, DictAction
 
 from rsrefseg_mm.engine import RSRefSegRunner as Runner
 from rsrefseg_mm.utils import (allow_unsafe_load, apply_compile_arg,
+                               check_local_checkpoint,
                                drop_pretrained_checkpoints,
                                use_gloo_without_cuda)
 
@@ -15,7 +16,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help='local checkpoint file (URLs are refused: download first)')
     parser.add_argument(
         '--work-dir',
         help=('if specified, the evaluation metric results will be dumped'
@@ -105,6 +108,8 @@ def trigger_visualization_hook(cfg: Config,
 
 def main() -> None:
     args = parse_args()
+    # before anything is built (the runner's loader refuses it as well)
+    check_local_checkpoint(args.checkpoint)
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -152,10 +157,10 @@ def main() -> None:
     if args.compile is not None:
         apply_compile_arg(cfg, args.compile)
 
-    # --unsafe-load holds while the runner loads the checkpoint and ends
-    # with the test
+    # --unsafe-load holds for this thread while the runner loads the
+    # checkpoint, and ends with the test
     with allow_unsafe_load(args.unsafe_load):
-        # mmengine's Runner, checkpoints loaded through the allow-list
+        # mmengine's Runner, strict loading through the safe loader
         runner = Runner.from_cfg(cfg)
         runner.test()
 

@@ -115,10 +115,11 @@ def main() -> None:
     if args.compile is not None:
         apply_compile_arg(cfg, args.compile)
 
-    # --unsafe-load holds while the runner builds the model (pretrained
-    # weight files) and trains (load_from / resume), and ends with it
+    # --unsafe-load holds for this thread while the runner builds the model
+    # (pretrained weight files) and trains (load_from / resume), and ends
+    # with it
     with allow_unsafe_load(args.unsafe_load):
-        # mmengine's Runner, checkpoints loaded through the allow-list
+        # mmengine's Runner, strict loading through the safe loader
         runner = Runner.from_cfg(cfg)
         runner.train()
 

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.runner import load_checkpoint
+from mmengine.runner import CheckpointLoader
 from mmseg.apis import init_model
 from mmseg.structures import SegDataSample
 
 from rsrefseg_core.geo import DEFAULT_STRETCH
 from rsrefseg_core.geo.stretch import StretchType
 from ..datasets.text import check_expression
-from ..utils import (checkpoint_loading, checkpoint_mismatch_errors,
-                     drop_pretrained_checkpoints)
+from ..utils import (check_local_checkpoint, drop_pretrained_checkpoints,
+                     load_model_weights)
 from .pipeline import InputType, load_referring_image, resolve_max_read_size
 from .predictor import ReferringPredictor
 
@@ -41,14 +41,15 @@ def init_referring_model(config: Union[str, Path, Config],
 
     :func:`mmseg.apis.init_model` builds the model. When ``checkpoint`` is
     given, the pretrained CLIP/SAM paths of the config are not read (the
-    trained checkpoint holds every weight), and the checkpoint is loaded
-    strictly through :func:`~rsrefseg_mm.utils.checkpoint_loading` (the
-    runner's allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts
-    out for a trusted file); its ``dataset_meta`` is kept on the model.
+    trained checkpoint holds every weight), and the checkpoint is read by
+    the safe loader (:mod:`rsrefseg_mm.utils.checkpoint`: the runner's
+    allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts out for
+    a trusted file) and loaded strictly; its ``dataset_meta`` is kept on
+    the model.
 
     Args:
         config (str | Path | Config): Config file or object.
-        checkpoint (str, optional): Trained checkpoint (``.pth``).
+        checkpoint (str, optional): Trained checkpoint (a local ``.pth``).
         device (str): ``'cpu'``, ``'cuda:0'``, ...
         cfg_options (dict, optional): Overrides merged into the config.
         strict (bool): Refuse a checkpoint whose tensors do not match the
@@ -59,6 +60,7 @@ def init_referring_model(config: Union[str, Path, Config],
         nn.Module: The segmentor in eval mode, with ``cfg`` attached.
 
     Raises:
+        RemoteCheckpointError: ``checkpoint`` is a URL / remote path.
         UnsafeCheckpointError: The checkpoint needs globals outside the
             allow-list.
         CheckpointMismatchError: ``strict`` and missing, unexpected or
@@ -69,6 +71,8 @@ def init_referring_model(config: Union[str, Path, Config],
     if cfg_options:
         config.merge_from_dict(cfg_options)
     if checkpoint is not None:
+        checkpoint = str(checkpoint)
+        check_local_checkpoint(checkpoint)
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
         drop_pretrained_checkpoints(config.model)
@@ -79,10 +83,13 @@ def init_referring_model(config: Union[str, Path, Config],
             logger='current')
         return init_model(config, None, device=device)
     model = init_model(config, None, device='cpu')
-    with checkpoint_loading(checkpoint), checkpoint_mismatch_errors(
-            checkpoint, 'init_referring_model(..., strict=False)'):
-        loaded = load_checkpoint(
-            model, checkpoint, map_location='cpu', strict=strict)
+    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    load_model_weights(
+        model,
+        loaded,
+        checkpoint,
+        strict=strict,
+        opt_out='init_referring_model(..., strict=False)')
     meta = loaded.get('meta', {})
     if 'dataset_meta' in meta:
         model.dataset_meta = meta['dataset_meta']

@@ -1,21 +1,23 @@
-"""mmengine ``Runner`` that loads checkpoints through the safe loader and
-writes them atomically."""
+"""mmengine ``Runner`` that loads trained checkpoints strictly and writes
+them atomically."""
 import os
 import os.path as osp
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
-from mmengine.runner import Runner
+from mmengine.model import is_model_wrapper
+from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
 
-from ..utils.checkpoint import checkpoint_loading
-from ..utils.checkpoint_match import checkpoint_mismatch_errors
+from ..utils.checkpoint_match import (DEFAULT_REVISE_KEYS, RevisePairs,
+                                      load_model_weights)
 
 
 @RUNNERS.register_module()
 class RSRefSegRunner(Runner):
-    """mmengine's ``Runner`` whose checkpoint loads use the allow-list.
+    """mmengine's ``Runner`` with strict checkpoint loading and atomic
+    checkpoint writes.
 
     ``tools/train.py`` and ``tools/test.py`` build it, and
     ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
@@ -25,21 +27,13 @@ class RSRefSegRunner(Runner):
     * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) is
       strict unless the config sets ``strict_load = False``: a file whose
       tensors do not match the model raises
-      :class:`~rsrefseg_mm.utils.CheckpointMismatchError` (mmengine loads
-      what matches and logs the rest). It runs mmengine's loader inside
-      :func:`~rsrefseg_mm.utils.checkpoint_loading`. mmengine 0.10 calls
-      ``torch.load`` without ``weights_only``; since torch 2.6 that means
-      ``weights_only=True``, which refuses the message hub and numpy objects
-      of mmengine's own checkpoints. The runner passes exactly those
-      globals for this one load, names the file when it refuses one, and
-      leaves mmengine's ``CheckpointLoader`` untouched for other code.
-    * :meth:`from_cfg` reads ``strict_load`` and refuses the top-level
-      ``compile`` key. Configs written for earlier versions of this runner
-      used it to compile the model's hot paths; mmengine reads it as
-      "compile the whole ``train_step``". The error names the hook that
-      compiles the hot paths now
-      (:class:`~rsrefseg_mm.engine.CompileHotPathsHook`).
-
+      :class:`~rsrefseg_mm.utils.CheckpointMismatchError` before anything
+      is copied (mmengine loads what matches and logs the rest). The file
+      is read by mmengine's ``CheckpointLoader``, whose local loader
+      importing ``rsrefseg_mm`` replaces with the safe one
+      (:mod:`rsrefseg_mm.utils.checkpoint`: ``weights_only=True`` and the
+      allow-list of what runners save, URLs refused).
+    * :meth:`from_cfg` reads ``strict_load``.
     * :meth:`save_checkpoint` writes a local checkpoint to a temporary file
       in the same folder, flushes it to disk and renames it into place
       (``os.replace``, atomic on POSIX and Windows): a run killed while
@@ -61,39 +55,28 @@ class RSRefSegRunner(Runner):
 
         Returns:
             RSRefSegRunner: The runner.
-
-        Raises:
-            ValueError: The config sets the top-level ``compile`` key.
         """
-        if cfg.get('compile', None) not in (None, False):
-            raise ValueError(
-                f'compile={cfg["compile"]!r}: the top-level `compile` key '
-                'is not read by RSRefSegRunner (mmengine would compile the '
-                'whole train_step, whose tokenizer, backward and optimizer '
-                'step break the graph). Compile the towers and the SAM '
-                'encoder with custom_hooks = [dict(type='
-                "'CompileHotPathsHook', mode=..., backend=...)] or with "
-                'tools/train.py / tools/test.py --compile [MODE].')
         runner = super().from_cfg(cfg)
         runner.strict_load = bool(cfg.get('strict_load', True))
         return runner
 
-    def load_checkpoint(self,
-                        filename: str,
-                        map_location='cpu',
-                        strict: Optional[bool] = None,
-                        **kwargs) -> dict:
-        """Load ``filename`` into the model, through the allow-list.
+    def load_checkpoint(
+            self,
+            filename: str,
+            map_location: Union[str, Callable] = 'cpu',
+            strict: Optional[bool] = None,
+            revise_keys: RevisePairs = DEFAULT_REVISE_KEYS) -> dict:
+        """Load ``filename`` into the model (mmengine's steps, strict).
 
         Args:
-            filename (str): Local path (or any scheme mmengine's
-                ``CheckpointLoader`` reads).
+            filename (str): Local checkpoint path.
             map_location (str | callable): Where tensors go. Defaults to
                 ``'cpu'``.
             strict (bool, optional): Refuse a file whose tensors do not
                 match the model. Defaults to :attr:`strict_load`.
-            **kwargs: ``revise_keys`` of mmengine's
-                ``Runner.load_checkpoint``.
+            revise_keys (Sequence[tuple[str, str]]): ``(pattern,
+                replacement)`` for the checkpoint's keys. Defaults to
+                stripping ``module.``.
 
         Returns:
             dict: The loaded checkpoint.
@@ -101,14 +84,26 @@ class RSRefSegRunner(Runner):
         Raises:
             UnsafeCheckpointError: The file needs globals outside the
                 allow-list (nothing of it has run).
+            RemoteCheckpointError: ``filename`` is a URL / remote path.
             CheckpointMismatchError: ``strict`` and missing, unexpected or
                 differently shaped tensors.
         """
         strict = self.strict_load if strict is None else strict
-        with checkpoint_loading(filename), checkpoint_mismatch_errors(
-                filename, 'strict_load = False in the config'):
-            return super().load_checkpoint(
-                filename, map_location=map_location, strict=strict, **kwargs)
+        checkpoint = CheckpointLoader.load_checkpoint(
+            filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        load_model_weights(
+            model,
+            checkpoint,
+            filename,
+            strict=strict,
+            opt_out='strict_load = False in the config',
+            revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args,

@@ -1,9 +1,8 @@
-from .checkpoint import (UNSAFE_LOAD_ENV, CorruptCheckpointError,
+from .checkpoint import (CorruptCheckpointError, RemoteCheckpointError,
                          UnsafeCheckpointError, allow_unsafe_load,
-                         checkpoint_loading, runner_safe_globals,
+                         check_local_checkpoint, runner_safe_globals,
                          safe_torch_load, unsafe_load_enabled)
-from .checkpoint_match import (CheckpointMismatchError,
-                               checkpoint_mismatch_errors)
+from .checkpoint_match import CheckpointMismatchError, load_model_weights
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
 from .progress import track
@@ -12,11 +11,11 @@ from .safe_pickle import (PlainDataLimitError, UnsafePickleError,
                           load_plain_pickle_file)
 
 __all__ = [
-    'CorruptCheckpointError', 'apply_compile_arg', 'checkpoint_loading',
+    'CorruptCheckpointError', 'apply_compile_arg', 'RemoteCheckpointError',
     'safe_torch_load', 'runner_safe_globals', 'UnsafeCheckpointError',
-    'UNSAFE_LOAD_ENV', 'allow_unsafe_load', 'unsafe_load_enabled',
+    'check_local_checkpoint', 'allow_unsafe_load', 'unsafe_load_enabled',
     'drop_pretrained_checkpoints', 'use_gloo_without_cuda', 'track',
     'UnsafePickleError', 'PlainDataLimitError', 'check_plain_data_size',
     'load_plain_pickle', 'load_plain_pickle_file', 'CheckpointMismatchError',
-    'checkpoint_mismatch_errors'
+    'load_model_weights'
 ]

@@ -1,10 +1,10 @@
-"""Safe checkpoint loading: ``weights_only=True`` plus an explicit allow-list.
+"""Safe checkpoint loading: ``weights_only=True`` plus an explicit allow-list,
+local files only.
 
 Unpickling a ``.pth`` file can run arbitrary code; torch's ``weights_only``
-unpickler (the default of ``torch.load`` since torch 2.6) only rebuilds
-tensors, containers and the globals it is told are safe. The checkpoints
-mmengine's runner saves hold a few other objects, allowed here by
-:func:`runner_safe_globals`:
+unpickler only rebuilds tensors, containers and the globals it is told are
+safe. The checkpoints mmengine's runner saves hold a few other objects,
+allowed here by :func:`runner_safe_globals`:
 
 * ``mmengine.logging.HistoryBuffer`` (the message hub's logged scalars) and a
   restricted ``getattr`` that only resolves its built-in statistics methods
@@ -12,45 +12,58 @@ mmengine's runner saves hold a few other objects, allowed here by
 * numpy arrays, numeric scalars and numeric dtypes (``eta`` and the buffers'
   histories), under numpy 2's and numpy 1's module names.
 
-Nothing is registered globally. The allow-list applies where rsrefseg_mm
-loads a file: its weight-file readers (:func:`safe_torch_load`), its runner
-(:class:`~rsrefseg_mm.engine.RSRefSegRunner`: ``load_from``, ``resume``) and
-:func:`~rsrefseg_mm.apis.init_referring_model`, each through
-:func:`checkpoint_loading`. A pickle that needs any other global (e.g.
-``os.system`` in a crafted file) raises :class:`UnsafeCheckpointError`
-naming the file and the refused globals, before any of its code runs.
+Every file goes through :func:`safe_torch_load`, which passes
+``weights_only`` to ``torch.load`` explicitly: importing ``rsrefseg_mm``
+registers it as mmengine's ``CheckpointLoader`` loader for local paths
+(prefix ``''``), so ``load_from``, ``resume``, ``tools/test.py``, a
+``Pretrained`` ``init_cfg``, :func:`mmseg.apis.init_model` and
+:func:`~rsrefseg_mm.apis.init_referring_model` all use it, as do the
+CLIP / SigLIP / SAM weight-file readers. A pickle that needs any other
+global (e.g. ``os.system`` in a crafted file) raises
+:class:`UnsafeCheckpointError` naming the file and the refused globals,
+before any of its code runs. The remote schemes mmengine registers
+(``http://``, ``https://``, ``s3://``, ``pavi://``, ``open-mmlab://``, ...)
+are replaced by :func:`load_from_remote_refused`: their loaders unpickle
+the download with ``weights_only=False``, so a URL raises
+:class:`RemoteCheckpointError` before anything is fetched.
 
-For a file you trust, opt in for a block of code with
-:func:`allow_unsafe_load` (``--unsafe-load`` of ``tools/train.py``,
-``tools/test.py`` and the demos) or for a whole process with the
-environment variable ``RSREFSEG_UNSAFE_LOAD=1``; such loads use
-``weights_only=False`` and log a warning.
+For a file you trust, opt in with :func:`allow_unsafe_load`
+(``--unsafe-load`` of ``tools/train.py``, ``tools/test.py`` and the demos):
+the loads that the same thread (or asyncio task) runs inside the block use
+``weights_only=False`` and log a warning; loads of other threads stay safe.
 """
+import io
 import logging
 import os
 import os.path as osp
 import pickle
-import re
+import tarfile
+import threading
 import zipfile
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import (Any, Callable, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import CheckpointLoader
 
-#: Environment variable that opts a whole process in to full unpickling.
-UNSAFE_LOAD_ENV = 'RSREFSEG_UNSAFE_LOAD'
-#: torch's switch for ``torch.load`` calls that do not pass
-#: ``weights_only`` (mmengine's loaders), set inside a trusted load only.
-TORCH_NO_WEIGHTS_ONLY_ENV = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 #: HistoryBuffer statistics the restricted ``getattr`` may resolve.
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 #: numpy dtypes a checkpoint may hold (no object / void / string dtypes).
 NUMPY_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
                 'uint32', 'uint64', 'float16', 'float32', 'float64',
                 'longdouble', 'complex64', 'complex128')
+#: The remote prefixes of mmengine 0.10's ``CheckpointLoader`` (regular
+#: expressions, as it matches them), all refused.
+REMOTE_PREFIXES = ('http://', 'https://', 'pavi://', r'(\S+\:)?s3://',
+                   r'(\S+\:)?petrel://', 'modelzoo://', 'torchvision://',
+                   'open-mmlab://', 'openmmlab://', 'mmcls://')
+#: The tools and demos that take ``--unsafe-load`` (for messages).
+UNSAFE_LOAD_TOOLS = ('tools/train.py, tools/test.py, demo/image_demo.py, '
+                     'demo/web_demo.py')
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -62,51 +75,41 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is truncated or not a checkpoint at all."""
 
 
-#: Messages of torch / zipfile / pickle for files that are cut or garbage.
-CORRUPT_MARKERS = ('PytorchStreamReader', 'zip archive', 'central directory',
-                   'invalid load key', 'truncated', 'Ran out of input',
-                   'unexpected EOF', 'corrupt')
-
-
-def _other_checkpoints(filename: str, limit: int = 3) -> List[str]:
-    """The newest other ``.pth`` files beside ``filename``."""
-    folder = osp.dirname(osp.abspath(filename))
-    try:
-        names = [n for n in os.listdir(folder) if n.endswith('.pth')]
-    except OSError:
-        return []
-    paths = [osp.join(folder, n) for n in names]
-    paths = [p for p in paths if not osp.samefile(p, filename)] \
-        if osp.exists(filename) else paths
-    return sorted(paths, key=osp.getmtime, reverse=True)[:limit]
-
-
-def _corrupt_error(filename: str, error: BaseException) -> Exception:
-    others = _other_checkpoints(filename)
-    hint = (f'; the newest other checkpoints there: {", ".join(others)}'
-            if others else '')
-    return CorruptCheckpointError(
-        f'{filename}: cannot be read as a checkpoint, the file is truncated '
-        f'or corrupt ({type(error).__name__}: {str(error)[:160]}), as an '
-        'interrupted copy or download leaves it. Load (or --resume from) '
-        f'the previous checkpoint instead{hint}.')
-
-
-def _not_zip(filename: str) -> bool:
-    """A local file that is not a zip archive (torch.save's format)."""
-    return osp.isfile(filename) and not zipfile.is_zipfile(filename)
-
-
-def _is_corrupt(error: BaseException) -> bool:
-    if isinstance(error, (EOFError, zipfile.BadZipFile)):
-        return True
-    return isinstance(
-        error, (RuntimeError, pickle.UnpicklingError, ValueError)) and any(
-            m in str(error) for m in CORRUPT_MARKERS)
-
-
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint needs globals outside the allow-list (not loaded)."""
+
+
+class RemoteCheckpointError(ValueError):
+    """A checkpoint given as a URL or remote path (not fetched)."""
+
+
+def is_remote_checkpoint(filename: Union[str, os.PathLike]) -> bool:
+    """Whether ``filename`` names a URL or a remote store (``scheme://``)."""
+    return '://' in os.fspath(filename)
+
+
+def _remote_error(filename: Union[str, os.PathLike]) -> RemoteCheckpointError:
+    return RemoteCheckpointError(
+        f'{os.fspath(filename)}: checkpoints are only loaded from local '
+        'files. A URL or remote store would be downloaded and unpickled '
+        'without the safe loader\'s allow-list (mmengine passes '
+        'weights_only=False), so a served file could run code. Download '
+        'the file first (check it against its publisher\'s checksum) and '
+        'pass the local path.')
+
+
+def check_local_checkpoint(filename: Union[str, os.PathLike]) -> None:
+    """Refuse a checkpoint given as a URL or remote path.
+
+    Args:
+        filename (str | PathLike): The checkpoint as the user gave it.
+
+    Raises:
+        RemoteCheckpointError: ``filename`` has a ``scheme://`` (``http``,
+            ``https``, ``s3``, ``open-mmlab``, ...); nothing is fetched.
+    """
+    if is_remote_checkpoint(filename):
+        raise _remote_error(filename)
 
 
 def _history_buffer_getattr(owner: Any, name: str) -> Callable:
@@ -164,22 +167,20 @@ def _allowed_names() -> set:
 
 
 def unsafe_load_enabled() -> bool:
-    """Whether loads here may unpickle without the allow-list.
-
-    True inside :func:`allow_unsafe_load` or when the environment variable
-    ``RSREFSEG_UNSAFE_LOAD`` is ``1`` / ``true`` / ``yes`` / ``on``.
-    """
-    return _unsafe_load.get() or os.environ.get(
-        UNSAFE_LOAD_ENV, '').strip().lower() in ('1', 'true', 'yes', 'on')
+    """Whether loads of this thread / task may unpickle fully (inside
+    :func:`allow_unsafe_load`)."""
+    return _unsafe_load.get()
 
 
 @contextmanager
 def allow_unsafe_load(enabled: bool = True) -> Iterator[None]:
-    """Opt in to full unpickling for the code run inside the block.
+    """Opt in to full unpickling for the loads run inside the block.
 
     ``--unsafe-load`` of the tools and demos wraps their work in it. The
-    opt-in ends with the block (it is a context variable: other threads and
-    the code after the block load safely).
+    opt-in is a context variable: it holds for the code this thread (or
+    asyncio task) runs inside the block, and ends with the block. Other
+    threads, threads started inside the block and the code after it load
+    safely.
 
     Args:
         enabled (bool): False makes the block a no-op (so that a command
@@ -198,124 +199,356 @@ def allow_unsafe_load(enabled: bool = True) -> Iterator[None]:
         _unsafe_load.reset(token)
 
 
-def _refusal_reason(filename: str, error: Exception) -> str:
-    """What the safe unpickler refused in ``filename`` (read, not run)."""
-    cause = error.__context__
-    while cause is not None:  # our restricted getattr refused a lookup
-        if isinstance(cause, UnsafeCheckpointError):
-            return str(cause)
-        cause = cause.__context__
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-        refused = sorted(set(found) - _allowed_names())
-    except Exception:  # not a local zip checkpoint: use the message
-        refused = []
-    refused = refused or re.findall(r'GLOBAL (\S+)', str(error))
-    if refused:
-        return f'it needs {", ".join(refused)}, which is not on the allow-list'
-    return str(error)
+class _AllowList:
+    """:func:`runner_safe_globals` in torch's allow-list while loads of
+    :func:`safe_torch_load` run.
 
-
-@contextmanager
-def _allow_listed(filename: str) -> Iterator[None]:
-    """``torch.load`` calls in the block take :func:`runner_safe_globals`;
-    a refusal becomes an :class:`UnsafeCheckpointError` naming ``filename``.
+    ``torch.serialization.safe_globals`` edits one process-wide set, not a
+    per-thread one. The globals are therefore added when the first of these
+    loads (in any thread) starts and removed when the last one ends, counted
+    under a lock, so that a load never loses them half-way because another
+    one finished. While such a load runs, ``torch.load`` calls of other code
+    in the process accept these globals too: they are the benign allow-list
+    above (the restricted ``getattr`` resolves HistoryBuffer's statistics
+    only), never anything that runs code.
     """
-    # only the globals not yet allowed are added (and removed on exit), so
-    # that nested blocks do not remove what an outer block allowed
-    present = set(torch.serialization.get_safe_globals())
-    added = [g for g in runner_safe_globals() if g not in present]
-    try:
-        with torch.serialization.safe_globals(added):
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._context: Optional[Any] = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                present = set(torch.serialization.get_safe_globals())
+                self._context = torch.serialization.safe_globals(
+                    [g for g in runner_safe_globals() if g not in present])
+                self._context.__enter__()
+            self._users += 1
+        try:
             yield
-    except UnsafeCheckpointError:
-        raise  # from a nested load, already names its file
-    except pickle.UnpicklingError as e:
-        if _is_corrupt(e) or (_not_zip(filename)
-                              and not re.search(r'GLOBAL \S+', str(e))):
-            raise  # not a refused global: checkpoint_loading names it
-        raise UnsafeCheckpointError(
-            f'{filename}: refused by the safe checkpoint loader: '
-            f'{_refusal_reason(filename, e)} (allowed: tensors, containers, '
-            f'numpy arrays/scalars, mmengine HistoryBuffer). Unpickling it '
-            f'could run code. If you trust this file, pass --unsafe-load '
-            f'(tools/train.py, tools/test.py, demo/image_demo.py, '
-            f'demo/web_demo.py), wrap the call in rsrefseg_mm.utils.'
-            f'allow_unsafe_load() or set {UNSAFE_LOAD_ENV}=1.') from e
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._context.__exit__(None, None, None)
+                    self._context = None
 
 
-@contextmanager
-def _trusted(filename: str) -> Iterator[None]:
-    """``torch.load`` calls in the block that do not pass ``weights_only``
-    (mmengine's loaders) unpickle fully: torch's own switch for them,
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``, is set for the block only."""
-    print_log(
-        f'{filename}: loading with weights_only=False (unsafe load opted '
-        'in); the file can run code',
-        logger='current',
-        level=logging.WARNING)
-    previous = os.environ.get(TORCH_NO_WEIGHTS_ONLY_ENV)
-    os.environ[TORCH_NO_WEIGHTS_ONLY_ENV] = '1'
+_allow_listed = _AllowList()
+
+
+class _Placeholder:
+    """Stands for every object while :class:`_StorageKeys` walks a pickle:
+    takes any arguments and state, builds nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _StorageKeys(pickle.Unpickler):
+    """Lists the storage records a checkpoint's ``data.pkl`` refers to.
+
+    Every global resolves to :class:`_Placeholder` (nothing is imported or
+    called) and every persistent id ``('storage', type, key, location,
+    numel)`` is recorded, so the walk is as safe as reading bytes.
+    """
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.keys: List[str] = []
+
+    def find_class(self, module: str, name: str) -> type:
+        return _Placeholder
+
+    def persistent_load(self, pid: Any) -> None:
+        if isinstance(pid, tuple) and len(pid) > 2 and pid[0] == 'storage':
+            self.keys.append(str(pid[2]))
+
+
+def _is_legacy_torch_file(path: str) -> bool:
+    """A file of ``torch.save(..., _use_new_zipfile_serialization=False)``:
+    its first pickle is torch's magic number."""
     try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[TORCH_NO_WEIGHTS_ONLY_ENV]
-        else:
-            os.environ[TORCH_NO_WEIGHTS_ONLY_ENV] = previous
+        with open(path, 'rb') as f:
+            first = _StorageKeys(f).load()
+    except Exception:  # any unpickling error: not torch's legacy header
+        return False
+    return isinstance(first, int) and \
+        first == torch.serialization.MAGIC_NUMBER
 
 
-@contextmanager
-def checkpoint_loading(filename: str) -> Iterator[None]:
-    """Load ``filename`` safely with code that calls ``torch.load``.
+def _legacy_problem(path: str) -> Optional[str]:
+    """Why a legacy torch file cannot be read, or None: it is five pickles
+    (magic number, protocol, system info, the object, its storage keys)
+    before the raw storage bytes."""
+    with open(path, 'rb') as f:
+        for _ in range(5):
+            try:
+                _StorageKeys(f).load()
+            except Exception as e:  # anything a cut pickle raises
+                return ('its pickles end early or are invalid '
+                        f'({type(e).__name__}: {str(e)[:80]})')
+    return None
 
-    Wrap a call that loads one checkpoint through ``torch.load`` without a
-    ``weights_only`` argument (mmengine's ``CheckpointLoader``, e.g.
-    ``Runner.load_checkpoint`` or :func:`mmseg.apis.init_model`): inside the
-    block the load keeps torch's ``weights_only=True`` default and accepts
-    the globals of :func:`runner_safe_globals` (or, opted in with
-    :func:`allow_unsafe_load` / ``RSREFSEG_UNSAFE_LOAD=1``, unpickles
-    fully). Nothing outside the block changes.
+
+def _structure_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a readable checkpoint container, or None.
+
+    A checkpoint is a zip archive (``torch.save``'s format: every member
+    passes its CRC check, a ``data.pkl`` record holds the pickle and every
+    storage it refers to has its ``data/<key>`` record) or a legacy torch
+    file.
+    """
+    if not zipfile.is_zipfile(path):
+        if tarfile.is_tarfile(path):
+            return None  # torch's oldest format, read by torch alone
+        if _is_legacy_torch_file(path):
+            return _legacy_problem(path)
+        return ('it is neither a zip archive (torch.save\'s format) nor a '
+                'legacy torch file')
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+            names = archive.namelist()
+            pickles = [
+                n for n in names if n == 'data.pkl' or (
+                    n.endswith('/data.pkl') and n.count('/') == 1)
+            ]
+            if bad_member is not None or not pickles:
+                keys = []
+            else:
+                walker = _StorageKeys(io.BytesIO(archive.read(pickles[0])))
+                try:
+                    walker.load()
+                except Exception as e:  # anything a broken pickle raises
+                    return (f'its {pickles[0]} is not a valid pickle '
+                            f'({type(e).__name__}: {str(e)[:80]})')
+                keys = walker.keys
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
+            NotImplementedError) as e:
+        return f'its zip archive cannot be read ({type(e).__name__}: {e})'
+    if bad_member is not None:
+        return f'the zip member {bad_member} fails its CRC check'
+    if not pickles:
+        return 'its zip archive has no data.pkl record'
+    prefix = pickles[0][:-len('data.pkl')]
+    missing = [k for k in keys if f'{prefix}data/{k}' not in names]
+    if missing:
+        return (f'its zip archive lacks the records of {len(missing)} '
+                f'tensor storage(s) ({prefix}data/{missing[0]}, ...)')
+    return None
+
+
+def _other_checkpoints(filename: str, limit: int = 3) -> List[str]:
+    """The newest other ``.pth`` files beside ``filename``."""
+    folder = osp.dirname(osp.abspath(filename))
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith('.pth')]
+    except OSError:
+        return []
+    paths = [osp.join(folder, n) for n in names]
+    paths = [p for p in paths if not osp.samefile(p, filename)] \
+        if osp.exists(filename) else paths
+    return sorted(paths, key=osp.getmtime, reverse=True)[:limit]
+
+
+def _exception_chain(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _first_error(error: BaseException) -> BaseException:
+    """The exception ``error`` was raised for (torch re-raises the
+    unpickler's error with a longer message)."""
+    return list(_exception_chain(error))[-1]
+
+
+def _corrupt_error(filename: str, reason: str,
+                   error: BaseException) -> CorruptCheckpointError:
+    others = _other_checkpoints(filename)
+    hint = (f'; the newest other checkpoints there: {", ".join(others)}'
+            if others else '')
+    error = _first_error(error)
+    return CorruptCheckpointError(
+        f'{filename}: cannot be read as a checkpoint, the file is truncated '
+        f'or corrupt: {reason} ({type(error).__name__}: '
+        f'{str(error)[:160]}), as an interrupted copy or download leaves '
+        'it. Load (or --resume from) the previous checkpoint instead'
+        f'{hint}.')
+
+
+def _unsafe_error(filename: str, reason: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f'{filename}: refused by the safe checkpoint loader: {reason} '
+        '(allowed: tensors, containers, numpy arrays/scalars, mmengine '
+        'HistoryBuffer). Unpickling it could run code. If you trust this '
+        f'file, pass --unsafe-load ({UNSAFE_LOAD_TOOLS}) or wrap the call in '
+        'rsrefseg_mm.utils.allow_unsafe_load().')
+
+
+def _load_error(filename: str, path: str, error: Exception,
+                trusted: bool) -> Optional[Exception]:
+    """The error to raise for a failed ``torch.load`` of ``path``.
+
+    Decided from the exception types, the file's structure and the globals
+    its pickle names (:func:`torch.serialization.
+    get_unsafe_globals_in_checkpoint`).
+
+    Returns:
+        Exception | None: :class:`CorruptCheckpointError`,
+        :class:`UnsafeCheckpointError`, or None to re-raise ``error``.
+    """
+    if path.endswith('.safetensors'):
+        return None  # torch.load hands it to safetensors (no pickle)
+    if isinstance(error, pickle.UnpicklingError):
+        if not trusted:
+            # the restricted getattr refused a lookup: its own message
+            for cause in _exception_chain(error):
+                if isinstance(cause, UnsafeCheckpointError):
+                    return _unsafe_error(filename, str(cause))
+        if zipfile.is_zipfile(path):
+            try:
+                found = torch.serialization.get_unsafe_globals_in_checkpoint(
+                    path)
+            except (RuntimeError, ValueError, EOFError,
+                    pickle.UnpicklingError) as e:
+                problem = _structure_problem(path) or (
+                    'its data.pkl is not a valid pickle '
+                    f'({type(e).__name__}: {str(e)[:80]})')
+                return _corrupt_error(filename, problem, error)
+            refused = sorted(set(found) - _allowed_names())
+            if refused and not trusted:
+                return _unsafe_error(
+                    filename, f'it needs {", ".join(refused)}, which is '
+                    'not on the allow-list')
+    problem = _structure_problem(path)
+    if problem is not None:
+        return _corrupt_error(filename, problem, error)
+    if isinstance(error, EOFError):  # a legacy file cut short
+        return _corrupt_error(filename, 'its pickle ends early', error)
+    if isinstance(error, pickle.UnpicklingError) and not trusted:
+        # refused by the weights_only unpickler for something other than a
+        # global it names (e.g. a construct it does not support, or a
+        # legacy file): torch's own reason
+        return _unsafe_error(filename, str(_first_error(error))[:300])
+    return None
+
+
+def safe_torch_load(filename: Union[str, os.PathLike],
+                    map_location: Optional[Any] = None) -> Any:
+    """``torch.load`` of a local checkpoint file, through the allow-list.
+
+    ``weights_only`` is always passed to ``torch.load``: True with
+    :func:`runner_safe_globals` allowed, or False inside
+    :func:`allow_unsafe_load` (of this thread / task).
 
     Args:
-        filename (str): The checkpoint the block loads (named in errors).
-
-    Raises:
-        UnsafeCheckpointError: The file needs other globals; the message
-            names the file, the globals and how to opt in.
-        CorruptCheckpointError: The file is truncated or not a checkpoint;
-            the message names it and the newest other checkpoints beside
-            it.
-    """
-    loading = _trusted if unsafe_load_enabled() else _allow_listed
-    try:
-        with loading(filename):
-            yield
-    except (CorruptCheckpointError, UnsafeCheckpointError):
-        raise
-    except Exception as e:
-        cause = e.__cause__ or e
-        if _not_zip(filename) or _is_corrupt(e) or _is_corrupt(cause):
-            raise _corrupt_error(filename, cause) from e
-        raise
-
-
-def safe_torch_load(filename: str, map_location: Optional[Any] = None) -> Any:
-    """``torch.load`` of a local file through :func:`checkpoint_loading`.
-
-    Args:
-        filename (str): Local file written by ``torch.save``.
+        filename (str | PathLike): Local file written by ``torch.save``
+            (``~`` is expanded).
         map_location: Same as :func:`torch.load`.
 
     Returns:
         The unpickled object.
 
     Raises:
+        RemoteCheckpointError: ``filename`` is a URL / remote path.
+        FileNotFoundError: No such file.
         UnsafeCheckpointError: The file needs globals outside the
-            allow-list (and no unsafe load was opted in).
+            allow-list (nothing of it has run); the message names the file,
+            the globals and how to opt in.
+        CorruptCheckpointError: The file is truncated or not a checkpoint;
+            the message names it and the newest other checkpoints beside
+            it.
     """
-    with checkpoint_loading(filename):
-        return torch.load(
-            filename,
-            map_location=map_location,
-            weights_only=not unsafe_load_enabled())
+    filename = os.fspath(filename)
+    check_local_checkpoint(filename)
+    path = osp.expanduser(filename)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    trusted = unsafe_load_enabled()
+    try:
+        if trusted:
+            print_log(
+                f'{filename}: loading with weights_only=False (unsafe load '
+                'opted in); the file can run code',
+                logger='current',
+                level=logging.WARNING)
+            return torch.load(
+                path, map_location=map_location, weights_only=False)
+        with _allow_listed():
+            return torch.load(
+                path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        replacement = _load_error(filename, path, error, trusted)
+        if replacement is None:
+            raise
+        raise replacement from error
+
+
+def load_from_local_safely(filename: str,
+                           map_location: Optional[Any] = None) -> Any:
+    """mmengine ``CheckpointLoader``'s loader of local paths (prefix
+    ``''``): :func:`safe_torch_load`.
+
+    Args:
+        filename (str): Local checkpoint path.
+        map_location: Same as :func:`torch.load`.
+
+    Returns:
+        The loaded checkpoint.
+    """
+    return safe_torch_load(filename, map_location=map_location)
+
+
+def load_from_remote_refused(filename: str,
+                             map_location: Optional[Any] = None) -> Any:
+    """mmengine ``CheckpointLoader``'s loader of :data:`REMOTE_PREFIXES`:
+    refuses the path before anything is fetched.
+
+    Raises:
+        RemoteCheckpointError: Always (naming ``filename``).
+    """
+    raise _remote_error(filename)
+
+
+def register_checkpoint_loaders(
+        remote_prefixes: Sequence[str] = REMOTE_PREFIXES) -> None:
+    """Route mmengine's ``CheckpointLoader`` through this module.
+
+    Local paths (prefix ``''``, which matches any path no other prefix
+    does) load with :func:`load_from_local_safely`; ``remote_prefixes``
+    raise :class:`RemoteCheckpointError`. Importing ``rsrefseg_mm`` calls
+    it.
+
+    Args:
+        remote_prefixes (Sequence[str]): Prefixes (regular expressions,
+            matched at the start of the path) to refuse. Defaults to
+            :data:`REMOTE_PREFIXES`.
+    """
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local_safely, force=True)
+    CheckpointLoader.register_scheme(
+        prefixes=list(remote_prefixes),
+        loader=load_from_remote_refused,
+        force=True)
+
+
+register_checkpoint_loaders()

@@ -8,21 +8,32 @@ from mmseg.registry import MODELS
 
 from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.utils import CheckpointMismatchError
-from rsrefseg_mm.utils.checkpoint_match import summarize_mismatch
+from rsrefseg_mm.utils.checkpoint_match import state_dict_mismatch
 from helpers import TINY_CONFIG
 
 
-def test_summarize_mismatch_counts_and_first_keys():
-    message = ('The model and loaded state dict do not match exactly\n\n'
-               'size mismatch for a.weight: copying a param with shape '
-               '(3,) from checkpoint, the shape in current model is (4,).\n'
-               'unexpected key in source state_dict: x, y\n\n'
-               'missing keys in source state_dict: ' +
-               ', '.join(f'k{i}' for i in range(7)) + '\n')
-    got = summarize_mismatch(message, limit=3)
+def test_mismatch_counts_and_first_keys():
+    model = {
+        'a.weight': torch.zeros(4),
+        'bn.num_batches_tracked': torch.tensor(0),
+        'scale': torch.zeros(()),
+        **{f'k{i}': torch.zeros(1)
+           for i in range(7)}
+    }
+    state = {'a.weight': torch.zeros(3), 'scale': torch.zeros(1), 'x': 1}
+    state['y'] = torch.zeros(2)
+    mismatch = state_dict_mismatch(model, state)
+    # BN's step counter may be absent and a (1,) tensor fills a 0-dim one,
+    # as torch loads them
+    assert mismatch.missing == [f'k{i}' for i in range(7)]
+    assert mismatch.unexpected == ['x', 'y']
+    assert mismatch.reshaped == [('a.weight', (3, ), (4, ))]
+    got = mismatch.summary(limit=3)
     assert '2 unexpected (e.g. x, y)' in got
     assert '7 missing (e.g. k0, k1, k2, ...)' in got
-    assert '1 size mismatch (size mismatch for a.weight' in got
+    assert '1 size mismatch (e.g. a.weight: checkpoint (3,), model (4,))' \
+        in got
+    assert not state_dict_mismatch(model, {**model, 'k0': torch.ones(1)})
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,7 @@ import mmcv
 import pytest
 import torch
 
-from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, safe_torch_load
+from rsrefseg_mm.utils import safe_torch_load
 from helpers import FAST, REPO, crafted_checkpoint, free_port
 from helpers import run_ok as run
 
@@ -151,7 +151,6 @@ def test_dist_train_two_processes(tmp_path, tiny_config, env):
 
 def test_test_tool_refuses_crafted_checkpoint(tmp_path, tiny_config, env):
     path, marker = crafted_checkpoint(tmp_path)
-    env = {k: v for k, v in env.items() if k != UNSAFE_LOAD_ENV}
     proc = subprocess.run([
         PY, 'tools/test.py', tiny_config, path, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', *FAST

@@ -2,11 +2,14 @@
 names it: a training run killed while saving, then ``--resume``."""
 import os
 import sys
+import zipfile
 
 import pytest
 import torch
+from mmengine.runner import CheckpointLoader
 
-from rsrefseg_mm.utils import CorruptCheckpointError, safe_torch_load
+from rsrefseg_mm.utils import (CorruptCheckpointError, allow_unsafe_load,
+                               safe_torch_load)
 from helpers import FAST, REPO, TINY_CONFIG
 
 #: Imported by the derived config: the second checkpoint write stops the
@@ -114,3 +117,47 @@ def test_truncated_checkpoint_is_named_with_the_previous(tmp_path):
     garbage.write_bytes(b'not a checkpoint at all' * 8)
     with pytest.raises(CorruptCheckpointError, match='notes.pth'):
         safe_torch_load(str(garbage))
+
+
+def _zip_with(path, replace):
+    """A copy of a torch.save zip with members replaced (None drops one)."""
+    source = str(path) + '.src'
+    torch.save(dict(state_dict=dict(w=torch.zeros(4))), source)
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, 'w') as out:
+        for name in src.namelist():
+            data = replace.get(name.split('/', 1)[1], src.read(name))
+            if data is not None:
+                out.writestr(name, data)
+    os.remove(source)
+
+
+def _legacy_cut(path):
+    torch.save(
+        dict(state_dict=dict(w=torch.zeros(64))),
+        path,
+        _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+#: How each corrupt file is made from a good one.
+CORRUPT = {
+    'no data.pkl': lambda p: _zip_with(p, {'data.pkl': None}),
+    'cut data.pkl': lambda p: _zip_with(p, {'data.pkl': b'\x80\x02]q'}),
+    'missing storage': lambda p: _zip_with(p, {'data/0': None}),
+    'legacy file cut': _legacy_cut,
+}
+
+
+@pytest.mark.parametrize('make', CORRUPT.values(), ids=CORRUPT.keys())
+@pytest.mark.parametrize('trusted', [False, True])
+def test_corrupt_files_are_named(make, trusted, tmp_path):
+    """Broken zip structure, an unreadable pickle or a cut legacy file:
+    CorruptCheckpointError naming the file, through mmengine's loader too,
+    with or without the unsafe opt-in."""
+    path = tmp_path / 'iter_8.pth'
+    make(path)
+    with allow_unsafe_load(trusted):
+        for load in (safe_torch_load, CheckpointLoader.load_checkpoint):
+            with pytest.raises(CorruptCheckpointError) as exc:
+                load(str(path))
+            assert str(exc.value).startswith(f'{path}: cannot be read')

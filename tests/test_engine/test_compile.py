@@ -126,19 +126,12 @@ def test_hook_compiles_once_before_the_first_loop():
     assert '(before test_step)' in runner.logger.lines[0]
 
 
-def test_top_level_compile_key_names_the_hook(tmp_path):
-    """Configs that set `compile` for the former runner fail with an error
-    naming CompileHotPathsHook; `runner_type = 'RSRefSegRunner'` still
-    selects the runner."""
+def test_runner_type_selects_the_runner():
+    """`runner_type = 'RSRefSegRunner'` of the default runtime selects it
+    for code that builds runners from the registry."""
     cfg = Config.fromfile(TINY_CFG)
     assert cfg.runner_type == 'RSRefSegRunner'
     assert RUNNERS.get(cfg.runner_type) is RSRefSegRunner
-    cfg.work_dir = str(tmp_path)
-    cfg.compile = dict(mode='reduce-overhead')
-    with pytest.raises(ValueError, match='CompileHotPathsHook'):
-        RUNNERS.build(cfg)
-    with pytest.raises(ValueError, match='CompileHotPathsHook'):
-        RSRefSegRunner.from_cfg(Config(dict(compile=True)))
 
 
 @pytest.mark.compile

@@ -2,14 +2,16 @@
 through the safe loader (``weights_only=True`` + an allow-list), and a
 crafted checkpoint that would run a command.
 
-torch >= 2.6 defaults ``torch.load`` to ``weights_only=True`` while mmengine
-0.10.7 does not pass an allow-list, so full training checkpoints (message
-hub, numpy scalars) do not load through mmengine's own ``Runner``;
-``RSRefSegRunner`` loads them with the allow-list, for its own loads only.
+torch >= 2.6 refuses the message hub and numpy scalars of full training
+checkpoints under ``weights_only=True``; importing rsrefseg_mm makes
+mmengine's ``CheckpointLoader`` read local files with the allow-list, so
+``RSRefSegRunner``, mmengine's ``Runner`` and ``Pretrained`` ``init_cfg``
+load them, and refuse a crafted file.
 """
 import copy
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -17,19 +19,17 @@ import torch
 import torch.nn as nn
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.model import BaseModel, BaseModule
+from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import DATASETS, METRICS, MODELS
 from torch.utils.data import Dataset
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import RSRefSegRunner
-from rsrefseg_mm.utils.checkpoint import (TORCH_NO_WEIGHTS_ONLY_ENV,
-                                          UNSAFE_LOAD_ENV,
-                                          UnsafeCheckpointError,
+from rsrefseg_mm.utils import CheckpointMismatchError
+from rsrefseg_mm.utils.checkpoint import (UnsafeCheckpointError,
                                           allow_unsafe_load,
-                                          checkpoint_loading,
                                           runner_safe_globals, safe_torch_load)
 from helpers import crafted_checkpoint
 
@@ -79,16 +79,13 @@ class _ToyData(Dataset):
 
 
 @pytest.fixture(autouse=True)
-def _no_unsafe_opt_in(monkeypatch):
-    """These tests exercise the safe path unless they opt in themselves,
-    and leave torch's allow-list and switches as they found them."""
-    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
-    monkeypatch.delenv(TORCH_NO_WEIGHTS_ONLY_ENV, raising=False)
+def _allow_list_left_as_found():
+    """The loads leave torch's allow-list and switches as they found them."""
     before = set(torch.serialization.get_safe_globals())
     assert not before & set(runner_safe_globals())
     yield
     assert set(torch.serialization.get_safe_globals()) == before
-    assert TORCH_NO_WEIGHTS_ONLY_ENV not in os.environ
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
 
 
 def _cfg(work_dir, max_iters, optim_wrapper=None):
@@ -159,18 +156,54 @@ def test_save_resume_load_and_test(tmp_path):
     assert metrics['mae'] < 5
 
 
-def test_mmengine_runner_is_left_as_shipped(tmp_path):
-    """mmengine's own Runner keeps torch's plain weights_only=True load:
-    it refuses the message hub of its own checkpoints (so the allow-list
-    above is what makes load_from work, and it is not installed for
-    mmengine's Runner or CheckpointLoader by importing rsrefseg_mm)."""
+def test_mmengine_runner_loads_through_the_safe_loader(tmp_path):
+    """mmengine's own Runner (with rsrefseg_mm imported) reads its
+    checkpoints with the allow-list and refuses a crafted one."""
     RSRefSegRunner.from_cfg(_cfg(tmp_path / 'w', 4)).train()
     cfg = _cfg(tmp_path / 'test', 4)
     cfg['load_from'] = str(tmp_path / 'w' / 'iter_4.pth')
-    with pytest.raises(pickle.UnpicklingError) as info:
+    assert Runner.from_cfg(cfg).test()['mae'] < 5
+    path, marker = _crafted_checkpoint(tmp_path)
+    cfg = _cfg(tmp_path / 'crafted', 4)
+    cfg['load_from'] = path
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
         Runner.from_cfg(cfg).test()
-    assert not isinstance(info.value, UnsafeCheckpointError)
-    assert 'HistoryBuffer' in str(info.value)
+    assert not marker.exists()
+
+
+def test_runner_loads_strictly(tmp_path):
+    """load_from with other tensors raises CheckpointMismatchError with the
+    counts and keys before anything is copied; strict_load=False loads what
+    matches; a DDP-prefixed file (module.) loads strictly."""
+    toy = _ToyRegressor()
+    torch.nn.init.constant_(toy.linear.weight, 3.0)
+    good = toy.state_dict()
+    cfg = _cfg(tmp_path / 'test', 4)
+    runner = RSRefSegRunner.from_cfg(cfg)
+    before = _weights(runner)
+    partial = tmp_path / 'partial.pth'
+    torch.save(
+        dict(state_dict={
+            'linear.weight': good['linear.weight'],
+            'head.weight': torch.zeros(1)
+        }), partial)
+    with pytest.raises(CheckpointMismatchError) as info:
+        runner.load_checkpoint(str(partial))
+    msg = str(info.value)
+    assert str(partial) in msg and 'strict_load = False' in msg
+    assert '1 missing (e.g. linear.bias)' in msg
+    assert '1 unexpected (e.g. head.weight)' in msg
+    for k, v in _weights(runner).items():  # nothing was copied
+        torch.testing.assert_close(v, before[k])
+    runner.load_checkpoint(str(partial), strict=False)
+    assert runner.model.linear.weight.eq(3.0).all()
+    wrapped = tmp_path / 'ddp.pth'
+    torch.save(
+        dict(state_dict={f'module.{k}': v
+                         for k, v in good.items()}), wrapped)
+    cfg = _cfg(tmp_path / 'ddp', 4)
+    cfg['strict_load'] = True
+    RSRefSegRunner.from_cfg(cfg).load_checkpoint(str(wrapped))
 
 
 def _allowed_names():
@@ -209,15 +242,27 @@ def _crafted_checkpoint(tmp_path):
     return crafted_checkpoint(tmp_path, _ToyRegressor().state_dict())
 
 
+class _Pretrained(BaseModule):
+
+    def __init__(self, checkpoint):
+        super().__init__(
+            init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
+        self.linear = nn.Linear(2, 1)
+
+
 def test_crafted_checkpoint_is_refused_and_does_not_run(tmp_path):
     path, marker = _crafted_checkpoint(tmp_path)
-    # mmengine's loader inside the scope (init_referring_model's path)
+    # mmengine's loader (init_model, load_checkpoint)
     with pytest.raises(UnsafeCheckpointError) as info:
-        with checkpoint_loading(path):
-            CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
     msg = str(info.value)
     assert path in msg and 'posix.system' in msg
-    assert '--unsafe-load' in msg and UNSAFE_LOAD_ENV in msg
+    assert '--unsafe-load' in msg and 'allow_unsafe_load()' in msg
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        load_checkpoint(_ToyRegressor(), path)
+    # a Pretrained init_cfg
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        _Pretrained(path).init_weights()
     # the runner's load_from path (tools/test.py)
     cfg = _cfg(tmp_path / 'test', 4)
     cfg['load_from'] = path
@@ -231,38 +276,80 @@ def test_crafted_checkpoint_is_refused_and_does_not_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize('opt_in', ['context', 'env'])
-def test_unsafe_opt_in_really_unpickles(opt_in, tmp_path, monkeypatch):
+def test_unsafe_opt_in_really_unpickles(tmp_path, monkeypatch):
     """The crafted file is live: with the opt-in its command does run
-    (so the refusal above is what kept it from running); the opt-in of
-    allow_unsafe_load ends with its block."""
+    (so the refusal above is what kept it from running); the opt-in ends
+    with its block, and an environment variable does not opt in."""
     path, marker = _crafted_checkpoint(tmp_path)
     cfg = _cfg(tmp_path / 'test', 4)
     cfg['load_from'] = path
     runner = RSRefSegRunner.from_cfg(cfg)
-    if opt_in == 'env':
-        monkeypatch.setenv(UNSAFE_LOAD_ENV, '1')
+    monkeypatch.setenv('RSREFSEG_UNSAFE_LOAD', '1')
+    with pytest.raises(UnsafeCheckpointError):
+        runner.load_checkpoint(path)
+    assert not marker.exists()
+    with allow_unsafe_load():
         ckpt = runner.load_checkpoint(path)
-    else:
-        with allow_unsafe_load():
-            ckpt = runner.load_checkpoint(path)
-        with pytest.raises(UnsafeCheckpointError):
-            runner.load_checkpoint(path)
     assert ckpt['meta']['note'] == 0  # os.system's exit status
     assert marker.exists()
-    assert TORCH_NO_WEIGHTS_ONLY_ENV not in os.environ
+    with pytest.raises(UnsafeCheckpointError):
+        runner.load_checkpoint(path)
 
 
-def test_nested_loads_keep_the_allow_list(tmp_path):
-    """A load inside another checkpoint_loading block (e.g. a weight-file
-    reader while a runner loads) does not drop the outer block's globals."""
-    torch.save({'buffer': HistoryBuffer([1.0], [1])}, tmp_path / 'a.pth')
-    with checkpoint_loading('outer.pth'):
-        safe_torch_load(str(tmp_path / 'a.pth'))
-        assert set(runner_safe_globals()) <= set(
-            torch.serialization.get_safe_globals())
-        ckpt = torch.load(tmp_path / 'a.pth')
-    assert ckpt['buffer'].current() == 1.0
+def test_concurrent_loads_keep_the_allow_list(tmp_path, monkeypatch):
+    """torch's allow-list is one process-wide set: a load that ends while
+    another is half-way must not take the globals away from it.
+
+    Thread X loads one buffer and thread Y two; X is held inside its load
+    until Y has started, then ends while Y is held after its first buffer.
+    Y's second buffer then still needs HistoryBuffer on the allow-list.
+    """
+    torch.save({'a': HistoryBuffer([1.0], [1])}, tmp_path / 'X.pth')
+    torch.save({
+        'a': HistoryBuffer([1.0], [1]),
+        'b': HistoryBuffer([2.0], [1])
+    }, tmp_path / 'Y.pth')
+    gates = {
+        name: (threading.Event(), threading.Event())
+        for name in ('X', 'Y')
+    }
+    setstate = HistoryBuffer.__setstate__
+
+    def held_setstate(buffer, state):
+        gate = gates.pop(threading.current_thread().name, None)
+        if gate is not None:  # the first buffer of each thread
+            inside, release = gate
+            inside.set()
+            assert release.wait(60)
+        setstate(buffer, state)
+
+    monkeypatch.setattr(HistoryBuffer, '__setstate__', held_setstate)
+    results = {}
+
+    def load(name):
+        try:
+            results[name] = safe_torch_load(str(tmp_path / f'{name}.pth'))
+        except Exception as e:  # reported by the assertions below
+            results[name] = e
+
+    x_inside, x_release = gates['X']
+    y_inside, y_release = gates['Y']
+    threads = {
+        n: threading.Thread(target=load, args=(n, ), name=n)
+        for n in ('X', 'Y')
+    }
+    threads['X'].start()
+    assert x_inside.wait(60), results
+    threads['Y'].start()
+    assert y_inside.wait(60)
+    x_release.set()
+    threads['X'].join(60)
+    assert not isinstance(results['X'], Exception), results['X']
+    assert results['X']['a'].current() == 1.0
+    y_release.set()
+    threads['Y'].join(60)
+    assert not isinstance(results['Y'], Exception), results['Y']
+    assert results['Y']['b'].current() == 2.0
 
 
 def test_history_buffer_getattr_is_restricted(tmp_path):

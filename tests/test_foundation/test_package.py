@@ -129,7 +129,11 @@ GLOBAL_STATE = textwrap.dedent('''
 ''')
 
 
-def test_import_leaves_mmengine_and_torch_as_shipped():
+def test_import_changes_only_the_checkpoint_loaders():
+    """Importing rsrefseg_mm routes mmengine's local checkpoint loader
+    through the safe one and refuses every remote scheme mmengine
+    registers; mmengine's Runner, torch's allow-list and the environment
+    stay as shipped."""
     proc = subprocess.run([sys.executable, '-c', GLOBAL_STATE],
                           cwd=REPO,
                           capture_output=True,
@@ -140,7 +144,13 @@ def test_import_leaves_mmengine_and_torch_as_shipped():
     before, after = out['before'], out['after']
     assert before['schemes'][''] == \
         'mmengine.runner.checkpoint.load_from_local'
-    for key in ('schemes', 'runner', 'environ'):
+    ours = 'rsrefseg_mm.utils.checkpoint.'
+    assert after['schemes'] == {
+        prefix: ours + ('load_from_local_safely'
+                        if prefix == '' else 'load_from_remote_refused')
+        for prefix in before['schemes']
+    }
+    for key in ('runner', 'environ'):
         assert after[key] == before[key], key
     assert out['allowed'] == []
 

@@ -1,15 +1,16 @@
 """``--unsafe-load`` of tools/train.py, tools/test.py and the demos opts in
-to full unpickling while they load, and not beyond: no environment
-variable is left behind."""
+to full unpickling while they load, and not beyond: torch's process-wide
+switch is never set, and no environment variable opts in."""
 import os
 
 import pytest
 
-from rsrefseg_mm.utils import (UNSAFE_LOAD_ENV, allow_unsafe_load,
-                               unsafe_load_enabled)
-from rsrefseg_mm.utils.checkpoint import TORCH_NO_WEIGHTS_ONLY_ENV
+from rsrefseg_mm.utils import allow_unsafe_load, unsafe_load_enabled
 from helpers import TINY_CONFIG as TINY_CFG
 from helpers import load_script
+
+#: torch's process-wide switch for torch.load calls without weights_only.
+TORCH_SWITCH = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 
 
 class _Stop(Exception):
@@ -17,13 +18,11 @@ class _Stop(Exception):
 
 
 @pytest.fixture(autouse=True)
-def _no_opt_in_left(monkeypatch):
-    """No opt-in before a test, and none written to the environment by the
-    code under test (torch's switch included)."""
-    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
-    monkeypatch.delenv(TORCH_NO_WEIGHTS_ONLY_ENV, raising=False)
+def _torch_switch_never_set(monkeypatch):
+    """The code under test never sets torch's process-wide switch."""
+    monkeypatch.delenv(TORCH_SWITCH, raising=False)
     yield
-    assert TORCH_NO_WEIGHTS_ONLY_ENV not in os.environ
+    assert TORCH_SWITCH not in os.environ
 
 
 def opt_in_recorder(seen: dict) -> type:
@@ -59,7 +58,6 @@ def test_train_and_test_tools(tool, args, flag, monkeypatch, tmp_path):
     module.main()
     assert seen == dict(from_cfg=flag, run=flag)
     assert not unsafe_load_enabled()  # the opt-in ended with main()
-    assert UNSAFE_LOAD_ENV not in os.environ
 
 
 @pytest.mark.parametrize('flag', [False, True])
@@ -87,7 +85,6 @@ def test_demos(demo, args, flag, monkeypatch, tmp_path):
         module.main(argv)
     assert seen['opted_in'] is flag
     assert not unsafe_load_enabled()
-    assert UNSAFE_LOAD_ENV not in os.environ
 
 
 def test_opt_in_ends_with_its_block():
@@ -102,8 +99,8 @@ def test_opt_in_ends_with_its_block():
     assert not unsafe_load_enabled()
 
 
-def test_environment_variable_opts_in(monkeypatch):
-    monkeypatch.setenv(UNSAFE_LOAD_ENV, '1')
-    assert unsafe_load_enabled()
-    monkeypatch.setenv(UNSAFE_LOAD_ENV, '0')
+def test_environment_variable_does_not_opt_in(monkeypatch):
+    """Trust is given per call (--unsafe-load, allow_unsafe_load()), not by
+    a process-wide switch."""
+    monkeypatch.setenv('RSREFSEG_UNSAFE_LOAD', '1')
     assert not unsafe_load_enabled()

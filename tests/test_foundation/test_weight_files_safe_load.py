@@ -7,7 +7,7 @@ from rsrefseg_mm.models.backbones.siglip.siglip_checkpoint import \
     load_siglip_file
 from rsrefseg_mm.models.sam.sam_builder import (build_sam_modules,
                                                 load_sam_checkpoint)
-from rsrefseg_mm.utils import UNSAFE_LOAD_ENV, UnsafeCheckpointError
+from rsrefseg_mm.utils import UnsafeCheckpointError
 from helpers import TINY_SAM, crafted_checkpoint
 
 READERS = {
@@ -18,8 +18,7 @@ READERS = {
 
 
 @pytest.mark.parametrize('reader', READERS.values(), ids=READERS.keys())
-def test_crafted_pickle_is_refused(reader, tmp_path, monkeypatch):
-    monkeypatch.delenv(UNSAFE_LOAD_ENV, raising=False)
+def test_crafted_pickle_is_refused(reader, tmp_path):
     path, marker = crafted_checkpoint(tmp_path)
     with pytest.raises(UnsafeCheckpointError) as err:
         reader(path)

@@ -6,7 +6,7 @@ OpenAI's released files (``ViT-B-16.pt``, ``ViT-L-14.pt``,
 converted files are plain state dicts (``torch.save``), read by
 :func:`~rsrefseg_mm.utils.checkpoint.safe_torch_load` (``weights_only=True``;
 a file that needs other globals is refused unless the user opts in with
-``--unsafe-load`` / ``RSREFSEG_UNSAFE_LOAD=1``). Both are zip files: an
+``--unsafe-load`` / ``allow_unsafe_load()``). Both are zip files: an
 archive is recognised by its ``code/`` folder / ``constants.pkl``.
 """
 import os.path as osp

@@ -14,7 +14,7 @@ Two layouts are accepted, both read without executing code:
 
 ``.bin`` / ``.pt`` / ``.pth`` files are read with
 :func:`~rsrefseg_mm.utils.checkpoint.safe_torch_load` (``weights_only=True``
-and the runner allow-list; ``--unsafe-load`` / ``RSREFSEG_UNSAFE_LOAD=1`` for
+and the runner allow-list; ``--unsafe-load`` / ``allow_unsafe_load()`` for
 a trusted file it refuses).
 """
 import json
