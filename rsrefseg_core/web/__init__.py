@@ -1,7 +1,15 @@
-"""Housekeeping of a web server that runs for weeks (``demo/web_demo.py``):
-a folder of its own per request, of which the last few are kept, and the
-sweep of the empty entries Gradio's file cache leaves behind."""
+"""What a web server open to strangers for weeks (``demo/web_demo.py``)
+needs besides the model: a folder of its own per request, of which the last
+few are kept; the sweep of the empty entries Gradio's file cache leaves
+behind; uploads read only as GeoTIFF, PNG or JPEG files of their own, with
+GDAL kept from following paths and URLs; and served files that never run
+in the page's origin."""
 from .cache_sweeper import CacheSweeper
+from .file_headers import FileHeaders
 from .result_folders import ResultFolders
+from .upload_guard import SAFE_GDAL_OPTIONS, UploadGuard
 
-__all__ = ['CacheSweeper', 'ResultFolders']
+__all__ = [
+    'CacheSweeper', 'FileHeaders', 'ResultFolders', 'SAFE_GDAL_OPTIONS',
+    'UploadGuard'
+]
