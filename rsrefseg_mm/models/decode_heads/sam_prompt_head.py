@@ -1,6 +1,6 @@
 """SAM as a promptable decode head (RSRefSeg,
 https://arxiv.org/abs/2501.06809)."""
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,8 @@ DEFAULT_ENCODER_TUNING = dict(
     alpha=16,
     drop_rate=0.1,
     targets=['qkv', 'proj', 'lin1', 'lin2'])
+#: Mask logit of an expression judged absent (sigmoid 0, finite in fp16).
+ABSENT_LOGIT = -1e4
 
 
 @MODELS.register_module()
@@ -45,6 +47,17 @@ class SAMPromptHead(BaseDecodeHead):
     ``postprocess_result`` (``num_classes=2``, ``out_channels=1`` and one
     mask token are fixed, not arguments). No ``conv_seg`` (it would be an
     unused parameter under DDP).
+
+    Presence (``presence_cfg``; off by default and in the paper configs,
+    whose outputs it leaves unchanged): for generalized referring, where an
+    expression may refer to nothing in the image, SAM's IoU token gives a
+    presence logit per expression (the IoU prediction head's output for the
+    one mask, trained with a binary cross-entropy against "the target mask
+    has a pixel", ``loss_presence``). At inference an expression whose
+    presence probability is below ``presence_cfg.threshold`` gets an empty
+    mask: its logits become :data:`ABSENT_LOGIT`. The probabilities are
+    added to the inputs dict as ``presence`` (N,) for callers that report
+    them.
 
     Order in ``__init__``: build SAM -> load ``checkpoint`` -> fast attention
     -> tuning of the image encoder (LoRA wraps loaded layers). The prompt
@@ -92,6 +105,9 @@ class SAMPromptHead(BaseDecodeHead):
             with ``use_sigmoid=True`` sees pred (B,1,H,W) vs label (B,H,W),
             ignores 255; mmseg ``DiceLoss`` gets a (B,1,H,W) binary target
             with ignored pixels removed (see :meth:`loss_by_feat`).
+        presence_cfg (dict, optional): ``loss_weight`` (default 1.0) and
+            ``threshold`` (default 0.5) of the presence output (see above).
+            None (default) disables it.
         ignore_index (int): Ignored label. 255.
         align_corners (bool): For resizing logits. False.
         init_cfg (dict, optional): Must not re-initialise SAM; None.
@@ -116,6 +132,7 @@ class SAMPromptHead(BaseDecodeHead):
                      use_sigmoid=True,
                      avg_non_ignore=True,
                      loss_weight=5.0),
+                 presence_cfg: Optional[dict] = None,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -137,6 +154,17 @@ class SAMPromptHead(BaseDecodeHead):
         del self.conv_seg
         self.sam_arch = sam_arch
         self.with_cp = with_cp
+        self.presence_cfg = None
+        if presence_cfg is not None:
+            unknown = set(presence_cfg) - {'loss_weight', 'threshold'}
+            if unknown:
+                raise TypeError(f'presence_cfg: unknown keys {sorted(unknown)}'
+                                " (expected 'loss_weight', 'threshold')")
+            cfg = {'loss_weight': 1.0, 'threshold': 0.5, **presence_cfg}
+            if not 0 < cfg['threshold'] < 1 or cfg['loss_weight'] < 0:
+                raise ValueError('presence_cfg needs 0 < threshold < 1 and '
+                                 f'loss_weight >= 0, got {presence_cfg}')
+            self.presence_cfg = cfg
         self.image_size = settings['image_size']
 
         sam = build_sam_modules(settings)
@@ -274,6 +302,29 @@ class SAMPromptHead(BaseDecodeHead):
 
         Returns:
             Tensor: Mask logits (B, 1, Hm, Wm) (256x256 for SAM at 1024).
+            With ``presence_cfg``, outside training, the logits of an
+            expression judged absent are :data:`ABSENT_LOGIT` and
+            ``inputs['presence']`` (B,) holds the presence probabilities.
+        """
+        masks, presence = self.forward_with_presence(inputs)
+        if self.presence_cfg is None or self.training:
+            return masks
+        prob = presence.float().sigmoid()
+        inputs['presence'] = prob
+        absent = prob < self.presence_cfg['threshold']
+        return masks.masked_fill(absent[:, None, None, None], ABSENT_LOGIT)
+
+    def forward_with_presence(
+            self, inputs: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        """Mask logits and presence logits, without gating.
+
+        Args:
+            inputs (dict): See :meth:`forward`.
+
+        Returns:
+            tuple[Tensor, Tensor]: Mask logits (B, 1, Hm, Wm) and presence
+            logits (B,) (SAM's IoU prediction for the mask; meaningful when
+            trained with ``presence_cfg``).
         """
         if not isinstance(inputs, dict) or 'sparse_prompts' not in inputs \
                 or not ('images' in inputs or 'image_embeddings' in inputs):
@@ -292,13 +343,31 @@ class SAMPromptHead(BaseDecodeHead):
                 f'sparse prompts must be (B={B}, N, '
                 f'{self.prompt_encoder.embed_dim}), got {tuple(sparse.shape)}')
         dense = self.embed_dense(inputs.get('dense_prompts'), B)
-        masks, _ = self.mask_decoder(
+        masks, iou_pred = self.mask_decoder(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False)
-        return masks
+        return masks, iou_pred[:, 0]
+
+    def loss(self, inputs: Dict[str, Tensor], batch_data_samples: SampleList,
+             train_cfg: dict) -> dict:
+        """Mask losses (:meth:`loss_by_feat`), plus with ``presence_cfg``
+        ``loss_presence`` (BCE of the presence logits against "the target
+        mask has a pixel") and ``acc_presence`` (percent)."""
+        masks, presence = self.forward_with_presence(inputs)
+        losses = self.loss_by_feat(masks, batch_data_samples)
+        if self.presence_cfg is not None:
+            target = torch.stack([
+                (ds.gt_sem_seg.data == 1).any() for ds in batch_data_samples
+            ]).to(presence.device, torch.float32)
+            losses['loss_presence'] = self.presence_cfg['loss_weight'] * \
+                F.binary_cross_entropy_with_logits(presence.float(), target)
+            with torch.no_grad():
+                hit = (presence.float() > 0) == target.bool()
+                losses['acc_presence'] = hit.float().mean() * 100.0
+        return losses
 
     def loss_by_feat(self, seg_logits: Tensor,
                      batch_data_samples: SampleList) -> dict:
