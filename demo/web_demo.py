@@ -59,7 +59,7 @@ from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
 from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
-from rsrefseg_mm.datasets.text import check_expression  # noqa: E402
+from rsrefseg_core.text import check_expression  # noqa: E402
 from rsrefseg_mm.utils import allow_unsafe_load  # noqa: E402
 
 # also when huggingface_hub was imported before the variables were set

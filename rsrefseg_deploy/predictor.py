@@ -14,10 +14,9 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from rsrefseg_core.geo import (DEFAULT_STRETCH, RasterImage, image_cache_key,
-                               load_referring_image)
+from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
-from rsrefseg_core.lru_cache import LRUCache
+from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
 from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
 
 DEPLOY_FORMAT = 'rsrefseg-onnx/1'
@@ -50,9 +49,13 @@ def resize_bilinear(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-class OnnxReferringPredictor:
+class OnnxReferringPredictor(BaseReferringPredictor):
     """``set_image`` / ``predict`` on the exported graphs, as
-    ``rsrefseg_mm.apis.ReferringPredictor`` does with the PyTorch model.
+    ``rsrefseg_mm.apis.ReferringPredictor`` does with the PyTorch model:
+    the same image / expression flow
+    (:class:`rsrefseg_core.predictor.BaseReferringPredictor`: argument
+    checks, cache keys, expression validation, batches), this class runs
+    the two graphs.
 
     Args:
         model_dir (str): Folder written by ``export_onnx.py``
@@ -88,6 +91,17 @@ class OnnxReferringPredictor:
         if self.info.get('format') != DEPLOY_FORMAT:
             raise ValueError(f'{path}: format {self.info.get("format")!r}, '
                              f'expected {DEPLOY_FORMAT!r}')
+        self.input_size = tuple(self.info['input_size'])
+        self.threshold = float(self.info['threshold'])
+        # a graph traced without dynamic axes takes exactly its traced count
+        self.dynamic = bool(self.info['dynamic_expressions'])
+        super().__init__(
+            max_batch=max_batch,
+            cache_size=cache_size,
+            max_read_size=max_read_size,
+            auto_read_size=WORKING_SIZE_FACTOR * max(self.input_size),
+            batch_size=None
+            if self.dynamic else int(self.info['num_expressions']))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -101,16 +115,6 @@ class OnnxReferringPredictor:
             options,
             providers=providers)
         self.tokenizer = self._tokenizer(model_dir, self.info['tokenizer'])
-        self.input_size = tuple(self.info['input_size'])
-        self.threshold = float(self.info['threshold'])
-        # a graph traced without dynamic axes takes exactly its traced count
-        self.dynamic = bool(self.info['dynamic_expressions'])
-        self.batch = int(max_batch) if self.dynamic else int(
-            self.info['num_expressions'])
-        self.max_read_size = WORKING_SIZE_FACTOR * max(self.input_size) \
-            if max_read_size == 'auto' else max_read_size
-        self.cache = LRUCache(cache_size)
-        self.reset_image()
 
     @staticmethod
     def _tokenizer(model_dir: str, spec: dict):
@@ -124,15 +128,9 @@ class OnnxReferringPredictor:
         raise ValueError(f'unknown tokenizer kind {spec["kind"]!r}')
 
     @property
-    def is_image_set(self) -> bool:
-        """Whether :meth:`set_image` has encoded an image."""
-        return self.embeddings is not None
-
-    def reset_image(self) -> None:
-        """Forget the current image and its embeddings."""
-        self.image: Optional[RasterImage] = None
-        self.embeddings: Optional[tuple] = None
-        self.from_cache = False
+    def embeddings(self) -> Optional[tuple]:
+        """The image encoder's outputs for the set image."""
+        return self.encoded
 
     def preprocess(self, image: RasterImage) -> np.ndarray:
         """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 RGB 0-255 at the
@@ -142,46 +140,27 @@ class OnnxReferringPredictor:
         return np.ascontiguousarray(
             img[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
 
-    def set_image(self,
-                  image,
-                  bands: Optional[Sequence[int]] = None,
-                  stretch=DEFAULT_STRETCH,
-                  roi: Optional[Sequence[float]] = None,
-                  roi_crs: str = 'pixel',
-                  name: Optional[str] = None) -> RasterImage:
-        """Read and encode an image (path, array or ``RasterImage``);
-        arguments as ``rsrefseg_mm.apis.ReferringPredictor.set_image``."""
-        self.reset_image()
-        key = image_cache_key(image, bands, stretch, roi, roi_crs,
-                              self.max_read_size) if self.cache.size else None
-        cached = self.cache.lookup(key)
-        if cached is not None:
-            self.image, self.embeddings = cached
-            self.from_cache = True
-            return self.image
-        raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
-                                      name, self.max_read_size)
-        self.embeddings = tuple(
+    def _encode(self, raster: RasterImage) -> tuple:
+        """The image-encoder graph on ``raster``."""
+        return tuple(
             self.encoder.run(None, {'image': self.preprocess(raster)}))
-        self.image = raster
-        self.cache.store(key, (raster, self.embeddings))
-        return raster
 
-    def _check(self, texts: List[str]) -> None:
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not self.tokenizer.clean(text):
-                raise ValueError(
-                    f'expression {i} is empty once the tokenizer has cleaned '
-                    f'it: {text!r}')
-
-    def _decode(self, texts: List[str]):
+    def _tokens(self, texts: List[str]) -> tuple:
         tokens = self.tokenizer(texts) \
             if isinstance(self.tokenizer, CLIPBPE) else \
             self.tokenizer.tokenize(texts)[:2]
-        tokens = tokens if isinstance(tokens, tuple) else (tokens, )
+        return tokens if isinstance(tokens, tuple) else (tokens, )
+
+    def _decode(self, texts: List[str], count: int) -> List[OnnxResult]:
+        """The decoder graph on the set image, then :meth:`_postprocess`
+        of the first ``count`` expressions (the rest is padding)."""
         names = self.info['decoder_inputs']
-        feeds = dict(zip(names, self.embeddings + tokens))
-        return self.decoder.run(None, feeds)
+        feeds = dict(zip(names, self.encoded + self._tokens(texts)))
+        logits, maps = self.decoder.run(None, feeds)
+        return [
+            self._postprocess(text, lg, gm)
+            for text, lg, gm in zip(texts[:count], logits, maps)
+        ]
 
     def _postprocess(self, text: str, logits: np.ndarray,
                      global_map: np.ndarray) -> OnnxResult:
@@ -192,13 +171,15 @@ class OnnxReferringPredictor:
         prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
         prob = prob.astype(np.float32)
         mask = (prob > self.threshold).astype(np.uint8)
-        act = np.clip(resize_bilinear(global_map, size), 0, 1)
-        if image.nodata_mask is not None:
-            nodata = np.asarray(image.nodata_mask, bool)
-            mask[nodata] = 0
-            prob[nodata] = 0
-            act[nodata] = 0
-        return OnnxResult(text, mask, prob, act.astype(np.float32), image)
+        act = np.clip(resize_bilinear(global_map, size), 0,
+                      1).astype(np.float32)
+        zero_nodata(
+            image.nodata_mask,
+            mask,
+            prob,
+            act,
+            where=f'the prediction of {text!r} on {image.source}')
+        return OnnxResult(text, mask, prob, act, image)
 
     def predict(
         self,
@@ -208,24 +189,8 @@ class OnnxReferringPredictor:
 
         Raises:
             RuntimeError: No image was set.
-            ValueError: An expression is empty.
+            ValueError: No expression, or one is empty once cleaned (the
+                PyTorch predictor's check,
+                :func:`rsrefseg_core.text.check_expression`).
         """
-        if not self.is_image_set:
-            raise RuntimeError('OnnxReferringPredictor.predict: call '
-                               'set_image() first')
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        if not texts:
-            raise ValueError('OnnxReferringPredictor.predict: no expression')
-        self._check(texts)
-        results = []
-        for start in range(0, len(texts), self.batch):
-            chunk = texts[start:start + self.batch]
-            padded = chunk if self.dynamic else \
-                chunk + chunk[-1:] * (self.batch - len(chunk))
-            logits, maps = self._decode(padded)
-            results += [
-                self._postprocess(t, lg, gm)
-                for t, lg, gm in zip(chunk, logits, maps)
-            ]
-        return results[0] if single else results
+        return super().predict(texts)

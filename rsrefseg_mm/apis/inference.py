@@ -25,7 +25,7 @@ from mmseg.structures import SegDataSample
 
 from rsrefseg_core.geo import DEFAULT_STRETCH
 from rsrefseg_core.geo.stretch import StretchType
-from ..datasets.text import check_expression
+from rsrefseg_core.text import check_expression
 from ..utils import (check_local_checkpoint, drop_pretrained_checkpoints,
                      load_model_weights)
 from .pipeline import InputType, load_referring_image, resolve_max_read_size

@@ -8,6 +8,8 @@ from mmengine.dataset import Compose
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import (WORKING_SIZE_FACTOR, InputType,
                                       image_cache_key, load_referring_image)
+from rsrefseg_core.predictor import \
+    resolve_max_read_size as _resolve_max_read_size
 
 #: Transforms that need annotations; dropped for inference.
 ANNOTATION_TRANSFORMS = ('LoadReferringAnnotations', 'LoadAnnotations')
@@ -62,20 +64,13 @@ def working_size(cfg: Config) -> int:
 def resolve_max_read_size(max_read_size: Union[int, str, None],
                           cfg: Config) -> Optional[int]:
     """``'auto'`` -> :func:`working_size`; None (file resolution) and
-    positive integers pass.
+    positive integers pass (the predictors' check,
+    :func:`rsrefseg_core.predictor.resolve_max_read_size`).
 
     Raises:
         ValueError: For anything else.
     """
-    if max_read_size == 'auto':
-        return working_size(cfg)
-    if max_read_size is None:
-        return None
-    if isinstance(max_read_size, bool) or \
-            not isinstance(max_read_size, int) or max_read_size < 1:
-        raise ValueError("max_read_size must be 'auto', None or a positive "
-                         f'integer, got {max_read_size!r}')
-    return max_read_size
+    return _resolve_max_read_size(max_read_size, lambda: working_size(cfg))
 
 
 def prepare_inputs(image: RasterImage, text: str, pipeline: Compose) -> dict:

@@ -8,7 +8,7 @@ Example:
     >>> tank, road = predictor.predict(['the white tank', 'the road'])
     >>> mask = tank.pred_sem_seg.data[0].numpy()  # (H, W) 0/1
 """
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,9 @@ from torch import Tensor
 
 from rsrefseg_core.geo import DEFAULT_STRETCH, RasterImage
 from rsrefseg_core.geo.stretch import StretchType
-from rsrefseg_core.lru_cache import LRUCache
-from ..datasets.text import check_expression
-from .pipeline import (InputType, build_test_pipeline, image_cache_key,
-                       load_referring_image, prepare_inputs,
-                       resolve_max_read_size)
+from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
+from .pipeline import (InputType, build_test_pipeline, prepare_inputs,
+                       working_size)
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
@@ -38,7 +36,8 @@ def attach_global_map(sample: SegDataSample, global_map: Tensor,
     Args:
         sample (SegDataSample): A post-processed prediction.
         global_map (Tensor): (h, w) activation in [0, 1] on the filter grid.
-        image (RasterImage): The input (its nodata pixels get 0).
+        image (RasterImage): The input (its nodata pixels get 0,
+            :func:`rsrefseg_core.predictor.zero_nodata`).
 
     Returns:
         SegDataSample: ``sample`` with ``global_map`` (1, H, W).
@@ -48,13 +47,16 @@ def attach_global_map(sample: SegDataSample, global_map: Tensor,
         global_map[None, None].float(), (oh, ow),
         mode='bilinear',
         align_corners=False)[0].cpu()
-    if image.nodata_mask is not None:
-        act[:, torch.as_tensor(image.nodata_mask)] = 0
+    zero_nodata(
+        image.nodata_mask,
+        act,
+        where=f'the global map of {sample.metainfo.get("text")!r} on '
+        f'{image.source}')
     sample.set_data(dict(global_map=PixelData(data=act)))
     return sample
 
 
-class ReferringPredictor:
+class ReferringPredictor(BaseReferringPredictor):
     """Segment-anything's ``SamPredictor`` workflow for RSRefSeg.
 
     :meth:`set_image` runs everything that does not depend on the expression
@@ -66,13 +68,19 @@ class ReferringPredictor:
 
     With ``cache_size > 0`` the embeddings of the last ``cache_size``
     images are kept (least recently used dropped first), keyed by the file's
-    or array's content and the reading arguments, so that coming back to an
-    image does not encode it again (:attr:`from_cache` tells).
+    or array's content and the reading arguments (``max_read_size``
+    included), so that coming back to an image does not encode it again
+    (:attr:`from_cache` tells).
 
     Rasters larger than the working resolution are decimated while they are
     read (``max_read_size``), so memory and time do not grow with the
     scene; the prediction and its georeference are then on that working
     grid (see :func:`rsrefseg_core.geo.read_image`).
+
+    The image / expression flow (argument checks, cache, expression
+    validation, batches) is
+    :class:`rsrefseg_core.predictor.BaseReferringPredictor`'s, shared with
+    the ONNX Runtime predictor; this class runs the PyTorch model.
 
     Args:
         model (nn.Module): From :func:`~rsrefseg_mm.apis.init_referring_model`
@@ -91,29 +99,19 @@ class ReferringPredictor:
                  max_batch: int = 8,
                  cache_size: int = 0,
                  max_read_size: Union[int, str, None] = 'auto') -> None:
-        if max_batch < 1:
-            raise ValueError(f'max_batch must be >= 1, got {max_batch}')
         self.model = model
-        self.max_batch = int(max_batch)
-        self.cache = LRUCache(cache_size)
         self.pipeline = build_test_pipeline(model.cfg)
-        self.max_read_size = resolve_max_read_size(max_read_size, model.cfg)
-        self.reset_image()
+        super().__init__(
+            max_batch=max_batch,
+            cache_size=cache_size,
+            max_read_size=max_read_size,
+            auto_read_size=lambda: working_size(model.cfg))
 
     @property
-    def is_image_set(self) -> bool:
-        """Whether :meth:`set_image` has encoded an image."""
-        return self.embeddings is not None
+    def embeddings(self) -> Optional[dict]:
+        """The set image's :meth:`RSRefSeg.encode_image` outputs."""
+        return None if self.encoded is None else self.encoded[0]
 
-    def reset_image(self) -> None:
-        """Forget the current image and its embeddings."""
-        self.image: Optional[RasterImage] = None
-        self.embeddings: Optional[dict] = None
-        self._template: Optional[SegDataSample] = None
-        #: Whether the last :meth:`set_image` found the image in the cache.
-        self.from_cache = False
-
-    @torch.no_grad()
     def set_image(self,
                   image: InputType,
                   bands: Optional[Sequence[int]] = None,
@@ -135,31 +133,38 @@ class ReferringPredictor:
         Returns:
             RasterImage: The image the model sees (georeference, nodata).
         """
-        self.reset_image()
-        key = image_cache_key(image, bands, stretch, roi, roi_crs) \
-            if self.cache.size else None
-        cached = self.cache.lookup(key)
-        if cached is not None:
-            self.image, self.embeddings, self._template = cached
-            self.from_cache = True
-            return self.image
-        raster = load_referring_image(image, 0, bands, stretch, roi, roi_crs,
-                                      name, self.max_read_size)
+        return super().set_image(image, bands, stretch, roi, roi_crs, name)
+
+    @torch.no_grad()
+    def _encode(self, raster: RasterImage) -> Tuple[dict, SegDataSample]:
+        """The image towers on ``raster``, and the data sample every
+        expression's prediction starts from."""
         data = self.model.data_preprocessor(
             pseudo_collate(
                 [prepare_inputs(raster, IMAGE_ONLY_TEXT, self.pipeline)]),
             False)
-        self.embeddings = self.model.encode_image(data['inputs'])
-        self._template = data['data_samples'][0]
-        self.image = raster
-        self.cache.store(key, (raster, self.embeddings, self._template))
-        return raster
-
-    def _chunks(self, texts: List[str]) -> Iterator[List[str]]:
-        for start in range(0, len(texts), self.max_batch):
-            yield texts[start:start + self.max_batch]
+        return self.model.encode_image(data['inputs']), \
+            data['data_samples'][0]
 
     @torch.no_grad()
+    def _decode(self, texts: List[str], count: int) -> List[SegDataSample]:
+        """Text tower, prompter and SAM's decoder on the set image, then
+        the segmentor's post-processing (nodata pixels are background)."""
+        embeddings, template = self.encoded
+        samples = []
+        for text in texts:
+            sample = template.clone()
+            sample.set_metainfo(dict(text=text))
+            samples.append(sample)
+        metas = [s.metainfo for s in samples]
+        logits, feats = self.model.decode(embeddings, texts)
+        logits = self.model.decode_head.predict_by_feat(logits, metas)
+        samples = self.model.postprocess_result(logits, samples)
+        return [
+            attach_global_map(sample, global_map, self.image)
+            for sample, global_map in zip(samples[:count], feats['global_map'])
+        ]
+
     def predict(
         self, texts: Union[str, Sequence[str]]
     ) -> Union[SegDataSample, List[SegDataSample]]:
@@ -176,29 +181,7 @@ class ReferringPredictor:
 
         Raises:
             RuntimeError: No image was set.
-            ValueError: An expression is empty.
+            ValueError: No expression, or one is empty once cleaned
+                (:func:`rsrefseg_core.text.check_expression`).
         """
-        if not self.is_image_set:
-            raise RuntimeError('ReferringPredictor.predict: call set_image() '
-                               'first')
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        if not texts:
-            raise ValueError('ReferringPredictor.predict: no expression')
-        for i, text in enumerate(texts):
-            check_expression(text, f'expression {i}')
-        results = []
-        for chunk in self._chunks(texts):
-            samples = []
-            for text in chunk:
-                sample = self._template.clone()
-                sample.set_metainfo(dict(text=text))
-                samples.append(sample)
-            metas = [s.metainfo for s in samples]
-            logits, feats = self.model.decode(self.embeddings, chunk)
-            logits = self.model.decode_head.predict_by_feat(logits, metas)
-            samples = self.model.postprocess_result(logits, samples)
-            for sample, global_map in zip(samples, feats['global_map']):
-                results.append(
-                    attach_global_map(sample, global_map, self.image))
-        return results[0] if single else results
+        return super().predict(texts)

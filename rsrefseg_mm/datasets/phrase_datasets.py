@@ -6,8 +6,8 @@ from mmengine.fileio import join_path
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from rsrefseg_core.text import check_expression
 from .rrsisd import REFERRING_METAINFO
-from .text import check_expression
 
 
 def first_category(text: str, categories: Sequence[str]) -> Optional[str]:

@@ -2,8 +2,10 @@
 the results of the one-pass path (the segmentor's own ``predict``)."""
 import numpy as np
 import pytest
+import rasterio
 import torch
 from mmengine.dataset import pseudo_collate
+from rasterio.transform import from_origin
 
 from rsrefseg_mm.apis import (ReferringPredictor, build_test_pipeline,
                               inference_referring, init_referring_model,
@@ -98,10 +100,16 @@ def test_single_text_and_errors(model, image):
     assert single.text == 'the red circle'
     with pytest.raises(ValueError, match='expression 1'):
         predictor.predict(['the red circle', '   '])
+    with pytest.raises(ValueError, match='expression 0: .*punctuation'):
+        predictor.predict('...')  # empty for SigLIP's tokenizer
     predictor.reset_image()
     assert not predictor.is_image_set
     with pytest.raises(ValueError, match='max_batch'):
         ReferringPredictor(model, max_batch=0)
+    with pytest.raises(ValueError, match='cache_size'):
+        ReferringPredictor(model, cache_size=-1)
+    with pytest.raises(ValueError, match='max_read_size'):
+        ReferringPredictor(model, max_read_size=0)
 
 
 def test_cache_of_encoded_images(model, image, tmp_path, monkeypatch):
@@ -123,3 +131,61 @@ def test_cache_of_encoded_images(model, image, tmp_path, monkeypatch):
     predictor.set_image(image)
     assert not predictor.from_cache and len(encodings) == 4
     assert len(predictor.cache) == 1
+
+
+def write_geotiff(path, height=90, width=120):
+    """A 16-bit 4-band GeoTIFF with a nodata strip (the 7 left columns)."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
+    data[:, :, :7] = 0
+    with rasterio.open(
+            path,
+            'w',
+            driver='GTiff',
+            height=height,
+            width=width,
+            count=4,
+            dtype='uint16',
+            crs='EPSG:32633',
+            nodata=0,
+            transform=from_origin(500000, 4100000, 10, 10)) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def test_cache_key_includes_every_reading_argument(model, tmp_path,
+                                                   monkeypatch):
+    encodings = []
+    encode = model.encode_image
+    monkeypatch.setattr(model, 'encode_image',
+                        lambda x: encodings.append(1) or encode(x))
+    tif = write_geotiff(tmp_path / 'scene.tif')
+    predictor = ReferringPredictor(model, cache_size=8, max_read_size=None)
+    full = predictor.set_image(tif, bands=(3, 2, 1))
+    assert full.img.shape[:2] == (90, 120) and len(encodings) == 1
+    predictor.set_image(tif, bands=(3, 2, 1))
+    assert predictor.from_cache and len(encodings) == 1
+    predictor.set_image(tif, bands=(1, 2, 3))  # other bands
+    assert not predictor.from_cache and len(encodings) == 2
+    predictor.set_image(tif, bands=(3, 2, 1), stretch=(1, 99))
+    assert not predictor.from_cache and len(encodings) == 3
+    # the same file read coarser is another image (was a cache hit)
+    predictor.max_read_size = 60
+    small = predictor.set_image(tif, bands=(3, 2, 1))
+    assert not predictor.from_cache and len(encodings) == 4
+    assert small.img.shape[:2] == (45, 60)
+    assert predictor.predict('the red circle').pred_sem_seg.shape == (45, 60)
+
+
+def test_nodata_pixels_are_background(model, tmp_path):
+    tif = write_geotiff(tmp_path / 'scene.tif')
+    predictor = ReferringPredictor(model, max_read_size=None)
+    image = predictor.set_image(tif, bands=(3, 2, 1))
+    assert image.nodata_mask[:, :7].all() and not image.nodata_mask[:,
+                                                                    7:].any()
+    for got in predictor.predict(TEXTS[:2]):
+        prob = got.seg_logits.data[0]
+        assert (prob[:, :7] == 0).all() and (prob[:, 7:] > 0).all()
+        assert (got.pred_sem_seg.data[0][:, :7] == 0).all()
+        assert (got.global_map.data[0][:, :7] == 0).all()
+        assert (got.global_map.data[0][:, 7:] > 0).any()

@@ -72,7 +72,11 @@ def test_onnx_predictor_equals_pytorch(exported, images, kind, num_texts):
     if kind == 'geotiff':  # georeference and nodata as the PyTorch path
         assert got[0].image.crs == want[0].metainfo['crs']
         assert got[0].image.transform == want[0].metainfo['geo_transform']
-        assert (got[0].mask[:, :7] == 0).all()
+        for g in got:
+            assert (g.mask[:, :7] == 0).all()
+            assert (g.probability[:, :7] == 0).all()
+            assert (g.probability[:, 7:] > 0).all()
+            assert (g.global_map[:, :7] == 0).all()
 
 
 def test_errors(exported, images):
@@ -85,6 +89,56 @@ def test_errors(exported, images):
         ours.predict(['the red circle', '  '])
     with pytest.raises(FileNotFoundError, match='export_onnx.py'):
         OnnxReferringPredictor(os.path.dirname(model_dir))
+    for kwargs in (dict(max_batch=0), dict(cache_size=-1),
+                   dict(max_read_size=0)):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=name):
+            OnnxReferringPredictor(model_dir, **kwargs)
+
+
+#: Refused by both runtimes (``"..."`` was answered by ONNX Runtime).
+BAD_EXPRESSIONS = ['', '   ', '...', '&nbsp;', '&amp;#32;', '?!', None]
+
+
+@pytest.mark.parametrize('bad', BAD_EXPRESSIONS)
+def test_both_runtimes_refuse_the_same_expressions(exported, images, bad):
+    model, model_dir, _ = exported
+    photo = images['photo'][0]
+    messages = []
+    for predictor in (OnnxReferringPredictor(model_dir),
+                      ReferringPredictor(model)):
+        predictor.set_image(photo)
+        with pytest.raises(ValueError, match='^expression 1: ') as err:
+            predictor.predict(['the red circle', bad])
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+def test_both_runtimes_cache_under_the_same_keys(exported, images):
+    model, model_dir, _ = exported
+    tif = images['geotiff'][0]
+    ours = OnnxReferringPredictor(model_dir, cache_size=8)
+    theirs = ReferringPredictor(model, cache_size=8)
+    assert ours.max_read_size == theirs.max_read_size  # 'auto' alike
+    for p in (ours, theirs):
+        p.max_read_size = None
+    reads = [
+        dict(bands=(3, 2, 1)),
+        dict(bands=(1, 2, 3)),
+        dict(bands=(3, 2, 1), stretch=(1, 99)),
+        dict(bands=(3, 2, 1), max_read_size=60)
+    ]
+    for runtime in (ours, theirs):
+        for read in reads:
+            read = dict(read)
+            runtime.max_read_size = read.pop('max_read_size', None)
+            runtime.set_image(tif, **read)
+            assert not runtime.from_cache, read
+            runtime.set_image(tif, **read)  # same content and arguments
+            assert runtime.from_cache, read
+        assert len(runtime.cache) == len(reads)
+        assert runtime.image.img.shape[:2] == (45, 60)
+    assert list(ours.cache) == list(theirs.cache)
 
 
 BLOCKER = '''

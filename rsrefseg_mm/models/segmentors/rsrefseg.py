@@ -1,4 +1,5 @@
 """RSRefSeg segmentor (https://arxiv.org/abs/2501.06809)."""
+import hashlib
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -12,7 +13,8 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList)
 from torch import Tensor
 
-from .image_embedding_cache import ImageEmbeddingCacheMixin
+from rsrefseg_core.lru_cache import LRUCache
+from rsrefseg_core.predictor import zero_nodata
 
 
 def count_parameters(module: nn.Module) -> Tuple[int, int]:
@@ -25,8 +27,17 @@ def count_parameters(module: nn.Module) -> Tuple[int, int]:
     return trainable, total
 
 
+def tensor_digest(x: Tensor) -> str:
+    """sha256 of a tensor's shape, dtype and bytes (its content key: equal
+    for equal tensors, wherever they live; the tensor is not kept)."""
+    digest = hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode())
+    data = x.detach().contiguous().reshape(-1).view(torch.uint8)
+    digest.update(data.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 @MODELS.register_module()
-class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
+class RSRefSeg(EncoderDecoder):
     """Referring segmentation: text-filtered SigLIP / CLIP features prompt SAM.
 
     `RSRefSeg: Referring Remote Sensing Image Segmentation with Foundation
@@ -303,15 +314,83 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
 
         With ``test_cfg.group_by_image=True`` the image embeddings of the
         last ``test_cfg.image_cache_size`` (default 4) distinct input images
-        are kept, so consecutive expressions on one image (RefSegRS,
-        RISBench and RRSIS-D list them together) encode it once.
+        are kept (see :meth:`cached_image_embeddings`), so consecutive
+        expressions on one image (RefSegRS, RISBench and RRSIS-D list them
+        together) encode it once.
         """
         if not self.test_cfg.get('group_by_image', False):
             x = self.extract_feat(inputs, batch_img_metas)
         else:
             texts = self._texts(batch_img_metas, inputs.shape[0])
-            x = self.prompt(self._cached_image_embeddings(inputs), texts)
+            x = self.prompt(self.cached_image_embeddings(inputs), texts)
         return self.decode_head.predict(x, batch_img_metas, self.test_cfg)
+
+    @property
+    def image_cache(self) -> LRUCache:
+        """Embeddings of the last ``test_cfg.image_cache_size`` (default 4)
+        distinct input images of the ``group_by_image`` test path, keyed by
+        :func:`tensor_digest` (least recently used dropped first; the same
+        :class:`~rsrefseg_core.lru_cache.LRUCache` as the predictors').
+        Dropped whenever the model switches between training and
+        evaluation or loads weights."""
+        size = int(self.test_cfg.get('image_cache_size', 4))
+        cache = self.__dict__.get('_image_cache')
+        if cache is None or cache.size != size:
+            cache = self.__dict__['_image_cache'] = LRUCache(size)
+        return cache
+
+    def drop_image_cache(self) -> None:
+        """Forget the cached image embeddings (the weights change)."""
+        self.__dict__.pop('_image_cache', None)
+
+    def cached_image_embeddings(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """:meth:`encode_image` of ``inputs``, reusing the embeddings of
+        images whose content (pixels, shape, dtype) equals that of one
+        encoded before in this mode.
+
+        Each distinct image missing from the cache is encoded once (a
+        repeat within the batch too) and counted in ``image_encodings``.
+        The cache keeps a digest of the image, never the input, and its
+        own copy of each image's embeddings (no view into the batch).
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) preprocessed images.
+
+        Returns:
+            dict: As :meth:`encode_image` (``with_sam=True``), (B, ...)
+            each.
+        """
+        cache = self.image_cache
+        keys = [tensor_digest(image) for image in inputs]
+        rows: Dict[str, Dict[str, Tensor]] = {}
+        for key in keys:
+            row = cache.lookup(key)
+            if row is not None:
+                rows[key] = row
+        missing: Dict[str, int] = {}  # first index of each new image
+        for i, key in enumerate(keys):
+            if key not in rows:
+                missing.setdefault(key, i)
+        if missing:
+            encoded = self.encode_image(inputs[list(missing.values())])
+            self.image_encodings += len(missing)
+            for j, key in enumerate(missing):
+                # a copy of the row: a view would keep the batch alive
+                rows[key] = {k: v[j:j + 1].clone() for k, v in encoded.items()}
+                cache.store(key, rows[key])
+        first = rows[keys[0]]
+        return {k: torch.cat([rows[key][k] for key in keys]) for k in first}
+
+    def train(self, mode: bool = True):
+        """Set the mode; cached image embeddings (``group_by_image``) are
+        dropped at every switch, since training changes the weights."""
+        self.drop_image_cache()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        # new weights: the cached image embeddings are stale
+        self.drop_image_cache()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
@@ -383,17 +462,10 @@ class RSRefSeg(ImageEmbeddingCacheMixin, EncoderDecoder):
         no data the object cannot be.
         """
         data_samples = super().postprocess_result(seg_logits, data_samples)
-        for sample in data_samples:
-            nodata = sample.metainfo.get('nodata_mask')
-            if nodata is None:
-                continue
-            pred = sample.pred_sem_seg.data
-            nodata = torch.as_tensor(nodata, device=pred.device).bool()
-            if tuple(nodata.shape) != tuple(pred.shape[-2:]):
-                raise ValueError(
-                    f'nodata_mask {tuple(nodata.shape)} does not match the '
-                    f'prediction {tuple(pred.shape[-2:])} of '
-                    f'{sample.metainfo.get("img_path", "a sample")}')
-            pred[:, nodata] = 0
-            sample.seg_logits.data[:, nodata] = 0
+        for i, sample in enumerate(data_samples):
+            zero_nodata(
+                sample.metainfo.get('nodata_mask'),
+                sample.pred_sem_seg.data,
+                sample.seg_logits.data,
+                where=sample.metainfo.get('img_path', f'sample {i}'))
         return data_samples

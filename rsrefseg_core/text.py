@@ -1,18 +1,18 @@
-"""Validation of referring expressions.
+"""Validation of referring expressions, shared by every runtime.
 
 The text towers clean every expression before tokenising it: CLIP's
 tokenizer repairs mojibake with ``ftfy``, unescapes HTML entities twice and
-collapses whitespace (:class:`rsrefseg_mm.models.backbones.CLIPTokenizer`);
-SigLIP's also drops ASCII punctuation
-(:func:`~rsrefseg_mm.models.backbones.siglip.canonicalize_text`). An
-expression that is empty *after* that cleaning (``"&nbsp;"``,
-``"&amp;#32;"``, a run of no-break spaces, ``"..."``) would reach the model
-as an empty prompt, so it is rejected where it enters: when a dataset loads,
-in the inference API and in the demos.
+collapses whitespace (:class:`rsrefseg_core.tokenizers.CLIPBPE`); SigLIP's
+also drops ASCII punctuation
+(:func:`rsrefseg_core.tokenizers.canonicalize_text`). An expression that is
+empty *after* that cleaning (``"&nbsp;"``, ``"&amp;#32;"``, a run of
+no-break spaces, ``"..."``) would reach the model as an empty prompt, so it
+is rejected where it enters: when a dataset loads, in the inference API, in
+both predictors (PyTorch and ONNX Runtime) and in the demos.
+
+Torch-free: NumPy, ftfy and regex (the tokenizers' cleaners) only.
 """
-from ..models.backbones.clip.clip_tokenizer import (basic_clean,
-                                                    whitespace_clean)
-from ..models.backbones.siglip.siglip_tokenizer import canonicalize_text
+from .tokenizers import basic_clean, canonicalize_text, whitespace_clean
 
 
 def clean_expression(text: str) -> str:
@@ -49,3 +49,6 @@ def check_expression(text, where: str) -> str:
                          f'-> {cleaned!r} -> \'\'); SigLIP drops ASCII '
                          'punctuation')
     return text.strip()
+
+
+__all__ = ['check_expression', 'clean_expression']
