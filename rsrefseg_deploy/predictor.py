@@ -7,19 +7,16 @@ resized bilinearly to the model's input size; the low-resolution logits are
 resized bilinearly to the input size, then to the image size, and
 thresholded after the sigmoid; nodata pixels are never the target.
 """
-import json
-import os.path as osp
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
+from rsrefseg_core.deploy_info import read_deploy_info
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
 from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
-
-DEPLOY_FORMAT = 'rsrefseg-onnx/1'
 
 
 class OnnxResult(NamedTuple):
@@ -70,6 +67,16 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             (larger rasters are decimated while reading): ``'auto'``
             (default) is ``WORKING_SIZE_FACTOR`` x the model's input size,
             as in ``rsrefseg_mm.apis``; None reads at the file's resolution.
+        verify_hashes (bool): Check every file of the folder against the
+            sha256 recorded at export (reads the graphs once more).
+            Defaults to True.
+
+    Raises:
+        FileNotFoundError: No ``deploy.json`` in ``model_dir``.
+        rsrefseg_core.deploy_info.DeployInfoError: A file changed since
+            export, a name that leads out of the folder, or settings that
+            would answer wrongly (see
+            :func:`rsrefseg_core.deploy_info.read_deploy_info`).
     """
 
     def __init__(self,
@@ -78,19 +85,14 @@ class OnnxReferringPredictor(BaseReferringPredictor):
                  max_batch: int = 8,
                  cache_size: int = 0,
                  threads: Optional[int] = None,
-                 max_read_size: Union[int, str, None] = 'auto') -> None:
+                 max_read_size: Union[int, str, None] = 'auto',
+                 verify_hashes: bool = True) -> None:
         import onnxruntime as ort
-        path = osp.join(model_dir, 'deploy.json')
-        if not osp.isfile(path):
-            raise FileNotFoundError(
-                f'{path} not found: export a model first with '
-                'tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir '
-                f'{model_dir}')
-        with open(path) as f:
-            self.info = json.load(f)
-        if self.info.get('format') != DEPLOY_FORMAT:
-            raise ValueError(f'{path}: format {self.info.get("format")!r}, '
-                             f'expected {DEPLOY_FORMAT!r}')
+
+        # format, files confined to the folder and equal to their recorded
+        # sha256, a finite threshold in (0, 1)
+        self.info = read_deploy_info(model_dir, verify_hashes=verify_hashes)
+        paths = self.info['paths']
         self.input_size = tuple(self.info['input_size'])
         self.threshold = float(self.info['threshold'])
         # a graph traced without dynamic axes takes exactly its traced count
@@ -107,18 +109,14 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             options.intra_op_num_threads = threads
         providers = list(providers or ['CPUExecutionProvider'])
         self.encoder = ort.InferenceSession(
-            osp.join(model_dir, self.info['image_encoder']),
-            options,
-            providers=providers)
+            paths['image_encoder'], options, providers=providers)
         self.decoder = ort.InferenceSession(
-            osp.join(model_dir, self.info['decoder']),
-            options,
-            providers=providers)
-        self.tokenizer = self._tokenizer(model_dir, self.info['tokenizer'])
+            paths['decoder'], options, providers=providers)
+        self.tokenizer = self._tokenizer(paths['tokenizer'],
+                                         self.info['tokenizer'])
 
     @staticmethod
-    def _tokenizer(model_dir: str, spec: dict):
-        path = osp.join(model_dir, spec['file'])
+    def _tokenizer(path: str, spec: dict):
         if spec['kind'] == 'clip-bpe':
             return CLIPBPE(path, spec['context_length'])
         if spec['kind'] == 'siglip-sentencepiece':

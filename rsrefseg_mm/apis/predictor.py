@@ -160,6 +160,9 @@ class ReferringPredictor(BaseReferringPredictor):
         logits, feats = self.model.decode(embeddings, texts)
         logits = self.model.decode_head.predict_by_feat(logits, metas)
         samples = self.model.postprocess_result(logits, samples)
+        if 'presence' in feats:  # a head trained with presence_cfg
+            for sample, prob in zip(samples, feats['presence'].tolist()):
+                sample.set_metainfo(dict(presence=prob))
         return [
             attach_global_map(sample, global_map, self.image)
             for sample, global_map in zip(samples[:count], feats['global_map'])
@@ -177,7 +180,9 @@ class ReferringPredictor(BaseReferringPredictor):
             SegDataSample | list[SegDataSample]: As
             :func:`~rsrefseg_mm.apis.inference_referring` returns them
             (``pred_sem_seg``, ``seg_logits``, ``global_map``, metainfo with
-            ``text`` and the georeference), one per expression.
+            ``text`` and the georeference; ``presence``, the probability
+            that the referent is in the image, for a model with a presence
+            output), one per expression.
 
         Raises:
             RuntimeError: No image was set.

@@ -1,6 +1,8 @@
 """OnnxReferringPredictor gives the PyTorch ReferringPredictor's masks, and
 ``python -m rsrefseg_deploy`` runs with torch and OpenMMLab blocked."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor
 from helpers import REPO
@@ -94,6 +97,30 @@ def test_errors(exported, images):
         name = next(iter(kwargs))
         with pytest.raises(ValueError, match=name):
             OnnxReferringPredictor(model_dir, **kwargs)
+
+
+def test_changed_or_redirected_model_files_are_refused(exported, tmp_path):
+    _, model_dir, _ = exported
+    copy = tmp_path / 'model'
+    shutil.copytree(model_dir, copy)
+    info = json.loads((copy / 'deploy.json').read_text())
+    assert set(info['files']) >= {'image_encoder.onnx', 'decoder.onnx'}
+    # 4 KB of 0xFF inside the decoder's weights: loads, answers wrongly
+    data = bytearray((copy / 'decoder.onnx').read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b'\xff' * 4096
+    (copy / 'decoder.onnx').write_bytes(bytes(data))
+    with pytest.raises(DeployInfoError, match='decoder.onnx.*sha256'):
+        OnnxReferringPredictor(str(copy))
+    # a deploy.json pointing its decoder elsewhere on the machine
+    shutil.copy(os.path.join(model_dir, 'decoder.onnx'), copy)
+    info['decoder'] = os.path.join(model_dir, 'decoder.onnx')
+    (copy / 'deploy.json').write_text(json.dumps(info))
+    with pytest.raises(DeployInfoError, match='plain file name'):
+        OnnxReferringPredictor(str(copy))
+    info['decoder'], info['threshold'] = 'decoder.onnx', 'nan'
+    (copy / 'deploy.json').write_text(json.dumps(info))
+    with pytest.raises(DeployInfoError, match='threshold'):
+        OnnxReferringPredictor(str(copy))
 
 
 #: Refused by both runtimes (``"..."`` was answered by ONNX Runtime).

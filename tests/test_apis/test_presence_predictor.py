@@ -1,0 +1,65 @@
+"""A model with a presence output (the generalized-referring demo config):
+the predictor reports the probability per expression, an expression below
+the threshold gets an empty mask, and the one-pass path agrees."""
+import numpy as np
+import pytest
+import torch
+
+from rsrefseg_mm.apis import (ReferringPredictor, inference_referring,
+                              init_referring_model)
+from helpers import REPO
+
+GRES_CONFIG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
+TEXTS = [
+    f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
+    for s in ('circle', 'square')
+]
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    model = init_referring_model(GRES_CONFIG, None, device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def centre_presence(model, image):
+    """Shift the presence logits so that their median is 0: random weights
+    then put expressions on both sides of the threshold."""
+    predictor = ReferringPredictor(model)
+    predictor.set_image(image)
+    probs = torch.tensor(
+        [r.metainfo['presence'] for r in predictor.predict(TEXTS)])
+    head = model.decode_head.mask_decoder.iou_prediction_head
+    with torch.no_grad():
+        last = head.layers[-1]
+        last.weight[0].mul_(50)
+        last.bias[0] -= torch.logit(probs).median()
+    probs = torch.tensor(
+        [r.metainfo['presence'] for r in predictor.predict(TEXTS)])
+    last.bias.data[0] -= torch.logit(probs).median()
+
+
+def test_presence_reported_and_gates_the_mask(model):
+    image = np.random.default_rng(0).integers(0, 255, (96, 120, 3), np.uint8)
+    centre_presence(model, image)
+    predictor = ReferringPredictor(model)
+    predictor.set_image(image)
+    results = predictor.predict(TEXTS)
+    threshold = model.decode_head.presence_cfg['threshold']
+    probs = [r.metainfo['presence'] for r in results]
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    # random weights: some expressions on each side of the threshold
+    assert min(probs) < threshold < max(probs)
+    for text, r, p in zip(TEXTS, results, probs):
+        mask = r.pred_sem_seg.data[0]
+        assert mask.shape == (96, 120)
+        if p < threshold:
+            assert mask.sum() == 0 and r.seg_logits.data.max() == 0
+        # the one-pass path gives the same answer
+        one = inference_referring(model, image, text)
+        assert torch.equal(one.pred_sem_seg.data, r.pred_sem_seg.data), text
