@@ -12,6 +12,8 @@ both predictors (PyTorch and ONNX Runtime) and in the demos.
 
 Torch-free: NumPy, ftfy and regex (the tokenizers' cleaners) only.
 """
+from typing import Optional
+
 from .tokenizers import basic_clean, canonicalize_text, whitespace_clean
 
 
@@ -21,24 +23,33 @@ def clean_expression(text: str) -> str:
     return whitespace_clean(basic_clean(text))
 
 
-def check_expression(text, where: str) -> str:
-    """Return ``text`` stripped, or raise naming ``where`` if it is empty.
+def check_expression(text, where: str, max_chars: Optional[int] = None) -> str:
+    """Return ``text`` stripped, or raise naming ``where`` if it is empty
+    (or too long).
 
     Args:
         text: The expression (anything; non-strings are rejected).
         where (str): Where it comes from (file, ref id), for the message.
+        max_chars (int, optional): Most characters of the stripped text,
+            checked before the clean-up (a server takes expressions from
+            anyone). None (default): any length.
 
     Returns:
         str: ``text.strip()``.
 
     Raises:
-        ValueError: When ``text`` is not a string, is empty after the ftfy /
-            HTML / whitespace clean-up, or holds nothing but punctuation
-            (empty for SigLIP's tokenizer).
+        ValueError: When ``text`` is not a string, is longer than
+            ``max_chars``, is empty after the ftfy / HTML / whitespace
+            clean-up, or holds nothing but punctuation (empty for SigLIP's
+            tokenizer).
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f'{where}: the expression is empty or missing '
                          f'({text!r})')
+    if max_chars is not None and len(text.strip()) > max_chars:
+        raise ValueError(f'{where}: the expression is too long '
+                         f'({len(text.strip())} characters, at most '
+                         f'{max_chars})')
     cleaned = clean_expression(text)
     if not cleaned:
         raise ValueError(f'{where}: the expression is empty after ftfy / '

@@ -41,3 +41,16 @@ def test_check_expression_refuses(text, message):
 def test_old_module_is_gone():
     with pytest.raises(ImportError):
         import rsrefseg_mm.datasets.text  # noqa: F401
+
+
+def test_max_chars_counts_the_stripped_text():
+    assert check_expression('  ' + 'a' * 300 + '\n', 'x', max_chars=300) == \
+        'a' * 300
+    with pytest.raises(ValueError) as exc:
+        check_expression('a' * 50_000, 'expression', max_chars=300)
+    assert str(exc.value) == ('expression: the expression is too long '
+                              '(50000 characters, at most 300)')
+    # the length is checked before the (linear) clean-up
+    with pytest.raises(ValueError, match='too long'):
+        check_expression('&nbsp;' * 100, 'x', max_chars=300)
+    assert check_expression('a' * 50_000, 'x') == 'a' * 50_000  # no cap
