@@ -3,16 +3,17 @@
     python demo/web_demo.py CONFIG CHECKPOINT [--device cpu] \
         [--host 127.0.0.1] [--port 7860]
 
-then open http://127.0.0.1:7860. Upload a PNG / JPEG / GeoTIFF (any
-rasterio-readable file; multispectral files need the bands shown as R G B,
-e.g. ``3 2 1``), type a referring expression and press *Segment*: the page
-shows the prediction over the image, the global text-filter activation and
-offers the mask for download (a georeferenced GeoTIFF plus GeoJSON polygons
-when the input was georeferenced, a PNG otherwise). A few synthetic scenes
-(and one 16-bit 4-band GeoTIFF) are built in as examples; with the checkpoint
-``make demo`` leaves (``work_dirs/demo/iter_1200.pth`` with the tiny config)
-they are segmented as in the demo. A bad file or an empty expression gives a
-message in the page, never a stack trace.
+then open http://127.0.0.1:7860. Upload a GeoTIFF, PNG or JPEG
+(multispectral files need the bands shown as R G B, e.g. ``3 2 1``), type
+a referring expression (at most ``--max-expression-chars`` characters) and
+press *Segment*: the page shows the prediction over the image, the global
+text-filter activation and offers the mask for download (a georeferenced
+GeoTIFF plus GeoJSON polygons when the input was georeferenced, a PNG
+otherwise). A few synthetic scenes (and one 16-bit 4-band GeoTIFF) are built
+in as examples; with the checkpoint ``make demo`` leaves
+(``work_dirs/demo/iter_1200.pth`` with the tiny config) they are segmented
+as in the demo. A bad file or an empty expression gives a message in the
+page, never a stack trace.
 
 Made to run for weeks (the housekeeping is :mod:`rsrefseg_core.web`): each
 request writes its files into a folder of its own, named at random, and only
@@ -22,7 +23,16 @@ set) is swept every ``--cache-ttl`` seconds of files older than that, and
 after each request of the empty entries Gradio leaves; uploads larger than
 ``--max-upload-size`` are refused with a message; large rasters are read at
 the model's working resolution, so memory does not grow with the upload.
-Concurrent requests are answered one at a time, each from its own image.
+Concurrent requests are answered one at a time, each from its own image;
+at most ``--max-queue`` wait, later ones are told the queue is full.
+
+Safe to expose: uploads are read only when their first bytes are those of
+a GeoTIFF, PNG or JPEG (a VRT, which names other files or URLs, is refused
+by name), from a folder of their own and with GDAL's network file systems
+and side-car look-ups off (:class:`~rsrefseg_core.web.UploadGuard`); the
+files Gradio serves are images shown inline or downloads that run nothing
+in the page's origin (:class:`~rsrefseg_core.web.FileHeaders`); only the
+examples and the outputs are served from the work folder.
 
 Nothing is downloaded and nothing phones home: Gradio's analytics are off,
 the page uses Gradio's bundled fonts and scripts only, and the server binds
@@ -52,25 +62,25 @@ import gradio as gr  # noqa: E402
 import huggingface_hub.constants  # noqa: E402  (a gradio dependency)
 import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402  (gradio's)
 
-from rsrefseg_core.geo import RasterImage, read_image  # noqa: E402
-from rsrefseg_core.web import CacheSweeper, ResultFolders  # noqa: E402
+from rsrefseg_core.geo import read_image  # noqa: E402
+from rsrefseg_core.text import check_expression  # noqa: E402
+from rsrefseg_core.web import (CacheSweeper, FileHeaders, ResultFolders,
+                               UploadGuard)
 from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
 from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
 from rsrefseg_mm.datasets import SyntheticReferringDataset  # noqa: E402
-from rsrefseg_core.text import check_expression  # noqa: E402
 from rsrefseg_mm.utils import allow_unsafe_load  # noqa: E402
 
 # also when huggingface_hub was imported before the variables were set
 # (gradio's analytics and gradio_client's telemetry go through it)
 huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
 
-#: Accepted upload types.
-FILE_TYPES = [
-    '.png', '.jpg', '.jpeg', '.tif', '.tiff', '.jp2', '.bmp', '.webp', '.img',
-    '.vrt'
-]
+#: Upload names the page offers (what is read is decided by the content:
+#: :class:`~rsrefseg_core.web.UploadGuard`).
+FILE_TYPES = ['.tif', '.tiff', '.png', '.jpg', '.jpeg']
 #: Synthetic example scenes (test split, attribute expressions, like
 #: ``make demo``).
 NUM_EXAMPLES = 3
@@ -80,6 +90,11 @@ KEEP_RESULTS = 8
 CACHE_TTL = 3600
 #: Largest upload accepted (Gradio's ``max_file_size``).
 MAX_UPLOAD_SIZE = '200mb'
+#: Longest expression accepted, in characters (a sentence; the text
+#: towers read at most 77 tokens of it).
+MAX_EXPRESSION_CHARS = 300
+#: Requests that may wait in Gradio's queue; more are refused.
+MAX_QUEUE = 32
 USER_ERRORS = (ValueError, OSError, ImportError)
 
 
@@ -141,7 +156,9 @@ class WebPredictor:
     content and bands) are kept, so a new expression on an image already
     seen runs the text tower and the decoders only. Requests are answered
     one at a time (a lock around encode + decode), so concurrent users never
-    read each other's embeddings.
+    read each other's embeddings. Uploads are read through an
+    :class:`~rsrefseg_core.web.UploadGuard` (GeoTIFF, PNG and JPEG only,
+    from a folder of their own, GDAL following no path or URL).
 
     Args:
         model (nn.Module): From :func:`init_referring_model`.
@@ -157,6 +174,11 @@ class WebPredictor:
             for an upload that is gone.
         clock (Callable[[], float]): The sweep's current time, in seconds
             since the epoch. Defaults to :func:`time.time`.
+        upload_dir (str, optional): Folder of the uploads' private copies
+            (hard links on the same file system as Gradio's cache).
+            Defaults to the system's temporary folder.
+        max_chars (int): Longest expression accepted, in characters.
+            Defaults to :data:`MAX_EXPRESSION_CHARS`.
     """
 
     def __init__(self,
@@ -166,7 +188,9 @@ class WebPredictor:
                  keep_results: int = KEEP_RESULTS,
                  gradio_cache: Optional[str] = None,
                  cache_ttl: float = CACHE_TTL,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 upload_dir: Optional[str] = None,
+                 max_chars: int = MAX_EXPRESSION_CHARS) -> None:
         self.model = model
         self.folders = ResultFolders(out_root, keep_results)
         self.predictor = ReferringPredictor(model, cache_size=cache_size)
@@ -174,15 +198,21 @@ class WebPredictor:
         self.cache_ttl = cache_ttl
         self.cache_sweeper = CacheSweeper(gradio_cache, cache_ttl,
                                           clock) if gradio_cache else None
+        self.guard = UploadGuard(upload_dir)
+        self.max_chars = max_chars
 
     @staticmethod
-    def _friendly(error: Exception, path: Optional[str]) -> str:
-        """The error message with the upload's temp path shortened, escaped
-        (the page renders messages as HTML: ``&nbsp;`` must show as typed).
+    def _friendly(error: Exception,
+                  path: Optional[str],
+                  copy: Optional[str] = None) -> str:
+        """The error message with the upload's temp path (and that of its
+        private copy) shortened to the file's name, escaped (the page
+        renders messages as HTML: ``&nbsp;`` must show as typed).
         """
         msg = str(error)
-        if path:
-            msg = msg.replace(path, osp.basename(path))
+        for full in (copy, path):
+            if full and path:
+                msg = msg.replace(full, osp.basename(path))
         return html.escape(msg, quote=False)
 
     def _check_upload(self, path: Optional[str]) -> None:
@@ -193,27 +223,28 @@ class WebPredictor:
                 f'{osp.basename(path)} is no longer on the server (uploads '
                 f'are kept for about {self.cache_ttl:g} s): upload it again')
 
-    def _read(self, path: Optional[str], bands_text: str) -> RasterImage:
-        self._check_upload(path)
-        return read_image(
-            path,
-            parse_bands(bands_text),
-            name=osp.basename(path),
-            max_size=self.predictor.max_read_size)
-
     def preview(self, path: Optional[str],
                 bands_text: str) -> Tuple[Optional[np.ndarray], str]:
         """The uploaded image as the model will see it, and a summary.
 
-        Problems (e.g. a multispectral file without bands yet) are returned
-        as text, not raised: the user may still be filling in the form.
+        Problems (e.g. a multispectral file without bands yet, a refused
+        format) are returned as text, not raised: the user may still be
+        filling in the form.
         """
         if not path:
             return None, ''
+        copy = None
         try:
-            image = self._read(path, bands_text)
+            self._check_upload(path)
+            name = osp.basename(path)
+            with self.guard.open(path, name) as copy:
+                image = read_image(
+                    copy,
+                    parse_bands(bands_text),
+                    name=name,
+                    max_size=self.predictor.max_read_size)
         except USER_ERRORS as e:
-            return None, f'**{self._friendly(e, path)}**'
+            return None, f'**{self._friendly(e, path, copy)}**'
         return image.img[..., ::-1], image.describe()
 
     def _sweep_cache(self) -> None:
@@ -226,6 +257,39 @@ class WebPredictor:
         except OSError:
             traceback.print_exc()
 
+    def _check_text(self, text) -> str:
+        """The expression stripped; raises ValueError when it is empty or
+        longer than :attr:`max_chars`."""
+        return check_expression(text, 'expression', max_chars=self.max_chars)
+
+    def validate(self, path: Optional[str], text: str,
+                 bands_text: str) -> List[dict]:
+        """The checks made as a request arrives, before it waits in the
+        queue (Gradio's ``validator``): a refused upload, an empty or too
+        long expression and malformed bands are answered at once, whatever
+        the queue holds. Each is cheap: the first kilobyte of the upload is
+        read, and the expression's length is checked before it is
+        cleaned.
+
+        Returns:
+            list[dict]: ``gr.validate`` for the upload, the expression and
+            the bands.
+        """
+
+        def upload():
+            self._check_upload(path)
+            self.guard.check_format(path, osp.basename(path))
+
+        results = []
+        for check in (upload, lambda: self._check_text(text),
+                      lambda: parse_bands(bands_text)):
+            try:
+                check()
+                results.append(gr.validate(True, ''))
+            except USER_ERRORS as e:
+                results.append(gr.validate(False, self._friendly(e, path)))
+        return results
+
     def segment(
             self, path: Optional[str], text: str,
             bands_text: str) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
@@ -236,25 +300,28 @@ class WebPredictor:
             download and a Markdown summary.
 
         Raises:
-            gradio.Error: With a readable message for a bad file, bad bands
-                or an empty expression.
+            gradio.Error: With a readable message for a bad or refused
+                file, bad bands, or an empty or too long expression.
         """
+        copy = None
         try:
-            text = check_expression(text, 'expression')
+            text = self._check_text(text)
             self._check_upload(path)
-            with self.lock:
+            name = osp.basename(path)
+            with self.guard.open(path, name) as copy, self.lock:
                 start = time.perf_counter()
                 image = self.predictor.set_image(
-                    path, parse_bands(bands_text), name=osp.basename(path))
+                    copy, parse_bands(bands_text), name=name)
                 cached = self.predictor.from_cache
                 encoded = time.perf_counter()
                 result = self.predictor.predict(text)
                 answered = time.perf_counter()
-            stem = osp.splitext(osp.basename(path))[0]
+            stem = osp.splitext(name)[0]
             paths = save_referring_outputs(image, result, text,
                                            self.folders.new(), stem)
         except USER_ERRORS as e:
-            raise gr.Error(self._friendly(e, path), print_exception=False)
+            raise gr.Error(
+                self._friendly(e, path, copy), print_exception=False)
         except Exception as e:  # a bug: full report on the console only
             traceback.print_exc()
             raise gr.Error(
@@ -300,7 +367,7 @@ def build_demo(predictor: WebPredictor,
             delete_cache=(cache_ttl, cache_ttl)) as demo:
         gr.Markdown(
             '## RSRefSeg: referring remote-sensing segmentation\n'
-            'Upload an image (PNG, JPEG or GeoTIFF), type what to segment '
+            'Upload an image (GeoTIFF, PNG or JPEG), type what to segment '
             '("the white storage tank left of the road") and press '
             '**Segment**. Multispectral files need the bands shown as red, '
             'green, blue (1-based, e.g. `3 2 1`); 16-bit and float data is '
@@ -308,7 +375,7 @@ def build_demo(predictor: WebPredictor,
         with gr.Row():
             with gr.Column():
                 file = gr.File(
-                    label='Image (PNG, JPEG, GeoTIFF; up to '
+                    label='Image (GeoTIFF, PNG or JPEG; up to '
                     f'{max_upload_size})',
                     file_types=FILE_TYPES,
                     type='filepath',
@@ -325,8 +392,10 @@ def build_demo(predictor: WebPredictor,
                     placeholder='e.g. 3 2 1',
                     elem_id='bands')
                 text = gr.Textbox(
-                    label='Referring expression',
+                    label='Referring expression (up to '
+                    f'{predictor.max_chars} characters)',
                     placeholder='e.g. the red circle',
+                    max_length=predictor.max_chars,
                     elem_id='expression')
                 button = gr.Button(
                     'Segment', variant='primary', elem_id='segment')
@@ -362,7 +431,8 @@ def build_demo(predictor: WebPredictor,
               predictor.segment, [file, text, bands],
               [overlay, heatmap, download, status],
               api_name='segment',
-              concurrency_limit=1)
+              concurrency_limit=1,
+              validator=predictor.validate)
     return demo
 
 
@@ -371,28 +441,43 @@ def launch(demo: gr.Blocks,
            port: Optional[int],
            allowed_paths: Sequence[str] = (),
            block: bool = True,
-           max_upload_size: str = MAX_UPLOAD_SIZE):
+           max_upload_size: str = MAX_UPLOAD_SIZE,
+           max_queue: int = MAX_QUEUE):
     """Serve the page (no share link, no SSR, no MCP server).
 
+    Every answer of Gradio's file routes goes through
+    :class:`~rsrefseg_core.web.FileHeaders`: PNG / JPEG / GIF / WebP are
+    shown, anything else (an uploaded HTML page or SVG included) is a
+    download with ``nosniff`` and a sandboxing Content-Security-Policy.
+
     Args:
+        allowed_paths (Sequence[str]): Folders Gradio may serve files from
+            besides its cache (the examples and the outputs; not a folder
+            holding the cache).
         max_upload_size (str): Larger uploads are refused by the server
             (HTTP 413, "File size exceeded maximum allowed size ...") and
             the page, e.g. ``'200mb'``.
+        max_queue (int): Requests that may wait (Gradio's queue
+            ``max_size``); one more is refused with "Queue is full". Each
+            event runs one request at a time
+            (``default_concurrency_limit=1``).
 
     Returns:
         tuple: Gradio's ``(app, local_url, share_url)``.
     """
-    return demo.queue().launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        mcp_server=False,
-        quiet=not block,
-        allowed_paths=list(allowed_paths),
-        prevent_thread_lock=not block,
-        max_file_size=max_upload_size)
+    return demo.queue(
+        max_size=max_queue, default_concurrency_limit=1).launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            ssr_mode=False,
+            mcp_server=False,
+            quiet=not block,
+            allowed_paths=list(allowed_paths),
+            prevent_thread_lock=not block,
+            max_file_size=max_upload_size,
+            app_kwargs=dict(middleware=[Middleware(FileHeaders)]))
 
 
 def upload_size(text: str) -> str:
@@ -441,6 +526,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='largest upload accepted, e.g. 200mb, 2gb '
         f'(default {MAX_UPLOAD_SIZE})')
     parser.add_argument(
+        '--max-expression-chars',
+        type=int,
+        default=MAX_EXPRESSION_CHARS,
+        metavar='N',
+        help='longer expressions are refused with a message '
+        f'(default {MAX_EXPRESSION_CHARS})')
+    parser.add_argument(
+        '--max-queue',
+        type=int,
+        default=MAX_QUEUE,
+        metavar='N',
+        help='requests that may wait for their turn; more are '
+        f'refused (default {MAX_QUEUE})')
+    parser.add_argument(
         '--unsafe-load',
         action='store_true',
         help='unpickle the checkpoint without the safe '
@@ -452,6 +551,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--cache-ttl must be > 0')
     if args.keep_results < 1:
         parser.error('--keep-results must be >= 1')
+    if args.max_expression_chars < 1:
+        parser.error('--max-expression-chars must be >= 1')
+    if args.max_queue < 1:
+        parser.error('--max-queue must be >= 1')
     return args
 
 
@@ -467,13 +570,17 @@ def main(argv=None) -> None:
     with allow_unsafe_load(args.unsafe_load):
         model = init_referring_model(
             args.config, args.checkpoint, device=args.device)
-    examples = make_examples(osp.join(work, 'examples'))
+    examples_dir = osp.join(work, 'examples')
+    outputs = osp.join(work, 'outputs')
+    examples = make_examples(examples_dir)
     predictor = WebPredictor(
         model,
-        osp.join(work, 'outputs'),
+        outputs,
         keep_results=args.keep_results,
         gradio_cache=gradio_cache,
-        cache_ttl=args.cache_ttl)
+        cache_ttl=args.cache_ttl,
+        upload_dir=osp.join(work, 'uploads'),
+        max_chars=args.max_expression_chars)
     print(
         f'RSRefSeg web demo on http://{args.host}:{args.port} '
         f'(files under {work}, Gradio cache {gradio_cache})',
@@ -482,8 +589,9 @@ def main(argv=None) -> None:
         build_demo(predictor, examples, args.cache_ttl, args.max_upload_size),
         args.host,
         args.port,
-        allowed_paths=[work],
-        max_upload_size=args.max_upload_size)
+        allowed_paths=[examples_dir, outputs],
+        max_upload_size=args.max_upload_size,
+        max_queue=args.max_queue)
 
 
 if __name__ == '__main__':
