@@ -10,8 +10,10 @@ coordinates (the image's CRS; or --roi-crs EPSG:4326 for lon/lat):
         --roi-crs map
 Batch (a .jsonl with {"image": ..., "text": ...} per line, or a .csv with
 columns image,text; relative image paths are resolved against the file;
-rows are grouped by image and each image is encoded once; a progress bar is
-drawn on stderr when it is a terminal):
+every row is checked first - an empty expression or a missing image is
+refused naming its line, before anything is written; rows are grouped by
+image and each image is encoded once; a progress bar is drawn on stderr
+when it is a terminal):
     python demo/image_demo.py --batch pairs.jsonl CONFIG CHECKPOINT \
         --out-dir DIR
 
@@ -41,11 +43,15 @@ from typing import List, Tuple
 from mmengine.config import DictAction
 
 from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from rsrefseg_core.text import check_expression
 from rsrefseg_core.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
 from rsrefseg_mm.apis.outputs import OUTPUT_RESOLUTIONS
 from rsrefseg_mm.utils import allow_unsafe_load, track
+
+#: Bad rows of a --batch file listed in the error (all are counted).
+MAX_ROW_ERRORS = 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,28 +137,61 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_pairs(path: str) -> List[Tuple[str, str]]:
-    """Read (image, text) pairs from a .jsonl or .csv file."""
+    """Read (image, text) pairs from a .jsonl or .csv file, every row
+    checked before anything is segmented.
+
+    Returns:
+        list[tuple[str, str]]: Image paths (relative ones resolved against
+        the file's folder) and stripped expressions, in file order.
+
+    Raises:
+        ValueError: For a malformed file, or naming each row (``FILE:LINE``)
+            whose expression is empty (after the tokenizers' clean-up) or
+            whose image is missing.
+    """
     base = Path(path).parent
-    pairs = []
+    rows = []  # (line, image, text)
     if path.endswith('.jsonl'):
         with open(path, encoding='utf-8') as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
                         item = json.loads(line)
-                        pairs.append((item['image'], item['text']))
-                    except (json.JSONDecodeError, KeyError) as e:
+                        rows.append((n, item['image'], item['text']))
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
                         raise ValueError(f'{path}:{n}: expected a JSON object '
                                          f'with "image" and "text" ({e})')
     elif path.endswith('.csv'):
         with open(path, newline='', encoding='utf-8') as f:
-            for n, row in enumerate(csv.DictReader(f), 2):
+            reader = csv.DictReader(f)
+            for row in reader:
                 if 'image' not in row or 'text' not in row:
                     raise ValueError(f'{path}: needs columns image,text')
-                pairs.append((row['image'], row['text']))
+                rows.append((reader.line_num, row['image'], row['text']))
     else:
         raise ValueError(f'--batch expects a .jsonl or .csv file, got {path}')
-    return [(p if osp.isabs(p) else str(base / p), t) for p, t in pairs]
+    pairs, errors = [], []
+    for n, image, text in rows:
+        try:
+            text = check_expression(text, f'{path}:{n}')
+            if not isinstance(image, str) or not image:
+                raise ValueError(f'{path}:{n}: "image" must be a file path, '
+                                 f'got {image!r}')
+            image = image if osp.isabs(image) else str(base / image)
+            if not osp.isfile(image):
+                raise ValueError(f'{path}:{n}: image {image} not found')
+        except ValueError as e:
+            errors.append(str(e))
+            continue
+        pairs.append((image, text))
+    if errors:
+        shown = '\n  '.join(errors[:MAX_ROW_ERRORS])
+        more = len(errors) - MAX_ROW_ERRORS
+        raise ValueError(f'{len(errors)} of the {len(rows)} rows of {path} '
+                         f'cannot be segmented; nothing was written:\n  '
+                         f'{shown}' +
+                         (f'\n  ... and {more} more' if more > 0 else ''))
+    return pairs
 
 
 def main(argv=None) -> None:

@@ -146,3 +146,41 @@ def test_image_demo_batch_groups_rows_by_image(model, tiny_config, tiny_ckpt,
         want = inference_referring(model, str(tmp_path / name), text)
         np.testing.assert_array_equal(got > 0,
                                       want.pred_sem_seg.data[0].numpy() > 0)
+
+
+@pytest.mark.parametrize('fmt', ['jsonl', 'csv'])
+def test_image_demo_batch_checks_every_row_before_writing(
+        tiny_config, tiny_ckpt, tmp_path, fmt):
+    """A NUL-only expression (empty once cleaned) and a missing image in
+    later rows: refused naming their lines, with nothing written."""
+    from helpers import load_script
+    mmcv.imwrite(np.zeros((32, 32, 3), np.uint8), str(tmp_path / 'a.png'))
+    rows = [('a.png', 'the red circle'), ('a.png', 'the white cross'),
+            ('a.png', '\x00'), ('gone.png', 'the blue square'),
+            ('a.png', '   ')]
+    pairs = tmp_path / f'pairs.{fmt}'
+    if fmt == 'jsonl':  # a blank line before the last two rows
+        lines = [json.dumps(dict(image=i, text=t)) for i, t in rows]
+        pairs.write_text('\n'.join(lines[:3] + [''] + lines[3:]) + '\n')
+        bad = (3, 5, 6)
+    else:  # a quoted expression over two lines in the first row
+        pairs.write_text('image,text\na.png,"the red\ncircle"\n' +
+                         ''.join(f'{i},{t}\n' for i, t in rows[1:]))
+        bad = (5, 6, 7)  # the header is line 1
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError) as exc:
+        load_script('demo/image_demo.py').main([
+            '--batch',
+            str(pairs), tiny_config, tiny_ckpt[0], '--out-dir',
+            str(out)
+        ])
+    msg = str(exc.value)
+    assert msg.startswith(f'3 of the 5 rows of {pairs} cannot be segmented; '
+                          'nothing was written')
+    lines = msg.split('\n')[1:]
+    assert [line.strip().split(': ')[0] for line in lines] == \
+        [f'{pairs}:{n}' for n in bad]
+    assert 'empty after ftfy / HTML clean-up' in lines[0]
+    assert f'image {tmp_path / "gone.png"} not found' in lines[1]
+    assert 'the expression is empty or missing' in lines[2]
+    assert not out.exists()
