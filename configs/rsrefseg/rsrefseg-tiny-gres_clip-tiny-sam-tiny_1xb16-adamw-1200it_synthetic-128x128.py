@@ -6,9 +6,7 @@
 # Validation and test score gIoU, N-acc and T-acc besides oIoU / mIoU; the
 # test split stays the single-target one of the base config, and
 # `make demo` tests a generalized split with --cfg-options.
-_base_ = [
-    './rsrefseg-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-128x128.py'
-]
+_base_ = './rsrefseg-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-128x128.py'  # noqa: E501
 
 model = dict(
     decode_head=dict(presence_cfg=dict(loss_weight=1.0, threshold=0.5)))
