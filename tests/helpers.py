@@ -6,8 +6,9 @@ import socket
 import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.config import Config
@@ -301,3 +302,102 @@ def recanvas_image(path, shape: Tuple[int, int]) -> None:
     h, w = min(shape[0], img.shape[0]), min(shape[1], img.shape[1])
     out[:h, :w] = img[:h, :w]
     assert cv2.imwrite(str(path), out), path
+
+
+#: float32 machine epsilon (2 ** -23), twice the unit roundoff u.
+FP32_EPS = float(np.finfo(np.float32).eps)
+#: Relative tolerance of float32 parity between whole networks (ours vs
+#: segment-anything / open_clip / transformers / ONNX Runtime, or one model
+#: run two ways), applied to the reference's scale ``max |expected|``: the
+#: absolute error of a network's sums follows the magnitudes summed, which
+#: that scale stands for, not each output (which can cancel to zero).
+#: Rounding differences (summation orders of MKL / oneDNN / OpenBLAS / MLAS,
+#: batch shapes, fused kernels) measured up to 3.3e-6 of the scale (tiny
+#: SAM vs transformers' SamModel; 2.4e-6 for SAM ViT-B at 1024 px), also
+#: with ATen's generic kernels and AVX2-only MKL / oneDNN / OpenBLAS; a bug
+#: gives far more: tanh vs erf GELU 1.7e-4, one LayerNorm weight 1 % off
+#: 8.7e-3, swapped q / k projections 0.65 (tiny SigLIP).
+NETWORK_RTOL = 2e-5
+
+Array = Union[np.ndarray, torch.Tensor]
+
+
+def _float64(x: Array) -> np.ndarray:
+    if torch.is_tensor(x):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def matmul_atol(*factors: Array) -> np.ndarray:
+    """Element-wise tolerance for ``factors[0] @ factors[1] @ ...`` as two
+    float32 libraries compute it (e.g. ONNX Runtime vs NumPy).
+
+    Whatever the summation order (blocking, threads, SIMD lanes, FMA), a
+    float32 dot product of length n is within ``gamma_n * sum |a_i b_i|``
+    of the exact one, ``gamma_n = n u / (1 - n u)`` (Higham, Accuracy and
+    Stability of Numerical Algorithms, 2nd ed., eq. 3.13); to first order a
+    chain is within ``(gamma_n1 + gamma_n2 + ...) |A1| @ |A2| @ ...``, and
+    two results within that bound of the exact product are within twice it
+    of each other: ``eps * (n1 + n2 + ...) * (|A1| @ |A2| @ ...)``. The
+    bound follows the magnitudes summed, not the result, which can cancel
+    to far less (a relative tolerance on such an element fails on another
+    CPU). A wrong or missing factor moves the result by about
+    ``sum |a_i b_i| / sqrt(n)``, far above the bound.
+
+    Args:
+        factors (np.ndarray | torch.Tensor): The matrices (batched or not)
+            in product order, at least two.
+
+    Returns:
+        np.ndarray: float64 bound of the product's shape.
+    """
+    assert len(factors) >= 2, 'a product of at least two factors'
+    mags = [np.abs(_float64(f)) for f in factors]
+    inner = sum(m.shape[-1] for m in mags[:-1])
+    bound = mags[0]
+    for m in mags[1:]:
+        bound = bound @ m
+    return FP32_EPS * inner * bound
+
+
+def assert_close_to_reference(actual: Array,
+                              expected: Array,
+                              atol: Union[Array, float, None] = None,
+                              rtol: float = NETWORK_RTOL,
+                              what: str = '') -> float:
+    """Assert ``|actual - expected| <= atol`` element-wise, with a tolerance
+    derived from the operands' scale, not tuned on one machine.
+
+    The absolute error of float32 sums grows with the magnitudes summed,
+    which other CPUs (and libraries) sum in another order; a tolerance
+    relative to each element fails where the element cancels to near zero,
+    a fixed absolute one is meaningless for outputs far from unit scale.
+    Give ``atol`` when the bound is known (:func:`matmul_atol`); for whole
+    networks it is ``rtol * max |expected|`` (see :data:`NETWORK_RTOL`).
+
+    Args:
+        actual (np.ndarray | torch.Tensor): The result under test.
+        expected (np.ndarray | torch.Tensor): The reference, same shape.
+        atol (array | float, optional): Element-wise bound (broadcast).
+        rtol (float): Relative to ``max |expected|`` when ``atol`` is None.
+        what (str): Named in the failure message.
+
+    Returns:
+        float: The largest ``|actual - expected| / atol`` (<= 1).
+    """
+    a, e = _float64(actual), _float64(expected)
+    assert a.shape == e.shape, f'{what}: shape {a.shape} vs {e.shape}'
+    scale = float(np.abs(e).max()) if e.size else 0.
+    if atol is None:
+        assert scale > 0, f'{what}: the reference is all zeros'
+        atol = rtol * scale
+    err = np.abs(a - e)
+    atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), err.shape)
+    ratio = err / np.maximum(atol, np.finfo(np.float64).tiny)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    assert np.isfinite(a).all() and ratio[worst] <= 1, (
+        f'{what}: |actual - expected| {err[worst]:.3g} > tolerance '
+        f'{atol[worst]:.3g} at {tuple(map(int, worst))} (actual '
+        f'{a[worst]:.7g}, expected {e[worst]:.7g}; max |diff| '
+        f'{err.max():.3g}, max |expected| {scale:.3g})')
+    return float(ratio.max())
