@@ -20,7 +20,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import REPO, TINY_SAM, load_script, run_ok
+from helpers import (REPO, TINY_SAM, assert_close_to_reference, load_script,
+                     run_ok)
 
 KEYS = REPO / 'tests' / 'test_tools' / 'fixtures' / (
     'rsrefseg_official_tiny_keys.json')
@@ -184,7 +185,7 @@ def test_every_tensor_accounted_for_and_loads_strictly(tiny_paper_config,
             state[conv + 'lora_B.default.weight'])
     with torch.no_grad():
         ours = model.decode_head.image_encoder.neck[2](img)
-    assert torch.allclose(ours, ref, atol=1e-5)
+    assert_close_to_reference(ours, ref)
 
 
 def test_tools_test_loads_the_result_strictly(tiny_paper_config, tmp_path):
