@@ -1,12 +1,13 @@
 """RRSIS-D referring remote-sensing segmentation dataset (REFER layout)."""
 import io
-import json
 import logging
+import numbers
 import os.path as osp
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import mmengine.fileio as fileio
+import numpy as np
 from mmengine.fileio import LocalBackend, join_path
 from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
@@ -14,9 +15,14 @@ from mmseg.registry import DATASETS
 from PIL import Image
 
 from rsrefseg_core.text import check_expression
-from ..utils.safe_pickle import UnsafePickleError, load_plain_pickle
-from .mask_utils import (DEFAULT_SIZE_TOLERANCE, segmentation_size,
-                         validate_segmentation)
+from .annotation_io import (DEFAULT_MAX_ANNOTATION_BYTES, AnnotationError,
+                            check_max_bytes, expect, image_file_name, is_id,
+                            load_json, optional_id, read_annotation_bytes)
+from .mask_utils import (DEFAULT_MAX_MASK_PIXELS, DEFAULT_SIZE_TOLERANCE,
+                         MaskDecodeError, check_max_pixels, mask_error_kind,
+                         segmentation_size, stated_size, validate_segmentation)
+from .refer_annotations import (ReferAnnotations, check_no_target_flag,
+                                target_ids)
 
 REFERRING_METAINFO = dict(
     classes=('background', 'target'), palette=[[0, 0, 0], [255, 64, 64]])
@@ -24,6 +30,14 @@ REFERRING_METAINFO = dict(
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 #: Files named in the errors and warnings of the image check.
 _SHOW = 5
+_DOWNLOAD_HINT = (' Download RRSIS-D (https://github.com/Lsan2401/RMSIN) '
+                  'and check it with `python tools/dataset_converters/'
+                  'rrsisd.py <data_root>`.')
+
+
+def _split_name(split: Any) -> str:
+    """A split value as a key of the per-split counts."""
+    return split if isinstance(split, str) else repr(split)[:40]
 
 
 def read_image_size(
@@ -187,6 +201,10 @@ class RRSISDDataset(BaseSegDataset):
                  size_tolerance: int = DEFAULT_SIZE_TOLERANCE,
                  check_images: bool = True,
                  skip_missing_images: bool = False,
+                 max_mask_pixels: int = DEFAULT_MAX_MASK_PIXELS,
+                 max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES,
+                 no_target_ratio: float = 0.0,
+                 no_target_seed: int = 0,
                  data_prefix: dict = dict(img_path='images/rrsisd/JPEGImages'),
                  img_suffix: str = '.jpg',
                  **kwargs) -> None:
@@ -203,6 +221,22 @@ class RRSISDDataset(BaseSegDataset):
             raise ValueError('skip_missing_images=True needs '
                              'check_images=True (missing images are found '
                              'by the image check)')
+        if isinstance(no_target_ratio, bool) or not isinstance(
+                no_target_ratio, numbers.Real) or not \
+                0 <= no_target_ratio < 1:
+            raise ValueError(f'no_target_ratio must be a number in [0, 1), '
+                             f'got {no_target_ratio!r}')
+        if isinstance(no_target_seed, bool) or not isinstance(
+                no_target_seed, numbers.Integral) or no_target_seed < 0:
+            raise ValueError(f'no_target_seed must be an int >= 0, got '
+                             f'{no_target_seed!r}')
+        self.max_mask_pixels = check_max_pixels(max_mask_pixels)
+        self.max_annotation_bytes = check_max_bytes(max_annotation_bytes)
+        self.no_target_ratio = float(no_target_ratio)
+        self.no_target_seed = int(no_target_seed)
+        self.num_no_target_pairs = 0
+        self._split_counts: Counter = Counter()
+        self._image_categories: Dict[str, Optional[Set[Any]]] = {}
         self.split = split
         self.default_split = default_split
         self.size_tolerance = size_tolerance
@@ -221,62 +255,17 @@ class RRSISDDataset(BaseSegDataset):
             img_suffix=img_suffix,
             **kwargs)
 
-    # ------------------------------------------------------------------ io
-    def _read_bytes(self, path: str, what: str) -> bytes:
-        try:
-            return fileio.get(path, backend_args=self.backend_args)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f'{type(self).__name__}: {what} {path} not found. Download '
-                'RRSIS-D (https://github.com/Lsan2401/RMSIN) and check it '
-                'with `python tools/dataset_converters/rrsisd.py '
-                '<data_root>`.') from None
-
-    def _load_refs(self) -> List[dict]:
-        raw = self._read_bytes(self.ann_file, 'annotation file')
-        try:
-            refs = load_plain_pickle(raw, self.ann_file)
-        except UnsafePickleError:
-            raise
-        except Exception as e:
-            raise ValueError(f'{type(self).__name__}: cannot unpickle '
-                             f'annotation file {self.ann_file}: {e!r}')
-        if not isinstance(refs, list):
-            raise ValueError(f'{self.ann_file}: expected a list of refs, got '
-                             f'{type(refs).__name__}')
-        return refs
-
-    def _load_instances(self) -> dict:
-        raw = self._read_bytes(self.instances_file, 'instances file')
-        try:
-            instances = json.loads(raw)
-        except Exception as e:
-            raise ValueError(f'{type(self).__name__}: cannot parse instances '
-                             f'file {self.instances_file}: {e!r}')
-        if not isinstance(instances, dict) or \
-                'annotations' not in instances:
-            raise ValueError(f'{self.instances_file}: expected a dict with '
-                             '"annotations" (COCO layout)')
-        return instances
-
     # ------------------------------------------------------------- parsing
-    def _make_info(self, *, file_name: str, segmentation, text: str, ref_id,
-                   ann_id, image_id, sent_id, category_id,
-                   category: Optional[str], height: Optional[int],
-                   width: Optional[int], where: str) -> dict:
-        try:
-            validate_segmentation(segmentation)
-        except ValueError as e:
-            raise ValueError(f'{where}: malformed segmentation: {e}')
-        if not isinstance(file_name, str) or not file_name:
-            raise ValueError(f'{where}: missing "file_name"')
+    def _make_info(self, *, img_path: str, segmentation, no_target: bool,
+                   seg_size: Optional[Tuple[int, int]], text, ref_id, ann_id,
+                   image_id, sent_id, category_id, category: Optional[str],
+                   where: str) -> dict:
         return dict(
-            img_path=join_path(
-                self.data_prefix.get('img_path', ''), file_name),
+            img_path=img_path,
             seg_map_path=None,
             segmentation=segmentation,
-            seg_size=(int(height), int(width))
-            if height is not None and width is not None else None,
+            no_target=no_target,
+            seg_size=seg_size,
             mask_source=where,
             text=check_expression(text, where),
             ref_id=ref_id,
@@ -286,107 +275,167 @@ class RRSISDDataset(BaseSegDataset):
             category_id=category_id,
             category=category,
             mask_size_tolerance=self.size_tolerance,
+            mask_max_pixels=self.max_mask_pixels,
             label_map=self.label_map,
             reduce_zero_label=self.reduce_zero_label,
             seg_fields=[])
 
+    def _img_path(self, file_name: str) -> str:
+        return join_path(self.data_prefix.get('img_path', ''), file_name)
+
     def _load_refer(self) -> List[dict]:
-        refs = self._load_refs()
-        instances = self._load_instances()
-        anns = {a['id']: a for a in instances['annotations']}
-        images = {im['id']: im for im in instances.get('images', [])}
-        cat_names = {
-            c['id']: c['name']
-            for c in instances.get('categories', [])
-        }
+        annotations = ReferAnnotations.load(
+            self.ann_file,
+            self.instances_file,
+            backend_args=self.backend_args,
+            max_annotation_bytes=self.max_annotation_bytes,
+            hint=_DOWNLOAD_HINT,
+            max_mask_pixels=self.max_mask_pixels,
+            size_tolerance=self.size_tolerance)
         data_list = []
-        for ref in refs:
-            if ref.get('split') != self.split:
+        for i, ref in enumerate(annotations.refs):
+            where = annotations.ref_where(ref, i)
+            ref = annotations.check_ref(ref, where)
+            split = ref.get('split')
+            if split != self.split:
+                sentences = ref.get('sentences')
+                self._split_counts[_split_name(split)] += len(
+                    sentences) if isinstance(sentences, list) else 0
                 continue
-            ref_id = ref.get('ref_id')
-            where = f'{self.ann_file} ref_id={ref_id}'
-            ann_id = ref.get('ann_id')
-            if ann_id not in anns:
-                raise KeyError(f'{where}: ann_id={ann_id} is not in '
-                               f'{self.instances_file}')
-            ann = anns[ann_id]
-            image_id = ref.get('image_id', ann.get('image_id'))
-            # RRSIS-D spells the annotation key `categories_id`
-            category_id = ref.get(
-                'category_id', ann.get('category_id',
-                                       ann.get('categories_id')))
-            image = images.get(image_id, {})
-            file_name = ref.get('file_name', image.get('file_name'))
-            sentences = ref.get('sentences') or []
-            if not sentences:
-                raise ValueError(f'{where}: no sentences')
-            for i, sent in enumerate(sentences):
-                sent_id = sent.get('sent_id', i)
-                text = sent.get('sent', sent.get('raw'))
+            sentences = annotations.sentences(ref, where)
+            self._split_counts[split] += len(sentences)
+            ref_id = optional_id(ref.get('ref_id'), where, 'ref_id')
+            target = annotations.target(ref, where)
+            img_path = self._img_path(annotations.file_name(ref, where))
+            category = annotations.categories.get(target.category_id) \
+                if is_id(target.category_id) else None
+            for sent_id, text in sentences:
                 data_list.append(
                     self._make_info(
-                        file_name=file_name,
-                        segmentation=ann.get('segmentation'),
+                        img_path=img_path,
+                        segmentation=target.segmentation,
+                        no_target=target.no_target,
+                        seg_size=target.seg_size,
                         text=text,
                         ref_id=ref_id,
-                        ann_id=ann_id,
-                        image_id=image_id,
+                        ann_id=target.ann_id,
+                        image_id=target.image_id,
                         sent_id=sent_id,
-                        category_id=category_id,
-                        category=cat_names.get(category_id),
-                        height=image.get('height'),
-                        width=image.get('width'),
+                        category_id=target.category_id,
+                        category=category,
                         where=f'{where} sent_id={sent_id}'))
+        if self.no_target_ratio:
+            self._image_categories = {
+                self._img_path(name): cats
+                for name, cats in annotations.image_categories().items()
+            }
         return data_list
 
     def _load_jsonl(self) -> List[dict]:
-        raw = self._read_bytes(self.ann_file, 'annotation file')
+        raw = read_annotation_bytes(self.ann_file, 'annotation file',
+                                    self.max_annotation_bytes,
+                                    self.backend_args, _DOWNLOAD_HINT)
         try:
             lines = raw.decode('utf-8').splitlines()
         except UnicodeDecodeError as e:
-            raise ValueError(f'{self.ann_file}: not UTF-8 text: {e}')
+            raise AnnotationError(f'{self.ann_file}: not UTF-8 text: {e}')
+        del raw
         data_list = []
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             where = f'{self.ann_file}:{lineno}'
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f'{where}: invalid JSON: {e}')
-            if not isinstance(item, dict):
-                raise ValueError(f'{where}: expected a JSON object, got '
-                                 f'{type(item).__name__}')
-            if self._jsonl_split(item, where) != self.split:
+            item = expect(load_json(line, where), dict, where, 'a JSON object')
+            split = self._jsonl_split(item, where)
+            self._split_counts[split] += 1
+            if split != self.split:
+                if self.no_target_ratio:
+                    self._other_split_category(item)
                 continue
-            ann_id = item.get('ann_id')
-            ref_id = item.get('ref_id',
-                              ann_id if ann_id is not None else lineno)
-            sent_id = item.get('sent_id', lineno)
-            size = None
-            seg = item.get('segmentation')
-            if isinstance(seg, dict):
-                size = seg.get('size')
-            elif isinstance(seg, list) and seg and isinstance(seg[0], dict):
-                size = seg[0].get('size')
-            h, w = (
-                size if isinstance(size, (list, tuple)) and len(size) == 2 else
-                (item.get('height'), item.get('width')))
+            ann_ids = target_ids(item.get('ann_id'), where)
+            ann_id = ann_ids[0] if len(ann_ids) == 1 else (ann_ids or None)
+            ref_id = optional_id(
+                item.get('ref_id', ann_id if is_id(ann_id) else lineno), where,
+                'ref_id')
+            where = f'{where} ref_id={ref_id!r:.40}'
+            no_target, seg, seg_size = self._jsonl_target(item, where)
+            img_path = self._img_path(
+                image_file_name(item.get('file_name'), where))
+            category_id = optional_id(
+                item.get('category_id'), where, 'category_id')
+            category = item.get('category_name')
+            if category is not None:
+                expect(category, str, where, '"category_name", a string')
+            text = item.get('sent')
+            if text is not None:
+                expect(text, str, where, '"sent", the expression text')
+            if self.no_target_ratio and not no_target:
+                self._add_image_category(img_path, category_id)
             data_list.append(
                 self._make_info(
-                    file_name=item.get('file_name'),
+                    img_path=img_path,
                     segmentation=seg,
-                    text=item.get('sent'),
+                    no_target=no_target,
+                    seg_size=seg_size,
+                    text=text,
                     ref_id=ref_id,
-                    ann_id=ann_id,
-                    image_id=item.get('image_id'),
-                    sent_id=sent_id,
-                    category_id=item.get('category_id'),
-                    category=item.get('category_name'),
-                    height=h,
-                    width=w,
-                    where=f'{where} ref_id={ref_id}'))
+                    ann_id=None if no_target else ann_id,
+                    image_id=optional_id(
+                        item.get('image_id'), where, 'image_id'),
+                    sent_id=optional_id(
+                        item.get('sent_id', lineno), where, 'sent_id'),
+                    category_id=category_id,
+                    category=category,
+                    where=where))
         return data_list
+
+    def _jsonl_target(self, item: dict, where: str) -> tuple:
+        """``(no_target, segmentation, seg_size)`` of a jsonl line, checked
+        (not decoded)."""
+        seg = item.get('segmentation')
+        empty = seg is None or (isinstance(seg, (list, tuple)) and not seg)
+        flag = item.get('no_target')
+        if flag is None and empty:
+            raise MaskDecodeError(
+                f'{where}: malformed segmentation: "segmentation" is '
+                'missing or empty; a line whose expression refers to nothing '
+                'says "no_target": true')
+        check_no_target_flag(flag, empty, where)
+        h, w = item.get('height'), item.get('width')
+        try:
+            if empty:
+                return True, None, stated_size(h, w, self.max_mask_pixels)
+            return False, seg, validate_segmentation(
+                seg,
+                h,
+                w,
+                max_pixels=self.max_mask_pixels,
+                size_tolerance=self.size_tolerance)
+        except MaskDecodeError as e:
+            raise type(e)(f'{where}: {mask_error_kind(e)}: {e}') from None
+
+    def _other_split_category(self, item: dict) -> None:
+        """Record the category of a line of another split on its image
+        (its objects are in the image whatever the split)."""
+        seg = item.get('segmentation')
+        if item.get('no_target') is True or not seg:
+            return
+        name = item.get('file_name')
+        try:
+            image_file_name(name, '')
+        except ValueError:
+            return
+        self._add_image_category(self._img_path(name), item.get('category_id'))
+
+    def _add_image_category(self, img_path: str, category_id: Any) -> None:
+        """Record a category on an image (for no-target pairs)."""
+        cats = self._image_categories
+        if img_path in cats and cats[img_path] is None:
+            return
+        if category_id is None or not is_id(category_id):
+            cats[img_path] = None
+        else:
+            cats[img_path] = cats.get(img_path, set()) | {category_id}
 
     def _jsonl_split(self, item: dict, where: str) -> str:
         """The split of one jsonl line (``default_split`` when it has none).
@@ -408,29 +457,14 @@ class RRSISDDataset(BaseSegDataset):
                              f'one of {self.SPLITS}')
         return split
 
-    def _available_splits(self) -> Dict[str, int]:
-        """Count samples per split (for the empty-split error message)."""
-        counts: Counter = Counter()
-        try:
-            if self.ann_file.endswith('.jsonl'):
-                raw = self._read_bytes(self.ann_file, 'annotation file')
-                for line in raw.decode('utf-8').splitlines():
-                    if line.strip():
-                        counts[json.loads(line).get('split',
-                                                    self.default_split)] += 1
-            else:
-                for ref in self._load_refs():
-                    counts[ref.get('split')] += len(ref.get('sentences', []))
-        except Exception:  # only used to enrich an error message
-            pass
-        return dict(counts)
-
     def load_data_list(self) -> List[dict]:
         """Load one data info per (ref, sentence) of ``self.split``.
 
         Returns:
             list[dict]: Data infos (see the class docstring).
         """
+        self._split_counts = Counter()
+        self._image_categories = {}
         if self.ann_file.endswith('.jsonl'):
             data_list = self._load_jsonl()
         else:
@@ -439,11 +473,99 @@ class RRSISDDataset(BaseSegDataset):
             raise ValueError(
                 f'{type(self).__name__}: no samples for split='
                 f'{self.split!r} in {self.ann_file}; samples per split '
-                f'there: {self._available_splits()}. (val and test are '
+                f'there: {dict(self._split_counts)}. (val and test are '
                 'distinct RRSIS-D splits.)')
         if self.check_images:
             data_list = self._check_images(data_list)
+        if self.no_target_ratio:
+            data_list = data_list + self._no_target_pairs(data_list)
+        self._image_categories = {}
         return data_list
+
+    # ---------------------------------------------------- no-target pairs
+    def _no_target_pairs(self, data_list: List[dict]) -> List[dict]:
+        """Pair images with expressions of categories absent from them.
+
+        ``round(n * r / (1 - r))`` pairs for ``n`` samples and ratio ``r``,
+        so that they are ``r`` of the split. Each draws (with
+        ``no_target_seed``) an image of the split uniformly among those
+        with an eligible expression, then an expression uniformly among the
+        split's samples whose category is not among the image's categories
+        (its objects in ``instances.json`` and the targets of every ref on
+        it, all splits). Images with an object of unknown category and
+        expressions of unknown category take no part.
+
+        Returns:
+            list[dict]: The no-target samples (``no_target=True``, no
+            segmentation, ``text_source`` the index of the sample the
+            expression comes from).
+
+        Raises:
+            ValueError: No image lacks a category that an expression of the
+                split refers to.
+        """
+        n = len(data_list)
+        num = int(round(n * self.no_target_ratio / (1 - self.no_target_ratio)))
+        donors: Dict[Any, List[int]] = {}
+        for i, info in enumerate(data_list):
+            if not info['no_target'] and is_id(info['category_id']):
+                donors.setdefault(info['category_id'], []).append(i)
+        hosts: List[Tuple[int, List[Any], np.ndarray]] = []
+        seen: Set[str] = set()
+        for i, info in enumerate(data_list):
+            if info['img_path'] in seen:
+                continue
+            seen.add(info['img_path'])
+            present = self._image_categories.get(info['img_path'], set())
+            if present is None:
+                continue
+            eligible = [c for c in donors if c not in present]
+            if eligible:
+                hosts.append((i, eligible,
+                              np.cumsum([len(donors[c]) for c in eligible])))
+        if not hosts:
+            raise ValueError(
+                f'{self._name}: no_target_ratio={self.no_target_ratio} '
+                'needs an image without some category that an expression '
+                f'of the split refers to; none of the {len(seen)} images '
+                'qualifies (each has every category, or objects of unknown '
+                'category)')
+        rng = np.random.default_rng(self.no_target_seed)
+        pairs = []
+        for k in range(num):
+            host, eligible, cum = hosts[int(rng.integers(len(hosts)))]
+            r = int(rng.integers(cum[-1]))
+            c = int(np.searchsorted(cum, r, side='right'))
+            donor = donors[eligible[c]][r - (int(cum[c - 1]) if c else 0)]
+            pairs.append(
+                self._no_target_info(data_list[host], data_list[donor], donor,
+                                     k))
+        self.num_no_target_pairs = len(pairs)
+        print_log(
+            f'{self._name}: added {len(pairs)} no-target samples '
+            f'(no_target_ratio={self.no_target_ratio}, '
+            f'no_target_seed={self.no_target_seed}) to {n}: images paired '
+            f'with expressions of categories absent from them, drawn from '
+            f'{len(hosts)} of {len(seen)} images',
+            logger='current')
+        return pairs
+
+    def _no_target_info(self, host: dict, donor: dict, donor_index: int,
+                        k: int) -> dict:
+        """The data info of the ``k``-th no-target pair."""
+        return dict(
+            host,
+            segmentation=None,
+            no_target=True,
+            mask_source=f'{self._name} no-target pair {k} (image of '
+            f'{host["mask_source"]}, expression of {donor["mask_source"]})',
+            text=donor['text'],
+            ref_id=donor['ref_id'],
+            ann_id=None,
+            sent_id=donor['sent_id'],
+            category_id=donor['category_id'],
+            category=donor['category'],
+            text_source=donor_index)
 
     # -------------------------------------------------------- image check
     @property
@@ -518,12 +640,17 @@ class RRSISDDataset(BaseSegDataset):
         tol = self.size_tolerance
         off: Dict[str, Tuple[Tuple[int, int], Tuple[int, int]]] = {}
         n_samples, largest, too_far = 0, 0, []
+        mask_sizes: Dict[int, Optional[Tuple[int, int]]] = {}
         for info in data_list:
             img = sizes.get(info['img_path'])
-            if img is None:
+            if img is None or info['no_target']:
                 continue
-            ann = segmentation_size(info['segmentation'],
-                                    *(info['seg_size'] or (None, None)))
+            seg = info['segmentation']  # shared by a ref's sentences
+            if id(seg) not in mask_sizes:
+                mask_sizes[id(seg)] = segmentation_size(
+                    seg, *(info['seg_size'] or (None, None)),
+                    self.max_mask_pixels)
+            ann = mask_sizes[id(seg)]
             if ann is None or ann == img:
                 continue
             diff = max(abs(img[0] - ann[0]), abs(img[1] - ann[1]))

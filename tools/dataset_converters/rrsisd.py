@@ -18,6 +18,17 @@ Images as downloaded:
   listed with their counts per split and pass (the dataset aligns their
   masks); a larger difference fails the check.
 
+Annotations are read as ``RRSISDDataset`` reads them
+(``rsrefseg_mm.datasets.refer_annotations.ReferAnnotations``), so the check
+fails on everything the dataset refuses: files over
+``--max-annotation-bytes``, JSON nested deeper than annotations are, values
+of the wrong type (``[bad annotation]``, naming the ref and what was
+expected), image file names outside the image folder (``[bad image path]``),
+masks over ``--max-mask-pixels`` or off their image entry's size, malformed
+RLE runs or polygons (``[bad mask]``; sizes are checked before anything is
+decoded). Refs of several objects (``ann_id`` a list) or of none (``[]``,
+``-1``, None) are counted per split (generalized referring).
+
 Expected layout (RMSIN release, https://github.com/Lsan2401/RMSIN)::
 
     data/rrsisd/
@@ -32,9 +43,12 @@ bar (rate, ETA) is drawn on stderr when it is a terminal.
 ``--out-jsonl DIR`` writes ``rrsisd_{train,val,test}.jsonl`` in RSRefSeg's
 converted format (``split, image_id, sent, file_name, category_id,
 category_name, ann_id, bbox, segmentation, area``) plus ``ref_id`` and
-``sent_id``, one line per (ref, sentence), those of missing images included
-(the dataset decides, as for the pickle); ``RRSISDDataset`` reads them with
-``ann_file='rrsisd_<split>.jsonl'``.
+``sent_id`` (and the image entry's ``height`` / ``width`` when stated), one
+line per (ref, sentence), those of missing images included (the dataset
+decides, as for the pickle); a ref of several objects gets ``ann_id``,
+``bbox`` and ``segmentation`` lists (one item per object), a ref of none
+``"segmentation": []`` and ``"no_target": true``. ``RRSISDDataset`` reads
+them with ``ann_file='rrsisd_<split>.jsonl'``.
 """
 import argparse
 import json
@@ -53,11 +67,18 @@ except ImportError:  # running from a clone without `pip install -e .`
     from rsrefseg_mm.datasets import decode_segmentation
 
 from rsrefseg_core.text import check_expression  # noqa: E402
+from rsrefseg_mm.datasets.annotation_io import (  # noqa: E402
+    DEFAULT_MAX_ANNOTATION_BYTES, AnnotationError, ImagePathError, is_id)
 from rsrefseg_mm.datasets.mask_utils import (  # noqa: E402
-    DEFAULT_SIZE_TOLERANCE, segmentation_size)
+    DEFAULT_MAX_MASK_PIXELS, DEFAULT_SIZE_TOLERANCE, MaskDecodeError,
+    mask_error_kind, validate_segmentation)
+from rsrefseg_mm.datasets.refer_annotations import (  # noqa: E402
+    ReferAnnotations, ReferTarget)
 from rsrefseg_mm.datasets.rrsisd import read_image_size  # noqa: E402
-from rsrefseg_mm.utils import load_plain_pickle_file  # noqa: E402
-from rsrefseg_mm.utils import UnsafePickleError, track  # noqa: E402
+from rsrefseg_mm.utils import track  # noqa: E402
+from rsrefseg_mm.utils.safe_pickle import (
+    PlainDataLimitError,  # noqa: E402
+    UnsafePickleError)
 
 EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
 DOWNLOAD_HINT = (
@@ -67,30 +88,34 @@ DOWNLOAD_HINT = (
 
 
 class Report:
-    """Collects problems by kind; prints the first few of each.
+    """Collects problems by kind; keeps and prints the first few of each
+    (and how many there are).
 
     Args:
-        show (int): Entries listed per kind.
+        show (int): Entries kept and listed per kind.
         accepted (Iterable[str]): Kinds that are listed but do not fail the
             check.
     """
 
     def __init__(self, show: int = 20, accepted: Iterable[str] = ()) -> None:
         self.problems: Dict[str, List[str]] = defaultdict(list)
+        self.counts: Counter = Counter()
         self.show = show
         self.accepted = set(accepted)
 
     def add(self, kind: str, msg: str) -> None:
-        self.problems[kind].append(msg)
+        self.counts[kind] += 1
+        if len(self.problems[kind]) < self.show:
+            self.problems[kind].append(msg)
 
     def print(self) -> None:
         for kind, msgs in self.problems.items():
             what = 'accepted' if kind in self.accepted else 'problem(s)'
-            print(f'\n[{kind}] {len(msgs)} {what}:')
-            for m in msgs[:self.show]:
+            print(f'\n[{kind}] {self.counts[kind]} {what}:')
+            for m in msgs:
                 print(f'  {m}')
-            if len(msgs) > self.show:
-                print(f'  ... and {len(msgs) - self.show} more')
+            if self.counts[kind] > len(msgs):
+                print(f'  ... and {self.counts[kind] - len(msgs)} more')
 
     def __bool__(self) -> bool:
         return any(kind not in self.accepted for kind in self.problems)
@@ -125,6 +150,72 @@ def _hw(shape: Tuple[int, int]) -> str:
     return f'{shape[0]}x{shape[1]}'
 
 
+def _jsonl_line(split: str, ref: dict, target: ReferTarget,
+                annotations: ReferAnnotations, file_name: str, text: str,
+                sent_id) -> dict:
+    """One line of ``rrsisd_<split>.jsonl`` (RSRefSeg's keys, plus
+    ``ref_id``, ``sent_id``, the image entry's ``height`` / ``width`` when
+    stated, and ``no_target: true`` for an expression of nothing)."""
+    anns = [annotations.anns[i] for i in target.ann_ids]
+    if len(anns) == 1:
+        bbox, area = anns[0].get('bbox'), anns[0].get('area')
+    else:
+        bbox = [a.get('bbox') for a in anns] or None
+        areas = [a.get('area') for a in anns]
+        area = sum(areas) if all(isinstance(v, (int, float))
+                                 for v in areas) else None
+    line = dict(
+        split=split,
+        image_id=target.image_id,
+        sent=text.strip(),
+        file_name=file_name,
+        category_id=target.category_id,
+        category_name=annotations.categories.get(target.category_id)
+        if is_id(target.category_id) else None,
+        ann_id=target.ann_id,
+        bbox=bbox,
+        segmentation=target.segmentation if not target.no_target else [],
+        area=area,
+        ref_id=ref.get('ref_id'),
+        sent_id=sent_id)
+    if target.seg_size is not None:
+        line.update(height=target.seg_size[0], width=target.seg_size[1])
+    if target.no_target:
+        line['no_target'] = True
+    return line
+
+
+def _mask_shape(args: argparse.Namespace, target: ReferTarget,
+                shape: Optional[Tuple[int, int]], where: str,
+                report: Report) -> Optional[Tuple[int, int]]:
+    """The size the target's mask decodes at, checked as the dataset's
+    loader checks it (runs parsed; decoded unless --skip-decode), or None
+    after reporting a bad mask."""
+    size = target.seg_size or shape
+    mask_shape = target.mask_size or size
+    if shape and mask_shape and max(
+            abs(shape[0] - mask_shape[0]), abs(shape[1] - mask_shape[1])) \
+            > args.size_tolerance:
+        return mask_shape  # reported as a size mismatch, not decoded
+    try:
+        if args.skip_decode:
+            validate_segmentation(
+                target.segmentation,
+                *(size or (None, None)),
+                max_pixels=args.max_mask_pixels,
+                check_runs=True)
+        else:
+            mask_shape = decode_segmentation(target.segmentation,
+                                             *(size or (None, None)),
+                                             args.max_mask_pixels).shape
+    except ValueError as e:
+        report.add(
+            'bad mask', f'{where} ann_id={target.ann_id}: '
+            f'{mask_error_kind(e)}: {e}')
+        return None
+    return mask_shape
+
+
 def check(args: argparse.Namespace) -> int:
     root = args.data_root
     ann_path = osp.join(root, args.ann_file)
@@ -144,42 +235,59 @@ def check(args: argparse.Namespace) -> int:
         print(DOWNLOAD_HINT)
         return 1
     try:
-        refs = load_plain_pickle_file(ann_path)
-        assert isinstance(refs, list), f'expected a list, got {type(refs)}'
-    except UnsafePickleError as e:
+        annotations = ReferAnnotations.load(
+            ann_path,
+            inst_path,
+            max_annotation_bytes=args.max_annotation_bytes,
+            max_mask_pixels=args.max_mask_pixels,
+            size_tolerance=tol)
+    except (UnsafePickleError, PlainDataLimitError, AnnotationError) as e:
         print(f'RRSIS-D check FAILED: {e}')
         return 1
     except Exception as e:
-        print(f'RRSIS-D check FAILED: cannot read {ann_path}: {e!r}')
+        print(f'RRSIS-D check FAILED: cannot read {ann_path} / {inst_path}: '
+              f'{e!r}')
         print(DOWNLOAD_HINT)
         return 1
-    try:
-        with open(inst_path) as f:
-            inst = json.load(f)
-        anns = {a['id']: a for a in inst['annotations']}
-    except Exception as e:
-        print(f'RRSIS-D check FAILED: cannot read {inst_path}: {e!r}')
-        print(DOWNLOAD_HINT)
-        return 1
-    images = {im['id']: im for im in inst.get('images', [])}
-    cat_names = {c['id']: c['name'] for c in inst.get('categories', [])}
+    refs = annotations.refs
 
     counts: Counter = Counter()
+    generalized: Dict[str, Counter] = defaultdict(Counter)
     lines: Dict[str, List[dict]] = defaultdict(list)
     # file name -> image (h, w); None: missing, corrupt or header unreadable
     checked_images: Dict[str, Optional[Tuple[int, int]]] = {}
     missing, aligned = PerSplit(), PerSplit()
     largest = 0
-    for ref in track(refs, 'checking RRSIS-D refs', unit='ref'):
-        ref_id = ref.get('ref_id')
-        split = ref.get('split')
-        where = f'ref_id={ref_id}'
-        if split not in EXPECTED:
-            report.add('bad split', f'{where}: split={split!r}')
+    for i, ref in enumerate(track(refs, 'checking RRSIS-D refs', unit='ref')):
+        ref_id = ref.get('ref_id') if isinstance(ref, dict) else None
+        where = f'ref_id={ref_id!r:.40}' if ref_id is not None else \
+            f'ref #{i}'
+        try:
+            ref = annotations.check_ref(ref, where)
+        except AnnotationError as e:
+            report.add('bad annotation', str(e))
             continue
-        file_name = ref.get('file_name')
-        img_path = osp.join(img_dir, str(file_name))
-        n_sent = len(ref.get('sentences') or [])
+        split = ref.get('split')
+        if split not in EXPECTED:
+            report.add('bad split', f'{where}: split={split!r:.40}')
+            continue
+        try:
+            sentences = annotations.sentences(ref, where)
+        except AnnotationError as e:
+            report.add(
+                'no expression'
+                if not ref.get('sentences') else 'bad annotation', str(e))
+            sentences = []
+        try:
+            file_name = annotations.file_name(ref, where)
+        except ImagePathError as e:
+            report.add('bad image path', str(e))
+            continue
+        except AnnotationError as e:
+            report.add('bad annotation', str(e))
+            continue
+        img_path = osp.join(img_dir, file_name)
+        n_sent = len(sentences)
         if file_name not in checked_images:
             if not osp.isfile(img_path):
                 checked_images[file_name] = None
@@ -194,26 +302,24 @@ def check(args: argparse.Namespace) -> int:
                     report.add('corrupt image', img_path)
         if not osp.isfile(img_path):
             missing.add(split, file_name, n_sent)
-        ann = anns.get(ref.get('ann_id'))
-        if ann is None:
-            report.add(
-                'missing annotation',
-                f'{where}: ann_id={ref.get("ann_id")} not in '
-                f'{inst_path}')
-            continue
-        image = images.get(ref.get('image_id'), {})
-        seg = ann.get('segmentation')
         try:
-            if args.skip_decode:
-                mask_shape = segmentation_size(seg, image.get('height'),
-                                               image.get('width'))
-            else:
-                mask_shape = decode_segmentation(seg, image.get('height'),
-                                                 image.get('width')).shape
-        except ValueError as e:
-            report.add('bad mask', f'{where} ann_id={ann["id"]}: {e}')
-            mask_shape = None
+            target = annotations.target(ref, where)
+        except KeyError as e:
+            report.add('missing annotation', str(e.args[0]))
+            continue
+        except MaskDecodeError as e:
+            report.add('bad mask', str(e))
+            continue
+        except AnnotationError as e:
+            report.add('bad annotation', str(e))
+            continue
         shape = checked_images.get(file_name)
+        mask_shape = None if target.no_target else _mask_shape(
+            args, target, shape, where, report)
+        if target.no_target:
+            generalized[split]['no-target'] += n_sent
+        elif len(target.ann_ids) > 1:
+            generalized[split]['multi-target'] += n_sent
         if shape and mask_shape and tuple(mask_shape) != tuple(shape):
             diff = max(
                 abs(shape[0] - mask_shape[0]), abs(shape[1] - mask_shape[1]))
@@ -227,36 +333,19 @@ def check(args: argparse.Namespace) -> int:
                     report.add('aligned size', msg)
                 aligned.add(split, file_name, n_sent)
                 largest = max(largest, diff)
-        category_id = ref.get('category_id',
-                              ann.get('categories_id', ann.get('category_id')))
-        sentences = ref.get('sentences') or []
-        if not sentences:
-            report.add('no expression', where)
-        for s in sentences:
-            text = s.get('sent', s.get('raw'))
+        for sent_id, text in sentences:
             try:
-                check_expression(text, f'{where} sent_id={s.get("sent_id")}')
+                check_expression(text, f'{where} sent_id={sent_id}')
             except ValueError as e:
                 report.add('empty expression', str(e))
                 continue
             counts[split] += 1
             lines[split].append(
-                dict(
-                    split=split,
-                    image_id=ref.get('image_id'),
-                    sent=text.strip(),
-                    file_name=file_name,
-                    category_id=category_id,
-                    category_name=cat_names.get(category_id),
-                    ann_id=ann['id'],
-                    bbox=ann.get('bbox'),
-                    segmentation=seg,
-                    area=ann.get('area'),
-                    ref_id=ref_id,
-                    sent_id=s.get('sent_id')))
+                _jsonl_line(split, ref, target, annotations, file_name, text,
+                            sent_id))
 
     print(f'RRSIS-D at {root}: {len(refs)} refs, {len(checked_images)} '
-          f'images, {len(anns)} annotations')
+          f'images, {len(annotations.anns)} annotations')
     for split, n in EXPECTED.items():
         note = '' if args.skip_count_check else f' (expected {n})'
         print(f'  {split:5s}: {counts[split]} expressions{note}')
@@ -265,6 +354,12 @@ def check(args: argparse.Namespace) -> int:
                 'count mismatch',
                 f'{split}: {counts[split]} expressions, RRSIS-D has '
                 f'{n} (use --skip-count-check for subsets)')
+    if generalized:
+        parts = [
+            f'{split}: {g["no-target"]} no-target / {g["multi-target"]} '
+            'multi-target' for split, g in generalized.items()
+        ]
+        print(f'  generalized referring expressions: {", ".join(parts)}')
     if missing:
         note = ('accepted (--allow-missing-images): RRSISDDataset needs '
                 'skip_missing_images=True, which leaves these expressions '
@@ -319,6 +414,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='list missing image files without failing the check '
         '(RRSISDDataset then needs skip_missing_images=True)')
+    parser.add_argument(
+        '--max-mask-pixels',
+        type=int,
+        default=DEFAULT_MAX_MASK_PIXELS,
+        help='largest mask (height x width) decoded; larger ones fail '
+        "(RRSISDDataset's max_mask_pixels)")
+    parser.add_argument(
+        '--max-annotation-bytes',
+        type=int,
+        default=DEFAULT_MAX_ANNOTATION_BYTES,
+        help="largest annotation file read (RRSISDDataset's "
+        'max_annotation_bytes)')
     parser.add_argument(
         '--show', type=int, default=20, help='problems listed per kind')
     return parser.parse_args(argv)

@@ -11,7 +11,10 @@ from mmseg.registry import TRANSFORMS
 from rsrefseg_core.geo import (DEFAULT_STRETCH, RasterImage, check_stretch,
                                read_image)
 from rsrefseg_core.geo.stretch import StretchType
-from ..mask_utils import align_mask, binarize_mask_file, decode_segmentation
+from ..mask_utils import (DEFAULT_MAX_MASK_PIXELS, align_mask,
+                          binarize_mask_file, check_max_pixels,
+                          decode_segmentation, mask_error_kind,
+                          segmentation_size)
 
 
 def _describe(results: dict) -> str:
@@ -140,16 +143,20 @@ class LoadReferringImageFromFile(LoadImageFromFile):
 
 @TRANSFORMS.register_module()
 class LoadReferringAnnotations(BaseTransform):
-    """Decode the referred object's mask into ``results['gt_seg_map']``.
+    """Decode the referred objects' mask into ``results['gt_seg_map']``.
 
     The mask source is taken from the first present of:
 
     1. ``referring_mask``: an in-memory (H, W) array (synthetic data),
        nonzero = target, ``ignore_index`` kept;
-    2. ``segmentation``: COCO compressed RLE (``counts`` str or bytes),
-       uncompressed RLE, a list of those, or polygons (RRSIS-D, jsonl);
-       polygons use ``seg_size`` (h, w) or the image's ``ori_shape``;
-    3. ``seg_map_path``: a mask image file (RefSegRS, RISBench), binarised
+    2. ``no_target=True``: the expression refers to nothing in the image
+       (generalized referring): an all-zero mask of the image's size
+       (``ori_shape``, else ``seg_size``), nothing decoded;
+    3. ``segmentation``: COCO compressed RLE (``counts`` str or bytes),
+       uncompressed RLE, a list of those, polygons, or a list of several
+       objects' segmentations (their union) (RRSIS-D, jsonl); polygons use
+       ``seg_size`` (h, w) or the image's ``ori_shape``;
+    4. ``seg_map_path``: a mask image file (RefSegRS, RISBench), binarised
        by :func:`binarize_mask_file` with ``mask_mode``.
 
     The decoded mask must have the original image size (``ori_shape``, set by
@@ -160,16 +167,21 @@ class LoadReferringAnnotations(BaseTransform):
     ``pad_value``, by default ``ignore_index``: they carry no annotation, so
     the loss and :class:`ReferringIoUMetric` skip them, and the metric still
     scores the ground truth at the image size). A larger difference raises
-    an error naming the sample, the image and both sizes. Place this
-    transform *before* ``Resize`` for training (the mask is resized with the
-    image) and *after* it for testing (the ground truth stays at the
-    original size, where the metric scores).
+    an error naming the sample, the image and both sizes; for a
+    ``segmentation`` it is found from the annotation, before anything is
+    decoded. A segmentation larger than ``max_mask_pixels`` or otherwise
+    beyond the bounds of :mod:`rsrefseg_mm.datasets.mask_utils` is refused
+    before decoding too. Place this transform *before* ``Resize`` for
+    training (the mask is resized with the image) and *after* it for
+    testing (the ground truth stays at the original size, where the metric
+    scores).
 
     Required keys: one of the sources above; ``ori_shape`` (optional, for
-    the size check); ``mask_size_tolerance`` (optional, set by datasets such
-    as :class:`RRSISDDataset`, which report the misaligned images once when
-    they are built). Added keys: ``gt_seg_map`` (uint8, 0 background,
-    1 target, ``ignore_index`` ignore), ``seg_fields``.
+    the size check); ``mask_size_tolerance`` and ``mask_max_pixels``
+    (optional, set by datasets such as :class:`RRSISDDataset`, which report
+    the misaligned images once when they are built). Added keys:
+    ``gt_seg_map`` (uint8, 0 background, 1 target, ``ignore_index``
+    ignore), ``seg_fields``.
 
     Args:
         mask_mode (str): How mask files are read: ``'auto'``, ``'binary'``
@@ -187,14 +199,19 @@ class LoadReferringAnnotations(BaseTransform):
             takes ``reduce_zero_label`` from the dataset.
         pad_value (int, optional): Label of the pixels a mask smaller than
             its image is padded with. None (default): ``ignore_index``.
+        max_mask_pixels (int, optional): Largest segmentation decoded
+            (``h * w``). None (default) takes the sample's
+            ``mask_max_pixels`` (the dataset's ``max_mask_pixels``), else
+            :data:`~rsrefseg_mm.datasets.mask_utils.DEFAULT_MAX_MASK_PIXELS`
+            (100 MP).
         imdecode_backend (str): Backend for mask files. Defaults to
             ``'pillow'`` (reads TIFF / PNG without colour conversion).
         backend_args (dict, optional): File backend arguments.
 
     Raises:
         ValueError / FileNotFoundError: Naming the annotation source, ref id
-            and image, for a malformed RLE, a missing or unreadable mask file
-            or a mask/image size mismatch.
+            and image, for a malformed or too large segmentation, a missing
+            or unreadable mask file or a mask/image size mismatch.
     """
 
     def __init__(self,
@@ -203,6 +220,7 @@ class LoadReferringAnnotations(BaseTransform):
                  check_size: bool = True,
                  size_tolerance: Optional[int] = None,
                  pad_value: Optional[int] = None,
+                 max_mask_pixels: Optional[int] = None,
                  imdecode_backend: str = 'pillow',
                  backend_args: Optional[dict] = None) -> None:
         if mask_mode not in ('auto', 'binary', 'label'):
@@ -212,6 +230,8 @@ class LoadReferringAnnotations(BaseTransform):
                                            or size_tolerance < 0):
             raise ValueError(f'size_tolerance must be None or an int >= 0, '
                              f'got {size_tolerance!r}')
+        self.max_mask_pixels = None if max_mask_pixels is None else \
+            check_max_pixels(max_mask_pixels)
         self.mask_mode = mask_mode
         self.ignore_index = ignore_index
         self.check_size = check_size
@@ -264,15 +284,16 @@ class LoadReferringAnnotations(BaseTransform):
             keep = mask == self.ignore_index
             mask = (mask > 0).astype(np.uint8)
             mask[keep] = self.ignore_index
+        elif results.get('no_target'):
+            shape = ori_shape if ori_shape is not None else \
+                results.get('seg_size')
+            if shape is None:
+                raise KeyError('LoadReferringAnnotations needs ori_shape (or '
+                               'seg_size) for the empty mask of a no-target '
+                               f'sample ({_describe(results)})')
+            mask = np.zeros(tuple(shape[:2]), np.uint8)
         elif results.get('segmentation') is not None:
-            size = results.get('seg_size') or (tuple(ori_shape[:2]) if
-                                               ori_shape is not None else None)
-            h, w = size if size is not None else (None, None)
-            try:
-                mask = decode_segmentation(results['segmentation'], h, w)
-            except ValueError as e:
-                raise ValueError(f'malformed segmentation in '
-                                 f'{_describe(results)}: {e}') from e
+            mask = self._decode(results['segmentation'], ori_shape, results)
         elif results.get('seg_map_path'):
             mask = self._from_file(results['seg_map_path'], results)
         else:
@@ -289,22 +310,51 @@ class LoadReferringAnnotations(BaseTransform):
             seg_fields.append('gt_seg_map')
         return results
 
-    def _align(self, mask: np.ndarray, shape: tuple,
-               results: dict) -> np.ndarray:
-        """Align a mask a few pixels off its image; raise beyond
-        the tolerance."""
+    def _decode(self, segmentation, ori_shape: Optional[tuple],
+                results: dict) -> np.ndarray:
+        """Check a segmentation's size against the image, then decode."""
+        max_pixels = self.max_mask_pixels
+        if max_pixels is None:
+            max_pixels = results.get('mask_max_pixels') or \
+                DEFAULT_MAX_MASK_PIXELS
+        size = results.get('seg_size') or (tuple(ori_shape[:2])
+                                           if ori_shape is not None else None)
+        h, w = size if size is not None else (None, None)
+        try:
+            mask_size = segmentation_size(segmentation, h, w, max_pixels)
+        except ValueError as e:
+            raise type(e)(f'{mask_error_kind(e)} in {_describe(results)}: '
+                          f'{e}') from e
+        if self.check_size and ori_shape is not None and \
+                mask_size is not None:
+            self._check_shape(mask_size, tuple(ori_shape[:2]), results)
+        try:
+            return decode_segmentation(segmentation, h, w, max_pixels)
+        except ValueError as e:
+            raise type(e)(f'{mask_error_kind(e)} in {_describe(results)}: '
+                          f'{e}') from e
+
+    def _check_shape(self, mask_shape: tuple, shape: tuple,
+                     results: dict) -> None:
+        """Raise if a mask is off its image by more than the tolerance."""
         tolerance = self.size_tolerance
         if tolerance is None:
             tolerance = results.get('mask_size_tolerance') or 0
-        dh, dw = shape[0] - mask.shape[0], shape[1] - mask.shape[1]
+        dh, dw = shape[0] - mask_shape[0], shape[1] - mask_shape[1]
         if max(abs(dh), abs(dw)) > tolerance:
             hint = ('' if tolerance else '; a mask a few pixels off its '
                     'image is aligned with size_tolerance=N (dataset or '
                     'LoadReferringAnnotations)')
             raise ValueError(
-                f'mask size {tuple(mask.shape[:2])} differs from image size '
+                f'mask size {tuple(mask_shape)} differs from image size '
                 f'{shape} (h, w) by ({dh:+d}, {dw:+d}) px, more than '
                 f'size_tolerance={tolerance}, in {_describe(results)}{hint}')
+
+    def _align(self, mask: np.ndarray, shape: tuple,
+               results: dict) -> np.ndarray:
+        """Align a mask a few pixels off its image; raise beyond
+        the tolerance."""
+        self._check_shape(mask.shape[:2], shape, results)
         return align_mask(mask, shape, self.pad_value)
 
     def __repr__(self) -> str:
@@ -313,4 +363,5 @@ class LoadReferringAnnotations(BaseTransform):
                 f'check_size={self.check_size}, '
                 f'size_tolerance={self.size_tolerance}, '
                 f'pad_value={self.pad_value}, '
+                f'max_mask_pixels={self.max_mask_pixels}, '
                 f'imdecode_backend={self.imdecode_backend!r})')
