@@ -1,6 +1,6 @@
 """RSRefSeg segmentor (https://arxiv.org/abs/2501.06809)."""
 import hashlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import zero_nodata
+from ..decode_heads.sam_prompt_head import ABSENT_LOGIT
 
 
 def count_parameters(module: nn.Module) -> Tuple[int, int]:
@@ -25,6 +26,57 @@ def count_parameters(module: nn.Module) -> Tuple[int, int]:
         if p.requires_grad:
             trainable += p.numel()
     return trainable, total
+
+
+def check_test_cfg(test_cfg: ConfigDict) -> None:
+    """``mode`` is ``'whole'`` or ``'slide'``; ``'slide'`` needs
+    ``crop_size`` and ``stride`` (two positive integers each, the stride not
+    above the crop) and a positive ``window_batch`` when given.
+
+    Raises:
+        ValueError: Naming the key and the value.
+    """
+    mode = test_cfg.get('mode', 'whole')
+    if mode not in ('whole', 'slide'):
+        raise ValueError("RSRefSeg: test_cfg.mode must be 'whole' or "
+                         f"'slide', got {mode!r}")
+    if mode != 'slide':
+        return
+    pairs = {}
+    for key in ('crop_size', 'stride'):
+        value = test_cfg.get(key)
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1
+                for v in value):
+            raise ValueError(f"RSRefSeg: test_cfg.mode='slide' needs {key} "
+                             f'as two positive integers (h, w), got {value!r}')
+        pairs[key] = value
+    if any(s > c for s, c in zip(pairs['stride'], pairs['crop_size'])):
+        raise ValueError(
+            f'RSRefSeg: test_cfg.stride {tuple(pairs["stride"])} leaves gaps '
+            f'between windows of crop_size {tuple(pairs["crop_size"])}')
+    batch = test_cfg.get('window_batch', 4)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError('RSRefSeg: test_cfg.window_batch must be a positive '
+                         f'integer, got {batch!r}')
+
+
+def window_boxes(height: int, width: int, crop_size: Sequence[int],
+                 stride: Sequence[int]) -> List[Tuple[int, int, int, int]]:
+    """Windows ``(y1, y2, x1, x2)`` covering an image, as mmseg's slide
+    inference places them: every ``stride`` pixels, the last window of a
+    row or column moved back to end at the border, none larger than the
+    image."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
+    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    boxes = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2 = min(h_idx * h_stride + h_crop, height)
+            x2 = min(w_idx * w_stride + w_crop, width)
+            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return boxes
 
 
 def tensor_digest(x: Tensor) -> str:
@@ -60,8 +112,12 @@ class RSRefSeg(EncoderDecoder):
     One image serves any number of expressions (its embeddings are
     expanded, not copied), see :meth:`decode`. A neck with
     ``pos_embed='sam'`` gets the head's SAM positional encoding
-    (``decode_head.prompt_encoder.pe_layer``). Only whole-image inference is
-    supported and there is no auxiliary head.
+    (``decode_head.prompt_encoder.pe_layer``). There is no auxiliary head.
+
+    ``test_cfg=dict(mode='slide', crop_size=(h, w), stride=(sh, sw))`` runs
+    the model on windows of the input at its own resolution (a test
+    pipeline without the whole-image ``Resize``), for scenes larger than
+    what the model was trained on; see :meth:`slide_inference`.
     Trainable / total parameter counts per component are logged at init.
 
     Optional grounding loss on the global text filter
@@ -82,6 +138,8 @@ class RSRefSeg(EncoderDecoder):
         test_cfg (dict, optional): ``dict(mode='whole')`` (default); add
             ``group_by_image=True`` to encode each distinct image once
             across consecutive test samples (see :meth:`encode_decode`).
+            Or ``dict(mode='slide', crop_size=(h, w), stride=(sh, sw),
+            window_batch=4)`` (see :meth:`slide_inference`).
         data_preprocessor (dict, optional): ``SegDataPreProcessor`` with
             ``mean=None, std=None, bgr_to_rgb=True`` (RGB 0-255 inputs).
         auxiliary_head: Must be None.
@@ -119,10 +177,7 @@ class RSRefSeg(EncoderDecoder):
                              f'{filter_loss_weight}')
         test_cfg = ConfigDict(mode='whole') if test_cfg is None else \
             ConfigDict(test_cfg)
-        if test_cfg.get('mode', 'whole') != 'whole':
-            raise ValueError(
-                'RSRefSeg supports whole-image inference only '
-                f"(test_cfg.mode='whole'), got {test_cfg.get('mode')!r}")
+        check_test_cfg(test_cfg)
         super().__init__(
             backbone=backbone,
             decode_head=decode_head,
@@ -257,8 +312,15 @@ class RSRefSeg(EncoderDecoder):
             ``global_logits``).
         """
         image = self._select_images(embeddings, len(texts), image_index)
+        # each distinct expression goes through the text tower once
+        unique = list(dict.fromkeys(texts))
         text_global, text_feats, text_mask = self.backbone.encode_text(
-            texts, device=image['img_feats'].device)
+            unique, device=image['img_feats'].device)
+        if len(unique) < len(texts):
+            rows = torch.tensor([unique.index(t) for t in texts],
+                                device=text_global.device)
+            text_global, text_feats, text_mask = (
+                t[rows] for t in (text_global, text_feats, text_mask))
         prompts = self.neck(
             dict(
                 img_feats=image.pop('img_feats'),
@@ -440,16 +502,60 @@ class RSRefSeg(EncoderDecoder):
 
     def slide_inference(self, inputs: Tensor,
                         batch_img_metas: List[dict]) -> Tensor:
-        """Not supported: one expression refers to the whole image."""
-        raise ValueError(
-            'RSRefSeg supports whole-image inference only; sliding windows '
-            "would cut the referred object. Use test_cfg=dict(mode='whole')")
+        """Sliding-window inference at the input's resolution.
 
-    def inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
-        """Whole-image inference (slide raises ValueError)."""
-        if self.test_cfg.get('mode', 'whole') != 'whole':
-            return self.slide_inference(inputs, batch_img_metas)
-        return super().inference(inputs, batch_img_metas)
+        Windows of ``test_cfg.crop_size`` every ``test_cfg.stride`` pixels
+        (:func:`window_boxes`) are encoded in batches of
+        ``test_cfg.window_batch`` (default 4) and decoded with the sample's
+        expression, whose text tower runs once per batch. Each window's
+        logits are resized (bilinear) to the window and turned into
+        probabilities, which are averaged where windows overlap. A window
+        that the presence output (``decode_head.presence_cfg``) judges
+        absent contributes nothing: a pixel covered only by such windows
+        gets probability 0. With one window covering the image the result
+        equals whole-image inference.
+
+        Args:
+            inputs (Tensor): RGB 0-255 (B, 3, H, W) at the resolution to
+                scan (the test pipeline does not resize the whole image).
+            batch_img_metas (list[dict]): Metas with ``text``.
+
+        Returns:
+            Tensor: (B, 1, H, W) logits of the averaged probabilities
+            (:data:`ABSENT_LOGIT` where no window found the referent).
+        """
+        texts = self._texts(batch_img_metas, inputs.shape[0])
+        B, _, H, W = inputs.shape
+        boxes = window_boxes(H, W, self.test_cfg.crop_size,
+                             self.test_cfg.stride)
+        batch = int(self.test_cfg.get('window_batch', 4))
+        prob_sum = inputs.new_zeros((B, 1, H, W), dtype=torch.float32)
+        count = inputs.new_zeros((B, 1, H, W), dtype=torch.float32)
+        for b in range(B):
+            for start in range(0, len(boxes), batch):
+                chunk = boxes[start:start + batch]
+                crops = torch.cat([
+                    inputs[b:b + 1, :, y1:y2, x1:x2]
+                    for y1, y2, x1, x2 in chunk
+                ])
+                logits, x = self.decode(
+                    self.encode_image(crops), [texts[b]] * len(chunk))
+                present = x['presence'] >= \
+                    self.decode_head.presence_cfg['threshold'] \
+                    if 'presence' in x else [True] * len(chunk)
+                for (y1, y2, x1,
+                     x2), logit, keep in zip(chunk, logits, present):
+                    if not keep:
+                        continue
+                    prob = F.interpolate(
+                        logit[None].float(), (y2 - y1, x2 - x1),
+                        mode='bilinear',
+                        align_corners=self.align_corners)[0].sigmoid()
+                    prob_sum[b, :, y1:y2, x1:x2] += prob
+                    count[b, :, y1:y2, x1:x2] += 1
+        prob = prob_sum / count.clamp(min=1)
+        logits = torch.logit(prob, eps=1e-7)
+        return logits.masked_fill(count == 0, ABSENT_LOGIT)
 
     def postprocess_result(self,
                            seg_logits: Tensor,

@@ -192,15 +192,23 @@ def test_texts_are_required():
 
 
 def test_unsupported_options():
-    with pytest.raises(ValueError, match="whole"):
-        build(test_cfg=dict(mode='slide', crop_size=(32, 32), stride=(16, 16)))
+    with pytest.raises(ValueError, match="'whole' or 'slide'"):
+        build(test_cfg=dict(mode='tiles'))
+    with pytest.raises(ValueError, match='crop_size'):
+        build(test_cfg=dict(mode='slide', stride=(16, 16)))
+    with pytest.raises(ValueError, match='stride'):
+        build(test_cfg=dict(mode='slide', crop_size=(32, 32), stride=(0, 8)))
+    with pytest.raises(ValueError, match='gaps'):
+        build(test_cfg=dict(mode='slide', crop_size=(32, 32), stride=(48, 8)))
+    with pytest.raises(ValueError, match='window_batch'):
+        build(
+            test_cfg=dict(
+                mode='slide',
+                crop_size=(32, 32),
+                stride=(16, 16),
+                window_batch=0))
     with pytest.raises(ValueError, match='auxiliary'):
         build(auxiliary_head=dict(type='FCNHead'))
-    model = build()
-    model.test_cfg.mode = 'slide'
-    inputs, samples = batch(B=1)
-    with pytest.raises(ValueError, match="whole"):
-        model(inputs, samples, mode='predict')
 
 
 def test_data_preprocessor_flow():
