@@ -26,8 +26,8 @@ from mmseg.structures import SegDataSample
 from rsrefseg_core.geo import DEFAULT_STRETCH
 from rsrefseg_core.geo.stretch import StretchType
 from rsrefseg_core.text import check_expression
-from ..utils import (check_local_checkpoint, drop_pretrained_checkpoints,
-                     load_model_weights)
+from ..utils import (check_local_checkpoint, checkpoint_limits,
+                     drop_pretrained_checkpoints, load_model_weights)
 from .pipeline import InputType, load_referring_image, resolve_max_read_size
 from .predictor import ReferringPredictor
 
@@ -44,8 +44,9 @@ def init_referring_model(config: Union[str, Path, Config],
     trained checkpoint holds every weight), and the checkpoint is read by
     the safe loader (:mod:`rsrefseg_mm.utils.checkpoint`: the runner's
     allow-list; :func:`~rsrefseg_mm.utils.allow_unsafe_load` opts out for
-    a trusted file) and loaded strictly; its ``dataset_meta`` is kept on
-    the model.
+    a trusted file; size limits with the config's
+    ``max_checkpoint_expansion``; its weights' hash checked) and loaded
+    strictly; its ``dataset_meta`` is kept on the model.
 
     Args:
         config (str | Path | Config): Config file or object.
@@ -63,6 +64,9 @@ def init_referring_model(config: Union[str, Path, Config],
         RemoteCheckpointError: ``checkpoint`` is a URL / remote path.
         UnsafeCheckpointError: The checkpoint needs globals outside the
             allow-list.
+        CheckpointLimitError: It claims more memory than its size allows.
+        ChangedCheckpointError: Its weights differ from the hash written
+            with them.
         CheckpointMismatchError: ``strict`` and missing, unexpected or
             differently shaped tensors.
     """
@@ -83,7 +87,9 @@ def init_referring_model(config: Union[str, Path, Config],
             logger='current')
         return init_model(config, None, device=device)
     model = init_model(config, None, device='cpu')
-    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    with checkpoint_limits(config.get('max_checkpoint_expansion')):
+        loaded = CheckpointLoader.load_checkpoint(
+            checkpoint, map_location='cpu')
     load_model_weights(
         model,
         loaded,

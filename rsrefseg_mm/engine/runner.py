@@ -1,5 +1,5 @@
-"""mmengine ``Runner`` that loads trained checkpoints strictly and writes
-them atomically."""
+"""mmengine ``Runner`` that loads trained checkpoints strictly and within
+size limits, and writes them atomically with a hash of their weights."""
 import os
 import os.path as osp
 from typing import Callable, Optional, Union
@@ -10,6 +10,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
 
+from ..utils.checkpoint_hash import add_state_dict_hash
+from ..utils.checkpoint_limits import (DEFAULT_MAX_EXPANSION,
+                                       check_max_expansion, checkpoint_limits)
 from ..utils.checkpoint_match import (DEFAULT_REVISE_KEYS, RevisePairs,
                                       load_model_weights)
 
@@ -22,7 +25,7 @@ class RSRefSegRunner(Runner):
     ``tools/train.py`` and ``tools/test.py`` build it, and
     ``runner_type = 'RSRefSegRunner'`` (``configs/_base_/
     default_runtime.py``) selects it for code that builds runners from the
-    registry. It overrides three public methods:
+    registry. It overrides four public methods:
 
     * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) is
       strict unless the config sets ``strict_load = False``: a file whose
@@ -32,8 +35,15 @@ class RSRefSegRunner(Runner):
       is read by mmengine's ``CheckpointLoader``, whose local loader
       importing ``rsrefseg_mm`` replaces with the safe one
       (:mod:`rsrefseg_mm.utils.checkpoint`: ``weights_only=True`` and the
-      allow-list of what runners save, URLs refused).
-    * :meth:`from_cfg` reads ``strict_load``.
+      allow-list of what runners save, URLs refused, the size limits of
+      :mod:`rsrefseg_mm.utils.checkpoint_limits` with the config's
+      ``max_checkpoint_expansion``, the weights' hash checked).
+    * :meth:`from_cfg` reads ``strict_load`` and
+      ``max_checkpoint_expansion``.
+    * :meth:`call_hook` stores the sha256 of the checkpoint's
+      ``state_dict`` in ``meta['state_dict_sha256']`` after the
+      ``before_save_checkpoint`` hooks (which may still change the
+      checkpoint, e.g. ``EMAHook``) and before it is written.
     * :meth:`save_checkpoint` writes a local checkpoint to a temporary file
       in the same folder, flushes it to disk and renames it into place
       (``os.replace``, atomic on POSIX and Windows): a run killed while
@@ -45,6 +55,9 @@ class RSRefSegRunner(Runner):
 
     #: :meth:`load_checkpoint` default (config key ``strict_load``)
     strict_load: bool = True
+    #: How many times its size on disk a checkpoint's zip records may
+    #: unpack to (config key ``max_checkpoint_expansion``)
+    max_checkpoint_expansion: float = DEFAULT_MAX_EXPANSION
 
     @classmethod
     def from_cfg(cls, cfg: Union[Config, ConfigDict, dict]) -> 'Runner':
@@ -55,10 +68,29 @@ class RSRefSegRunner(Runner):
 
         Returns:
             RSRefSegRunner: The runner.
+
+        Raises:
+            ValueError: ``max_checkpoint_expansion`` is not a number >= 1.
         """
+        expansion = check_max_expansion(
+            cfg.get('max_checkpoint_expansion', DEFAULT_MAX_EXPANSION))
         runner = super().from_cfg(cfg)
         runner.strict_load = bool(cfg.get('strict_load', True))
+        runner.max_checkpoint_expansion = expansion
         return runner
+
+    def call_hook(self, fn_name: str, **kwargs) -> None:
+        """Call every hook's ``fn_name`` (mmengine's ``call_hook``); after
+        ``before_save_checkpoint``, store the hash of the checkpoint's
+        ``state_dict`` in its ``meta``.
+
+        Args:
+            fn_name (str): The hook method, e.g. ``'before_train_epoch'``.
+            **kwargs: Passed to the hooks.
+        """
+        super().call_hook(fn_name, **kwargs)
+        if fn_name == 'before_save_checkpoint':
+            add_state_dict_hash(kwargs['checkpoint'])
 
     def load_checkpoint(
             self,
@@ -84,13 +116,18 @@ class RSRefSegRunner(Runner):
         Raises:
             UnsafeCheckpointError: The file needs globals outside the
                 allow-list (nothing of it has run).
+            CheckpointLimitError: The file claims more memory than its size
+                allows (``max_checkpoint_expansion`` for zip records).
+            ChangedCheckpointError: Its weights differ from the hash
+                written with them.
             RemoteCheckpointError: ``filename`` is a URL / remote path.
             CheckpointMismatchError: ``strict`` and missing, unexpected or
                 differently shaped tensors.
         """
         strict = self.strict_load if strict is None else strict
-        checkpoint = CheckpointLoader.load_checkpoint(
-            filename, map_location=map_location)
+        with checkpoint_limits(self.max_checkpoint_expansion):
+            checkpoint = CheckpointLoader.load_checkpoint(
+                filename, map_location=map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model

@@ -1,7 +1,10 @@
-from .checkpoint import (CorruptCheckpointError, RemoteCheckpointError,
-                         UnsafeCheckpointError, allow_unsafe_load,
-                         check_local_checkpoint, runner_safe_globals,
-                         safe_torch_load, unsafe_load_enabled)
+from .checkpoint import (ChangedCheckpointError, CorruptCheckpointError,
+                         RemoteCheckpointError, UnsafeCheckpointError,
+                         allow_unsafe_load, check_local_checkpoint,
+                         runner_safe_globals, safe_torch_load,
+                         unsafe_load_enabled, verify_state_dict_hash)
+from .checkpoint_hash import add_state_dict_hash, state_dict_sha256
+from .checkpoint_limits import CheckpointLimitError, checkpoint_limits
 from .checkpoint_match import CheckpointMismatchError, load_model_weights
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
@@ -17,5 +20,7 @@ __all__ = [
     'drop_pretrained_checkpoints', 'use_gloo_without_cuda', 'track',
     'UnsafePickleError', 'PlainDataLimitError', 'check_plain_data_size',
     'load_plain_pickle', 'load_plain_pickle_file', 'CheckpointMismatchError',
-    'load_model_weights'
+    'load_model_weights', 'ChangedCheckpointError', 'CheckpointLimitError',
+    'checkpoint_limits', 'add_state_dict_hash', 'state_dict_sha256',
+    'verify_state_dict_hash'
 ]

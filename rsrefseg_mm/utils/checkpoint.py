@@ -27,12 +27,22 @@ are replaced by :func:`load_from_remote_refused`: their loaders unpickle
 the download with ``weights_only=False``, so a URL raises
 :class:`RemoteCheckpointError` before anything is fetched.
 
+Before ``torch.load`` runs, :mod:`~rsrefseg_mm.utils.checkpoint_limits`
+refuses a file that claims more memory than its size allows
+(:class:`~rsrefseg_mm.utils.checkpoint_limits.CheckpointLimitError`: zip
+records unpacking to more than ``max_checkpoint_expansion`` times the file,
+a pickle whose calls would build gigabytes); after it, a checkpoint that
+carries ``meta['state_dict_sha256']`` (:mod:`~rsrefseg_mm.utils.
+checkpoint_hash`; every checkpoint this project writes) must still match
+it (:class:`ChangedCheckpointError`), and a file without one loads with a
+warning logged once per file.
+
 For a file you trust, opt in with :func:`allow_unsafe_load`
 (``--unsafe-load`` of ``tools/train.py``, ``tools/test.py`` and the demos):
 the loads that the same thread (or asyncio task) runs inside the block use
-``weights_only=False`` and log a warning; loads of other threads stay safe.
+``weights_only=False`` (and skip the pickle's size check) and log a
+warning; loads of other threads stay safe.
 """
-import io
 import logging
 import os
 import os.path as osp
@@ -49,6 +59,12 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
+
+from .checkpoint_hash import (HASH_KEY, UnhashableTensorError,
+                              state_dict_sha256, stored_state_dict_hash)
+from .checkpoint_limits import (CheckpointLimitError, MalformedPickleError,
+                                check_checkpoint_size, check_max_expansion,
+                                legacy_magic, storage_keys)
 
 #: HistoryBuffer statistics the restricted ``getattr`` may resolve.
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
@@ -81,6 +97,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 class RemoteCheckpointError(ValueError):
     """A checkpoint given as a URL or remote path (not fetched)."""
+
+
+class ChangedCheckpointError(CorruptCheckpointError):
+    """A checkpoint's weights no longer match the hash written with them."""
 
 
 def is_remote_checkpoint(filename: Union[str, os.PathLike]) -> bool:
@@ -240,72 +260,6 @@ class _AllowList:
 _allow_listed = _AllowList()
 
 
-class _Placeholder:
-    """Stands for every object while :class:`_StorageKeys` walks a pickle:
-    takes any arguments and state, builds nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
-
-
-class _StorageKeys(pickle.Unpickler):
-    """Lists the storage records a checkpoint's ``data.pkl`` refers to.
-
-    Every global resolves to :class:`_Placeholder` (nothing is imported or
-    called) and every persistent id ``('storage', type, key, location,
-    numel)`` is recorded, so the walk is as safe as reading bytes.
-    """
-
-    def __init__(self, file: Any) -> None:
-        super().__init__(file)
-        self.keys: List[str] = []
-
-    def find_class(self, module: str, name: str) -> type:
-        return _Placeholder
-
-    def persistent_load(self, pid: Any) -> None:
-        if isinstance(pid, tuple) and len(pid) > 2 and pid[0] == 'storage':
-            self.keys.append(str(pid[2]))
-
-
-def _is_legacy_torch_file(path: str) -> bool:
-    """A file of ``torch.save(..., _use_new_zipfile_serialization=False)``:
-    its first pickle is torch's magic number."""
-    try:
-        with open(path, 'rb') as f:
-            first = _StorageKeys(f).load()
-    except Exception:  # any unpickling error: not torch's legacy header
-        return False
-    return isinstance(first, int) and \
-        first == torch.serialization.MAGIC_NUMBER
-
-
-def _legacy_problem(path: str) -> Optional[str]:
-    """Why a legacy torch file cannot be read, or None: it is five pickles
-    (magic number, protocol, system info, the object, its storage keys)
-    before the raw storage bytes."""
-    with open(path, 'rb') as f:
-        for _ in range(5):
-            try:
-                _StorageKeys(f).load()
-            except Exception as e:  # anything a cut pickle raises
-                return ('its pickles end early or are invalid '
-                        f'({type(e).__name__}: {str(e)[:80]})')
-    return None
-
-
 def _structure_problem(path: str) -> Optional[str]:
     """Why ``path`` is not a readable checkpoint container, or None.
 
@@ -317,8 +271,9 @@ def _structure_problem(path: str) -> Optional[str]:
     if not zipfile.is_zipfile(path):
         if tarfile.is_tarfile(path):
             return None  # torch's oldest format, read by torch alone
-        if _is_legacy_torch_file(path):
-            return _legacy_problem(path)
+        is_legacy, problem = legacy_magic(path)
+        if is_legacy:
+            return problem
         return ('it is neither a zip archive (torch.save\'s format) nor a '
                 'legacy torch file')
     try:
@@ -332,13 +287,12 @@ def _structure_problem(path: str) -> Optional[str]:
             if bad_member is not None or not pickles:
                 keys = []
             else:
-                walker = _StorageKeys(io.BytesIO(archive.read(pickles[0])))
                 try:
-                    walker.load()
-                except Exception as e:  # anything a broken pickle raises
+                    keys = storage_keys(archive.read(pickles[0]))
+                except MalformedPickleError as e:
+                    cause = e.__cause__ or e
                     return (f'its {pickles[0]} is not a valid pickle '
-                            f'({type(e).__name__}: {str(e)[:80]})')
-                keys = walker.keys
+                            f'({type(cause).__name__}: {str(cause)[:80]})')
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
             NotImplementedError) as e:
         return f'its zip archive cannot be read ({type(e).__name__}: {e})'
@@ -453,17 +407,32 @@ def _load_error(filename: str, path: str, error: Exception,
 
 
 def safe_torch_load(filename: Union[str, os.PathLike],
-                    map_location: Optional[Any] = None) -> Any:
-    """``torch.load`` of a local checkpoint file, through the allow-list.
+                    map_location: Optional[Any] = None,
+                    max_expansion: Optional[float] = None) -> Any:
+    """``torch.load`` of a local checkpoint file, through the allow-list,
+    within size limits, with its weights' hash checked.
 
+    Before ``torch.load``, :func:`~rsrefseg_mm.utils.checkpoint_limits.
+    check_checkpoint_size` refuses a file that claims more memory than its
+    size allows (records unpacking to more than ``max_expansion`` times the
+    file; a pickle building more than
+    :data:`~rsrefseg_mm.utils.checkpoint_limits.MAX_PICKLE_BYTES` of
+    objects; the pickle is not checked inside :func:`allow_unsafe_load`).
     ``weights_only`` is always passed to ``torch.load``: True with
     :func:`runner_safe_globals` allowed, or False inside
-    :func:`allow_unsafe_load` (of this thread / task).
+    :func:`allow_unsafe_load` (of this thread / task). A loaded checkpoint
+    whose ``meta`` holds ``state_dict_sha256`` (those this project writes)
+    must match it; a file without one loads with a warning, logged once
+    per file.
 
     Args:
         filename (str | PathLike): Local file written by ``torch.save``
             (``~`` is expanded).
         map_location: Same as :func:`torch.load`.
+        max_expansion (float, optional): How many times its size on disk
+            a zip checkpoint's records may unpack to. Defaults to the
+            enclosing :func:`~rsrefseg_mm.utils.checkpoint_limits.
+            checkpoint_limits` block's (2 outside one).
 
     Returns:
         The unpickled object.
@@ -471,19 +440,36 @@ def safe_torch_load(filename: Union[str, os.PathLike],
     Raises:
         RemoteCheckpointError: ``filename`` is a URL / remote path.
         FileNotFoundError: No such file.
+        ValueError: ``max_expansion`` is not a number >= 1.
+        CheckpointLimitError: The file claims more memory than its size
+            allows (nothing of it was unpickled); the message names it,
+            what it claims and the limit.
         UnsafeCheckpointError: The file needs globals outside the
             allow-list (nothing of it has run); the message names the file,
             the globals and how to opt in.
         CorruptCheckpointError: The file is truncated or not a checkpoint;
             the message names it and the newest other checkpoints beside
             it.
+        ChangedCheckpointError: Its weights differ from the hash written
+            with them.
     """
     filename = os.fspath(filename)
     check_local_checkpoint(filename)
     path = osp.expanduser(filename)
     if not osp.isfile(path):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if max_expansion is not None:
+        max_expansion = check_max_expansion(max_expansion)
     trusted = unsafe_load_enabled()
+    try:
+        check_checkpoint_size(
+            path, filename, max_expansion, scan_pickle=not trusted)
+    except CheckpointLimitError:
+        raise
+    except Exception as error:  # unreadable: told apart like torch's errors
+        replacement = _load_error(filename, path, error, trusted) or \
+            _corrupt_error(filename, 'its structure cannot be read', error)
+        raise replacement from error
     try:
         if trusted:
             print_log(
@@ -491,16 +477,79 @@ def safe_torch_load(filename: Union[str, os.PathLike],
                 'opted in); the file can run code',
                 logger='current',
                 level=logging.WARNING)
-            return torch.load(
+            checkpoint = torch.load(
                 path, map_location=map_location, weights_only=False)
-        with _allow_listed():
-            return torch.load(
-                path, map_location=map_location, weights_only=True)
+        else:
+            with _allow_listed():
+                checkpoint = torch.load(
+                    path, map_location=map_location, weights_only=True)
     except Exception as error:
         replacement = _load_error(filename, path, error, trusted)
         if replacement is None:
             raise
         raise replacement from error
+    verify_state_dict_hash(checkpoint, filename)
+    return checkpoint
+
+
+_warned_unhashed = set()
+_warned_lock = threading.Lock()
+
+
+def verify_state_dict_hash(checkpoint: Any, filename: str) -> bool:
+    """Check a loaded checkpoint's ``state_dict`` against the
+    ``meta['state_dict_sha256']`` written with it.
+
+    Args:
+        checkpoint: What ``torch.load`` returned.
+        filename (str): The file, for messages.
+
+    Returns:
+        bool: True when the hash was checked; False for a file without one
+        (official weights, checkpoints of other tools), which is logged
+        once per file as a warning.
+
+    Raises:
+        ChangedCheckpointError: The weights differ from the hash, or the
+            hash / weights cannot be compared; names the file.
+    """
+    expected = stored_state_dict_hash(checkpoint)
+    if expected is None:
+        key = osp.realpath(osp.expanduser(filename))
+        with _warned_lock:
+            first = key not in _warned_unhashed
+            _warned_unhashed.add(key)
+        if first:
+            print_log(
+                f'{filename}: carries no meta[{HASH_KEY!r}] (it was not '
+                'written by RSRefSegRunner or this project\'s converters), '
+                'so a change to its weights since it was written cannot be '
+                'detected; loading it as it is',
+                logger='current',
+                level=logging.WARNING)
+        return False
+    state_dict = checkpoint.get('state_dict')
+    problem = None
+    if not isinstance(expected, str) or len(expected) != 64:
+        problem = f'its meta[{HASH_KEY!r}] is not a sha256 ({expected!r:.80})'
+    elif not isinstance(state_dict, dict):
+        problem = f'it has meta[{HASH_KEY!r}] but no state_dict'
+    else:
+        try:
+            actual = state_dict_sha256(state_dict)
+        except UnhashableTensorError as e:
+            problem = f'its state_dict cannot be hashed: {e}'
+        else:
+            if actual != expected:
+                problem = (f'its state_dict hashes to {actual[:16]}..., not '
+                           f'to the {expected[:16]}... written with it')
+    if problem is None:
+        return True
+    raise ChangedCheckpointError(
+        f'{filename}: changed after it was written: {problem}. Its bytes '
+        'were altered by a disk, copy or download error, or by an edit; do '
+        'not use it. Copy it again from its source, or load (or --resume '
+        'from) another checkpoint.')
 
 
 def load_from_local_safely(filename: str,

@@ -1,5 +1,9 @@
 """Strict loading of trained checkpoints: init_referring_model and the
-runner refuse a file whose tensors do not match, naming it."""
+runner refuse a file whose tensors do not match, naming it; and a file
+changed after it was written, or one whose records unpack to more than
+max_checkpoint_expansion times its size."""
+import zipfile
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -7,7 +11,8 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from rsrefseg_mm.apis import init_referring_model
-from rsrefseg_mm.utils import CheckpointMismatchError
+from rsrefseg_mm.utils import (ChangedCheckpointError, CheckpointLimitError,
+                               CheckpointMismatchError, add_state_dict_hash)
 from rsrefseg_mm.utils.checkpoint_match import state_dict_mismatch
 from helpers import TINY_CONFIG
 
@@ -90,3 +95,54 @@ def test_init_keeps_dataset_meta(tiny_config, state, tmp_path):
     torch.save(dict(state_dict=state, meta=dict(dataset_meta=meta)), path)
     model = init_referring_model(tiny_config, str(path))
     assert model.dataset_meta == meta and not model.training
+
+
+def test_init_checks_the_hash_and_the_expansion(tiny_config, state, tmp_path):
+    """A hashed checkpoint loads; 4 KiB of 0xFF written inside its largest
+    weight record is refused by name (torch.load alone would load it); a
+    deflated copy needs max_checkpoint_expansion in the config."""
+    checkpoint = dict(state_dict=state, meta=dict())
+    add_state_dict_hash(checkpoint)
+    path = tmp_path / 'hashed.pth'
+    torch.save(checkpoint, path)
+    model = init_referring_model(tiny_config, str(path))
+    key = max(state, key=lambda k: state[k].numel())
+    torch.testing.assert_close(model.state_dict()[key], state[key])
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if '/data/' in i.filename),
+                     key=lambda i: i.file_size)
+    assert record.file_size >= 8192
+    changed = tmp_path / 'changed.pth'
+    data = bytearray(path.read_bytes())
+    start = record.header_offset + 30 + len(record.filename) + int.from_bytes(
+        data[record.header_offset + 28:record.header_offset + 30], 'little')
+    data[start + 4096:start + 8192] = b'\xff' * 4096
+    changed.write_bytes(bytes(data))
+    torch.load(changed, weights_only=True)  # torch alone does not notice
+    with pytest.raises(ChangedCheckpointError) as info:
+        init_referring_model(tiny_config, str(changed))
+    assert str(
+        info.value).startswith(f'{changed}: changed after it was written')
+    # weights of all zeros deflate far below their size (trained weights
+    # barely do)
+    zeros = dict(state_dict={k: torch.zeros_like(v) for k, v in state.items()})
+    add_state_dict_hash(zeros)
+    torch.save(zeros, tmp_path / 'zeros.pth')
+    deflated = tmp_path / 'deflated.pth'
+    with zipfile.ZipFile(tmp_path / 'zeros.pth') as src, \
+            zipfile.ZipFile(deflated, 'w') as dst:
+        for info_ in src.infolist():
+            dst.writestr(info_.filename, src.read(info_), zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(deflated) as archive:
+        ratio = sum(i.file_size for i in archive.infolist()) / \
+            deflated.stat().st_size
+    assert ratio > 2
+    with pytest.raises(CheckpointLimitError) as info:
+        init_referring_model(tiny_config, str(deflated))
+    assert str(info.value).startswith(f'{deflated}: refused before loading')
+    assert 'max_checkpoint_expansion = 2' in str(info.value)
+    model = init_referring_model(
+        tiny_config,
+        str(deflated),
+        cfg_options=dict(max_checkpoint_expansion=ratio + 1))
+    assert model.state_dict()[key].eq(0).all()

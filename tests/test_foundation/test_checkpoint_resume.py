@@ -1,6 +1,7 @@
 """Save / resume / load_from / test with checkpoints the runner writes,
-through the safe loader (``weights_only=True`` + an allow-list), and a
-crafted checkpoint that would run a command.
+through the safe loader (``weights_only=True`` + an allow-list), a crafted
+checkpoint that would run a command, and the hash of the weights that the
+runner writes and every load checks.
 
 torch >= 2.6 refuses the message hub and numpy scalars of full training
 checkpoints under ``weights_only=True``; importing rsrefseg_mm makes
@@ -9,16 +10,18 @@ mmengine's ``CheckpointLoader`` read local files with the allow-list, so
 load them, and refuse a crafted file.
 """
 import copy
+import logging
 import os
 import pickle
 import threading
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.evaluator import BaseMetric
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.model import BaseModel, BaseModule
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -27,10 +30,12 @@ from torch.utils.data import Dataset
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import RSRefSegRunner
-from rsrefseg_mm.utils import CheckpointMismatchError
+from rsrefseg_mm.utils import (ChangedCheckpointError, CheckpointMismatchError,
+                               state_dict_sha256, verify_state_dict_hash)
 from rsrefseg_mm.utils.checkpoint import (UnsafeCheckpointError,
                                           allow_unsafe_load,
                                           runner_safe_globals, safe_torch_load)
+from rsrefseg_mm.utils.checkpoint_limits import check_checkpoint_size
 from helpers import crafted_checkpoint
 
 
@@ -366,3 +371,121 @@ def test_history_buffer_getattr_is_restricted(tmp_path):
         safe_torch_load(str(path))
     assert str(path) in str(info.value) and "'update'" in str(info.value)
     assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)
+
+
+def _record_of(path, tensor):
+    """The zip member holding ``tensor``'s bytes (its storage record)."""
+    want = tensor.numpy().tobytes()
+    with zipfile.ZipFile(path) as archive:
+        found = [
+            n for n in archive.namelist()
+            if '/data/' in n and archive.read(n) == want
+        ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _rewrite(path, out, member, change):
+    """A copy of the zip ``path`` with ``member``'s bytes changed (the zip
+    stays valid: its CRC is recomputed)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, 'w') as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info,
+                         change(data) if info.filename == member else data)
+    return str(out)
+
+
+class _Warnings(logging.Handler):
+    """The warnings mmengine's current logger emits while installed."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        MMLogger.get_current_instance().addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc):
+        MMLogger.get_current_instance().removeHandler(self)
+
+
+def test_runner_checkpoints_carry_a_verified_hash(tmp_path):
+    """The runner writes meta['state_dict_sha256']; a weight record
+    changed afterwards (zip kept valid, or bytes overwritten in place) is
+    refused by name through load_from, resume and safe_torch_load; a file
+    re-saved with the same weights verifies."""
+    RSRefSegRunner.from_cfg(_cfg(tmp_path / 'w', 4)).train()
+    path = str(tmp_path / 'w' / 'iter_4.pth')
+    good = safe_torch_load(path)
+    assert good['meta']['state_dict_sha256'] == state_dict_sha256(
+        good['state_dict'])
+    assert verify_state_dict_hash(good, path)
+    # a runner checkpoint is a plain zip: records unpack to its size
+    check_checkpoint_size(path, max_expansion=1.0)
+    weight = good['state_dict']['linear.weight']
+    member = _record_of(path, weight)
+    changed = _rewrite(path, tmp_path / 'changed.pth', member,
+                       lambda data: b'\xff' * len(data))
+    assert torch.load(
+        changed, weights_only=False)['state_dict']['linear.weight'].isnan(
+        ).all()  # torch alone loads it
+    with pytest.raises(ChangedCheckpointError) as info:
+        safe_torch_load(changed)
+    assert str(info.value).startswith(
+        f'{changed}: changed after it was written: its state_dict hashes')
+    cfg = _cfg(tmp_path / 'test', 4)
+    cfg['load_from'] = changed
+    with pytest.raises(ChangedCheckpointError, match='changed.pth'):
+        RSRefSegRunner.from_cfg(cfg).test()
+    cfg = _cfg(tmp_path / 'resume', 8)
+    cfg.update(load_from=changed, resume=True)
+    with pytest.raises(ChangedCheckpointError, match='changed.pth'):
+        RSRefSegRunner.from_cfg(cfg).train()
+    # bytes overwritten in place (the zip's CRC no longer matches, which
+    # torch.load does not check)
+    in_place = tmp_path / 'in_place.pth'
+    in_place.write_bytes(open(path, 'rb').read())
+    with zipfile.ZipFile(path) as archive:
+        info_ = archive.getinfo(member)
+    with open(in_place, 'r+b') as f:
+        f.seek(info_.header_offset + 26)
+        skip = int.from_bytes(f.read(2), 'little') + int.from_bytes(
+            f.read(2), 'little')
+        f.seek(skip, 1)
+        f.write(b'\xff' * 4)
+    with pytest.raises(ChangedCheckpointError, match='in_place.pth'):
+        safe_torch_load(str(in_place))
+    # re-saved with the same weights (e.g. copied with torch.save): loads;
+    # other weights under the old hash: refused
+    resaved = tmp_path / 'resaved.pth'
+    torch.save(good, resaved)
+    with _Warnings() as warnings:
+        assert verify_state_dict_hash(safe_torch_load(str(resaved)), resaved)
+    assert warnings == []
+    good['state_dict']['linear.bias'] += 1
+    torch.save(good, resaved)
+    with pytest.raises(ChangedCheckpointError, match='resaved.pth'):
+        safe_torch_load(str(resaved))
+
+
+def test_unhashed_file_warns_once_and_loads(tmp_path):
+    """Official weights and other tools' checkpoints carry no hash: one
+    warning per file, naming it, then the file loads."""
+    paths = [str(tmp_path / f'other_{i}.pth') for i in range(2)]
+    for i, path in enumerate(paths):
+        torch.save(dict(state_dict=dict(w=torch.full((3, ), float(i)))), path)
+    with _Warnings() as warnings:
+        for _ in range(3):
+            for i, path in enumerate(paths):
+                ckpt = safe_torch_load(path)
+                assert ckpt['state_dict']['w'].eq(i).all()
+                assert not verify_state_dict_hash(ckpt, path)
+    assert len(warnings) == 2, warnings
+    for path, message in zip(paths, warnings):
+        assert message.startswith(
+            f'{path}: carries no meta[\'state_dict_sha256\']'), message

@@ -5,10 +5,12 @@ TorchScript archives in fp16. ``CLIPBackbone(checkpoint=...)`` reads them
 directly, but a plain state dict loads without TorchScript, can be inspected
 with ``torch.load`` and is what ``load_from``-style tooling expects.
 
-The output keys are CLIPBackbone's (``visual.*``, ``text.*``,
-``logit_scale``; attention as ``attn.qkv`` / ``attn.proj``), fp32 unless
-``--fp16``. With ``--prefix backbone.`` the keys fit a whole RSRefSeg model
-(e.g. ``load_from`` with the other parts random).
+The output is ``{'meta': {'converted_from': ..., 'state_dict_sha256': ...},
+'state_dict': {...}}`` (the hash is checked whenever the file is loaded);
+the keys are CLIPBackbone's (``visual.*``, ``text.*``, ``logit_scale``;
+attention as ``attn.qkv`` / ``attn.proj``), fp32 unless ``--fp16``. With
+``--prefix backbone.`` the keys fit a whole RSRefSeg model (e.g.
+``load_from`` with the other parts random).
 
 Usage::
 
@@ -26,6 +28,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from rsrefseg_mm.models.backbones.clip.clip_checkpoint import (  # noqa: E402
     convert_clip_state_dict, infer_clip_arch, load_clip_file)
+from rsrefseg_mm.utils import add_state_dict_hash  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,7 +54,10 @@ def main(argv=None):
         for k, v in state_dict.items()
     }
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(out, args.dst)
+    checkpoint = dict(
+        meta=dict(converted_from=osp.abspath(args.src)), state_dict=out)
+    add_state_dict_hash(checkpoint)  # checked whenever it is loaded
+    torch.save(checkpoint, args.dst)
     print(f'{args.src} ({infer_clip_arch(state_dict)}): {len(out)} tensors '
           f'-> {args.dst} ({dtype}); dropped metadata {dropped}')
 

@@ -59,8 +59,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from rsrefseg_mm.models.sam import hf_sam_key_map
-from rsrefseg_mm.utils import (allow_unsafe_load, drop_pretrained_checkpoints,
-                               safe_torch_load)
+from rsrefseg_mm.utils import (add_state_dict_hash, allow_unsafe_load,
+                               drop_pretrained_checkpoints, safe_torch_load)
 
 #: Top-level modules of the authors' ``RefSegEncoderDecoder``.
 GROUPS = ('backbone', 'clip_vision_encoder', 'clip_text_encoder',
@@ -355,7 +355,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         decoder_norm_eps=HF_SAM_DECODER_EPS,
         lora_ranks=report['ranks'],
         lora_alpha=args.lora_alpha)
-    torch.save(dict(meta=meta, state_dict=out), args.dst)
+    checkpoint = dict(meta=meta, state_dict=out)
+    add_state_dict_hash(checkpoint)  # checked whenever it is loaded
+    torch.save(checkpoint, args.dst)
     print(f'{args.src}: {len(state)} tensors -> {args.dst}: {len(out)} '
           f'tensors ({len(report["sources"])} mapped, '
           f'{len(report["added"])} added, {len(report["dropped"])} dropped)')

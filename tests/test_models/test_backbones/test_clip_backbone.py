@@ -13,6 +13,7 @@ from rsrefseg_mm.models.backbones import (CLIPBackbone,
                                           convert_clip_state_dict,
                                           is_torchscript_archive,
                                           resize_pos_embed)
+from rsrefseg_mm.utils import state_dict_sha256
 from helpers import load_script
 
 TEXTS = [
@@ -171,7 +172,9 @@ def test_converter_tool(tiny_archive, tmp_path):
     tool = load_script('tools/model_converters/clip2rsrefseg.py')
     tool.main([path, dst])
     assert not is_torchscript_archive(dst)
-    sd = torch.load(dst, weights_only=True)
+    ckpt = torch.load(dst, weights_only=True)
+    sd = ckpt['state_dict']
+    assert ckpt['meta']['state_dict_sha256'] == state_dict_sha256(sd)
     assert 'visual.transformer.resblocks.1.attn.qkv.weight' in sd
     assert 'text.token_embedding.weight' in sd
     assert 'input_resolution' not in sd

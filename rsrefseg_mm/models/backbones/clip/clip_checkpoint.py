@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ....utils.checkpoint import UnsafeCheckpointError, safe_torch_load
+from ....utils.checkpoint_limits import check_checkpoint_size
 
 OPENAI_CLIP_URLS = {
     'ViT-B-16.pt':
@@ -66,6 +67,8 @@ def load_clip_file(path: str) -> Dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist (says what to get).
+        CheckpointLimitError: The file claims more memory than its size
+            allows.
         UnsafeCheckpointError: The pickle needs globals outside the safe
             loader's allow-list (and the user did not opt in).
         RuntimeError: The file cannot be read.
@@ -73,6 +76,9 @@ def load_clip_file(path: str) -> Dict[str, torch.Tensor]:
     if not osp.isfile(path):
         raise FileNotFoundError(_missing_file_message(path))
     if is_torchscript_archive(path):
+        # records unpacking to more than max_checkpoint_expansion times the
+        # file are refused before TorchScript reads them
+        check_checkpoint_size(path, scan_pickle=False)
         try:
             return torch.jit.load(path, map_location='cpu').state_dict()
         except Exception as e:  # corrupted or foreign archive
