@@ -17,11 +17,9 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from rsrefseg_core.geo import DEFAULT_STRETCH, RasterImage
-from rsrefseg_core.geo.stretch import StretchType
+from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
-from .pipeline import (InputType, build_test_pipeline, prepare_inputs,
-                       working_size)
+from .pipeline import build_test_pipeline, prepare_inputs, working_size
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
@@ -111,29 +109,6 @@ class ReferringPredictor(BaseReferringPredictor):
     def embeddings(self) -> Optional[dict]:
         """The set image's :meth:`RSRefSeg.encode_image` outputs."""
         return None if self.encoded is None else self.encoded[0]
-
-    def set_image(self,
-                  image: InputType,
-                  bands: Optional[Sequence[int]] = None,
-                  stretch: StretchType = DEFAULT_STRETCH,
-                  roi: Optional[Sequence[float]] = None,
-                  roi_crs: str = 'pixel',
-                  name: Optional[str] = None) -> RasterImage:
-        """Read and encode an image (or take it from the cache).
-
-        Args:
-            image (str | Path | np.ndarray | RasterImage): As the images of
-                :func:`~rsrefseg_mm.apis.inference_referring` (JPEG, PNG,
-                GeoTIFF, arrays).
-            bands, stretch, roi, roi_crs: As in
-                :func:`~rsrefseg_mm.apis.inference_referring`.
-            name (str, optional): Shown instead of a file's path in
-                messages.
-
-        Returns:
-            RasterImage: The image the model sees (georeference, nodata).
-        """
-        return super().set_image(image, bands, stretch, roi, roi_crs, name)
 
     @torch.no_grad()
     def _encode(self, raster: RasterImage) -> Tuple[dict, SegDataSample]:
