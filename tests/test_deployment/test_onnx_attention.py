@@ -3,7 +3,6 @@ the token-major layout, ONNX Runtime's fused MultiHeadAttention or standard
 operators, the same numbers as segment-anything."""
 import io
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -19,6 +18,7 @@ from rsrefseg_mm.deployment.onnx_symbolics import (CONTRIB_DOMAIN,
                                                    onnx_symbolics)
 from rsrefseg_mm.models.sam import (decomposed_rel_pos_terms,
                                     fold_rel_pos_into_qk)
+from helpers import assert_close_to_reference
 
 
 def test_rel_pos_terms_token_major():
@@ -97,5 +97,5 @@ def test_exported_attention_equals_segment_anything(contrib_ops, use_rel_pos):
         torch_out = attn(x).numpy()  # the export class in PyTorch
     sess = ort.InferenceSession(model.SerializeToString())
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    assert np.abs(torch_out - want).max() <= 1e-5
-    assert np.abs(got - want).max() <= 1e-5
+    assert_close_to_reference(torch_out, want, what='export class')
+    assert_close_to_reference(got, want, what='ONNX Runtime')
