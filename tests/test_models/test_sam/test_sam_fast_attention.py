@@ -12,6 +12,7 @@ from segment_anything.modeling.image_encoder import Attention
 from rsrefseg_mm.models.sam.sam_fast_attention import (
     SAMFastAttention, augmented_rel_pos_attention, chunked_rel_pos_attention,
     decomposed_rel_pos_bias, decomposed_rel_pos_terms, enable_fast_attention)
+from helpers import assert_close_to_reference
 
 
 def tiny_encoder(img_size=128):
@@ -44,13 +45,16 @@ def test_fast_attention_matches_stock_encoder():
     x = torch.randn(2, 3, 128, 128, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     out_stock, out_fast = stock(x), fast(x2)
-    assert (out_stock - out_fast).abs().max().item() < 1e-4
-    out_stock.square().sum().backward()
-    out_fast.square().sum().backward()
+    assert_close_to_reference(out_fast, out_stock)
+    # a random read-out: the sum of squares of the neck's LayerNorm output
+    # hardly depends on its input (gradients at rounding-noise level)
+    probe = torch.randn_like(out_stock)
+    (out_stock * probe).sum().backward()
+    (out_fast * probe).sum().backward()
     g1 = stock.blocks[1].attn.rel_pos_h.grad
     g2 = fast.blocks[1].attn.rel_pos_h.grad
-    assert torch.allclose(g1, g2, atol=1e-3, rtol=1e-3)
-    assert torch.allclose(x.grad, x2.grad, atol=1e-4, rtol=1e-3)
+    assert_close_to_reference(g2, g1, what='rel_pos_h')
+    assert_close_to_reference(x2.grad, x.grad, what='input')
 
 
 def test_rel_pos_is_used():

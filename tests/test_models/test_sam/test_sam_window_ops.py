@@ -22,7 +22,7 @@ from rsrefseg_mm.models.sam.sam_window_ops import (_partition_functional,
                                                    _unpartition_add_functional,
                                                    window_partition_padded,
                                                    window_unpartition_add)
-from helpers import load_script, sam_block_pair
+from helpers import assert_close_to_reference, load_script, sam_block_pair
 
 TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools'
 GRIDS = [(64, 64, 14), (16, 16, 8), (10, 7, 4), (3, 5, 4), (5, 3, 4),
@@ -111,13 +111,13 @@ def _spy_window_ops(monkeypatch):
 
 
 def _assert_grads_close(stock, fast, x, x2):
-    assert torch.allclose(x.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    assert_close_to_reference(x2.grad, x.grad, what='input')
     names = [n for n, p in stock.named_parameters() if p.requires_grad]
     assert names
     for name in names:
         g1 = stock.get_parameter(name).grad
         g2 = fast.get_parameter(name).grad
-        assert torch.allclose(g1, g2, atol=1e-4, rtol=1e-4), name
+        assert_close_to_reference(g2, g1, what=name)
 
 
 @pytest.mark.parametrize('window_qkv', ['real', 'padded'])
@@ -134,7 +134,7 @@ def test_fused_window_block_matches_stock_with_gradients(
     x2 = x.detach().clone().requires_grad_(True)
     out_stock, out_fast = stock(x), fast(x2)
     assert calls == ['window_partition_padded', 'window_unpartition_add']
-    assert (out_stock - out_fast).abs().max() < 1e-4
+    assert_close_to_reference(out_fast, out_stock)
     out_stock.square().mean().backward()
     out_fast.square().mean().backward()
     _assert_grads_close(stock, fast, x, x2)
@@ -150,7 +150,8 @@ def test_fused_window_block_inference_paths():
             fast.attn.rel_pos_mode = mode
             for window_qkv in ('real', 'padded'):
                 fast.window_qkv = window_qkv
-                assert (fast(x) - ref).abs().max() < 1e-4, (mode, window_qkv)
+                assert_close_to_reference(
+                    fast(x), ref, what=f'{mode} {window_qkv}')
     fast.window_qkv = 'diagonal'
     with pytest.raises(ValueError, match='window_qkv'):
         fast(x)
@@ -164,14 +165,14 @@ def test_fused_window_block_with_lora_qkv():
     x = torch.randn(1, 64, 64, 32, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     out_stock, out_fast = stock(x), fast(x2)
-    assert (out_stock - out_fast).abs().max() < 1e-4
+    assert_close_to_reference(out_fast, out_stock)
     out_stock.square().mean().backward()
     out_fast.square().mean().backward()
     _assert_grads_close(stock, fast, x, x2)
     assert fast.attn.qkv.original_layer.bias.grad is None  # frozen
     stock.eval(), fast.eval()
     with torch.no_grad():
-        assert (stock(x) - fast(x)).abs().max() < 1e-4
+        assert_close_to_reference(fast(x), stock(x))
 
 
 def test_small_grids_keep_the_stock_block(monkeypatch):
@@ -188,7 +189,7 @@ def test_small_grids_keep_the_stock_block(monkeypatch):
     assert SAMFastBlock.fused_window_min_tokens == 1024
     fast.fused_window_min_tokens = 256
     assert fast.uses_fused_windows(x)
-    assert (fast(x) - stock(x)).abs().max() < 1e-4
+    assert_close_to_reference(fast(x), stock(x))
     assert calls == ['window_partition_padded', 'window_unpartition_add']
 
 
@@ -234,9 +235,12 @@ def test_fused_encoder_matches_stock_encoder():
     x = torch.randn(1, 3, 256, 256, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     out_stock, out_fast = stock(x), fast(x2)
-    assert (out_stock - out_fast).abs().max() < 1e-4
-    out_stock.square().mean().backward()
-    out_fast.square().mean().backward()
+    assert_close_to_reference(out_fast, out_stock)
+    # a random read-out: the sum of squares of the neck's LayerNorm output
+    # hardly depends on its input (gradients at rounding-noise level)
+    probe = torch.randn_like(out_stock)
+    (out_stock * probe).sum().backward()
+    (out_fast * probe).sum().backward()
     _assert_grads_close(stock, fast, x, x2)
 
 
@@ -257,8 +261,7 @@ def test_folded_blocks_allocate_no_attention_matrix(window):
     windows) and a global (32 x 32) block: forward + backward write no
     tensor with two token axes of attention-matrix size; the mask path
     does (bias and its gradient)."""
-    OpRecorder = load_script(
-        '.dev_scripts/sam_block_benchmark.py').OpRecorder
+    OpRecorder = load_script('.dev_scripts/sam_block_benchmark.py').OpRecorder
     grid = 64 if window else 32
     stock, fast = sam_block_pair(grid=grid, ws=window)
     seq = window**2 if window else grid**2
@@ -289,5 +292,5 @@ def test_augmented_head_size_is_padded_to_a_multiple_of_8(monkeypatch):
     fast.attn.rel_pos_mode = 'augmented'
     x = torch.randn(1, 64, 64, 32)
     with torch.no_grad():
-        assert (fast(x) - stock(x)).abs().max() < 1e-4
+        assert_close_to_reference(fast(x), stock(x))
     assert seen == [(40, 40, 40)]  # 8 + 14 + 14 = 36 -> 40
