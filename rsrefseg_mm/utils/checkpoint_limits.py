@@ -77,10 +77,11 @@ MAX_SIZED_BYTES = 64 * 2**20
 #: copies): the larger of this and :data:`PICKLE_BYTES_PER_FILE_BYTE` times
 #: the file's size. Tensors' data live in the zip records; the pickle holds
 #: their names, shapes and small metadata.
-MAX_PICKLE_BYTES = 256 * 2**20
-#: See :data:`MAX_PICKLE_BYTES` (a large checkpoint of many small tensors
-#: builds more objects).
-PICKLE_BYTES_PER_FILE_BYTE = 8
+MAX_PICKLE_BYTES = 128 * 2**20
+#: See :data:`MAX_PICKLE_BYTES` (a checkpoint of many small tensors builds
+#: about 2.5 KiB of objects per tensor, and stores each in 200 bytes or
+#: more).
+PICKLE_BYTES_PER_FILE_BYTE = 16
 #: The codecs ``_codecs.encode`` may be called with (pickle protocol 2
 #: writes ``bytes`` as ``_codecs.encode(text, 'latin1')``), normalised.
 TEXT_CODECS = ('latin1', 'latin-1', 'iso-8859-1', 'utf-8', 'utf8', 'ascii')
@@ -226,6 +227,12 @@ def _names(objects: Sequence[Any]) -> List[str]:
 
 
 _TENSOR_CLASSES = set(_names(torch._tensor_classes)) | {'torch.Tensor'}
+#: Element size of the legacy tensor classes (``torch.FloatTensor`` -> 4);
+#: 8 for the others.
+_CLASS_ITEMSIZE = {
+    f'{c.__module__}.{c.__name__}': c.dtype.itemsize
+    for c in torch._tensor_classes if isinstance(c.dtype, torch.dtype)
+}
 _STORAGE_CLASSES = {
     'torch.storage.UntypedStorage', 'torch.storage.TypedStorage',
     'torch.UntypedStorage', 'torch.TypedStorage'
@@ -663,7 +670,8 @@ class _PickleWalk:
     def legacy_constructor(self, name: str, args: tuple) -> _Obj:
         """``torch.FloatTensor(2, 3)`` / ``torch.UntypedStorage(n)``:
         ints are a size, a sequence or tensor is copied."""
-        itemsize = 1 if name.endswith('UntypedStorage') else 8
+        itemsize = 1 if name.endswith('UntypedStorage') else \
+            _CLASS_ITEMSIZE.get(name, 8)
         detail = ', '.join(_describe(a) for a in args)
         if all(isinstance(a, (bool, int)) for a in args):
             numel = _count(list(args))  # uninitialised: sized by numbers

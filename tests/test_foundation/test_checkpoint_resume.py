@@ -30,8 +30,9 @@ from torch.utils.data import Dataset
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.engine import RSRefSegRunner
-from rsrefseg_mm.utils import (ChangedCheckpointError, CheckpointMismatchError,
-                               state_dict_sha256, verify_state_dict_hash)
+from rsrefseg_mm.utils import (ChangedCheckpointError, CheckpointLimitError,
+                               CheckpointMismatchError, state_dict_sha256,
+                               verify_state_dict_hash)
 from rsrefseg_mm.utils.checkpoint import (UnsafeCheckpointError,
                                           allow_unsafe_load,
                                           runner_safe_globals, safe_torch_load)
@@ -489,3 +490,32 @@ def test_unhashed_file_warns_once_and_loads(tmp_path):
     for path, message in zip(paths, warnings):
         assert message.startswith(
             f'{path}: carries no meta[\'state_dict_sha256\']'), message
+
+
+def test_runner_reads_max_checkpoint_expansion(tmp_path):
+    """A deflated checkpoint is refused at the default limit and loads
+    with the config's max_checkpoint_expansion above its ratio (load_from
+    and resume share load_checkpoint); a limit below 1 fails at build."""
+    stored = tmp_path / 'stored.pth'
+    torch.save(
+        dict(
+            state_dict=_ToyRegressor().state_dict(),
+            meta=dict(pad=torch.zeros(2**16))), stored)
+    deflated = tmp_path / 'deflated.pth'
+    with zipfile.ZipFile(stored) as src, zipfile.ZipFile(deflated, 'w') as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(deflated) as archive:
+        ratio = sum(i.file_size for i in archive.infolist()) / \
+            deflated.stat().st_size
+    assert ratio > 2
+    runner = RSRefSegRunner.from_cfg(_cfg(tmp_path / 'default', 4))
+    with pytest.raises(CheckpointLimitError, match='deflated.pth'):
+        runner.load_checkpoint(str(deflated))
+    cfg = _cfg(tmp_path / 'raised', 4)
+    cfg['max_checkpoint_expansion'] = ratio + 1
+    runner = RSRefSegRunner.from_cfg(cfg)
+    assert runner.load_checkpoint(str(deflated))['meta']['pad'].eq(0).all()
+    cfg['max_checkpoint_expansion'] = 0.5
+    with pytest.raises(ValueError, match='max_checkpoint_expansion = 0.5'):
+        RSRefSegRunner.from_cfg(cfg)
