@@ -313,7 +313,7 @@ FP32_EPS = float(np.finfo(np.float32).eps)
 #: that scale stands for, not each output (which can cancel to zero).
 #: Rounding differences (summation orders of MKL / oneDNN / OpenBLAS / MLAS,
 #: batch shapes, fused kernels) measured up to 3.3e-6 of the scale (tiny
-#: SAM vs transformers' SamModel; 2.4e-6 for SAM ViT-B at 1024 px), also
+#: SAM vs transformers' SamModel; 2.5e-6 for SAM ViT-B at 1024 px), also
 #: with ATen's generic kernels and AVX2-only MKL / oneDNN / OpenBLAS; a bug
 #: gives far more: tanh vs erf GELU 1.7e-4, one LayerNorm weight 1 % off
 #: 8.7e-3, swapped q / k projections 0.65 (tiny SigLIP).

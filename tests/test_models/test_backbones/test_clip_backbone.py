@@ -14,7 +14,7 @@ from rsrefseg_mm.models.backbones import (CLIPBackbone,
                                           is_torchscript_archive,
                                           resize_pos_embed)
 from rsrefseg_mm.utils import state_dict_sha256
-from helpers import load_script
+from helpers import assert_close_to_reference, load_script
 
 TEXTS = [
     'the white airplane on the left', 'a storage tank near the bottom',
@@ -84,7 +84,7 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
-def check_parity(backbone, model, image_size, texts, tol=1e-4):
+def check_parity(backbone, model, image_size, texts):
     torch.manual_seed(1)
     B = len(texts)
     images = torch.rand(B, 3, image_size, image_size)
@@ -95,14 +95,16 @@ def check_parity(backbone, model, image_size, texts, tol=1e-4):
     h = image_size // backbone.visual.patch_size
     assert out['img_feats'].shape == (B, D, h, h)
     assert out['text_feats'].shape == (B, 77, D)
-    diffs = dict(
-        img_global=max_diff(out['img_global'], ref['img_global']),
-        img_feats=max_diff(out['img_feats'].flatten(2).transpose(1, 2),
-                           ref['img_tokens']),
-        text_global=max_diff(out['text_global'], ref['text_global']),
-        text_feats=max_diff(out['text_feats'], ref['text_tokens']),
-        logit_scale=max_diff(out['logit_scale'], model.logit_scale.exp()))
-    assert all(v <= tol for v in diffs.values()), diffs
+    pairs = dict(
+        img_global=(out['img_global'], ref['img_global']),
+        img_feats=(out['img_feats'].flatten(2).transpose(1, 2),
+                   ref['img_tokens']),
+        text_global=(out['text_global'], ref['text_global']),
+        text_feats=(out['text_feats'], ref['text_tokens']),
+        logit_scale=(out['logit_scale'], model.logit_scale.exp()))
+    for k, (a, b) in pairs.items():
+        assert_close_to_reference(a, b, what=k)
+    diffs = {k: max_diff(a, b) for k, (a, b) in pairs.items()}
     n_real = (ref['tokens'] != 0).sum(1)
     assert torch.equal(out['text_mask'].sum(1), n_real)
     return diffs
@@ -163,7 +165,7 @@ def test_torchscript_archive_loads(tiny_archive):
         text_tuning=FROZEN).eval()
     assert not backbone._missing_keys and not backbone._unexpected_keys
     assert backbone.visual.conv1.weight.dtype == torch.float32
-    check_parity(backbone, ref, 128, TEXTS, tol=1e-5)
+    check_parity(backbone, ref, 128, TEXTS)
 
 
 def test_converter_tool(tiny_archive, tmp_path):
@@ -184,7 +186,7 @@ def test_converter_tool(tiny_archive, tmp_path):
         checkpoint=dst,
         image_tuning=FROZEN,
         text_tuning=FROZEN).eval()
-    check_parity(backbone, ref, 128, TEXTS[:2], tol=1e-5)
+    check_parity(backbone, ref, 128, TEXTS[:2])
 
 
 def test_convert_is_idempotent_and_drops_metadata():
@@ -406,7 +408,7 @@ def test_fast_attn_matches_reference_path():
     images = torch.rand(2, 3, 128, 128) * 255
     a, b = fast(images, TEXTS[:2]), slow(images, TEXTS[:2])
     for k in ('img_global', 'img_feats', 'text_global', 'text_feats'):
-        assert max_diff(a[k], b[k]) < 1e-5, k
+        assert_close_to_reference(a[k], b[k], what=k)
 
 
 def test_text_outputs_and_errors():
