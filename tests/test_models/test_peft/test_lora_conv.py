@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from rsrefseg_mm.models.peft import LoRAConv2d
 from rsrefseg_mm.models.peft.tuning import apply_lora, apply_tuning
+from helpers import assert_close_to_reference
 
 
 def conv3():
@@ -42,7 +43,7 @@ def test_update_and_merged_inference_agree():
     lora.eval()
     with torch.no_grad():
         merged = lora(x)
-    torch.testing.assert_close(merged, trained, atol=1e-5, rtol=1e-5)
+    assert_close_to_reference(merged, trained)
 
 
 def test_dropout_applies_only_in_training():

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
-from helpers import REPO, TINY_CONFIG, TINY_SAM
+from helpers import REPO, TINY_CONFIG, TINY_SAM, assert_close_to_reference
 from siglip_helpers import TINY_SIGLIP
 
 PAPER_B = REPO / 'configs' / 'rsrefseg' / (
@@ -68,10 +68,10 @@ def test_encode_decode_equals_one_pass(model):
     want = _one_pass(model, inputs, TEXTS)
     got, prompts = model.decode(model.encode_image(inputs), TEXTS)
     assert got.shape == want.shape == (3, 1) + got.shape[2:]
-    assert (got - want).abs().max() <= 1e-6
+    assert_close_to_reference(got, want)
     # the training / test path (extract_feat: SAM encodes inside the head)
     x = model.extract_feat(inputs, [dict(text=t) for t in TEXTS])
-    assert (model.decode_head.forward(x) - want).abs().max() <= 1e-6
+    assert_close_to_reference(model.decode_head.forward(x), want)
     assert prompts['global_map'].shape[0] == 3
 
 
@@ -85,7 +85,7 @@ def test_one_image_many_expressions(model):
     assert got.shape[0] == len(TEXTS)
     for i, text in enumerate(TEXTS):
         want = _one_pass(model, image, [text])
-        assert (got[i:i + 1] - want).abs().max() <= 1e-5, text
+        assert_close_to_reference(got[i:i + 1], want, what=text)
     # the image features are shared views, not per-expression copies
     selected = model._select_images(embeddings, len(TEXTS), None)
     for key, value in selected.items():
@@ -103,6 +103,6 @@ def test_image_index_pairs_expressions_with_images(model):
     got, _ = model.decode(embeddings, TEXTS, image_index=index)
     for i, text in enumerate(TEXTS):
         want = _one_pass(model, images[index[i]][None], [text])
-        assert (got[i:i + 1] - want).abs().max() <= 1e-5, text
+        assert_close_to_reference(got[i:i + 1], want, what=text)
     with pytest.raises(ValueError, match='image_index'):
         model.decode(embeddings, TEXTS)
