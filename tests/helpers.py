@@ -16,7 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from rasterio.transform import Affine
+from rasterio.transform import Affine, from_origin
 
 #: Repository root.
 REPO = Path(__file__).resolve().parents[1]
@@ -401,3 +401,17 @@ def assert_close_to_reference(actual: Array,
         f'{a[worst]:.7g}, expected {e[worst]:.7g}; max |diff| '
         f'{err.max():.3g}, max |expected| {scale:.3g})')
     return float(ratio.max())
+
+
+def write_geotiff(path, height: int = 90, width: int = 120) -> str:
+    """A 16-bit 4-band GeoTIFF (EPSG:32633, 10 m pixels) whose 7 left
+    columns are nodata (0); returns the path."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
+    data[:, :, :7] = 0
+    return write_tif(
+        path,
+        data,
+        'EPSG:32633',
+        from_origin(500000, 4100000, 10, 10),
+        nodata=0)

@@ -2,16 +2,14 @@
 the results of the one-pass path (the segmentor's own ``predict``)."""
 import numpy as np
 import pytest
-import rasterio
 import torch
 from mmengine.dataset import pseudo_collate
-from rasterio.transform import from_origin
 
 from rsrefseg_mm.apis import (ReferringPredictor, build_test_pipeline,
                               inference_referring, init_referring_model,
                               load_referring_image)
 from rsrefseg_mm.apis.pipeline import prepare_inputs
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, write_geotiff
 
 TEXTS = [
     'the red circle', 'a blue square at the top', 'the green triangle',
@@ -131,26 +129,6 @@ def test_cache_of_encoded_images(model, image, tmp_path, monkeypatch):
     predictor.set_image(image)
     assert not predictor.from_cache and len(encodings) == 4
     assert len(predictor.cache) == 1
-
-
-def write_geotiff(path, height=90, width=120):
-    """A 16-bit 4-band GeoTIFF with a nodata strip (the 7 left columns)."""
-    rng = np.random.default_rng(1)
-    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
-    data[:, :, :7] = 0
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            height=height,
-            width=width,
-            count=4,
-            dtype='uint16',
-            crs='EPSG:32633',
-            nodata=0,
-            transform=from_origin(500000, 4100000, 10, 10)) as dst:
-        dst.write(data)
-    return str(path)
 
 
 def test_cache_key_includes_every_reading_argument(model, tmp_path,

@@ -7,14 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 
 from rsrefseg_core.geo import read_image
 from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import (BaseReferringPredictor,
                                      resolve_max_read_size)
-from helpers import REPO
+from helpers import REPO, write_geotiff
 
 #: Expressions every runtime refuses (empty once the tokenizers clean them).
 BAD_EXPRESSIONS = [
@@ -37,26 +35,6 @@ class FakePredictor(BaseReferringPredictor):
     def _decode(self, texts, count):
         self.decodes.append(list(texts))
         return [f'{text}@{self.encoded[:2]}' for text in texts[:count]]
-
-
-def write_geotiff(path, height=90, width=120):
-    """A 16-bit 4-band GeoTIFF with a nodata strip."""
-    rng = np.random.default_rng(1)
-    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
-    data[:, :, :7] = 0
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            height=height,
-            width=width,
-            count=4,
-            dtype='uint16',
-            crs='EPSG:32633',
-            nodata=0,
-            transform=from_origin(500000, 4100000, 10, 10)) as dst:
-        dst.write(data)
-    return str(path)
 
 
 @pytest.fixture

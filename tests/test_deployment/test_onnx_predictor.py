@@ -9,12 +9,11 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor
-from helpers import REPO
+from helpers import REPO, write_geotiff
 
 TEXTS = [
     'the red circle', 'a blue square at the top left of the image',
@@ -22,26 +21,6 @@ TEXTS = [
 ]
 #: Modules the deployment may not import.
 BLOCKED = ('torch', 'mmcv', 'mmengine', 'mmseg', 'mmpretrain', 'rsrefseg_mm')
-
-
-def write_geotiff(path, height=90, width=120):
-    """A 16-bit 4-band GeoTIFF with a nodata strip (EPSG:32633)."""
-    rng = np.random.default_rng(1)
-    data = rng.integers(200, 4000, (4, height, width), dtype=np.uint16)
-    data[:, :, :7] = 0
-    with rasterio.open(
-            path,
-            'w',
-            driver='GTiff',
-            height=height,
-            width=width,
-            count=4,
-            dtype='uint16',
-            crs='EPSG:32633',
-            nodata=0,
-            transform=from_origin(500000, 4100000, 10, 10)) as dst:
-        dst.write(data)
-    return str(path)
 
 
 @pytest.fixture(scope='module')
