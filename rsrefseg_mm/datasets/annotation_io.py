@@ -11,7 +11,6 @@ import json
 import numbers
 import os
 import posixpath
-import re
 from typing import Any, Optional, Tuple, Type, Union
 
 import mmengine.fileio as fileio
@@ -26,8 +25,6 @@ from .mask_utils import short_repr
 #: MB), while parsing a file takes up to ~25 bytes of memory per byte of
 #: JSON (a list of empty lists).
 DEFAULT_MAX_ANNOTATION_BYTES = 256 * 2**20
-#: A JSON string (escapes included).
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class AnnotationError(ValueError):
@@ -99,33 +96,57 @@ def _too_large(path: str, what: str, size: int,
         f'{max_bytes:,}; raise max_annotation_bytes if the file is genuine')
 
 
-def json_depth(raw: Union[bytes, str], chunk: int = 1 << 24) -> int:
+def json_depth(raw: Union[bytes, str], chunk: int = 1 << 20) -> int:
     """The deepest nesting of ``[`` / ``{`` in valid JSON text.
 
-    Strings are blanked out first (a bracket in a string does not nest),
-    then the brackets are counted chunk by chunk, so memory stays within a
-    few chunks whatever the text's length.
+    Brackets inside strings do not nest: a quote opens or closes a string
+    unless an odd number of backslashes precedes it (outside strings valid
+    JSON has no backslash). The text is scanned with NumPy ``chunk`` bytes
+    at a time, so memory stays within a few chunks whatever its length.
 
     Args:
         raw (bytes | str): JSON text that parses.
-        chunk (int): Bytes counted at a time.
+        chunk (int): Bytes scanned at a time.
 
     Returns:
         int: The nesting depth (0 for a scalar).
     """
     data = raw.encode('utf-8') if isinstance(raw, str) else bytes(raw)
-    data = _JSON_STRING.sub(b'""', data)
     depth = deepest = 0
+    in_string = False
+    backslashes = 0  # run of backslashes ending the previous chunk
     for start in range(0, len(data), chunk):
         a = np.frombuffer(data, np.uint8, min(chunk, len(data) - start), start)
-        step = np.zeros(a.size, np.int32)
+        pos = np.arange(a.size, dtype=np.int32)
+        # length of the run of backslashes just before each byte
+        last_other = np.maximum.accumulate(
+            np.where(a != 0x5C, pos, np.int32(-1)))
+        run = np.empty(a.size, np.int32)
+        run[0] = backslashes % 2
+        run[1:] = pos[:-1] - last_other[:-1]
+        run[1:][last_other[:-1] == -1] += backslashes % 2
+        quote = (a == 0x22) & (run % 2 == 0)
+        # inside a string: an odd number of open/close quotes up to here
+        inside = (np.cumsum(quote, dtype=np.int32) + in_string) % 2 == 1
+        step = np.zeros(a.size, np.int8)
         step[(a == 0x5B) | (a == 0x7B)] = 1  # [ {
         step[(a == 0x5D) | (a == 0x7D)] = -1  # ] }
-        levels = np.cumsum(step, dtype=np.int64) + depth
-        if levels.size:
-            deepest = max(deepest, int(levels.max()))
-            depth = int(levels[-1])
+        step[inside] = 0
+        levels = np.cumsum(step, dtype=np.int32)
+        deepest = max(deepest, depth + int(levels.max()))
+        depth += int(levels[-1])
+        in_string = bool(inside[-1])
+        backslashes = int(a.size - 1 - last_other[-1])
+        if last_other[-1] == -1:
+            backslashes += int(run[0])
     return deepest
+
+
+def _brackets(raw: Union[bytes, str]) -> int:
+    """Opening brackets in JSON text (an upper bound of its depth)."""
+    if isinstance(raw, str):
+        return raw.count('[') + raw.count('{')
+    return raw.count(b'[') + raw.count(b'{')
 
 
 def load_json(raw: Union[bytes, str],
@@ -162,7 +183,8 @@ def load_json(raw: Union[bytes, str],
         raise too_deep from None
     except (ValueError, UnicodeDecodeError) as e:
         raise AnnotationError(f'{source}: invalid JSON: {e}') from None
-    if isinstance(data, (list, dict)) and json_depth(raw) > max_depth:
+    if isinstance(data, (list, dict)) and _brackets(raw) > max_depth and \
+            json_depth(raw) > max_depth:
         raise too_deep
     return data
 

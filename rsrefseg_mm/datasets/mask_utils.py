@@ -116,10 +116,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 # ----------------------------------------------------------- RLE strings
 def _rle_string_runs(data: bytes) -> Iterator[np.ndarray]:
     """Run lengths of a compressed COCO RLE string, chunk by chunk.
@@ -336,9 +332,13 @@ def _check_polygon(poly: Any) -> np.ndarray:
     if not isinstance(poly, (list, tuple)) or len(poly) < 6 or len(poly) % 2:
         raise MaskDecodeError('a polygon must be a flat list [x0, y0, x1, y1, '
                               '...] with at least 3 points')
-    if not all(_is_number(v) for v in poly):
+    try:
+        coords = np.asarray(poly)
+    except (ValueError, OverflowError):  # ragged
+        coords = np.asarray([], object)
+    if coords.ndim != 1 or coords.dtype.kind not in 'iuf':
         raise MaskDecodeError('polygon coordinates must be numbers')
-    coords = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    coords = coords.astype(np.float64).reshape(-1, 2)
     if not np.isfinite(coords).all():
         raise MaskDecodeError('polygon coordinates must be finite')
     return coords

@@ -1,12 +1,13 @@
 """RefSegRS and RISBench: phrase-list referring datasets with mask files."""
 from typing import List, Optional, Sequence
 
-import mmengine.fileio as fileio
 from mmengine.fileio import join_path
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from rsrefseg_core.text import check_expression
+from .annotation_io import (DEFAULT_MAX_ANNOTATION_BYTES, check_max_bytes,
+                            image_file_name, read_annotation_bytes)
 from .rrsisd import REFERRING_METAINFO
 
 
@@ -51,10 +52,17 @@ class PhraseMaskDataset(BaseSegDataset):
     ``ann_id`` None; ``category`` = the first of :attr:`CATEGORIES` named in
     the expression (see :func:`first_category`) or None.
 
+    The phrase file is read only up to ``max_annotation_bytes``; an
+    ``image_id`` that would put the image or mask outside its folder
+    (absolute, with ``..``) raises
+    :class:`~rsrefseg_mm.datasets.annotation_io.ImagePathError`.
+
     Args:
         split (str): ``'train'``, ``'val'`` or ``'test'``.
         ann_file (str): Phrase file relative to ``data_root``; defaults to
             ``output_phrase_{split}.txt``.
+        max_annotation_bytes (int): Largest phrase file read. Defaults to
+            256 MiB.
         **kwargs: Other :class:`mmseg.datasets.BaseSegDataset` arguments.
     """
     METAINFO = REFERRING_METAINFO
@@ -64,10 +72,12 @@ class PhraseMaskDataset(BaseSegDataset):
     def __init__(self,
                  split: str = 'train',
                  ann_file: str = '',
+                 max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES,
                  **kwargs) -> None:
         if split not in self.SPLITS:
             raise ValueError(f'split must be one of {self.SPLITS}, got '
                              f'{split!r}')
+        self.max_annotation_bytes = check_max_bytes(max_annotation_bytes)
         self.split = split
         super().__init__(
             ann_file=ann_file or f'output_phrase_{split}.txt', **kwargs)
@@ -79,7 +89,9 @@ class PhraseMaskDataset(BaseSegDataset):
             list[dict]: One data info per line.
         """
         try:
-            raw = fileio.get(self.ann_file, backend_args=self.backend_args)
+            raw = read_annotation_bytes(self.ann_file, 'phrase file',
+                                        self.max_annotation_bytes,
+                                        self.backend_args)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f'{type(self).__name__}: phrase file {self.ann_file} not '
@@ -98,13 +110,17 @@ class PhraseMaskDataset(BaseSegDataset):
             parts = line.strip().split(maxsplit=1)
             image_id = parts[0]
             idx = len(data_list)
-            where = f'{self.ann_file}:{lineno} image_id={image_id}'
+            where = f'{self.ann_file}:{lineno} image_id={image_id:.60}'
             text = check_expression(parts[1] if len(parts) > 1 else '', where)
             data_list.append(
                 dict(
-                    img_path=join_path(img_dir, image_id + self.img_suffix),
-                    seg_map_path=join_path(seg_dir,
-                                           image_id + self.seg_map_suffix),
+                    img_path=join_path(
+                        img_dir,
+                        image_file_name(image_id + self.img_suffix, where)),
+                    seg_map_path=join_path(
+                        seg_dir,
+                        image_file_name(image_id + self.seg_map_suffix,
+                                        where)),
                     mask_source=where,
                     text=text,
                     ref_id=idx,

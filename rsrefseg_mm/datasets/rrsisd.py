@@ -20,7 +20,7 @@ from .annotation_io import (DEFAULT_MAX_ANNOTATION_BYTES, AnnotationError,
                             load_json, optional_id, read_annotation_bytes)
 from .mask_utils import (DEFAULT_MAX_MASK_PIXELS, DEFAULT_SIZE_TOLERANCE,
                          MaskDecodeError, check_max_pixels, mask_error_kind,
-                         segmentation_size, stated_size, validate_segmentation)
+                         stated_size, validate_segmentation)
 from .refer_annotations import (ReferAnnotations, check_no_target_flag,
                                 target_ids)
 
@@ -93,7 +93,8 @@ class RRSISDDataset(BaseSegDataset):
     Dataset of `Rotated Multi-Scale Interaction Network for Referring Remote
     Sensing Image Segmentation <https://arxiv.org/abs/2312.12470>`_ (RMSIN),
     as used by `RSRefSeg <https://arxiv.org/abs/2501.06809>`_. One sample per
-    (reference, sentence) pair; the target is the referenced object's mask,
+    (reference, sentence) pair; the target is the referenced object's mask
+    (the union of several, or none: see generalized referring below),
     labelled 1 on a 0 background (``classes=('background', 'target')``).
 
     Two annotation formats are read:
@@ -126,6 +127,33 @@ class RRSISDDataset(BaseSegDataset):
     every expression of an image with several referred objects gets its own
     object's mask.
 
+    Generalized referring (an expression of several objects, or of none):
+
+    - REFER: a ref whose ``ann_id`` is a list of annotation ids refers to
+      all of them (the mask is their union); ``[]``, ``-1``, ``[-1]`` or
+      None refers to nothing (an all-zero mask). A ``no_target`` key on the
+      ref, where present, must agree (gRefCOCO writes one). A ref without
+      ``ann_id`` is an error.
+    - jsonl: ``segmentation`` may be a list of several objects'
+      segmentations (each an RLE dict, a list of RLE dicts or a list of
+      polygons; ``ann_id`` then a list of ids); a line whose expression
+      refers to nothing has ``"no_target": true`` and an empty or absent
+      ``segmentation`` (an empty one without it is an error).
+    - ``no_target_ratio > 0`` adds no-target pairs: images of the split
+      paired with expressions of another image whose category is not on
+      this one (none of its annotations in ``instances.json``, none of the
+      refs on it, all splits; RRSIS-D has one category per ref), so that
+      they are ``no_target_ratio`` of the split. They are drawn with
+      ``no_target_seed`` (the same pairs on every build) and carry the
+      expression's ids and category and ``text_source`` (the index of the
+      sample the expression comes from).
+
+    Every sample carries ``no_target`` (True: :class:`LoadReferringAnnotations`
+    gives an all-zero mask of the image's size and decodes nothing);
+    ``ann_id`` is an id, a list (several objects) or None (no target).
+    ``ReferringIoUMetric(generalized=True)`` scores such data (gIoU, N-acc,
+    T-acc).
+
     The mask stays encoded in the data info (``segmentation``; picklable, so
     ``serialize_data`` and ``lazy_init`` work) and is decoded by
     :class:`LoadReferringAnnotations`. Each data info carries the metainfo
@@ -136,6 +164,29 @@ class RRSISDDataset(BaseSegDataset):
     annotation file, a ref whose ``ann_id`` is absent from
     ``instances.json``, a malformed segmentation or an empty expression raise
     an error naming the file and ref id.
+
+    Annotation files are untrusted input, bounded before anything is built
+    from them (:mod:`~rsrefseg_mm.datasets.annotation_io`,
+    :mod:`~rsrefseg_mm.datasets.mask_utils`):
+
+    - a file over ``max_annotation_bytes`` is not read; JSON nested deeper
+      than 100 and a refs pickle with more than one sentence per 64 bytes
+      of both files (+10,000: a pickle's shared references) are refused
+      (:class:`~rsrefseg_mm.datasets.annotation_io.AnnotationLimitError`);
+    - a value of the wrong type (``sentences`` a string, ``images`` a
+      dict, an id that is a list ...) raises
+      :class:`~rsrefseg_mm.datasets.annotation_io.AnnotationError` naming
+      the file, the ref and what was expected;
+    - an image ``file_name`` that is absolute or has a ``..`` component
+      raises :class:`~rsrefseg_mm.datasets.annotation_io.ImagePathError`:
+      every image path resolves inside ``data_prefix['img_path']``;
+    - a mask over ``max_mask_pixels``, an RLE whose size differs from its
+      ``instances.json`` image entry by more than ``size_tolerance``, a
+      polygon outside its image (+16 px) or with an overlong boundary
+      raises :class:`~rsrefseg_mm.datasets.mask_utils.MaskLimitError`
+      before anything is decoded; malformed RLE runs raise
+      :class:`~rsrefseg_mm.datasets.mask_utils.MaskDecodeError` when the
+      sample is read, before pycocotools sees them.
 
     Images as downloaded (``check_images=True``, the default): when the
     dataset is built, the header of every image of the split is read (its
@@ -154,8 +205,9 @@ class RRSISDDataset(BaseSegDataset):
       difference raises :class:`ValueError` naming the samples, files and
       both sizes.
 
-    The results stay on the dataset: :attr:`missing_images` (paths) and
-    :attr:`misaligned_images` (``{path: ((h, w) image, (h, w) mask)}``).
+    The results stay on the dataset: :attr:`missing_images` (paths),
+    :attr:`misaligned_images` (``{path: ((h, w) image, (h, w) mask)}``) and
+    :attr:`num_no_target_pairs`.
 
     Args:
         split (str): ``'train'``, ``'val'`` or ``'test'``. Defaults to
@@ -181,6 +233,17 @@ class RRSISDDataset(BaseSegDataset):
         skip_missing_images (bool): Leave out, with a warning, the samples
             whose image file is missing instead of raising. Needs
             ``check_images``. Defaults to False.
+        max_mask_pixels (int): Largest mask (``h * w``) accepted; larger
+            ones are refused before decoding. Carried to the pipeline as
+            ``mask_max_pixels``. Defaults to 100,000,000 (RRSIS-D's masks
+            have 640,000 pixels).
+        max_annotation_bytes (int): Largest annotation file read (each of
+            the refs pickle, ``instances.json``, the jsonl). Defaults to
+            256 MiB.
+        no_target_ratio (float): Share of the split made of added no-target
+            pairs (see above), in ``[0, 1)``. Defaults to 0 (none; RRSIS-D
+            as released).
+        no_target_seed (int): Seed of the no-target pairs. Defaults to 0.
         data_prefix (dict): ``img_path`` is the image folder. Defaults to
             ``dict(img_path='images/rrsisd/JPEGImages')``.
         img_suffix (str): Unused (file names come from the annotations);
@@ -257,7 +320,8 @@ class RRSISDDataset(BaseSegDataset):
 
     # ------------------------------------------------------------- parsing
     def _make_info(self, *, img_path: str, segmentation, no_target: bool,
-                   seg_size: Optional[Tuple[int, int]], text, ref_id, ann_id,
+                   seg_size: Optional[Tuple[int, int]],
+                   mask_size: Optional[Tuple[int, int]], text, ref_id, ann_id,
                    image_id, sent_id, category_id, category: Optional[str],
                    where: str) -> dict:
         return dict(
@@ -266,6 +330,7 @@ class RRSISDDataset(BaseSegDataset):
             segmentation=segmentation,
             no_target=no_target,
             seg_size=seg_size,
+            mask_size=mask_size,
             mask_source=where,
             text=check_expression(text, where),
             ref_id=ref_id,
@@ -316,6 +381,7 @@ class RRSISDDataset(BaseSegDataset):
                         segmentation=target.segmentation,
                         no_target=target.no_target,
                         seg_size=target.seg_size,
+                        mask_size=target.mask_size,
                         text=text,
                         ref_id=ref_id,
                         ann_id=target.ann_id,
@@ -377,6 +443,7 @@ class RRSISDDataset(BaseSegDataset):
                     segmentation=seg,
                     no_target=no_target,
                     seg_size=seg_size,
+                    mask_size=None if no_target else seg_size,
                     text=text,
                     ref_id=ref_id,
                     ann_id=None if no_target else ann_id,
@@ -557,6 +624,7 @@ class RRSISDDataset(BaseSegDataset):
             host,
             segmentation=None,
             no_target=True,
+            mask_size=None,
             mask_source=f'{self._name} no-target pair {k} (image of '
             f'{host["mask_source"]}, expression of {donor["mask_source"]})',
             text=donor['text'],
@@ -640,18 +708,10 @@ class RRSISDDataset(BaseSegDataset):
         tol = self.size_tolerance
         off: Dict[str, Tuple[Tuple[int, int], Tuple[int, int]]] = {}
         n_samples, largest, too_far = 0, 0, []
-        mask_sizes: Dict[int, Optional[Tuple[int, int]]] = {}
         for info in data_list:
             img = sizes.get(info['img_path'])
-            if img is None or info['no_target']:
-                continue
-            seg = info['segmentation']  # shared by a ref's sentences
-            if id(seg) not in mask_sizes:
-                mask_sizes[id(seg)] = segmentation_size(
-                    seg, *(info['seg_size'] or (None, None)),
-                    self.max_mask_pixels)
-            ann = mask_sizes[id(seg)]
-            if ann is None or ann == img:
+            ann = info['mask_size']  # None: no target, or polygons unsized
+            if img is None or ann is None or ann == img:
                 continue
             diff = max(abs(img[0] - ann[0]), abs(img[1] - ann[1]))
             if diff > tol:
