@@ -211,3 +211,152 @@ def downloaded_fixture(tmp_path_factory) -> dict:
 def downloaded_copy(tmp_path) -> dict:
     """A fresh, writable "as downloaded" fixture."""
     return build_downloaded_fixture(tmp_path / 'rrsisd')
+
+
+def _rect_mask(h: int, w: int, y0: int, x0: int, y1: int,
+               x1: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def _str_rle(mask: np.ndarray) -> dict:
+    rle = _compressed(mask)
+    return {'size': list(rle['size']), 'counts': rle['counts'].decode()}
+
+
+def build_gres_fixture(root: Path) -> dict:
+    """A REFER-layout dataset with generalized referring.
+
+    Refs of one object, of several (``ann_id`` a list: the mask is the
+    union, the objects' masks in RLE, uncompressed RLE and polygon forms)
+    and of none (``ann_id`` ``[]``, ``-1``, ``[-1]``, None; one with
+    ``no_target: True``).
+
+    Returns:
+        dict: ``root``; ``masks``: {ref_id: expected (h, w) mask};
+        ``no_target``: ref ids of no target; ``splits``: {split: ref ids};
+        ``ann_ids``: {ref_id: expected ``ann_id`` metainfo}.
+    """
+    img_dir = root / 'images' / 'rrsisd' / 'JPEGImages'
+    img_dir.mkdir(parents=True)
+    shapes = {
+        300: (40, 48),
+        301: (36, 36),
+        302: (32, 40),
+        303: (30, 30),
+        304: (28, 28)
+    }
+    rng = np.random.default_rng(1)
+    for image_id, (h, w) in shapes.items():
+        cv2.imwrite(
+            str(img_dir / f'{image_id}.jpg'),
+            rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    poly = [[30.0, 4.0, 44.0, 4.0, 44.0, 20.0, 30.0, 20.0]]
+    masks = {
+        700: _rect_mask(40, 48, 2, 2, 12, 14),
+        701:
+        coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(poly, 40, 48))),
+        702: _rect_mask(40, 48, 25, 5, 35, 20),
+        703: _rect_mask(36, 36, 10, 10, 20, 30),
+        704: _rect_mask(32, 40, 0, 0, 8, 8),
+        705: _rect_mask(30, 30, 5, 5, 25, 25),
+        706: _rect_mask(28, 28, 3, 4, 9, 20),
+    }
+    segs = {
+        700: [_str_rle(masks[700])],
+        701: poly,
+        702: _uncompressed_rle(masks[702]),
+        703: _str_rle(masks[703]),
+        704: [_str_rle(masks[704])],
+        705: [_str_rle(masks[705])],
+        706: [_str_rle(masks[706])],
+    }
+    ann_image = {
+        700: 300,
+        701: 300,
+        702: 300,
+        703: 301,
+        704: 302,
+        705: 303,
+        706: 304
+    }
+    ann_cat = {700: 0, 701: 1, 702: 0, 703: 2, 704: 1, 705: 0, 706: 1}
+    # ref_id: (split, image, ann_id, category_id, extra keys)
+    plan = {
+        960: ('train', 300, 700, 0, {}),
+        961: ('train', 300, [700, 702], 0, {}),
+        962: ('train', 300, [701, 700], None, {}),
+        963: ('train', 301, [], 1, {
+            'no_target': True
+        }),
+        964: ('train', 302, -1, 2, {}),
+        965: ('train', 301, 703, 2, {}),
+        966: ('train', 302, None, 0, {}),
+        967: ('val', 303, [-1], 1, {
+            'no_target': True
+        }),
+        968: ('val', 303, 705, 0, {}),
+        969: ('test', 304, 706, 1, {}),
+        970: ('test', 304, [706], 1, {
+            'no_target': False
+        }),
+    }
+    refs, expected, ann_ids, no_target = [], {}, {}, set()
+    splits = {'train': [], 'val': [], 'test': []}
+    for ref_id, (split, image_id, ann_id, cat, extra) in plan.items():
+        ids = ann_id if isinstance(ann_id, list) else [ann_id]
+        ids = [i for i in ids if i not in (None, -1)]
+        mask = np.zeros(shapes[image_id], np.uint8)
+        for i in ids:
+            mask |= masks[i]
+        expected[ref_id] = mask
+        ann_ids[ref_id] = ids[0] if len(ids) == 1 else (ids or None)
+        if not ids:
+            no_target.add(ref_id)
+        splits[split].append(ref_id)
+        ref = dict(
+            ref_id=ref_id,
+            ann_id=ann_id,
+            image_id=image_id,
+            split=split,
+            file_name=f'{image_id}.jpg',
+            sentences=[
+                dict(sent=f'expression {ref_id} {s}', sent_id=10 * ref_id + s)
+                for s in range(1 + ref_id % 2)
+            ],
+            **extra)
+        if cat is not None:
+            ref['category_id'] = cat
+        refs.append(ref)
+    with open(root / 'refs(unc).p', 'wb') as f:
+        pickle.dump(refs, f)
+    with open(root / 'instances.json', 'w') as f:
+        json.dump(
+            dict(
+                images=[
+                    dict(id=i, file_name=f'{i}.jpg', height=h, width=w)
+                    for i, (h, w) in shapes.items()
+                ],
+                annotations=[
+                    dict(
+                        id=a,
+                        image_id=ann_image[a],
+                        categories_id=ann_cat[a],
+                        bbox=[0, 0, 1, 1],
+                        area=int(masks[a].sum()),
+                        segmentation=segs[a]) for a in masks
+                ],
+                categories=CATEGORIES), f)
+    return dict(
+        root=root,
+        masks=expected,
+        ann_ids=ann_ids,
+        no_target=no_target,
+        splits=splits,
+        shapes=shapes)
+
+
+@pytest.fixture(scope='session')
+def gres_fixture(tmp_path_factory) -> dict:
+    return build_gres_fixture(tmp_path_factory.mktemp('gres'))

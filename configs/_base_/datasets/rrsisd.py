@@ -10,6 +10,10 @@
 # Missing image files are an error unless `skip_missing_images=True` leaves
 # their samples out, e.g.
 #   --cfg-options train_dataloader.dataset.skip_missing_images=True
+# `no_target_ratio` > 0 adds that share of no-target pairs (an image with an
+# expression of a category absent from it; empty mask) for generalized
+# referring; 0 here, as RRSIS-D and the paper have none. Annotation files
+# are bounded (`max_annotation_bytes`, `max_mask_pixels`; docs/datasets.md).
 # RSRefSeg's recipe: resize to 1024x1024 without keeping the aspect ratio, no
 # augmentation. The test pipeline decodes the mask after Resize, so the
 # ground truth stays at the original size, where ReferringIoUMetric scores.
@@ -74,6 +78,8 @@ train_dataloader = dict(
         instances_file='instances.json',
         size_tolerance=size_tolerance,
         skip_missing_images=False,
+        no_target_ratio=0.0,
+        no_target_seed=0,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         pipeline=train_pipeline))
 # batch 1: mmseg's inference() needs equal ori_shape within a batch
@@ -90,6 +96,7 @@ val_dataloader = dict(
         instances_file='instances.json',
         size_tolerance=size_tolerance,
         skip_missing_images=False,
+        no_target_ratio=0.0,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         test_mode=True,
         pipeline=test_pipeline))
@@ -106,6 +113,7 @@ test_dataloader = dict(
         instances_file='instances.json',
         size_tolerance=size_tolerance,
         skip_missing_images=False,
+        no_target_ratio=0.0,
         data_prefix=dict(img_path='images/rrsisd/JPEGImages'),
         test_mode=True,
         pipeline=test_pipeline))
