@@ -223,10 +223,12 @@ def _check_runs(runs: Iterator[np.ndarray], h: int, w: int) -> None:
         total += int(chunk.sum())
         if total > h * w:
             break
+    if total > h * w:
+        raise MaskDecodeError(f'RLE runs cover more than the {h * w} pixels '
+                              f'of its size {h}x{w}')
     if total != h * w:
-        raise MaskDecodeError(
-            f'RLE runs cover {"more than " if total > h * w else ""}'
-            f'{total} pixels but its size {h}x{w} has {h * w}')
+        raise MaskDecodeError(f'RLE runs cover {total} pixels but its size '
+                              f'{h}x{w} has {h * w}')
 
 
 # ------------------------------------------------------------ structure

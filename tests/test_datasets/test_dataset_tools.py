@@ -225,3 +225,24 @@ def test_browse_dataset(tmp_path):
     # caption banner is white with dark text, the image below is not
     banner = img[:img.shape[0] - 256]
     assert banner.mean() > 200 and banner.min() < 100
+
+
+def test_checker_keeps_the_first_problems_of_each_kind(refer_copy, capsys):
+    """Every problem is counted; only --show of each kind are kept (a file
+    of a million bad refs does not become a million messages)."""
+    path = refer_copy['root'] / 'refs(unc).p'
+    refs = pickle.load(open(path, 'rb'))
+    refs += [
+        dict(r, ref_id=5000 + i, file_name=f'../{i}.jpg')
+        for i, r in enumerate(refs * 5)
+    ]
+    pickle.dump(refs, open(path, 'wb'))
+    tool = load_tool('tools/dataset_converters/rrsisd.py')
+    assert tool.main(
+        [str(refer_copy['root']), '--skip-count-check', '--show', '2']) == 1
+    out = capsys.readouterr().out
+    assert '[bad image path] 30 problem(s):' in out
+    assert "ref_id=5000: the image file name '../0.jpg'" in out
+    assert "ref_id=5001: the image file name '../1.jpg'" in out
+    assert 'ref_id=5002:' not in out
+    assert '... and 28 more' in out

@@ -126,3 +126,37 @@ def test_train_and_test_on_download(download, tmp_path, env):
         for p in (tmp_path / 'masks').glob('*.png')
     }
     assert sizes == {(128, 128), (127, 128)}
+
+
+def test_train_and_test_with_no_target_pairs(download, tmp_path, env):
+    """Generalized referring on the download: 5 no-target pairs join the 15
+    training samples (no_target_ratio=0.25), and the test split with pairs
+    is scored with N-acc / T-acc."""
+    root, config = download
+    work = tmp_path / 'gres'
+    args = [a for a in ARGS if not a.startswith('train_cfg.max_iters')]
+    proc = run([
+        PY, 'tools/train.py', config, '--work-dir',
+        str(work), '--cfg-options', *args, 'train_cfg.max_iters=2',
+        'default_hooks.checkpoint.interval=2',
+        'train_dataloader.dataset.skip_missing_images=True',
+        'train_dataloader.dataset.no_target_ratio=0.25'
+    ], env)
+    out = proc.stdout + proc.stderr
+    assert out.count("RRSISDDataset(split='train'): added 5 no-target "
+                     'samples (no_target_ratio=0.25, no_target_seed=0) to '
+                     '15') == 1
+    assert 'Iter(train) [2/2]' in out
+    proc = run([
+        PY, 'tools/test.py', config,
+        str(work / 'iter_2.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--cfg-options', *args,
+        'test_dataloader.dataset.no_target_ratio=0.5',
+        'test_evaluator.generalized=True'
+    ], env)
+    out = proc.stdout + proc.stderr
+    assert "RRSISDDataset(split='test'): added 8 no-target samples" in out
+    files = sorted(glob.glob(str(tmp_path / 'test' / '*' / '*.json')))
+    metrics = json.load(open(files[-1]))
+    for key in ('refer/gIoU', 'refer/N-acc', 'refer/T-acc'):
+        assert 0 <= metrics[key] <= 100, key
