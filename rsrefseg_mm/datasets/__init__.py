@@ -1,4 +1,7 @@
-from .mask_utils import (binarize_mask_file, decode_segmentation, encode_mask,
+from .annotation_io import (AnnotationError, AnnotationLimitError,
+                            ImagePathError)
+from .mask_utils import (MaskDecodeError, MaskLimitError, binarize_mask_file,
+                         decode_segmentation, encode_mask,
                          rle_string_to_counts, validate_segmentation)
 from .phrase_datasets import (PhraseMaskDataset, RefSegRSDataset,
                               RISBenchDataset, first_category)
@@ -14,5 +17,7 @@ __all__ = [
     'LoadReferringAnnotations', 'PackReferringInputs', 'decode_segmentation',
     'encode_mask', 'validate_segmentation', 'binarize_mask_file',
     'rle_string_to_counts', 'first_category', 'ReferringRandomFlip',
-    'flip_referring_text', 'LoadReferringImageFromFile'
+    'flip_referring_text', 'LoadReferringImageFromFile', 'AnnotationError',
+    'AnnotationLimitError', 'ImagePathError', 'MaskDecodeError',
+    'MaskLimitError'
 ]
