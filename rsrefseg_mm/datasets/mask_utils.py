@@ -113,7 +113,8 @@ def check_max_pixels(max_pixels: Any) -> int:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, bool))
 
 
 # ----------------------------------------------------------- RLE strings
