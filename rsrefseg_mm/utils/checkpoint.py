@@ -549,7 +549,10 @@ def verify_state_dict_hash(checkpoint: Any, filename: str) -> bool:
         f'{filename}: changed after it was written: {problem}. Its bytes '
         'were altered by a disk, copy or download error, or by an edit; do '
         'not use it. Copy it again from its source, or load (or --resume '
-        'from) another checkpoint.')
+        'from) another checkpoint. A checkpoint whose state_dict you '
+        'changed on purpose needs a new hash: '
+        'rsrefseg_mm.utils.add_state_dict_hash(checkpoint) before '
+        'torch.save.')
 
 
 def load_from_local_safely(filename: str,

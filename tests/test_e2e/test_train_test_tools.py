@@ -11,7 +11,7 @@ import mmcv
 import pytest
 import torch
 
-from rsrefseg_mm.utils import safe_torch_load
+from rsrefseg_mm.utils import add_state_dict_hash, safe_torch_load
 from helpers import FAST, REPO, crafted_checkpoint, free_port
 from helpers import run_ok as run
 
@@ -197,7 +197,9 @@ def test_test_tool_refuses_mismatched_checkpoint(trained, tmp_path,
     key = 'decode_head.mask_decoder.iou_token.weight'
     del state[key]
     path = str(tmp_path / 'partial.pth')
-    torch.save(dict(state_dict=state, meta=ckpt['meta']), path)
+    partial = dict(state_dict=state, meta=ckpt['meta'])
+    add_state_dict_hash(partial)  # edited on purpose: a new hash
+    torch.save(partial, path)
     args = [
         PY, 'tools/test.py', tiny_config, path, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', *FAST
