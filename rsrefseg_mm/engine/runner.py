@@ -6,7 +6,7 @@ from typing import Callable, Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
 
@@ -28,7 +28,8 @@ class RSRefSegRunner(Runner):
     registry. It overrides four public methods:
 
     * :meth:`load_checkpoint` (``load_from``; :meth:`resume` calls it) is
-      strict unless the config sets ``strict_load = False``: a file whose
+      strict unless the config sets ``strict_load = False`` (into the
+      segmentor a test-time augmentation model wraps): a file whose
       tensors do not match the model raises
       :class:`~rsrefseg_mm.utils.CheckpointMismatchError` before anything
       is copied (mmengine loads what matches and logs the rest). The file
@@ -131,6 +132,8 @@ class RSRefSegRunner(Runner):
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
+        if isinstance(model, BaseTTAModel):  # --tta: the segmentor inside
+            model = model.module
         load_model_weights(
             model,
             checkpoint,
