@@ -8,15 +8,15 @@ import pytest
 from pycocotools import mask as coco_mask
 
 import rsrefseg_mm.datasets.mask_utils as mask_utils
-from rsrefseg_mm.datasets.annotation_io import (
-    AnnotationError, AnnotationLimitError, ImagePathError, image_file_name,
-    json_depth, load_json, read_annotation_bytes)
+from rsrefseg_mm.datasets import (AnnotationError, AnnotationLimitError,
+                                  ImagePathError, MaskDecodeError,
+                                  MaskLimitError, decode_segmentation,
+                                  rle_string_to_counts, validate_segmentation)
+from rsrefseg_mm.datasets.annotation_io import (image_file_name, json_depth,
+                                                load_json,
+                                                read_annotation_bytes)
 from rsrefseg_mm.datasets.mask_utils import (MAX_MASK_PIXELS_LIMIT,
-                                             MaskDecodeError, MaskLimitError,
-                                             check_max_pixels,
-                                             decode_segmentation,
-                                             rle_string_to_counts, stated_size,
-                                             validate_segmentation)
+                                             check_max_pixels, stated_size)
 
 
 def runs_of(mask):

@@ -76,9 +76,8 @@ from rsrefseg_mm.datasets.refer_annotations import (  # noqa: E402
     ReferAnnotations, ReferTarget)
 from rsrefseg_mm.datasets.rrsisd import read_image_size  # noqa: E402
 from rsrefseg_mm.utils import track  # noqa: E402
-from rsrefseg_mm.utils.safe_pickle import (
-    PlainDataLimitError,  # noqa: E402
-    UnsafePickleError)
+from rsrefseg_mm.utils.safe_pickle import PlainDataLimitError  # noqa: E402
+from rsrefseg_mm.utils.safe_pickle import UnsafePickleError  # noqa: E402
 
 EXPECTED = {'train': 12181, 'val': 1740, 'test': 3481}
 DOWNLOAD_HINT = (
