@@ -6,8 +6,9 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from rsrefseg_core.text import check_expression
-from .annotation_io import (DEFAULT_MAX_ANNOTATION_BYTES, check_max_bytes,
-                            image_file_name, read_annotation_bytes)
+from .annotation_io import (DEFAULT_MAX_ANNOTATION_BYTES, AnnotationLimitError,
+                            check_max_bytes, image_file_name,
+                            read_annotation_bytes)
 from .rrsisd import REFERRING_METAINFO
 
 
@@ -52,7 +53,9 @@ class PhraseMaskDataset(BaseSegDataset):
     ``ann_id`` None; ``category`` = the first of :attr:`CATEGORIES` named in
     the expression (see :func:`first_category`) or None.
 
-    The phrase file is read only up to ``max_annotation_bytes``; an
+    The phrase file is read only up to ``max_annotation_bytes`` and may
+    hold at most ``max_samples`` lines (a file of 4-byte lines would
+    otherwise make millions of samples, gigabytes of data infos); an
     ``image_id`` that would put the image or mask outside its folder
     (absolute, with ``..``) raises
     :class:`~rsrefseg_mm.datasets.annotation_io.ImagePathError`.
@@ -63,6 +66,8 @@ class PhraseMaskDataset(BaseSegDataset):
             ``output_phrase_{split}.txt``.
         max_annotation_bytes (int): Largest phrase file read. Defaults to
             256 MiB.
+        max_samples (int): Most samples (non-empty lines) of a split.
+            Defaults to 200,000 (RISBench, the largest, has ~52k).
         **kwargs: Other :class:`mmseg.datasets.BaseSegDataset` arguments.
     """
     METAINFO = REFERRING_METAINFO
@@ -73,7 +78,14 @@ class PhraseMaskDataset(BaseSegDataset):
                  split: str = 'train',
                  ann_file: str = '',
                  max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES,
+                 max_samples: int = 200_000,
                  **kwargs) -> None:
+        if isinstance(
+                max_samples,
+                bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ValueError('max_samples must be a positive integer, got '
+                             f'{max_samples!r}')
+        self.max_samples = max_samples
         if split not in self.SPLITS:
             raise ValueError(f'split must be one of {self.SPLITS}, got '
                              f'{split!r}')
@@ -101,6 +113,12 @@ class PhraseMaskDataset(BaseSegDataset):
             lines = raw.decode('utf-8').splitlines()
         except UnicodeDecodeError as e:
             raise ValueError(f'{self.ann_file}: not UTF-8 text: {e}')
+        count = sum(1 for line in lines if line.strip())
+        if count > self.max_samples:
+            raise AnnotationLimitError(
+                f'{self.ann_file}: {count:,} phrase lines, more than '
+                f'max_samples={self.max_samples:,}; raise max_samples if '
+                'the split really has that many expressions')
         img_dir = self.data_prefix.get('img_path', '')
         seg_dir = self.data_prefix.get('seg_map_path', '')
         data_list = []

@@ -7,6 +7,7 @@ from mmseg.registry import DATASETS
 
 import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.datasets import first_category
+from rsrefseg_mm.datasets.annotation_io import AnnotationLimitError
 
 PIPELINE = [
     dict(type='LoadReferringImageFromFile'),
@@ -108,3 +109,21 @@ def test_first_category():
         'road marking'
     assert first_category('a car by the tree', cats) == 'car'
     assert first_category('nothing here', cats) is None
+
+
+def test_phrase_file_of_many_tiny_lines_is_refused(tmp_path):
+    # 2.5 million samples from a 10 MB file took 4 GB of data infos
+    (tmp_path / 'output_phrase_train.txt').write_text('1 a\n' * 300_001)
+    init_default_scope('mmseg')
+    cfg = dict(type='RefSegRSDataset', data_root=str(tmp_path), split='train')
+    with pytest.raises(
+            AnnotationLimitError,
+            match=r'output_phrase_train.txt: 300,001 phrase lines'
+            r'.*max_samples=200,000'):
+        DATASETS.build(cfg)
+    (tmp_path / 'output_phrase_train.txt').write_text('1 a\n' * 4)
+    assert len(DATASETS.build(dict(cfg, max_samples=4))) == 4
+    with pytest.raises(AnnotationLimitError, match='4 phrase lines'):
+        DATASETS.build(dict(cfg, max_samples=3))
+    with pytest.raises(ValueError, match='max_samples'):
+        DATASETS.build(dict(cfg, max_samples=0))
