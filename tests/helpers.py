@@ -1,12 +1,15 @@
 """Helpers shared by the test modules (``pytest.ini`` puts ``tests/`` on
 ``sys.path``: ``from helpers import ...``)."""
+import http.server
 import importlib.util
 import os
 import socket
 import subprocess
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -415,3 +418,33 @@ def write_geotiff(path, height: int = 90, width: int = 120) -> str:
         'EPSG:32633',
         from_origin(500000, 4100000, 10, 10),
         nodata=0)
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Records every request (``requests``, set per server) and answers
+    404."""
+    requests: list = []
+
+    def _answer(self):
+        self.requests.append((self.command, self.path))
+        self.send_response(404)
+        self.end_headers()
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def recording_http_server() -> Iterator[Tuple[int, list]]:
+    """(port, requests) of an HTTP server on 127.0.0.1 that records every
+    request it gets, for tests that prove none is sent."""
+    handler = type('Handler', (RecordingHandler, ), dict(requests=[]))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], handler.requests
+    finally:
+        server.shutdown()
+        server.server_close()

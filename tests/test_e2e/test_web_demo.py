@@ -4,7 +4,6 @@ results, errors, parallel clients, the upload limit, the files left on
 disk by a stream of requests, and what a stranger may try: uploads that
 make GDAL read a server file or send a request, an uploaded HTML page
 served back, a very long expression, more requests than the queue holds."""
-import http.server
 import os
 import socket
 import threading
@@ -22,7 +21,7 @@ from mmseg.registry import MODELS
 from PIL import Image
 
 from rsrefseg_mm.apis import init_referring_model
-from helpers import free_port, load_script
+from helpers import free_port, load_script, recording_http_server
 
 LOOPBACK = ('127.', '::1', 'localhost')
 
@@ -413,21 +412,6 @@ def test_thirty_requests_leave_a_bounded_number_of_files(
         demo.close()
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
-    """Records every request (and answers 404)."""
-    requests = None
-
-    def _answer(self):
-        self.requests.append((self.command, self.path))
-        self.send_response(404)
-        self.end_headers()
-
-    do_GET = do_HEAD = _answer
-
-    def log_message(self, *args):
-        pass
-
-
 def test_url_vrt_sends_no_request(served):
     """A VRT (named .tif) reading its band from an HTTP server on
     127.0.0.1: refused by its content as the request arrives, in the
@@ -436,11 +420,7 @@ def test_url_vrt_sends_no_request(served):
     from gradio_client import handle_file
     from gradio_client.exceptions import ValidationError
     work = served['work']
-    handler = type('Handler', (Recorder, ), dict(requests=[]))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
+    with recording_http_server() as (port, requests):
         vrt = work / 'remote.tif'
         vrt.write_text(
             '<VRTDataset rasterXSize="8" rasterYSize="8"><VRTRasterBand '
@@ -465,10 +445,7 @@ def test_url_vrt_sends_no_request(served):
         image, status = predictor.preview(str(vrt), '1')
         assert image is None
         assert status.startswith('**remote.tif is refused: it is a VRT')
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert handler.requests == []
+    assert requests == []
 
 
 def test_preview_shows_no_server_file(served, tmp_path):

@@ -2,9 +2,7 @@
 local file or send HTTP requests are refused by their content, side-car
 files beside an upload are not read, and the accepted formats are read from
 a private copy that is gone afterwards."""
-import http.server
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -16,37 +14,16 @@ from rasterio.errors import RasterioIOError
 from rsrefseg_core.geo import read_image
 from rsrefseg_core.web import SAFE_GDAL_OPTIONS, UploadGuard
 from rsrefseg_core.web.upload_guard import sniff_format
+from helpers import recording_http_server
 
 SECRET = b'TOP-SECRET 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNO'
-
-
-class Recorder(http.server.BaseHTTPRequestHandler):
-    """Records every request (and answers 404)."""
-    requests = None
-
-    def _answer(self):
-        self.requests.append((self.command, self.path))
-        self.send_response(404)
-        self.end_headers()
-
-    do_GET = do_HEAD = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def http_server():
     """(port, requests) of an HTTP server on 127.0.0.1 recording requests."""
-    handler = type('Handler', (Recorder, ), dict(requests=[]))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], handler.requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with recording_http_server() as served:
+        yield served
 
 
 def raw_band_vrt(path, target, size=8):
