@@ -12,8 +12,16 @@ reads the folder through :func:`read_deploy_info`, which refuses:
   points at other files of the machine;
 * a file whose content differs from its recorded sha256 (changed, cut or
   swapped after export), or a graph or tokenizer without a hash;
-* settings that would answer silently wrong: a threshold that is not a
-  finite number in (0, 1), input sizes that are not positive integers.
+* settings that would answer silently wrong: a threshold (or a
+  ``presence_threshold``) that is not a finite number in (0, 1), input
+  sizes that are not positive integers.
+
+``presence_threshold`` is that of a model with a presence output
+(``decode_head.presence_cfg``): its decoder graph also returns
+``presence`` (N,), the probability that each expression's referent is in
+the image, and already gives an expression below the threshold empty-mask
+logits. It is null (or absent, in folders exported before it existed) for
+a model without one.
 """
 import hashlib
 import json
@@ -89,16 +97,22 @@ def _positive_ints(value, count: int, what: str, where: str) -> list:
     return value
 
 
-def check_threshold(value, where: str) -> float:
-    """A mask threshold: a finite number strictly between 0 and 1.
+def check_threshold(value, where: str, what: str = 'threshold') -> float:
+    """A threshold on a probability: a finite number strictly between 0
+    and 1.
+
+    Args:
+        value: The value read.
+        where (str): The file it was read from.
+        what (str): Its key, for the error. Defaults to ``'threshold'``.
 
     Raises:
-        DeployInfoError: Naming ``where`` and the value (``"nan"`` would
-            give empty masks, 0 or 1 all or nothing).
+        DeployInfoError: Naming ``where``, ``what`` and the value
+            (``"nan"`` would give empty masks, 0 or 1 all or nothing).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             not math.isfinite(value) or not 0 < value < 1:
-        raise DeployInfoError(f'{where}: threshold must be a finite number '
+        raise DeployInfoError(f'{where}: {what} must be a finite number '
                               f'in (0, 1), got {value!r}')
     return float(value)
 
@@ -113,7 +127,8 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
 
     Returns:
         dict: The info, with ``paths`` added: the absolute path of each of
-        ``image_encoder``, ``decoder`` and ``tokenizer``.
+        ``image_encoder``, ``decoder`` and ``tokenizer``, and
+        ``presence_threshold`` set (None for a model without presence).
 
     Raises:
         FileNotFoundError: No ``deploy.json`` (says how to export).
@@ -154,6 +169,9 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
                    'tokenizer.context_length', where)
     _positive_ints([info.get('num_expressions')], 1, 'num_expressions', where)
     check_threshold(info.get('threshold'), where)
+    if info.get('presence_threshold') is not None:
+        check_threshold(info['presence_threshold'], where,
+                        'presence_threshold')
     if not isinstance(info.get('dynamic_expressions'), bool):
         raise DeployInfoError(f'{where}: dynamic_expressions must be true or '
                               'false')
@@ -183,4 +201,5 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
                     f'{path}: content differs from the sha256 recorded in '
                     f'{where} at export (changed, truncated or replaced); '
                     'export the model again')
-    return dict(info, paths=paths)
+    return dict(
+        info, paths=paths, presence_threshold=info.get('presence_threshold'))

@@ -7,7 +7,9 @@ DIR is what ``tools/deployment/export_onnx.py`` wrote. The image is encoded
 once and every expression answered on it; the outputs are those of
 ``demo/image_demo.py``: ``<stem>_mask.png``, ``<stem>_overlay.png``,
 ``<stem>_heatmap.png`` and, for a georeferenced input, ``<stem>_mask.tif``
-(+ ``.qml``) and ``<stem>_mask.geojson``.
+(+ ``.qml``) and ``<stem>_mask.geojson``. For a model with a presence
+output, each expression's line also gives its presence probability, and
+``absent`` when it is below the model's presence threshold (empty mask).
 """
 import argparse
 import time
@@ -74,6 +76,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def presence_note(presence, predictor: OnnxReferringPredictor) -> str:
+    """``", presence 0.93"`` (``", absent: presence 0.12 < 0.50"`` below
+    the model's presence threshold); empty without a presence output."""
+    if presence is None:
+        return ''
+    threshold = predictor.presence_threshold
+    if presence < threshold:
+        return f', absent: presence {presence:.2f} < {threshold:.2f}'
+    return f', presence {presence:.2f}'
+
+
 def main(argv=None) -> list:
     args = parse_args(argv)
     predictor = OnnxReferringPredictor(args.model_dir, threads=args.threads)
@@ -98,7 +111,8 @@ def main(argv=None) -> list:
                              predictor.threshold)
         written.append(paths)
         print(f'{args.image}: "{result.text}" -> {int(result.mask.sum())} '
-              f'px; ' + ', '.join(Path(p).name for p in paths.values()))
+              f'px{presence_note(result.presence, predictor)}; ' +
+              ', '.join(Path(p).name for p in paths.values()))
     print(f'image encoded in {encoded - start:.2f} s, {len(results)} '
           f'expression(s) answered in {answered - encoded:.2f} s')
     return written

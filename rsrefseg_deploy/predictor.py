@@ -6,13 +6,21 @@ read as there (bands, percentile stretch, nodata, region of interest),
 resized bilinearly to the model's input size; the low-resolution logits are
 resized bilinearly to the input size, then to the image size, and
 thresholded after the sigmoid; nodata pixels are never the target.
+
+For a model with a presence output (``presence_threshold`` in
+``deploy.json``) the decoder graph also returns each expression's presence
+probability, reported as :attr:`OnnxResult.presence`; the graph itself
+gives an expression below the threshold empty-mask logits (as the PyTorch
+head does), so its mask is empty and its probability 0 here too.
 """
+import os
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from rsrefseg_core.deploy_info import read_deploy_info
+from rsrefseg_core.deploy_info import (DEPLOY_FILE, DeployInfoError,
+                                       read_deploy_info)
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
@@ -29,12 +37,16 @@ class OnnxResult(NamedTuple):
         global_map (np.ndarray): (H, W) float32 global text-filter
             activation in [0, 1].
         image (RasterImage): The input as read (georeference, nodata).
+        presence (float, optional): Probability that the referent is in
+            the image, for a model with a presence output (None without);
+            below the model's presence threshold the mask is empty.
     """
     text: str
     mask: np.ndarray
     probability: np.ndarray
     global_map: np.ndarray
     image: RasterImage
+    presence: Optional[float] = None
 
 
 def resize_bilinear(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -74,9 +86,11 @@ class OnnxReferringPredictor(BaseReferringPredictor):
     Raises:
         FileNotFoundError: No ``deploy.json`` in ``model_dir``.
         rsrefseg_core.deploy_info.DeployInfoError: A file changed since
-            export, a name that leads out of the folder, or settings that
+            export, a name that leads out of the folder, settings that
             would answer wrongly (see
-            :func:`rsrefseg_core.deploy_info.read_deploy_info`).
+            :func:`rsrefseg_core.deploy_info.read_deploy_info`), or a
+            decoder with a ``presence`` output and no
+            ``presence_threshold`` (or the reverse).
     """
 
     def __init__(self,
@@ -114,6 +128,17 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             paths['decoder'], options, providers=providers)
         self.tokenizer = self._tokenizer(paths['tokenizer'],
                                          self.info['tokenizer'])
+        #: presence threshold of the model (None: no presence output)
+        self.presence_threshold = self.info['presence_threshold']
+        self.decoder_outputs = [o.name for o in self.decoder.get_outputs()]
+        if ('presence' in self.decoder_outputs) != \
+                (self.presence_threshold is not None):
+            raise DeployInfoError(
+                f'{os.path.join(model_dir, DEPLOY_FILE)}: the decoder graph '
+                f'{self.info["decoder"]!r} has outputs '
+                f'{self.decoder_outputs} but deploy.json has presence_'
+                f'threshold={self.presence_threshold!r}; a presence output '
+                'and its threshold go together (export the model again)')
 
     @staticmethod
     def _tokenizer(path: str, spec: dict):
@@ -154,19 +179,41 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         of the first ``count`` expressions (the rest is padding)."""
         names = self.info['decoder_inputs']
         feeds = dict(zip(names, self.encoded + self._tokens(texts)))
-        logits, maps = self.decoder.run(None, feeds)
+        outputs = dict(
+            zip(self.decoder_outputs, self.decoder.run(None, feeds)))
+        presence = outputs.get('presence')
+        presence = [None] * count if presence is None else \
+            [float(p) for p in presence[:count]]
         return [
-            self._postprocess(text, lg, gm)
-            for text, lg, gm in zip(texts[:count], logits, maps)
+            self._postprocess(text, lg, gm, pr)
+            for text, lg, gm, pr in zip(texts[:count], outputs['logits'],
+                                        outputs['global_map'], presence)
         ]
 
-    def _postprocess(self, text: str, logits: np.ndarray,
-                     global_map: np.ndarray) -> OnnxResult:
+    def _postprocess(self,
+                     text: str,
+                     logits: np.ndarray,
+                     global_map: np.ndarray,
+                     presence: Optional[float] = None) -> OnnxResult:
+        """One expression's graph outputs -> :class:`OnnxResult`.
+
+        Args:
+            text (str): The expression.
+            logits (np.ndarray): (1, Hm, Wm) mask logits (already gated by
+                presence in the graph of a model with a presence output).
+            global_map (np.ndarray): (h, w) global activation.
+            presence (float, optional): Presence probability, or None.
+
+        Returns:
+            OnnxResult: At the image (or ROI) size.
+        """
         image = self.image
         size = image.img.shape[:2]
         logits = resize_bilinear(
             resize_bilinear(logits[0], self.input_size), size)
-        prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        # an absent expression's logits (-1e4) overflow exp to inf: prob 0
+        with np.errstate(over='ignore'):
+            prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
         prob = prob.astype(np.float32)
         mask = (prob > self.threshold).astype(np.uint8)
         act = np.clip(resize_bilinear(global_map, size), 0,
@@ -177,7 +224,7 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             prob,
             act,
             where=f'the prediction of {text!r} on {image.source}')
-        return OnnxResult(text, mask, prob, act, image)
+        return OnnxResult(text, mask, prob, act, image, presence)
 
     def predict(
         self,

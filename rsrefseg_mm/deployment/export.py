@@ -4,11 +4,15 @@
 model's input size -> ``img_feats``, ``image_embeddings``.
 ``decoder.onnx``: ``img_feats``, ``image_embeddings``, ``token_ids`` (N, L)
 int64 (and ``token_mask`` (N, L) bool for SigLIP) -> ``logits`` (N, 1, Hm,
-Wm), ``global_map`` (N, h, w). ``deploy.json`` holds what a runtime needs
-beside the graphs, with the sha256 of every file (``files``, checked by
-:func:`rsrefseg_core.deploy_info.read_deploy_info`); the tokenizer file is
-copied next to them. A graph over protobuf's 2 GiB keeps its tensors in
-``<name>.onnx.data``.
+Wm), ``global_map`` (N, h, w) and, for a head with ``presence_cfg``,
+``presence`` (N,) probabilities, the logits of an expression below
+``presence_threshold`` (in ``deploy.json``; null without presence) gated
+in the graph as in PyTorch inference (see
+:mod:`~rsrefseg_mm.deployment.onnx_graphs`). ``deploy.json`` holds what a
+runtime needs beside the graphs, with the sha256 of every file (``files``,
+checked by :func:`rsrefseg_core.deploy_info.read_deploy_info`); the
+tokenizer file is copied next to them. A graph over protobuf's 2 GiB keeps
+its tensors in ``<name>.onnx.data``.
 """
 import copy
 import json
@@ -127,25 +131,22 @@ def export_onnx(model: nn.Module,
     tokens = tokens if isinstance(tokens, tuple) else (tokens, )
     dec_args = (img_feats,
                 image_embeddings) + tokens[:len(decoder.input_names) - 2]
-    logits, global_map = decoder(*dec_args)
+    logits, global_map = decoder(*dec_args)[:2]
     n_axis = {0: 'num_expressions'}
     dynamic = {
         name: n_axis
-        for name in ('token_ids', 'token_mask', 'logits', 'global_map')
-        if name in decoder.input_names + ('logits', 'global_map')
+        for name in decoder.input_names + decoder.output_names
+        if name not in ('img_feats', 'image_embeddings')
     } if dynamic_expressions else None
     times = {}
-    for name, graph, args, inputs, outputs, axes in (('image_encoder', encoder,
-                                                      (image, ), ['image'], [
-                                                          'img_feats',
-                                                          'image_embeddings'
-                                                      ], None),
-                                                     ('decoder', decoder,
-                                                      dec_args,
-                                                      list(
-                                                          decoder.input_names),
-                                                      ['logits', 'global_map'
-                                                       ], dynamic)):
+    graphs = [
+        # name, module, args, input names, output names, dynamic axes
+        ('image_encoder', encoder, (image, ), ['image'],
+         ['img_feats', 'image_embeddings'], None),
+        ('decoder', decoder, dec_args, list(decoder.input_names),
+         list(decoder.output_names), dynamic),
+    ]
+    for name, graph, args, inputs, outputs, axes in graphs:
         start = time.perf_counter()
         with onnx_symbolics(opset), graph_file(
                 osp.join(out_dir, f'{name}.onnx')) as scratch:
@@ -174,6 +175,8 @@ def export_onnx(model: nn.Module,
         low_res_size=list(logits.shape[-2:]),
         filter_grid=list(global_map.shape[-2:]),
         threshold=float(model.decode_head.threshold),
+        presence_threshold=float(model.decode_head.presence_cfg['threshold'])
+        if decoder.presence else None,
         tokenizer=_tokenizer_info(model.backbone, out_dir),
         dynamic_expressions=bool(dynamic_expressions),
         num_expressions=len(texts),

@@ -5,6 +5,14 @@ expression (CLIP/SigLIP image tower, SAM image encoder);
 :class:`DecoderGraph` the rest (text tower, text-filter prompter, SAM prompt
 encoder and mask decoder), for N expressions on one encoded image. Both take
 and return tensors only, so ``torch.onnx.export`` traces them.
+
+A head with a presence output (``decode_head.presence_cfg``) is traced
+through its eval ``forward``, as PyTorch inference runs it: the decoder
+graph also returns ``presence`` (N,), the sigmoid probability that each
+referent is in the image, and the logits of an expression below
+``presence_cfg.threshold`` are already
+:data:`~rsrefseg_mm.models.decode_heads.sam_prompt_head.ABSENT_LOGIT`
+(empty mask) in the graph; a runtime applies no gating of its own.
 """
 from typing import Tuple
 
@@ -50,12 +58,20 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
         self.siglip = isinstance(model.backbone, SigLIPBackbone)
+        self.presence = getattr(model.decode_head, 'presence_cfg',
+                                None) is not None
 
     @property
     def input_names(self) -> Tuple[str, ...]:
         """Graph inputs: SigLIP needs the token mask (its pad id is EOS)."""
         names = ('img_feats', 'image_embeddings', 'token_ids')
         return names + ('token_mask', ) if self.siglip else names
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        """Graph outputs: ``presence`` for a head with ``presence_cfg``."""
+        names = ('logits', 'global_map')
+        return names + ('presence', ) if self.presence else names
 
     def text(self, token_ids: Tensor, token_mask: Tensor = None):
         """(text_global (N, D), text_feats (N, L, D), text_mask (N, L))."""
@@ -69,7 +85,7 @@ class DecoderGraph(nn.Module):
                 img_feats: Tensor,
                 image_embeddings: Tensor,
                 token_ids: Tensor,
-                token_mask: Tensor = None) -> Tuple[Tensor, Tensor]:
+                token_mask: Tensor = None) -> Tuple[Tensor, ...]:
         """Decode N expressions.
 
         Args:
@@ -79,8 +95,10 @@ class DecoderGraph(nn.Module):
             token_mask (Tensor, optional): (N, L) bool, SigLIP only.
 
         Returns:
-            tuple[Tensor, Tensor]: Mask logits (N, 1, Hm, Wm) and the global
-            filter activation (N, h, w) in [0, 1].
+            tuple[Tensor, ...]: Mask logits (N, 1, Hm, Wm), the global
+            filter activation (N, h, w) in [0, 1] and, with presence, the
+            presence probabilities (N,) (the logits of an expression below
+            the presence threshold are ``ABSENT_LOGIT``).
         """
         n = token_ids.shape[0]
         text_global, text_feats, text_mask = self.text(token_ids, token_mask)
@@ -91,9 +109,17 @@ class DecoderGraph(nn.Module):
                 text_global=text_global,
                 text_mask=text_mask,
                 **self.model.backbone.logit_outputs()))
-        logits = self.model.decode_head.forward(
-            dict(
-                image_embeddings=image_embeddings.expand(n, -1, -1, -1),
-                sparse_prompts=prompts['sparse_prompts'],
-                dense_prompts=prompts['dense_prompts']))
-        return logits, prompts['global_map']
+        head_inputs = dict(
+            image_embeddings=image_embeddings.expand(n, -1, -1, -1),
+            sparse_prompts=prompts['sparse_prompts'],
+            dense_prompts=prompts['dense_prompts'])
+        # eval forward: with presence_cfg, gated logits and
+        # head_inputs['presence'] (as in PyTorch inference)
+        logits = self.model.decode_head.forward(head_inputs)
+        if not self.presence:
+            return logits, prompts['global_map']
+        if 'presence' not in head_inputs:
+            raise RuntimeError('DecoderGraph: the decode head gave no '
+                               'presence (export needs the model in eval '
+                               'mode)')
+        return logits, prompts['global_map'], head_inputs['presence']

@@ -89,6 +89,26 @@ def test_threshold_must_be_finite_in_0_1(tmp_path, threshold):
         read_deploy_info(str(folder))
 
 
+@pytest.mark.parametrize(
+    'presence', ['nan', '0.5', math.nan, math.inf, 0, 1, 1.5, -0.1, True])
+def test_presence_threshold_must_be_finite_in_0_1(tmp_path, presence):
+    folder = make_folder(tmp_path, presence_threshold=presence)
+    with pytest.raises(
+            DeployInfoError,
+            match=r'deploy\.json: presence_threshold must be a finite number '
+            r'in \(0, 1\)'):
+        read_deploy_info(str(folder))
+
+
+@pytest.mark.parametrize('presence', [None, 'absent', 0.5, 0.25])
+def test_presence_threshold_optional(tmp_path, presence):
+    overrides = {} if presence == 'absent' else \
+        dict(presence_threshold=presence)
+    info = read_deploy_info(str(make_folder(tmp_path, **overrides)))
+    assert info['presence_threshold'] == (None if presence == 'absent' else
+                                          presence)
+
+
 def test_missing_hashes_and_bad_settings(tmp_path):
     for i, (override, match) in enumerate([
         (dict(files=None), 'no file hashes'),

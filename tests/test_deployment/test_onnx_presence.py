@@ -1,0 +1,178 @@
+"""A model with a presence output (the generalized-referring tiny config,
+random weights) exports a decoder graph with ``presence``: ONNX Runtime
+reports the PyTorch predictor's presence, and an expression below the
+threshold gets the same empty mask; a bad ``presence_threshold`` in
+deploy.json is refused by name."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from rsrefseg_core.deploy_info import DeployInfoError
+from rsrefseg_deploy import OnnxReferringPredictor
+from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
+from helpers import REPO, load_script
+
+#: The generalized-referring tiny config (its schedule part may change).
+GRES_CONFIG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
+TEXTS = [
+    f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
+    for s in ('circle', 'square')
+]
+
+
+@pytest.fixture(scope='module')
+def image():
+    return np.random.default_rng(0).integers(0, 255, (96, 120, 3), np.uint8)
+
+
+def centre_presence(model, image) -> None:
+    """Spread the presence logits and shift them so that the threshold
+    (0.5: logit 0) falls midway between the 4th and 5th of the 8
+    expressions: four clearly present, four clearly absent."""
+    predictor = ReferringPredictor(model)
+    predictor.set_image(image)
+    last = model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
+    with torch.no_grad():
+        last.weight[0].mul_(50)
+        logits = torch.logit(
+            torch.tensor([
+                r.metainfo['presence'] for r in predictor.predict(TEXTS)
+            ]).double()).sort().values
+        last.bias[0] -= float(logits[3] + logits[4]) / 2
+
+
+@pytest.fixture(scope='module')
+def exported_presence(tmp_path_factory, image):
+    root = tmp_path_factory.mktemp('gres')
+    torch.manual_seed(0)
+    model = init_referring_model(GRES_CONFIG, None, device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    centre_presence(model, image)
+    ckpt = root / 'model.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    out = root / 'onnx'
+    tool = load_script('tools/deployment/export_onnx.py')
+    tool.main([
+        GRES_CONFIG,
+        str(ckpt), '--out-dir',
+        str(out), '--dynamic-expressions'
+    ])
+    return init_referring_model(GRES_CONFIG, str(ckpt)), str(out)
+
+
+def test_decoder_graph_has_presence(exported_presence):
+    model, out = exported_presence
+    with open(f'{out}/deploy.json') as f:
+        deploy = json.load(f)
+    assert deploy['presence_threshold'] == \
+        model.decode_head.presence_cfg['threshold'] == 0.5
+    graph = onnx.load(f'{out}/decoder.onnx').graph
+    outputs = {o.name: o for o in graph.output}
+    assert list(outputs) == ['logits', 'global_map', 'presence']
+    dims = outputs['presence'].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ['num_expressions']
+
+
+def assert_same_as_pytorch(got, want, threshold):
+    for g, w in zip(got, want):
+        assert g.text == w.text
+        assert abs(g.presence - w.metainfo['presence']) <= 1e-5, g.text
+        prob = w.seg_logits.data[0].numpy()
+        assert np.abs(g.probability - prob).max() <= 1e-3, g.text
+        assert (g.mask != w.pred_sem_seg.data[0].numpy()).mean() <= 1e-3
+        if g.presence < threshold:  # gated: nothing, exactly as PyTorch
+            assert g.mask.sum() == 0 and g.probability.max() == 0
+            assert w.pred_sem_seg.data.sum() == 0
+
+
+def test_onnx_presence_equals_pytorch(exported_presence, image):
+    model, out = exported_presence
+    ours = OnnxReferringPredictor(out)
+    assert ours.presence_threshold == 0.5
+    ours.set_image(image)
+    got = ours.predict(TEXTS)
+    theirs = ReferringPredictor(model)
+    theirs.set_image(image)
+    want = theirs.predict(TEXTS)
+    probs = [g.presence for g in got]
+    # four expressions on each side of the threshold, none near it
+    assert sum(p < 0.5 for p in probs) == 4, probs
+    assert min(abs(p - 0.5) for p in probs) > 1e-3, probs
+    # the present ones are not empty (the gating is what empties masks)
+    assert all(g.probability.max() > 0 for g in got if g.presence >= 0.5)
+    assert_same_as_pytorch(got, want, 0.5)
+    # one expression per call: the same answers
+    for text in (TEXTS[probs.index(min(probs))],
+                 TEXTS[probs.index(max(probs))]):
+        assert_same_as_pytorch([ours.predict(text)], [theirs.predict(text)],
+                               0.5)
+
+
+def test_model_without_presence_reports_none(exported, tmp_path):
+    _, model_dir, _ = exported
+    with open(f'{model_dir}/deploy.json') as f:
+        assert json.load(f)['presence_threshold'] is None
+    ours = OnnxReferringPredictor(model_dir)
+    assert ours.presence_threshold is None
+    assert ours.decoder_outputs == ['logits', 'global_map']
+    ours.set_image(np.zeros((64, 64, 3), np.uint8))
+    assert ours.predict('the red circle').presence is None
+
+
+@pytest.mark.parametrize('bad', ['nan', 0, 1, 1.5, -0.2, '0.5', True])
+def test_bad_presence_threshold_is_refused(exported_presence, tmp_path, bad):
+    _, out = exported_presence
+    copy = tmp_path / 'model'
+    shutil.copytree(out, copy)
+    info = json.loads((copy / 'deploy.json').read_text())
+    info['presence_threshold'] = float(bad) if bad == 'nan' else bad
+    (copy / 'deploy.json').write_text(json.dumps(info))
+    with pytest.raises(
+            DeployInfoError,
+            match=r'deploy\.json: presence_threshold must be a finite'):
+        OnnxReferringPredictor(str(copy))
+
+
+def test_presence_output_without_threshold_is_refused(exported_presence,
+                                                      tmp_path):
+    _, out = exported_presence
+    copy = tmp_path / 'model'
+    shutil.copytree(out, copy)
+    info = json.loads((copy / 'deploy.json').read_text())
+    info['presence_threshold'] = None
+    (copy / 'deploy.json').write_text(json.dumps(info))
+    with pytest.raises(
+            DeployInfoError,
+            match=r'deploy\.json: the decoder graph .* presence_threshold'):
+        OnnxReferringPredictor(str(copy))
+
+
+def test_cli_prints_presence(exported_presence, image, tmp_path, capsys):
+    from rsrefseg_deploy.__main__ import main
+    _, out = exported_presence
+    path = tmp_path / 'scene.png'
+    cv2.imwrite(str(path), image)
+    ours = OnnxReferringPredictor(out)
+    ours.set_image(str(path))
+    probs = {r.text: r.presence for r in ours.predict(TEXTS)}
+    argv = ['--model-dir', out, '--out-dir', str(tmp_path / 'out')]
+    main([str(path)] + TEXTS + argv)
+    lines = [
+        line for line in capsys.readouterr().out.splitlines()
+        if '" -> ' in line
+    ]
+    assert len(lines) == len(TEXTS)
+    for text, line in zip(TEXTS, lines):
+        p = probs[text]
+        if p < 0.5:
+            assert f'-> 0 px, absent: presence {p:.2f} < 0.50;' in line
+        else:
+            assert f'px, presence {p:.2f};' in line and 'absent' not in line
