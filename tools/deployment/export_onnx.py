@@ -8,7 +8,10 @@ tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
 checks both graphs with ``onnx.checker`` (needs the ``export`` extra:
 ``pip install -e ".[export]"``). SAM's attention is ONNX Runtime's fused
 ``com.microsoft.MultiHeadAttention`` unless ``--no-contrib-ops`` (standard
-operators only, for other runtimes). Run the result with ``python -m
+operators only, for other runtimes). A model with a presence output
+(``decode_head.presence_cfg``) gets a ``presence`` output in its decoder
+graph, which gates the mask logits as PyTorch inference does, and
+``presence_threshold`` in ``deploy.json``. Run the result with ``python -m
 rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR --out-dir OUT``, which
 needs ONNX Runtime but no torch nor OpenMMLab: ``pip install -r
 requirements/deploy.txt && pip install --no-deps .``.
@@ -79,7 +82,8 @@ def main(argv=None) -> dict:
                 out_dir=args.out_dir,
                 seconds=info['export_seconds'],
                 bytes=info['bytes'],
-                lora_layers_merged=info['lora_layers_merged']),
+                lora_layers_merged=info['lora_layers_merged'],
+                presence_threshold=info['presence_threshold']),
             indent=1))
     return info
 
