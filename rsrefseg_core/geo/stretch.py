@@ -99,22 +99,51 @@ def to_uint8(data: np.ndarray,
         out[valid] = np.rint(values).astype(np.uint8)
         return out, None
     low, high = stretch
-    out = np.zeros(data.shape, np.uint8)
     ranges: RangeList = []
     for b in range(data.shape[0]):
-        band, mask = data[b], valid[b]
-        values = band[mask].astype(np.float64)
-        if values.size == 0:
-            ranges.append((float('nan'), float('nan')))
+        values = data[b][valid[b]].astype(np.float64)
+        ranges.append((float('nan'),
+                       float('nan')) if values.size == 0 else tuple(
+                           float(v)
+                           for v in np.percentile(values, [low, high])))
+    return apply_ranges(data, valid, ranges), ranges
+
+
+def apply_ranges(data: np.ndarray, valid: np.ndarray,
+                 ranges: RangeList) -> np.ndarray:
+    """Map each band's ``(lo, hi)`` to 0-255 (the stretch of
+    :func:`to_uint8` with its ranges given): the windows of a scene share
+    the ranges taken once on the whole scene.
+
+    Args:
+        data (np.ndarray): (C, H, W) bands, any real dtype.
+        valid (np.ndarray): (C, H, W) or (H, W) bool, True where the value
+            is data; invalid pixels get 0.
+        ranges (list[tuple[float, float]]): Per band, the values shown as 0
+            and 255 (a band with ``lo == hi`` is 255 above the level, else
+            0; a NaN range leaves the band 0).
+
+    Returns:
+        np.ndarray: (C, H, W) uint8.
+    """
+    if len(ranges) != data.shape[0]:
+        raise ValueError(f'{len(ranges)} stretch ranges for '
+                         f'{data.shape[0]} bands')
+    valid = np.broadcast_to(valid, data.shape)
+    if np.issubdtype(data.dtype, np.floating):
+        valid = valid & np.isfinite(data)
+    out = np.zeros(data.shape, np.uint8)
+    for b, (lo, hi) in enumerate(ranges):
+        mask = valid[b]
+        values = data[b][mask].astype(np.float64)
+        if values.size == 0 or np.isnan(lo):
             continue
-        lo, hi = np.percentile(values, [low, high])
-        ranges.append((float(lo), float(hi)))
         if hi > lo:
             scaled = (values - lo) * (255.0 / (hi - lo))
             out[b][mask] = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
         else:  # constant band: values above the single level are white
             out[b][mask] = np.where(values > lo, 255, 0).astype(np.uint8)
-    return out, ranges
+    return out
 
 
 def describe_ranges(ranges: RangeList, bands: Sequence[int], dtype: str,

@@ -8,8 +8,10 @@ Example:
     >>> tank, road = predictor.predict(['the white tank', 'the road'])
     >>> mask = tank.pred_sem_seg.data[0].numpy()  # (H, W) 0/1
 """
-from typing import List, Optional, Sequence, Tuple, Union
+import hashlib
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
@@ -18,13 +20,17 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from rsrefseg_core.geo import RasterImage
+from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
-from .pipeline import build_test_pipeline, prepare_inputs, working_size
+from .pipeline import (build_test_pipeline, model_input_size, prepare_inputs,
+                       working_size)
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
 #: sets its own.
 IMAGE_ONLY_TEXT = '<image>'
+#: Expressions whose text-tower outputs a predictor keeps for scenes.
+TEXT_CACHE_SIZE = 16
 
 
 def attach_global_map(sample: SegDataSample, global_map: Tensor,
@@ -104,6 +110,9 @@ class ReferringPredictor(BaseReferringPredictor):
             cache_size=cache_size,
             max_read_size=max_read_size,
             auto_read_size=lambda: working_size(model.cfg))
+        self.text_cache = LRUCache(TEXT_CACHE_SIZE)
+        self._engine_key: Optional[str] = None
+        self._templates: Dict[Tuple[int, int], SegDataSample] = {}
 
     @property
     def embeddings(self) -> Optional[dict]:
@@ -165,3 +174,110 @@ class ReferringPredictor(BaseReferringPredictor):
                 (:func:`rsrefseg_core.text.check_expression`).
         """
         return super().predict(texts)
+
+    # -- scenes (rsrefseg_core.scene.ScenePredictor) -------------------------
+    @property
+    def window_size(self) -> Tuple[int, int]:
+        """Default scene window: the config's ``scene_window_size`` (the
+        size of the dataset's images, e.g. 800 for RRSIS-D), else the
+        model's input size."""
+        size = self.model.cfg.get('scene_window_size') or \
+            model_input_size(self.model.cfg)
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Foreground above this probability (the decode head's)."""
+        return float(self.model.decode_head.threshold)
+
+    @property
+    def presence_threshold(self) -> Optional[float]:
+        """The presence threshold of a head trained with ``presence_cfg``,
+        else None."""
+        cfg = getattr(self.model.decode_head, 'presence_cfg', None)
+        return None if not cfg else float(cfg['threshold'])
+
+    def engine_key(self) -> str:
+        """sha256 of the model's parameters and buffers (computed once)."""
+        if self._engine_key is None:
+            digest = hashlib.sha256()
+            for name, value in self.model.state_dict().items():
+                digest.update(name.encode())
+                digest.update(
+                    value.detach().cpu().contiguous().reshape(-1).view(
+                        torch.uint8).numpy().tobytes())
+            self._engine_key = 'torch:' + digest.hexdigest()
+        return self._engine_key
+
+    @torch.no_grad()
+    def encode_windows(self,
+                       windows: List[RasterImage]) -> List[Dict[str, Any]]:
+        """The image towers on scene windows, as one batch.
+
+        Returns:
+            list[dict]: Per window, :meth:`RSRefSeg.encode_image`'s outputs
+            as NumPy arrays (without the batch dimension).
+        """
+        data = self.model.data_preprocessor(
+            pseudo_collate([
+                prepare_inputs(w, IMAGE_ONLY_TEXT, self.pipeline)
+                for w in windows
+            ]), False)
+        shape = windows[0].img.shape[:2]
+        self._templates.setdefault(shape, data['data_samples'][0])
+        embeddings = self.model.encode_image(data['inputs'])
+        return [{k: v[i].cpu().numpy()
+                 for k, v in embeddings.items()} for i in range(len(windows))]
+
+    def _template(self, shape: Tuple[int, int]) -> SegDataSample:
+        """A data sample of a window of ``shape`` (metas for resizing)."""
+        if shape not in self._templates:
+            blank = RasterImage(
+                img=np.zeros((*shape, 3), np.uint8), source='window')
+            data = self.model.data_preprocessor(
+                pseudo_collate(
+                    [prepare_inputs(blank, IMAGE_ONLY_TEXT, self.pipeline)]),
+                False)
+            self._templates[shape] = data['data_samples'][0]
+        return self._templates[shape]
+
+    @torch.no_grad()
+    def decode_windows(
+            self, encodings: List[Dict[str, Any]], shape: Tuple[int, int],
+            text: str) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+        """One expression on encoded windows of ``shape``: the text tower
+        runs once per expression (kept for the next windows), the prompter
+        and SAM's decoder once per batch of windows.
+
+        Returns:
+            tuple: (h, w) float32 probability per window, as the
+            segmentor's post-processing gives it, and the (n,) presence
+            probabilities (None for a model without presence).
+        """
+        device = next(self.model.parameters()).device
+        n = len(encodings)
+        embeddings = {
+            k: torch.from_numpy(np.stack([e[k] for e in encodings])).to(device)
+            for k in encodings[0]
+        }
+        text_embeddings = self.text_cache.lookup(text)
+        if text_embeddings is None:
+            text_embeddings = self.model.encode_text([text], device)
+            self.text_cache.store(text, text_embeddings)
+        logits, feats = self.model.decode(
+            embeddings, [text] * n,
+            text_embeddings=tuple(
+                t.expand(n, *t.shape[1:]) for t in text_embeddings))
+        template = self._template(tuple(shape))
+        samples = []
+        for _ in range(n):
+            sample = template.clone()
+            sample.set_metainfo(dict(text=text))
+            samples.append(sample)
+        logits = self.model.decode_head.predict_by_feat(
+            logits, [s.metainfo for s in samples])
+        samples = self.model.postprocess_result(logits, samples)
+        probs = [s.seg_logits.data[0].float().cpu().numpy() for s in samples]
+        presence = feats.get('presence')
+        return probs, None if presence is None else \
+            presence.float().cpu().numpy()

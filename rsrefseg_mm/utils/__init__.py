@@ -1,3 +1,4 @@
+from rsrefseg_core.progress import track
 from .checkpoint import (ChangedCheckpointError, CorruptCheckpointError,
                          RemoteCheckpointError, UnsafeCheckpointError,
                          allow_unsafe_load, check_local_checkpoint,
@@ -8,7 +9,6 @@ from .checkpoint_limits import CheckpointLimitError, checkpoint_limits
 from .checkpoint_match import CheckpointMismatchError, load_model_weights
 from .config import apply_compile_arg, drop_pretrained_checkpoints
 from .dist import use_gloo_without_cuda
-from .progress import track
 from .safe_pickle import (PlainDataLimitError, UnsafePickleError,
                           check_plain_data_size, load_plain_pickle,
                           load_plain_pickle_file)

@@ -1,6 +1,6 @@
 """RSRefSeg segmentor (https://arxiv.org/abs/2501.06809)."""
 import hashlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import zero_nodata
+from rsrefseg_core.scene.grid import window_boxes
 from ..decode_heads.sam_prompt_head import ABSENT_LOGIT
 
 
@@ -59,24 +60,6 @@ def check_test_cfg(test_cfg: ConfigDict) -> None:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError('RSRefSeg: test_cfg.window_batch must be a positive '
                          f'integer, got {batch!r}')
-
-
-def window_boxes(height: int, width: int, crop_size: Sequence[int],
-                 stride: Sequence[int]) -> List[Tuple[int, int, int, int]]:
-    """Windows ``(y1, y2, x1, x2)`` covering an image, as mmseg's slide
-    inference places them: every ``stride`` pixels, the last window of a
-    row or column moved back to end at the border, none larger than the
-    image."""
-    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
-    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
-    boxes = []
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y2 = min(h_idx * h_stride + h_crop, height)
-            x2 = min(w_idx * w_stride + w_crop, width)
-            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-    return boxes
 
 
 def tensor_digest(x: Tensor) -> str:
@@ -293,10 +276,30 @@ class RSRefSeg(EncoderDecoder):
                     'image_index (the image of each expression)')
         return selected
 
-    def prompt(self,
-               embeddings: Dict[str, Tensor],
-               texts: List[str],
-               image_index: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def encode_text(self, texts: List[str],
+                    device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        """The text tower on distinct expressions.
+
+        Returns:
+            tuple: ``text_global`` (N, D), ``text_feats`` (N, L, D) and
+            ``text_mask`` (N, L), one row per expression of ``texts`` (each
+            distinct expression encoded once).
+        """
+        unique = list(dict.fromkeys(texts))
+        encoded = self.backbone.encode_text(unique, device=device)
+        if len(unique) < len(texts):
+            rows = torch.tensor([unique.index(t) for t in texts],
+                                device=encoded[0].device)
+            encoded = tuple(t[rows] for t in encoded)
+        return encoded
+
+    def prompt(
+        self,
+        embeddings: Dict[str, Tensor],
+        texts: List[str],
+        image_index: Optional[Tensor] = None,
+        text_embeddings: Optional[Tuple[Tensor,
+                                        ...]] = None) -> Dict[str, Tensor]:
         """Text tower and prompter on encoded images.
 
         Args:
@@ -304,6 +307,9 @@ class RSRefSeg(EncoderDecoder):
             texts (list[str]): N expressions.
             image_index (Tensor, optional): (N,) image of each expression;
                 see :meth:`_select_images`.
+            text_embeddings (tuple, optional): :meth:`encode_text` of
+                ``texts``, computed once and reused (a scene's windows):
+                the text tower does not run.
 
         Returns:
             dict: The head's inputs: the selected ``images`` or
@@ -312,15 +318,10 @@ class RSRefSeg(EncoderDecoder):
             ``global_logits``).
         """
         image = self._select_images(embeddings, len(texts), image_index)
-        # each distinct expression goes through the text tower once
-        unique = list(dict.fromkeys(texts))
-        text_global, text_feats, text_mask = self.backbone.encode_text(
-            unique, device=image['img_feats'].device)
-        if len(unique) < len(texts):
-            rows = torch.tensor([unique.index(t) for t in texts],
-                                device=text_global.device)
-            text_global, text_feats, text_mask = (
-                t[rows] for t in (text_global, text_feats, text_mask))
+        if text_embeddings is None:
+            text_embeddings = self.encode_text(texts,
+                                               image['img_feats'].device)
+        text_global, text_feats, text_mask = text_embeddings
         prompts = self.neck(
             dict(
                 img_feats=image.pop('img_feats'),
@@ -335,7 +336,8 @@ class RSRefSeg(EncoderDecoder):
         self,
         embeddings: Dict[str, Tensor],
         texts: List[str],
-        image_index: Optional[Tensor] = None
+        image_index: Optional[Tensor] = None,
+        text_embeddings: Optional[Tuple[Tensor, ...]] = None
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Mask logits of expressions on images encoded by
         :meth:`encode_image`.
@@ -344,12 +346,13 @@ class RSRefSeg(EncoderDecoder):
             embeddings (dict): From :meth:`encode_image`.
             texts (list[str]): N expressions.
             image_index (Tensor, optional): (N,) image of each expression.
+            text_embeddings (tuple, optional): See :meth:`prompt`.
 
         Returns:
             tuple: Low-resolution logits (N, 1, Hm, Wm) and the
             :meth:`prompt` outputs (activation maps for visualisation).
         """
-        x = self.prompt(embeddings, texts, image_index)
+        x = self.prompt(embeddings, texts, image_index, text_embeddings)
         return self.decode_head.forward(x), x
 
     def extract_feat(
@@ -505,9 +508,10 @@ class RSRefSeg(EncoderDecoder):
         """Sliding-window inference at the input's resolution.
 
         Windows of ``test_cfg.crop_size`` every ``test_cfg.stride`` pixels
-        (:func:`window_boxes`) are encoded in batches of
+        (:func:`rsrefseg_core.scene.grid.window_boxes`, the grid of the
+        scene predictor) are encoded in batches of
         ``test_cfg.window_batch`` (default 4) and decoded with the sample's
-        expression, whose text tower runs once per batch. Each window's
+        expression, whose text tower runs once per sample. Each window's
         logits are resized (bilinear) to the window and turned into
         probabilities, which are averaged where windows overlap. A window
         that the presence output (``decode_head.presence_cfg``) judges
@@ -532,6 +536,8 @@ class RSRefSeg(EncoderDecoder):
         prob_sum = inputs.new_zeros((B, 1, H, W), dtype=torch.float32)
         count = inputs.new_zeros((B, 1, H, W), dtype=torch.float32)
         for b in range(B):
+            # the expression's text tower runs once for all its windows
+            text = self.encode_text([texts[b]], inputs.device)
             for start in range(0, len(boxes), batch):
                 chunk = boxes[start:start + batch]
                 crops = torch.cat([
@@ -539,7 +545,9 @@ class RSRefSeg(EncoderDecoder):
                     for y1, y2, x1, x2 in chunk
                 ])
                 logits, x = self.decode(
-                    self.encode_image(crops), [texts[b]] * len(chunk))
+                    self.encode_image(crops), [texts[b]] * len(chunk),
+                    text_embeddings=tuple(
+                        t.expand(len(chunk), *t.shape[1:]) for t in text))
                 present = x['presence'] >= \
                     self.decode_head.presence_cfg['threshold'] \
                     if 'presence' in x else [True] * len(chunk)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from mmengine.config import ConfigDict
 
+from rsrefseg_core.scene.grid import window_boxes
 from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.models.decode_heads.sam_prompt_head import ABSENT_LOGIT
-from rsrefseg_mm.models.segmentors.rsrefseg import window_boxes
 from helpers import REPO, TINY_CONFIG
 
 GRES_CONFIG = str(

@@ -1,6 +1,7 @@
 """Progress bars for long loops (dataset checks, browsing, batch demos).
 
-Built on ``rich`` (an mmengine dependency): description, bar, done / total,
+Built on ``rich`` (an mmengine dependency, in requirements/deploy.txt for
+the ONNX Runtime predictor): description, bar, done / total,
 rate, elapsed time and ETA, drawn on stderr so that stdout stays clean for
 results. Quiet when stderr is not a terminal (logs, CI, pipes).
 """

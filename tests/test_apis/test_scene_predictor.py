@@ -1,0 +1,120 @@
+"""Scenes through the PyTorch predictor: one window covering the image
+gives the whole-image answer, several windows give the average of each
+window's own answer (windows judged absent left out), and the expression's
+text tower runs once per scene."""
+import numpy as np
+import pytest
+import torch
+
+from rsrefseg_core.scene import SceneGrid, ScenePredictor
+from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
+from helpers import REPO, write_geotiff
+
+GRES_CONFIG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
+TEXTS = ['the red circle', 'the blue square', 'the white cross']
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    model = init_referring_model(GRES_CONFIG, None, device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        # presence spread around the threshold: some windows absent
+        presence_layer(model).weight[0].mul_(50)
+    return model
+
+
+def presence_layer(model):
+    return model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
+
+
+def centre_presence(model, presences, below: int) -> None:
+    """Shift the presence bias so that the threshold (0.5) falls midway
+    between the ``below``-th and the next of ``presences`` (sorted)."""
+    logits = torch.logit(torch.tensor(presences).double()).sort().values
+    with torch.no_grad():
+        presence_layer(model).bias[0] -= float(logits[below - 1] +
+                                               logits[below]) / 2
+
+
+def test_one_window_covering_the_image_equals_whole_image(model, tmp_path):
+    path = write_geotiff(tmp_path / 'scene.tif', 90, 120)
+    whole = ReferringPredictor(model, max_read_size=None)
+    whole.set_image(path, bands=(3, 2, 1))
+    centre_presence(model,
+                    [r.metainfo['presence'] for r in whole.predict(TEXTS)], 1)
+    expected = whole.predict(TEXTS)
+    assert sum(r.metainfo['presence'] < 0.5 for r in expected) == 1
+    scene = ScenePredictor(
+        ReferringPredictor(model), crop_size=(90, 120), progress=False)
+    scene.set_scene(path, bands=(3, 2, 1))
+    assert len(scene.grid) == 1
+    results = scene.predict(TEXTS, keep_probability=True)
+    threshold = model.decode_head.presence_cfg['threshold']
+    for ref, res in zip(expected, results):
+        assert res.presence == pytest.approx(
+            ref.metainfo['presence'], abs=2e-5)
+        prob = ref.seg_logits.data[0].numpy()
+        if ref.metainfo['presence'] < threshold:  # empty in both
+            assert not res.found and prob.max() < 1e-3
+        np.testing.assert_allclose(res.probability, prob, atol=1e-5)
+        np.testing.assert_array_equal(res.mask,
+                                      ref.pred_sem_seg.data[0].numpy())
+    scene.close()
+
+
+def window_answers(model, image, boxes, text):
+    """Each window on its own, as a whole image."""
+    single = ReferringPredictor(model, max_read_size=None)
+    answers = []
+    for y1, y2, x1, x2 in boxes:
+        single.set_image(np.ascontiguousarray(image[y1:y2, x1:x2]))
+        answers.append(single.predict(text))
+    return answers
+
+
+def test_windows_average_their_own_answers(model):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (96, 150, 3), np.uint8)
+    boxes = SceneGrid.build(96, 150, 64, (32, 43)).boxes
+    centre_presence(model, [
+        r.metainfo['presence']
+        for r in window_answers(model, image, boxes, TEXTS[0])
+    ],
+                    len(boxes) // 2)
+    answers = window_answers(model, image, boxes, TEXTS[0])
+    presences = [r.metainfo['presence'] for r in answers]
+    # the test means something: windows on both sides of the threshold
+    assert min(presences) < 0.5 < max(presences), presences
+    total = np.zeros(image.shape[:2])
+    count = np.zeros(image.shape[:2])
+    for (y1, y2, x1, x2), res in zip(boxes, answers):
+        if res.metainfo['presence'] >= 0.5:
+            total[y1:y2, x1:x2] += res.seg_logits.data[0].numpy()
+            count[y1:y2, x1:x2] += 1
+
+    scene = ScenePredictor(
+        ReferringPredictor(model),
+        crop_size=64,
+        stride=(32, 43),
+        window_batch=3,
+        progress=False)
+    scene.set_scene(image)
+    assert scene.grid.boxes == boxes
+    calls = []
+    encode_text = model.encode_text
+    model.encode_text = lambda *a: calls.append(a[0]) or encode_text(*a)
+    try:
+        got = scene.predict(TEXTS[0], keep_probability=True)
+        again = scene.predict(TEXTS[0], keep_probability=True)
+    finally:
+        del model.encode_text
+    assert calls == [[TEXTS[0]]]  # once for the scene, then kept
+    np.testing.assert_array_equal(got.probability, again.probability)
+    np.testing.assert_allclose(got.window_presence, presences, atol=1e-5)
+    np.testing.assert_allclose(
+        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    scene.close()
