@@ -127,8 +127,10 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
 
     Returns:
         dict: The info, with ``paths`` added: the absolute path of each of
-        ``image_encoder``, ``decoder`` and ``tokenizer``, and
-        ``presence_threshold`` set (None for a model without presence).
+        ``image_encoder``, ``decoder`` and ``tokenizer``,
+        ``presence_threshold`` set (None for a model without presence) and
+        ``files_sha256``, a digest of the recorded file hashes (what the
+        folder's weights are, for files that cache its outputs).
 
     Raises:
         FileNotFoundError: No ``deploy.json`` (says how to export).
@@ -165,6 +167,8 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
         tokenizer=_inside(model_dir, tokenizer.get('file'), 'tokenizer.file',
                           where))
     _positive_ints(info.get('input_size'), 2, 'input_size', where)
+    if info.get('window_size') is not None:
+        _positive_ints(info['window_size'], 2, 'window_size', where)
     _positive_ints([tokenizer.get('context_length')], 1,
                    'tokenizer.context_length', where)
     _positive_ints([info.get('num_expressions')], 1, 'num_expressions', where)
@@ -201,5 +205,9 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
                     f'{path}: content differs from the sha256 recorded in '
                     f'{where} at export (changed, truncated or replaced); '
                     'export the model again')
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
     return dict(
-        info, paths=paths, presence_threshold=info.get('presence_threshold'))
+        info,
+        paths=paths,
+        presence_threshold=info.get('presence_threshold'),
+        files_sha256=digest.hexdigest())

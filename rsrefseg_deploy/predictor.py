@@ -14,7 +14,8 @@ gives an expression below the threshold empty-mask logits (as the PyTorch
 head does), so its mask is empty and its probability 0 here too.
 """
 import os
-from typing import List, NamedTuple, Optional, Sequence, Union
+from typing import (Any, Dict, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import cv2
 import numpy as np
@@ -209,12 +210,7 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         """
         image = self.image
         size = image.img.shape[:2]
-        logits = resize_bilinear(
-            resize_bilinear(logits[0], self.input_size), size)
-        # an absent expression's logits (-1e4) overflow exp to inf: prob 0
-        with np.errstate(over='ignore'):
-            prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
-        prob = prob.astype(np.float32)
+        prob = self._probability(logits, size)
         mask = (prob > self.threshold).astype(np.uint8)
         act = np.clip(resize_bilinear(global_map, size), 0,
                       1).astype(np.float32)
@@ -225,6 +221,69 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             act,
             where=f'the prediction of {text!r} on {image.source}')
         return OnnxResult(text, mask, prob, act, image, presence)
+
+    def _probability(self, logits: np.ndarray, size: Tuple[int,
+                                                           int]) -> np.ndarray:
+        """(1, Hm, Wm) logits -> (H, W) float32 foreground probability:
+        resized to the model's input, then to ``size``, as mmseg does."""
+        logits = resize_bilinear(
+            resize_bilinear(logits[0], self.input_size), size)
+        # an absent expression's logits (-1e4) overflow exp to inf: prob 0
+        with np.errstate(over='ignore'):
+            prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        return prob.astype(np.float32)
+
+    # -- scenes (rsrefseg_core.scene.ScenePredictor) -------------------------
+    @property
+    def window_size(self) -> Tuple[int, int]:
+        """Default scene window: deploy.json's ``window_size`` (the
+        config's ``scene_window_size``), else the model's input size."""
+        return tuple(self.info.get('window_size') or self.input_size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Foreground above this probability."""
+        return self.threshold
+
+    def engine_key(self) -> str:
+        """A digest of the sha256 of every file of the folder (deploy.json
+        records them)."""
+        return 'onnx:' + self.info['files_sha256']
+
+    def encode_windows(self,
+                       windows: List[RasterImage]) -> List[Dict[str, Any]]:
+        """The image-encoder graph on each window (graphs take one
+        image)."""
+        names = [o.name for o in self.encoder.get_outputs()]
+        return [{
+            name: value[0]
+            for name, value in zip(names, self._encode(window))
+        } for window in windows]
+
+    def decode_windows(
+            self, encodings: List[Dict[str, Any]], shape: Tuple[int, int],
+            text: str) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+        """One expression on encoded windows of ``shape``, window by window
+        (the decoder graph takes one image); the expression is tokenized
+        once.
+
+        Returns:
+            tuple: (h, w) float32 probability per window and the (n,)
+            presence probabilities (None without a presence output).
+        """
+        batch = [text] * (self.fixed_batch or 1)
+        tokens = self._tokens(batch)
+        names = self.info['decoder_inputs']
+        probs, presence = [], []
+        for arrays in encodings:
+            image = tuple(v[None] for v in arrays.values())
+            outputs = dict(
+                zip(self.decoder_outputs,
+                    self.decoder.run(None, dict(zip(names, image + tokens)))))
+            probs.append(self._probability(outputs['logits'][0], shape))
+            if 'presence' in outputs:
+                presence.append(float(outputs['presence'][0]))
+        return probs, np.array(presence, np.float32) if presence else None
 
     def predict(
         self,

@@ -60,6 +60,18 @@ def model_input_size(cfg) -> Tuple[int, int]:
                      f'; got {[t.get("type") for t in pipeline]}')
 
 
+def scene_window_size(model: nn.Module, input_size: Tuple[int, int]) -> list:
+    """The default window of scene inference: the config's
+    ``scene_window_size`` (the dataset's image size), else the model's
+    input size."""
+    cfg = getattr(model, 'cfg', None)
+    size = None if cfg is None else cfg.get('scene_window_size')
+    if size is None:
+        return list(input_size)
+    return [int(size), int(size)] if isinstance(size, int) else \
+        [int(v) for v in size]
+
+
 def _tokenizer_info(backbone: nn.Module, out_dir: str) -> dict:
     tok = backbone.tokenizer
     if isinstance(backbone, SigLIPBackbone):
@@ -167,6 +179,7 @@ def export_onnx(model: nn.Module,
         image_encoder='image_encoder.onnx',
         decoder='decoder.onnx',
         input_size=[h, w],
+        window_size=scene_window_size(model, (h, w)),
         input='RGB 0-255 float32 (1, 3, H, W), resized bilinearly '
         '(OpenCV INTER_LINEAR, aspect ratio not kept); the graph normalises',
         decoder_inputs=list(decoder.input_names),

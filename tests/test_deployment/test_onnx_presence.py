@@ -176,3 +176,43 @@ def test_cli_prints_presence(exported_presence, image, tmp_path, capsys):
             assert f'-> 0 px, absent: presence {p:.2f} < 0.50;' in line
         else:
             assert f'px, presence {p:.2f};' in line and 'absent' not in line
+
+
+def test_scene_through_onnx_runtime_equals_pytorch(exported_presence,
+                                                   tmp_path):
+    """Sliding windows on a small GeoTIFF scene: ONNX Runtime's windows,
+    presence, averaged probability and written mask equal PyTorch's."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from rsrefseg_core.scene import ScenePredictor
+    from helpers import write_tif
+    model, out = exported_presence
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 255, (3, 150, 200), np.uint8)
+    path = write_tif(tmp_path / 'scene.tif', data, 'EPSG:32633',
+                     from_origin(500000, 4100000, 1, 1))
+    answers = []
+    for runtime in (ReferringPredictor(model), OnnxReferringPredictor(out)):
+        scene = ScenePredictor(
+            runtime, crop_size=96, window_batch=3, progress=False)
+        scene.set_scene(path)
+        answers.append(
+            scene.predict(
+                TEXTS[:4],
+                out_dir=str(tmp_path / type(runtime).__name__),
+                keep_probability=True))
+        scene.close()
+    windows = 0
+    for torch_res, ort_res in zip(*answers):
+        np.testing.assert_allclose(
+            ort_res.window_presence, torch_res.window_presence, atol=1e-5)
+        np.testing.assert_allclose(
+            ort_res.probability, torch_res.probability, atol=1e-4)
+        with rasterio.open(torch_res.mask_path) as a, \
+                rasterio.open(ort_res.mask_path) as b:
+            differ = (a.read(1) != b.read(1)).mean()
+        assert differ < 1e-3, differ
+        windows += (torch_res.window_presence < 0.5).sum()
+    # windows judged absent, and present ones, were compared
+    assert 0 < windows < sum(len(r.window_presence) for r in answers[0])
