@@ -17,6 +17,10 @@
 # RSRefSeg's recipe: resize to 1024x1024 without keeping the aspect ratio, no
 # augmentation. The test pipeline decodes the mask after Resize, so the
 # ground truth stays at the original size, where ReferringIoUMetric scores.
+# Scene inference (rsrefseg_core.scene.ScenePredictor, demo/image_demo.py
+# --slide) reads windows of this many file pixels, the scale of the
+# training images (RRSIS-D's 800 x 800 images), each resized to the model input.
+scene_window_size = 800
 dataset_type = 'RRSISDDataset'
 data_root = 'data/rrsisd'
 crop_size = (1024, 1024)
