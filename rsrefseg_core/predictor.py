@@ -34,8 +34,8 @@ from .text import check_expression
 MaxReadSize = Union[int, str, None]
 
 
-def check_max_batch(max_batch) -> int:
-    """``max_batch`` as an int >= 1.
+def check_max_batch(max_batch, name: str = 'max_batch') -> int:
+    """``max_batch`` as an int >= 1 (``name`` in the message).
 
     Raises:
         ValueError: For anything else (bools and non-integers too).
@@ -43,7 +43,7 @@ def check_max_batch(max_batch) -> int:
     if isinstance(max_batch,
                   bool) or not isinstance(max_batch,
                                           (int, np.integer)) or max_batch < 1:
-        raise ValueError(f'max_batch must be >= 1, got {max_batch!r}')
+        raise ValueError(f'{name} must be >= 1, got {max_batch!r}')
     return int(max_batch)
 
 

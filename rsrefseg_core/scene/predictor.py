@@ -148,7 +148,7 @@ class ScenePredictor:
             crop_size
         self.stride = stride
         SceneGrid.build(1, 1, self.crop_size, stride)  # checks the sizes
-        self.window_batch = check_max_batch(window_batch)
+        self.window_batch = check_max_batch(window_batch, 'window_batch')
         self.max_memory = max_memory
         self.progress = progress
         self.reader: Optional[SceneReader] = None

@@ -14,8 +14,8 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
 from torch import Tensor
 
 from rsrefseg_core.lru_cache import LRUCache
-from rsrefseg_core.predictor import zero_nodata
-from rsrefseg_core.scene.grid import window_boxes
+from rsrefseg_core.predictor import check_max_batch, zero_nodata
+from rsrefseg_core.scene.grid import check_window_args, window_boxes
 from ..decode_heads.sam_prompt_head import ABSENT_LOGIT
 
 
@@ -31,8 +31,9 @@ def count_parameters(module: nn.Module) -> Tuple[int, int]:
 
 def check_test_cfg(test_cfg: ConfigDict) -> None:
     """``mode`` is ``'whole'`` or ``'slide'``; ``'slide'`` needs
-    ``crop_size`` and ``stride`` (two positive integers each, the stride not
-    above the crop) and a positive ``window_batch`` when given.
+    ``crop_size`` and ``stride`` (the scene predictor's rules,
+    :func:`rsrefseg_core.scene.check_window_args`) and a positive
+    ``window_batch`` when given.
 
     Raises:
         ValueError: Naming the key and the value.
@@ -43,23 +44,11 @@ def check_test_cfg(test_cfg: ConfigDict) -> None:
                          f"'slide', got {mode!r}")
     if mode != 'slide':
         return
-    pairs = {}
-    for key in ('crop_size', 'stride'):
-        value = test_cfg.get(key)
-        if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
-                isinstance(v, bool) or not isinstance(v, int) or v < 1
-                for v in value):
-            raise ValueError(f"RSRefSeg: test_cfg.mode='slide' needs {key} "
-                             f'as two positive integers (h, w), got {value!r}')
-        pairs[key] = value
-    if any(s > c for s, c in zip(pairs['stride'], pairs['crop_size'])):
-        raise ValueError(
-            f'RSRefSeg: test_cfg.stride {tuple(pairs["stride"])} leaves gaps '
-            f'between windows of crop_size {tuple(pairs["crop_size"])}')
-    batch = test_cfg.get('window_batch', 4)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError('RSRefSeg: test_cfg.window_batch must be a positive '
-                         f'integer, got {batch!r}')
+    try:
+        check_window_args(test_cfg.get('crop_size'), test_cfg.get('stride'))
+        check_max_batch(test_cfg.get('window_batch', 4), 'window_batch')
+    except ValueError as e:
+        raise ValueError(f"RSRefSeg: test_cfg.mode='slide': {e}") from None
 
 
 def tensor_digest(x: Tensor) -> str:

@@ -149,3 +149,16 @@ def test_each_distinct_expression_is_encoded_once(texts):
     for i, t in enumerate(texts):
         one, _ = model.decode(emb, [t])
         torch.testing.assert_close(logits[i:i + 1], one, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('test_cfg, message', [
+    (dict(mode='tiles'), "'whole' or 'slide'"),
+    (dict(mode='slide', stride=(8, 8)), 'crop_size'),
+    (dict(mode='slide', crop_size=(16, 16), stride=(32, 16)), 'leaves gaps'),
+    (dict(mode='slide', crop_size=(16, 16), stride=(8, 8),
+          window_batch=0), 'window_batch'),
+])
+def test_bad_slide_settings_are_refused_by_name(test_cfg, message):
+    from rsrefseg_mm.models.segmentors.rsrefseg import check_test_cfg
+    with pytest.raises(ValueError, match=message):
+        check_test_cfg(ConfigDict(test_cfg))
