@@ -24,6 +24,7 @@ from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
 from .pipeline import (build_test_pipeline, model_input_size, prepare_inputs,
                        working_size)
+from .precision import autocast, check_precision
 
 #: Stands in for the expression while the image alone goes through the
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
@@ -58,6 +59,14 @@ def attach_global_map(sample: SegDataSample, global_map: Tensor,
         f'{image.source}')
     sample.set_data(dict(global_map=PixelData(data=act)))
     return sample
+
+
+def _float(logits: Tensor, feats: dict) -> Tuple[Tensor, dict]:
+    """Decoder outputs in float32 (post-processing stays in float32)."""
+    return logits.float(), {
+        k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+        for k, v in feats.items()
+    }
 
 
 class ReferringPredictor(BaseReferringPredictor):
@@ -96,14 +105,20 @@ class ReferringPredictor(BaseReferringPredictor):
             ``'auto'`` (default) is
             :data:`~rsrefseg_mm.apis.pipeline.WORKING_SIZE_FACTOR` times the
             model's input size; None reads at the file's resolution.
+        precision (str): ``'fp32'`` (default) or ``'bf16'`` (autocast, on
+            hardware with native bf16 only; see
+            :mod:`rsrefseg_mm.apis.precision`).
     """
 
     def __init__(self,
                  model,
                  max_batch: int = 8,
                  cache_size: int = 0,
-                 max_read_size: Union[int, str, None] = 'auto') -> None:
+                 max_read_size: Union[int, str, None] = 'auto',
+                 precision: str = 'fp32') -> None:
         self.model = model
+        self.device = next(model.parameters()).device
+        self.precision = check_precision(precision, self.device)
         self.pipeline = build_test_pipeline(model.cfg)
         super().__init__(
             max_batch=max_batch,
@@ -127,8 +142,9 @@ class ReferringPredictor(BaseReferringPredictor):
             pseudo_collate(
                 [prepare_inputs(raster, IMAGE_ONLY_TEXT, self.pipeline)]),
             False)
-        return self.model.encode_image(data['inputs']), \
-            data['data_samples'][0]
+        with autocast(self.precision, self.device):
+            embeddings = self.model.encode_image(data['inputs'])
+        return embeddings, data['data_samples'][0]
 
     @torch.no_grad()
     def _decode(self, texts: List[str], count: int) -> List[SegDataSample]:
@@ -141,7 +157,9 @@ class ReferringPredictor(BaseReferringPredictor):
             sample.set_metainfo(dict(text=text))
             samples.append(sample)
         metas = [s.metainfo for s in samples]
-        logits, feats = self.model.decode(embeddings, texts)
+        with autocast(self.precision, self.device):
+            logits, feats = self.model.decode(embeddings, texts)
+        logits, feats = _float(logits, feats)
         logits = self.model.decode_head.predict_by_feat(logits, metas)
         samples = self.model.postprocess_result(logits, samples)
         if 'presence' in feats:  # a head trained with presence_cfg
@@ -225,8 +243,9 @@ class ReferringPredictor(BaseReferringPredictor):
             ]), False)
         shape = windows[0].img.shape[:2]
         self._templates.setdefault(shape, data['data_samples'][0])
-        embeddings = self.model.encode_image(data['inputs'])
-        return [{k: v[i].cpu().numpy()
+        with autocast(self.precision, self.device):
+            embeddings = self.model.encode_image(data['inputs'])
+        return [{k: v[i].float().cpu().numpy()
                  for k, v in embeddings.items()} for i in range(len(windows))]
 
     def _template(self, shape: Tuple[int, int]) -> SegDataSample:
@@ -254,7 +273,7 @@ class ReferringPredictor(BaseReferringPredictor):
             segmentor's post-processing gives it, and the (n,) presence
             probabilities (None for a model without presence).
         """
-        device = next(self.model.parameters()).device
+        device = self.device
         n = len(encodings)
         embeddings = {
             k: torch.from_numpy(np.stack([e[k] for e in encodings])).to(device)
@@ -262,12 +281,15 @@ class ReferringPredictor(BaseReferringPredictor):
         }
         text_embeddings = self.text_cache.lookup(text)
         if text_embeddings is None:
-            text_embeddings = self.model.encode_text([text], device)
+            with autocast(self.precision, self.device):
+                text_embeddings = self.model.encode_text([text], device)
             self.text_cache.store(text, text_embeddings)
-        logits, feats = self.model.decode(
-            embeddings, [text] * n,
-            text_embeddings=tuple(
-                t.expand(n, *t.shape[1:]) for t in text_embeddings))
+        with autocast(self.precision, self.device):
+            logits, feats = self.model.decode(
+                embeddings, [text] * n,
+                text_embeddings=tuple(
+                    t.expand(n, *t.shape[1:]) for t in text_embeddings))
+        logits, feats = _float(logits, feats)
         template = self._template(tuple(shape))
         samples = []
         for _ in range(n):

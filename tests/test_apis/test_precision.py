@@ -1,0 +1,65 @@
+"""bf16 inference of the PyTorch predictor: refused by name on a CPU
+without native bf16; where the CPU has it, the answers stay close to fp32's
+and the matrix products really run in bfloat16."""
+import numpy as np
+import pytest
+import torch
+
+from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
+from rsrefseg_mm.apis.precision import check_precision, cpu_bf16_support
+from helpers import TINY_CONFIG
+
+NATIVE_BF16 = any(cpu_bf16_support().values())
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    model = init_referring_model(TINY_CONFIG, None, device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_bf16_refused_on_a_cpu_without_native_bf16(model, monkeypatch):
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported',
+                        lambda: False)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    with pytest.raises(RuntimeError, match='needs a CPU with native bf16'):
+        ReferringPredictor(model, precision='bf16')
+    # fp32 needs nothing
+    assert ReferringPredictor(model, precision='fp32').precision == 'fp32'
+    with pytest.raises(ValueError, match='precision must be one of'):
+        check_precision('int8', 'cpu')
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason='this CPU has no native bf16')
+def test_bf16_answers_close_to_fp32_and_runs_in_bf16(model, monkeypatch):
+    image = np.random.default_rng(0).integers(0, 255, (128, 128, 3),
+                                              np.uint8)
+    texts = ['the red circle', 'the blue square']
+    probs = {}
+    for precision in ('fp32', 'bf16'):
+        predictor = ReferringPredictor(model, precision=precision)
+        predictor.set_image(image)
+        probs[precision] = np.stack([
+            r.seg_logits.data[0].numpy() for r in predictor.predict(texts)
+        ])
+    assert probs['bf16'].dtype == np.float32
+    diff = np.abs(probs['bf16'] - probs['fp32'])
+    # bfloat16 keeps 8 bits of mantissa: close, but not equal
+    assert 0 < diff.max() < 0.05
+    assert ((probs['bf16'] > 0.5) == (probs['fp32'] > 0.5)).mean() > 0.98
+    seen = []
+    linear = torch.nn.functional.linear
+
+    def spy(x, *args, **kwargs):
+        out = linear(x, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, 'linear', spy)
+    predictor = ReferringPredictor(model, precision='bf16')
+    predictor.set_image(image)
+    assert torch.bfloat16 in seen
