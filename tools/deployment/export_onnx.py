@@ -1,7 +1,8 @@
 """Export a trained RSRefSeg to ONNX for ONNX Runtime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir DIR \
-        [--opset 20] [--dynamic-expressions] [--no-contrib-ops]
+        [--opset 20] [--dynamic-expressions] [--no-contrib-ops] \
+        [--quantize int8 [--quantize-graphs image_encoder decoder]]
 
 writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
 tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
@@ -11,10 +12,12 @@ checks both graphs with ``onnx.checker`` (needs the ``export`` extra:
 operators only, for other runtimes). A model with a presence output
 (``decode_head.presence_cfg``) gets a ``presence`` output in its decoder
 graph, which gates the mask logits as PyTorch inference does, and
-``presence_threshold`` in ``deploy.json``. Run the result with ``python -m
-rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR --out-dir OUT``, which
-needs ONNX Runtime but no torch nor OpenMMLab: ``pip install -r
-requirements/deploy.txt && pip install --no-deps .``.
+``presence_threshold`` in ``deploy.json``. ``--quantize int8`` replaces
+the image encoder (or the graphs named by ``--quantize-graphs``) by its
+int8 form (:mod:`rsrefseg_mm.deployment.quantize`). Run the result
+with ``python -m rsrefseg_deploy IMAGE "EXPRESSION" --model-dir DIR
+--out-dir OUT``, which needs ONNX Runtime but no torch nor OpenMMLab:
+``pip install -r requirements/deploy.txt && pip install --no-deps .``.
 """
 import argparse
 import json
@@ -24,6 +27,8 @@ from mmengine.config import DictAction
 
 from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx
+from rsrefseg_mm.deployment.quantize import GRAPHS as QUANTIZABLE_GRAPHS
+from rsrefseg_mm.deployment.quantize import quantize_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar='N',
         help='expressions per decoder call without --dynamic-expressions')
     parser.add_argument(
+        '--quantize',
+        choices=['int8'],
+        help='int8 graphs (ONNX Runtime dynamic quantization: int8 weights, '
+        'activations quantized at run time; deploy.json records it)')
+    parser.add_argument(
+        '--quantize-graphs',
+        nargs='+',
+        choices=list(QUANTIZABLE_GRAPHS),
+        default=['image_encoder'],
+        help='graphs --quantize applies to (default: the image encoder, '
+        'where nearly all of the FLOPs are)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -74,8 +91,17 @@ def main(argv=None) -> dict:
     info = export_onnx(model, model.cfg, args.out_dir, args.config,
                        args.checkpoint, args.opset, args.dynamic_expressions,
                        texts, not args.no_contrib_ops)
+    if args.quantize == 'int8':
+        info.update(quantize_folder(args.out_dir, args.quantize_graphs))
+        info['bytes'] = {
+            name: sum(
+                osp.getsize(p) for p in (path, path + '.data')
+                if osp.isfile(p))
+            for name, path in ((n, osp.join(args.out_dir, info[n]))
+                               for n in QUANTIZABLE_GRAPHS)
+        }
     for name in ('image_encoder', 'decoder'):
-        onnx.checker.check_model(osp.join(args.out_dir, f'{name}.onnx'))
+        onnx.checker.check_model(osp.join(args.out_dir, info[name]))
     print(
         json.dumps(
             dict(
@@ -83,7 +109,8 @@ def main(argv=None) -> dict:
                 seconds=info['export_seconds'],
                 bytes=info['bytes'],
                 lora_layers_merged=info['lora_layers_merged'],
-                presence_threshold=info['presence_threshold']),
+                presence_threshold=info['presence_threshold'],
+                quantization=info.get('quantization')),
             indent=1))
     return info
 
