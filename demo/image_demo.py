@@ -32,6 +32,19 @@ file's overviews when it has them), so a 16k x 16k scene needs no more
 memory than a small one; the outputs are on that working grid, with its
 transform. ``--output-resolution native`` writes ``<stem>_mask.tif`` on the
 input file's own grid instead (block by block, memory stays bounded).
+
+Whole scene at the file's resolution (sliding windows read from the file,
+encoded once, any number of expressions; memory bounded by the window, not
+the scene; docs/large_scenes.md):
+    python demo/image_demo.py scene.tif "the white tank" "the road" \
+        CONFIG CHECKPOINT --out-dir DIR --bands 3 2 1 --slide \
+        [--window 800] [--stride 600] [--embeddings scene.npz]
+
+For each expression it writes ``<stem>_<expression>_mask.tif`` (the input
+file's grid), ``..._presence.tif`` (one cell per stride: the highest window
+presence), ``..._mask.geojson`` (polygons merged across window seams) and
+``..._overview.png`` (the scene, longest side at most 2048 px, with the
+mask drawn).
 """
 import argparse
 import csv
@@ -43,6 +56,8 @@ from typing import List, Tuple
 from mmengine.config import DictAction
 
 from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from rsrefseg_core.scene_cli import (add_scene_arguments,
+                                     check_scene_arguments, run_scene)
 from rsrefseg_core.text import check_expression
 from rsrefseg_core.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
@@ -60,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         'inputs',
         nargs='*',
         help='IMAGE "EXPRESSION" CONFIG CHECKPOINT, or CONFIG CHECKPOINT '
-        'with --batch')
+        'with --batch, or IMAGE "EXPRESSION" ["EXPRESSION" ...] CONFIG '
+        'CHECKPOINT with --slide')
     parser.add_argument('--batch', help='.jsonl or .csv of (image, text)')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
@@ -118,17 +134,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--output-resolution',
         choices=OUTPUT_RESOLUTIONS,
-        default='working',
         help="grid of the mask GeoTIFF of a large raster read decimated: "
         "'working' (default; the grid the model's prediction is on) or "
-        "'native' (the input file's pixels, written block by block)")
+        "'native' (the input file's pixels, written block by block); "
+        "--slide always writes 'native'")
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings, e.g. '
         'model.decode_head.threshold=0.3')
+    add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    refused = {
+        '--batch':
+        bool(args.batch),
+        '--roi (read the region into a file of its own)':
+        args.roi is not None,
+        "--output-resolution working (it writes the file's grid)":
+        args.output_resolution == 'working'
+    }
+    check_scene_arguments(parser, args, refused)
+    args.output_resolution = args.output_resolution or 'working'
+    if args.slide:
+        if len(args.inputs) < 4:
+            parser.error('expected IMAGE "EXPRESSION" ["EXPRESSION" ...] '
+                         'CONFIG CHECKPOINT with --slide')
+        return args
     n = 2 if args.batch else 4
     if len(args.inputs) != n:
         parser.error('expected IMAGE "EXPRESSION" CONFIG CHECKPOINT' if n ==
@@ -194,8 +226,28 @@ def read_pairs(path: str) -> List[Tuple[str, str]]:
     return pairs
 
 
-def main(argv=None) -> None:
+def main_slide(args: argparse.Namespace) -> list:
+    """``--slide``: the whole scene at the file's resolution."""
+    image, *texts, config, checkpoint = args.inputs
+    texts = [
+        check_expression(t, f'expression {i + 1}') for i, t in enumerate(texts)
+    ]
+    with allow_unsafe_load(args.unsafe_load):
+        model = init_referring_model(
+            config,
+            checkpoint,
+            device=args.device,
+            cfg_options=args.cfg_options)
+    return run_scene(
+        ReferringPredictor(model), args, image, texts, args.out_dir,
+        args.bands, None if args.no_stretch else tuple(args.stretch),
+        args.min_polygon_area, args.opacity)
+
+
+def main(argv=None):
     args = parse_args(argv)
+    if args.slide:
+        return main_slide(args)
     if args.batch:
         config, checkpoint = args.inputs
         pairs = read_pairs(args.batch)
