@@ -10,6 +10,16 @@ once and every expression answered on it; the outputs are those of
 (+ ``.qml``) and ``<stem>_mask.geojson``. For a model with a presence
 output, each expression's line also gives its presence probability, and
 ``absent`` when it is below the model's presence threshold (empty mask).
+
+Whole scene at the file's resolution (sliding windows read from the file,
+encoded once; the options of ``demo/image_demo.py --slide``)::
+
+    python -m rsrefseg_deploy scene.tif "EXPRESSION" ["EXPRESSION" ...] \
+        --model-dir DIR --out-dir OUT --slide [--window 800] \
+        [--stride 600] [--embeddings scene.npz]
+
+writes ``<stem>_<expression>_mask.tif`` on the file's grid,
+``_presence.tif``, ``_mask.geojson`` and ``_overview.png`` per expression.
 """
 import argparse
 import time
@@ -17,6 +27,9 @@ from pathlib import Path
 
 from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from rsrefseg_core.outputs import OUTPUT_RESOLUTIONS, save_outputs
+from rsrefseg_core.scene_cli import (add_scene_arguments,
+                                     check_scene_arguments, run_scene)
+from rsrefseg_core.text import check_expression
 from rsrefseg_core.visualization import FILL_ALPHA
 from .predictor import OnnxReferringPredictor
 
@@ -63,8 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--output-resolution',
         choices=OUTPUT_RESOLUTIONS,
-        default='working',
-        help='grid of the mask GeoTIFF for decimated reads')
+        help="grid of the mask GeoTIFF for decimated reads (default "
+        "'working'; --slide always writes 'native')")
     parser.add_argument('--opacity', type=float, default=FILL_ALPHA)
     parser.add_argument(
         '--min-polygon-area',
@@ -73,7 +86,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar='PX')
     parser.add_argument(
         '--threads', type=int, help='ONNX Runtime intra-op threads')
-    return parser.parse_args(argv)
+    add_scene_arguments(parser)
+    args = parser.parse_args(argv)
+    check_scene_arguments(
+        parser, args, {
+            '--roi (read the region into a file of its own)':
+            args.roi is not None,
+            "--output-resolution working (it writes the file's grid)":
+            args.output_resolution == 'working'
+        })
+    args.output_resolution = args.output_resolution or 'working'
+    return args
 
 
 def presence_note(presence, predictor: OnnxReferringPredictor) -> str:
@@ -89,6 +112,17 @@ def presence_note(presence, predictor: OnnxReferringPredictor) -> str:
 
 def main(argv=None) -> list:
     args = parse_args(argv)
+    if args.slide:
+        texts = [
+            check_expression(t, f'expression {i + 1}')
+            for i, t in enumerate(args.texts)
+        ]
+        predictor = OnnxReferringPredictor(
+            args.model_dir, threads=args.threads)
+        return run_scene(predictor, args, args.image, texts, args.out_dir,
+                         args.bands,
+                         None if args.no_stretch else tuple(args.stretch),
+                         args.min_polygon_area, args.opacity)
     predictor = OnnxReferringPredictor(args.model_dir, threads=args.threads)
     start = time.perf_counter()
     image = predictor.set_image(args.image, args.bands,

@@ -216,3 +216,92 @@ def test_scene_through_onnx_runtime_equals_pytorch(exported_presence,
         windows += (torch_res.window_presence < 0.5).sum()
     # windows judged absent, and present ones, were compared
     assert 0 < windows < sum(len(r.window_presence) for r in answers[0])
+
+
+def test_cli_slide_writes_the_scene_outputs(exported_presence, tmp_path,
+                                            capsys, monkeypatch):
+    """``--slide``: the scene predictor's outputs on ONNX Runtime, written
+    on the file's grid; the kept window embeddings are reopened, not
+    encoded again."""
+    import rasterio
+
+    from rsrefseg_core.scene import ScenePredictor
+    from rsrefseg_deploy.__main__ import main
+    from helpers import write_geotiff
+    _, out = exported_presence
+    path = write_geotiff(tmp_path / 'scene.tif', 150, 200)
+    texts = [TEXTS[0], TEXTS[5]]
+    emb = str(tmp_path / 'scene.npz')
+    argv = [
+        path, *texts, '--model-dir', out, '--bands', '3', '2', '1', '--slide',
+        '--window', '96', '--embeddings', emb
+    ]
+    answers = main(argv + ['--out-dir', str(tmp_path / 'a')])
+    printed = capsys.readouterr().out
+    assert '200 x 150 px, 6 windows of 96 x 96 px (stride 72 x 72), ' \
+        '6 encoded in' in printed
+    scene = ScenePredictor(
+        OnnxReferringPredictor(out), crop_size=96, progress=False)
+    scene.set_scene(path, bands=(3, 2, 1))
+    want = scene.predict(texts, out_dir=str(tmp_path / 'ref'))
+    scene.close()
+    with rasterio.open(path) as src:
+        transform, crs = src.transform, src.crs
+    for answer, ref in zip(answers, want):
+        assert answer.result.presence == pytest.approx(ref.presence)
+        np.testing.assert_array_equal(answer.result.window_presence,
+                                      ref.window_presence)
+        assert answer.result.geojson == ref.geojson
+        with rasterio.open(answer.files['mask']) as got, \
+                rasterio.open(ref.mask_path) as exp:
+            assert got.transform == transform and got.crs == crs
+            assert (got.height, got.width) == (150, 200)
+            np.testing.assert_array_equal(got.read(1), exp.read(1))
+        with rasterio.open(answer.files['presence']) as got:
+            np.testing.assert_array_equal(got.read(1), ref.presence_grid)
+        assert 'presence' in [
+            line for line in printed.splitlines()
+            if f'"{answer.result.text}" -> ' in line
+        ][0]
+
+    def no_encoding(*args):
+        raise AssertionError('the scene was encoded again')
+
+    monkeypatch.setattr(OnnxReferringPredictor, 'encode_windows', no_encoding)
+    again = main(argv + ['--out-dir', str(tmp_path / 'b')])
+    assert f'0 encoded: reopened from {emb}' in capsys.readouterr().out
+    for a, b in zip(answers, again):
+        with rasterio.open(a.files['mask']) as x, \
+                rasterio.open(b.files['mask']) as y:
+            np.testing.assert_array_equal(x.read(1), y.read(1))
+
+
+def test_cli_slide_without_torch_or_openmmlab(exported_presence, tmp_path):
+    import subprocess
+    import sys
+
+    from test_onnx_predictor import BLOCKED, BLOCKER
+
+    from helpers import write_geotiff
+    _, out = exported_presence
+    path = write_geotiff(tmp_path / 'scene.tif', 150, 200)
+    argv = [
+        path, TEXTS[0], '--model-dir', out, '--out-dir',
+        str(tmp_path / 'out'), '--bands', '3', '2', '1', '--slide', '--window',
+        '96'
+    ]
+    proc = subprocess.run(
+        [sys.executable, '-c',
+         BLOCKER.format(blocked=BLOCKED, argv=argv)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'BLOCKED_OK' in proc.stdout
+    names = sorted(p.name for p in (tmp_path / 'out').iterdir())
+    assert names == [
+        f'scene_the_red_circle{s}'
+        for s in ('_mask.geojson', '_mask.qml', '_mask.tif', '_overview.png',
+                  '_presence.tif')
+    ]
