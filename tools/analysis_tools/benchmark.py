@@ -1,5 +1,5 @@
 # Benchmark an RSRefSeg config: throughput, encode-once latency, ONNX
-# Runtime against PyTorch, and memory on large GeoTIFF scenes.
+# Runtime against PyTorch, memory and accuracy on large GeoTIFF scenes.
 """Benchmark an RSRefSeg config on random inputs, one mode per call.
 
 Every mode prints Markdown tables of medians under a line naming the
@@ -23,7 +23,15 @@ context (torch version, CPU or GPU, threads, date):
 * ``scene-memory``: the demo's work (load the model, read + encode,
   predict, save the outputs) on large synthetic 4-band uint16 GeoTIFFs, one
   fresh process per run: time and peak resident memory, the scene sizes
-  side by side.
+  side by side;
+* ``scene``: referring on large synthetic scenes of the demo's shapes
+  (:mod:`rsrefseg_mm.datasets.synthetic_large_scene`), a decimated
+  whole-image read against sliding windows
+  (:class:`~rsrefseg_core.scene.ScenePredictor`), one fresh process per
+  method and size: hit rate (IoU >= 0.5) of one-referent and
+  several-referent expressions, empty masks on no-target ones, gIoU, peak
+  RSS, windows/s and the cost of a follow-up expression, with the goals
+  they are read against.
 
 Weights are random (the config's pretrained paths are cleared, nothing is
 downloaded) unless ``--checkpoint`` gives a runner checkpoint. SigLIP
@@ -42,6 +50,8 @@ Examples (see docs/benchmark.md)::
     python tools/analysis_tools/benchmark.py onnx $CFG --model-dir DIR
     python tools/analysis_tools/benchmark.py scene-memory TINY_CONFIG \\
         --sizes 8192 16384
+    python tools/analysis_tools/benchmark.py scene GRES_TINY_CONFIG \\
+        --checkpoint CKPT --sizes 1024 2048 --scenes 5
 """
 import argparse
 import copy
@@ -716,13 +726,26 @@ def scene_run(scene: str, out_dir: str, args) -> Dict:
             cmd += [f'--{flag}', str(getattr(args, flag))]
     if args.cfg_options:
         cmd += ['--cfg-options', *args.cfg_options]
+    return run_child(cmd, args.rss_limit_gb, scene)
+
+
+def run_child(cmd: List[str], rss_limit_gb: float, what: str) -> Dict:
+    """Run a measuring child process, stopped past ``rss_limit_gb``.
+
+    Returns:
+        dict: The JSON of the child's last output line and ``wall_s``, or
+        ``killed`` with the resident memory seen when it was stopped.
+
+    Raises:
+        RuntimeError: The child failed (with the end of its stderr).
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = 0.
     while proc.poll() is None:  # poll the child's resident memory
         seen = max(seen, proc_status_mib(proc.pid, 'VmRSS') or 0.)
-        if seen > args.rss_limit_gb * 1024:
+        if seen > rss_limit_gb * 1024:
             proc.kill()
             proc.communicate()
             return dict(killed=True, peak_rss=seen)
@@ -730,7 +753,7 @@ def scene_run(scene: str, out_dir: str, args) -> Dict:
     wall = time.perf_counter() - start
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f'the measurement of {scene} failed:\n'
+        raise RuntimeError(f'the measurement of {what} failed:\n'
                            f'{err[-3000:]}')
     return dict(json.loads(out.strip().splitlines()[-1]), wall_s=wall)
 
@@ -791,12 +814,267 @@ def scene_memory(args) -> Dict[int, Dict]:
     return columns
 
 
+# ----------------------------------------------------------------- scene
+#: Methods of the scene mode: a decimated whole-image read, sliding windows.
+SCENE_METHODS = ('decimated', 'slide')
+
+
+def scene_bench_child(args) -> None:
+    """One method on the scenes of one size, in its own process: every
+    scene read (encoded) once and asked its expressions; prints a JSON
+    line with the times, the mask files and ``VmHWM``."""
+    from rsrefseg_core.geo import write_mask_geotiff, write_native_mask_geotiff
+    from rsrefseg_core.scene import ScenePredictor
+    from rsrefseg_core.scene.predictor import slug
+    from rsrefseg_mm.apis import ReferringPredictor
+    model = build_model(
+        load_config(args.config, args.cfg_options), 'cpu', args.checkpoint)
+    method = args.child_method
+    runtime = ReferringPredictor(
+        model, max_read_size='auto' if method == 'decimated' else None)
+    slide = ScenePredictor(
+        runtime, window_batch=args.window_batch, progress=False) \
+        if method == 'slide' else None
+    model_rss = proc_status_mib('self', 'VmHWM')
+    threshold = float(model.decode_head.threshold)
+    scenes = []
+    for scene_file in args.child_scenes:
+        with open(scene_file) as f:
+            scene = json.load(f)
+        stem = osp.splitext(osp.basename(scene['path']))[0]
+        start = time.perf_counter()
+        if slide is not None:
+            slide.set_scene(scene['path'], bands=(1, 2, 3), stretch=None)
+            read = dict(windows=len(slide.grid))
+        else:
+            image = runtime.set_image(
+                scene['path'], bands=(1, 2, 3), stretch=None)
+            read = dict(read_shape=list(image.img.shape[:2]))
+        read['encode_s'] = time.perf_counter() - start
+        answers = []
+        for expr in scene['expressions']:
+            start = time.perf_counter()
+            if slide is not None:
+                res = slide.predict(expr['text'], args.out_dir, stem=stem)
+                mask_path, presence = res.mask_path, res.presence
+            else:
+                res = runtime.predict(expr['text'])
+                mask_path = osp.join(args.out_dir,
+                                     f'{stem}_{slug(expr["text"])}_mask.tif')
+                if image.decimated:  # upsampled to the scene's grid
+                    write_native_mask_geotiff(
+                        mask_path, res.seg_logits.data[0].cpu().numpy(),
+                        threshold, image, expr['text'])
+                else:  # a scene no larger than the working size
+                    write_mask_geotiff(mask_path,
+                                       res.pred_sem_seg.data[0].cpu().numpy(),
+                                       image.transform, image.crs,
+                                       image.nodata_mask, expr['text'])
+                presence = res.metainfo.get('presence')
+            answers.append(
+                dict(
+                    seconds=time.perf_counter() - start,
+                    mask_path=mask_path,
+                    presence=presence))
+        scenes.append(dict(read, answers=answers))
+    if slide is not None:
+        slide.close()
+    print(
+        json.dumps(
+            dict(
+                scenes=scenes,
+                model_rss=model_rss,
+                peak_rss=proc_status_mib('self', 'VmHWM'),
+                context=context())),
+        flush=True)
+
+
+def score_answer(mask_path: str, expr: Dict) -> Dict:
+    """IoU of a predicted mask GeoTIFF with the expression's ground truth
+    (``iou``; ``empty`` for a no-target expression)."""
+    import rasterio
+    with rasterio.open(mask_path) as src:
+        pred = src.read(1) == 1
+    if not expr['targets']:
+        return dict(empty=not pred.any())
+    with rasterio.open(expr['gt_path']) as src:
+        gt = src.read(1) == 1
+    if pred.shape != gt.shape:
+        raise ValueError(f'{mask_path}: mask {pred.shape} is not on the '
+                         f'grid of its ground truth {gt.shape}')
+    union = np.logical_or(pred, gt).sum()
+    return dict(iou=float(np.logical_and(pred, gt).sum() / union))
+
+
+def scene_scores(run: Dict, scenes: List[Dict]) -> Dict[str, object]:
+    """The table cells of one method and size (see :func:`scene_bench`)."""
+    if run.get('killed'):
+        return dict(peak=f'stopped at {run["peak_rss"]:.0f} MiB')
+    by_kind: Dict[str, List[Dict]] = {'one': [], 'several': [], 'absent': []}
+    for scene, measured in zip(scenes, run['scenes']):
+        for expr, ans in zip(scene['expressions'], measured['answers']):
+            by_kind[expr['kind']].append(score_answer(ans['mask_path'], expr))
+    targets = by_kind['one'] + by_kind['several']
+    # gIoU: a no-target expression scores 1 for an empty mask, else 0
+    giou = [s['iou'] for s in targets] + \
+        [float(s['empty']) for s in by_kind['absent']]
+    first = [m['encode_s'] + m['answers'][0]['seconds'] for m in run['scenes']]
+    follow = [m['answers'][1]['seconds'] for m in run['scenes']]
+    windows = [m.get('windows') for m in run['scenes']]
+    return dict(
+        read=f'{windows[0]} windows' if windows[0] else '{} x {} read'.format(
+            *run['scenes'][0]['read_shape'][::-1]),
+        hit_one=100 * np.mean([s['iou'] >= 0.5 for s in by_kind['one']]),
+        hit_several=100 *
+        np.mean([s['iou'] >= 0.5 for s in by_kind['several']]),
+        hit=100 * np.mean([s['iou'] >= 0.5 for s in targets]),
+        miou=100 * np.mean([s['iou'] for s in targets]),
+        empty=100 * np.mean([s['empty'] for s in by_kind['absent']]),
+        giou=100 * np.mean(giou),
+        encode=float(np.median([m['encode_s'] for m in run['scenes']])),
+        wps=float(
+            np.median([m['windows'] / m['encode_s']
+                       for m in run['scenes']])) if windows[0] else '-',
+        first=float(np.median(first)),
+        follow=float(np.median(follow)),
+        ratio=float(np.median(np.divide(follow, first))),
+        peak=run['peak_rss'])
+
+
+#: Rows of the scene table: (key of :func:`scene_scores`, row name).
+SCENE_ROWS = (
+    ('read', 'model input'),
+    ('hit_one', 'hit rate, one referent (%)'),
+    ('hit_several', 'hit rate, several referents (%)'),
+    ('hit', 'hit rate, all target expressions (%)'),
+    ('miou', 'mean IoU, target expressions (%)'),
+    ('empty', 'empty mask on no-target (%)'),
+    ('giou', 'gIoU (%)'),
+    ('encode', 'read + encode (s)'),
+    ('wps', 'windows/s encoded'),
+    ('first', 'first: read + encode + 1 expression (s)'),
+    ('follow', 'follow-up expression (s)'),
+    ('ratio', 'follow-up / first'),
+    ('peak', 'peak RSS (MiB)'),
+)
+
+
+def scene_goals(cells: Dict[Tuple[int, str], Dict]) -> List[Tuple]:
+    """Rows ``(goal, measured, met)`` of the goals of the scene mode."""
+
+    def met(ok: bool) -> str:
+        return 'yes' if ok else 'no'
+
+    rows = []
+    sizes = sorted({s for s, _ in cells})
+    ok = {s: all('hit' in cells[s, m] for m in SCENE_METHODS) for s in sizes}
+    for s in sizes:
+        if ok[s]:
+            slide, dec = cells[s, 'slide'], cells[s, 'decimated']
+            rows.append((f'{s:,} px: slide hit rate >= 80 %, decimated '
+                         '<= 20 %', f'{slide["hit"]:.0f} % / '
+                         f'{dec["hit"]:.0f} %',
+                         met(slide['hit'] >= 80 and dec['hit'] <= 20)))
+            rows.append((f'{s:,} px: slide empty on >= 80 % of no-target',
+                         f'{slide["empty"]:.0f} %', met(slide['empty'] >= 80)))
+            rows.append((f'{s:,} px: slide follow-up <= 1/10 of first',
+                         f'{slide["ratio"]:.3f}', met(slide['ratio'] <= .1)))
+    if len(sizes) > 1 and ok[sizes[0]] and ok[sizes[-1]]:
+        lo, hi = (cells[s, 'slide']['peak'] for s in (sizes[0], sizes[-1]))
+        rows.append(
+            (f'slide peak RSS within 10 % ({sizes[0]:,} -> '
+             f'{sizes[-1]:,} px)', f'{lo:.0f} -> {hi:.0f} MiB '
+             f'({100 * (hi / lo - 1):+.1f} %)', met(abs(hi / lo - 1) <= .1)))
+    return rows
+
+
+def scene_bench(args) -> Dict:
+    """Referring on large synthetic scenes: decimated read against sliding
+    windows, per scene size (``--scenes`` seeded scenes each), one fresh
+    process per method and size."""
+    import rasterio
+
+    from rsrefseg_mm.datasets.synthetic_large_scene import (
+        generate_large_scene, write_large_scene)
+    cfg = load_config(args.config, args.cfg_options)
+    size = input_size(cfg)
+    root = tempfile.mkdtemp(prefix='scene_bench_', dir=args.work_dir)
+    cells, scenes = {}, {}
+    try:
+        for s in args.sizes:
+            folder = osp.join(root, f'scenes_{s}')
+            os.makedirs(folder)
+            scenes[s] = [
+                write_large_scene(
+                    generate_large_scene(args.seed + k, s, cell=size[0]),
+                    folder, f'scene{k}') for k in range(args.scenes)
+            ]
+            for method in SCENE_METHODS:
+                out = osp.join(root, f'{method}_{s}')
+                os.makedirs(out)
+                cmd = [
+                    sys.executable,
+                    osp.abspath(__file__), 'scene', args.config,
+                    '--child-method', method, '--out-dir', out,
+                    '--window-batch',
+                    str(args.window_batch), '--child-scenes', *[
+                        osp.join(folder, f'scene{k}.json')
+                        for k in range(args.scenes)
+                    ]
+                ]
+                for flag in ('checkpoint', 'threads'):
+                    if getattr(args, flag):
+                        cmd += [f'--{flag}', str(getattr(args, flag))]
+                if args.cfg_options:
+                    cmd += ['--cfg-options', *args.cfg_options]
+                run = run_child(cmd, args.rss_limit_gb, f'{method} at {s} px')
+                print(
+                    f'{s} px, {method}: {json.dumps(run)[:2000]}',
+                    file=sys.stderr,
+                    flush=True)
+                cells[s, method] = dict(
+                    scene_scores(run, scenes[s]), context=run.get('context'))
+    finally:
+        if args.keep:
+            print(f'scenes and outputs kept in {root}', file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    done = [c['context'] for c in cells.values() if c['context']]
+    decimated = load_referring_working_size(cfg)
+    print('\n### Scene: decimated read against sliding windows\n')
+    print(f'{done[0] if done else context()} (each method and size a fresh '
+          f'process); rasterio {rasterio.__version__}, GDAL '
+          f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
+          f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
+          f'; {args.scenes} synthetic scenes per size (seed {args.seed}), '
+          'each with 3 expressions: one referent, several referents in '
+          'windows apart, no target; decimated: the whole scene read at '
+          f'{decimated} px (longest side), mask brought to the scene grid; '
+          f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
+          f'{args.window_batch} per batch. Hit: IoU >= 0.5 with the ground '
+          'truth; times are medians over the scenes; peak RSS is the '
+          "process's VmHWM (interpreter, torch and model included)\n")
+    columns = [(s, m) for s in args.sizes for m in SCENE_METHODS]
+    print_table(['measurement', *(f'{m} {s:,} px' for s, m in columns)],
+                [(name, *(cells[c].get(key, '-') for c in columns))
+                 for key, name in SCENE_ROWS])
+    print_table(['goal', 'measured', 'met'], scene_goals(cells))
+    return cells
+
+
+def load_referring_working_size(cfg) -> int:
+    """Longest side of the predictor's ``max_read_size='auto'`` reads."""
+    from rsrefseg_mm.apis.pipeline import working_size
+    return int(working_size(cfg))
+
+
 # ------------------------------------------------------------------- CLI
 MODES = {
     'throughput': throughput,
     'encode-once': encode_once,
     'onnx': onnx_vs_torch,
-    'scene-memory': scene_memory
+    'scene-memory': scene_memory,
+    'scene': scene_bench
 }
 
 
@@ -896,14 +1174,52 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'is deleted once measured')
     p.add_argument('--child', metavar='SCENE', help=argparse.SUPPRESS)
     p.add_argument('--out-dir', help=argparse.SUPPRESS)
+    p = sub.add_parser(
+        'scene',
+        parents=[model],
+        help='large synthetic scenes: decimated read vs sliding windows '
+        '(hit rate, no-target, peak RSS, windows/s, follow-up cost; CPU)')
+    p.add_argument(
+        '--sizes',
+        type=int,
+        nargs='+',
+        default=[1024, 2048],
+        help='scene widths (= heights) in pixels')
+    p.add_argument(
+        '--scenes', type=int, default=5, help='scenes per size (seeded)')
+    p.add_argument('--seed', type=int, default=0, help='seed of scene 0')
+    p.add_argument(
+        '--window-batch',
+        type=int,
+        default=4,
+        help='windows encoded / decoded together (default 4)')
+    p.add_argument(
+        '--rss-limit-gb',
+        type=float,
+        default=6.,
+        help='stop a run whose resident memory passes this (default 6)')
+    p.add_argument(
+        '--work-dir',
+        help='folder for the scenes and outputs (default: a temporary one, '
+        'deleted at the end)')
+    p.add_argument(
+        '--keep',
+        action='store_true',
+        help='keep the scenes, ground truths and masks')
+    p.add_argument(
+        '--child-method', choices=SCENE_METHODS, help=argparse.SUPPRESS)
+    p.add_argument('--child-scenes', nargs='+', help=argparse.SUPPRESS)
+    p.add_argument('--out-dir', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     err = sub.choices[args.mode].error
-    if args.repeats < 1 or getattr(args, 'warmup', 0) < 0:
+    if getattr(args, 'repeats', 1) < 1 or getattr(args, 'warmup', 0) < 0:
         err('--repeats must be >= 1 and --warmup >= 0')
     if min(
             getattr(args, 'batch_size', 1), getattr(args, 'expressions', 1),
+            getattr(args, 'scenes', 1), getattr(args, 'window_batch', 1),
             *getattr(args, 'sizes', [256])) < 1:
-        err('--batch-size, --expressions and --sizes must be >= 1')
+        err('--batch-size, --expressions, --scenes, --window-batch and '
+            '--sizes must be >= 1')
     cuda = getattr(args, 'device', 'cpu').startswith('cuda')
     if cuda and not torch.cuda.is_available():
         err(f'--device {args.device}: CUDA is not available')
@@ -922,6 +1238,8 @@ def main(argv: Optional[Sequence[str]] = None):
         torch.set_num_threads(args.threads)
     if getattr(args, 'child', None):
         return scene_child(args)
+    if getattr(args, 'child_method', None):
+        return scene_bench_child(args)
     return MODES[args.mode](args)
 
 
