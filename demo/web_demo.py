@@ -15,6 +15,15 @@ in as examples; with the checkpoint ``make demo`` leaves
 as in the demo. A bad file or an empty expression gives a message in the
 page, never a stack trace.
 
+*Segment whole scene* segments the upload at the file's resolution instead
+(sliding windows, :mod:`rsrefseg_core.scene`): the page shows the scene
+with the mask drawn (longest side at most 2048 px) and offers the mask
+GeoTIFF on the file's grid, its GeoJSON and the presence GeoTIFF. The
+window embeddings of the last scene stay in memory (``--max-memory`` MiB,
+beyond in a temporary file), so further expressions on the same upload run
+the decoders only; scenes of more than ``--max-scene-windows`` windows are
+refused.
+
 Made to run for weeks (the housekeeping is :mod:`rsrefseg_core.web`): each
 request writes its files into a folder of its own, named at random, and only
 the last ``--keep-results`` folders are kept; Gradio's cache (uploads and the
@@ -65,9 +74,11 @@ import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402  (gradio's)
 
 from rsrefseg_core.geo import read_image  # noqa: E402
+from rsrefseg_core.scene import DEFAULT_MEMORY_LIMIT  # noqa: E402
+from rsrefseg_core.scene_cli import answer_line  # noqa: E402
 from rsrefseg_core.text import check_expression  # noqa: E402
-from rsrefseg_core.web import (CacheSweeper, FileHeaders, ResultFolders,
-                               UploadGuard)
+from rsrefseg_core.web import (MAX_SCENE_WINDOWS, CacheSweeper, FileHeaders,
+                               ResultFolders, SceneSession, UploadGuard)
 from rsrefseg_mm.apis import ReferringPredictor  # noqa: E402
 from rsrefseg_mm.apis import (init_referring_model, render_heatmap,
                               render_overlay, save_referring_outputs)
@@ -179,6 +190,9 @@ class WebPredictor:
             Defaults to the system's temporary folder.
         max_chars (int): Longest expression accepted, in characters.
             Defaults to :data:`MAX_EXPRESSION_CHARS`.
+        scene_max_memory (int): Bytes of window embeddings of the last
+            whole scene kept in memory (beyond, in a temporary file).
+        max_scene_windows (int): Whole scenes of more windows are refused.
     """
 
     def __init__(self,
@@ -190,7 +204,9 @@ class WebPredictor:
                  cache_ttl: float = CACHE_TTL,
                  clock: Callable[[], float] = time.time,
                  upload_dir: Optional[str] = None,
-                 max_chars: int = MAX_EXPRESSION_CHARS) -> None:
+                 max_chars: int = MAX_EXPRESSION_CHARS,
+                 scene_max_memory: int = DEFAULT_MEMORY_LIMIT,
+                 max_scene_windows: int = MAX_SCENE_WINDOWS) -> None:
         self.model = model
         self.folders = ResultFolders(out_root, keep_results)
         self.predictor = ReferringPredictor(model, cache_size=cache_size)
@@ -200,6 +216,12 @@ class WebPredictor:
                                           clock) if gradio_cache else None
         self.guard = UploadGuard(upload_dir)
         self.max_chars = max_chars
+        # its own runtime: the whole-image predictor's cache is left alone
+        self.scene = SceneSession(
+            ReferringPredictor(model),
+            self.guard,
+            max_memory=scene_max_memory,
+            max_windows=max_scene_windows)
 
     @staticmethod
     def _friendly(error: Exception,
@@ -346,6 +368,69 @@ class WebPredictor:
                                text), render_heatmap(image, result,
                                                      text), files, status)
 
+    def segment_scene(
+            self, path: Optional[str], text: str,
+            bands_text: str) -> Tuple[np.ndarray, None, List[str], str]:
+        """Segment the expression's object in the whole uploaded scene at
+        the file's resolution (sliding windows). The scene's window
+        embeddings are kept: a new expression on the same upload (same
+        content and bands) is answered without encoding it again.
+
+        Returns:
+            tuple: The overview (RGB: the scene, longest side at most
+            2048 px, with the mask), None (no heat map), the files to
+            download (mask GeoTIFF on the file's grid, its QGIS style, the
+            GeoJSON, the presence GeoTIFF) and a Markdown summary.
+
+        Raises:
+            gradio.Error: With a readable message for a bad or refused
+                file, bad bands, a scene of too many windows, or an empty
+                or too long expression.
+        """
+        try:
+            text = self._check_text(text)
+            self._check_upload(path)
+            name = osp.basename(path)
+            with self.lock:
+                start = time.perf_counter()
+                encoded = self.scene.open(path, name, parse_bands(bands_text))
+                answer = self.scene.answer(text, self.folders.new(),
+                                           osp.splitext(name)[0])
+                seconds = time.perf_counter() - start
+        except USER_ERRORS as e:
+            raise gr.Error(
+                self._friendly(e, path, self.scene.reading),
+                print_exception=False)
+        except Exception as e:  # a bug: full report on the console only
+            traceback.print_exc()
+            raise gr.Error(
+                f'internal error ({type(e).__name__}); see the '
+                'server log',
+                print_exception=False)
+        self._sweep_cache()
+        overview = mmcv.imread(answer.overview_path, channel_order='rgb')
+        files = [
+            answer.files[k]
+            for k in ('mask', 'qgis_style', 'geojson', 'presence')
+            if k in answer.files
+        ]
+        threshold = self.scene.scene.runtime.presence_threshold
+        lines = [
+            f'{name}: ' +
+            (encoded or f'{len(self.scene.scene.grid)} windows already '
+             'encoded (kept in memory)'),
+            f'{answer_line(answer, threshold)} ({seconds:.1f} s in all); '
+            'the mask GeoTIFF is on the file\'s grid, the presence GeoTIFF '
+            'has one cell per stride'
+        ]
+        status = '\n\n'.join(html.escape(x, quote=False) for x in lines)
+        return overview, None, files, status
+
+    def close(self) -> None:
+        """Drop the scene held (its embeddings and private copy)."""
+        with self.lock:
+            self.scene.close()
+
 
 def build_demo(predictor: WebPredictor,
                examples: Sequence[Sequence[str]] = (),
@@ -399,6 +484,15 @@ def build_demo(predictor: WebPredictor,
                     elem_id='expression')
                 button = gr.Button(
                     'Segment', variant='primary', elem_id='segment')
+                scene_button = gr.Button(
+                    'Segment whole scene (sliding windows)',
+                    elem_id='segment-scene')
+                gr.Markdown(
+                    '*Whole scene*: the upload at its own resolution, '
+                    'window by window (slower the first time; further '
+                    'expressions on the same upload reuse its windows). '
+                    'The page shows the scene with the mask; the mask '
+                    'GeoTIFF, GeoJSON and presence GeoTIFF are downloads.')
             with gr.Column():
                 overlay = gr.Image(
                     label='Prediction',
@@ -432,6 +526,14 @@ def build_demo(predictor: WebPredictor,
               [overlay, heatmap, download, status],
               api_name='segment',
               concurrency_limit=1,
+              concurrency_id='model',
+              validator=predictor.validate)
+        gr.on([scene_button.click],
+              predictor.segment_scene, [file, text, bands],
+              [overlay, heatmap, download, status],
+              api_name='segment_scene',
+              concurrency_limit=1,
+              concurrency_id='model',
               validator=predictor.validate)
     return demo
 
@@ -540,6 +642,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='requests that may wait for their turn; more are '
         f'refused (default {MAX_QUEUE})')
     parser.add_argument(
+        '--max-memory',
+        type=float,
+        default=DEFAULT_MEMORY_LIMIT >> 20,
+        metavar='MiB',
+        help='window embeddings of the last whole scene kept in memory; '
+        'beyond, in a temporary file (default '
+        f'{DEFAULT_MEMORY_LIMIT >> 20})')
+    parser.add_argument(
+        '--max-scene-windows',
+        type=int,
+        default=MAX_SCENE_WINDOWS,
+        metavar='N',
+        help='whole scenes of more windows are refused with a message '
+        f'(default {MAX_SCENE_WINDOWS})')
+    parser.add_argument(
         '--unsafe-load',
         action='store_true',
         help='unpickle the checkpoint without the safe '
@@ -555,6 +672,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--max-expression-chars must be >= 1')
     if args.max_queue < 1:
         parser.error('--max-queue must be >= 1')
+    if args.max_memory < 0:
+        parser.error('--max-memory must be >= 0')
+    if args.max_scene_windows < 1:
+        parser.error('--max-scene-windows must be >= 1')
     return args
 
 
@@ -580,7 +701,10 @@ def main(argv=None) -> None:
         gradio_cache=gradio_cache,
         cache_ttl=args.cache_ttl,
         upload_dir=osp.join(work, 'uploads'),
-        max_chars=args.max_expression_chars)
+        max_chars=args.max_expression_chars,
+        scene_max_memory=int(args.max_memory * (1 << 20)),
+        max_scene_windows=args.max_scene_windows)
+    atexit.register(predictor.close)
     print(
         f'RSRefSeg web demo on http://{args.host}:{args.port} '
         f'(files under {work}, Gradio cache {gradio_cache})',

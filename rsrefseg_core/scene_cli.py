@@ -166,7 +166,8 @@ def encode_summary(scene: ScenePredictor, reopened: bool) -> str:
     grid = scene.grid
     (ch, cw), (sh, sw) = grid.crop_size, grid.stride
     windows = len(grid)
-    line = (f'{grid.width} x {grid.height} px, {windows} windows of '
+    line = (f'{grid.width} x {grid.height} px, {windows} '
+            f'window{"s" if windows != 1 else ""} of '
             f'{cw} x {ch} px (stride {sw} x {sh}), ')
     seconds = scene.encode_seconds
     if reopened:

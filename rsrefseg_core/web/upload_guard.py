@@ -40,6 +40,8 @@ MAGIC_BYTES = (
     (b'\x89PNG\r\n\x1a\n', 'PNG'),
     (b'\xff\xd8\xff', 'JPEG'),
 )
+#: Start of the name of the folder of each private copy.
+FOLDER_PREFIX = 'upload_'
 #: Bytes read to recognise a refused format by name.
 HEAD_BYTES = 1024
 #: GDAL configuration while an upload is opened and read.
@@ -156,6 +158,53 @@ class UploadGuard:
             raise ValueError(f'{name} is refused: GDAL read it as {opened} '
                              f'with {len(others)} other file(s)')
 
+    def copy(self, path: str, name: str) -> str:
+        """Check the upload and make its private copy, kept until
+        :meth:`release`: for an upload read over several requests (a scene
+        whose windows are read again for each expression). Read it only
+        inside :meth:`safe_env`.
+
+        Args:
+            path (str): The upload as the web framework stored it.
+            name (str): Its name in messages.
+
+        Returns:
+            str: ``<root>/<new folder>/upload.<ext>``, the only file of its
+            folder.
+
+        Raises:
+            ValueError: For a refused format (:meth:`check_format`), or a
+                file GDAL does not read with that format's driver alone.
+        """
+        driver = self.check_format(path, name)
+        folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=self.root)
+        try:
+            local = osp.join(folder, 'upload' + UPLOAD_FORMATS[driver][1])
+            try:
+                os.link(path, local)
+            except OSError:  # another file system (or no hard links)
+                shutil.copyfile(path, local)
+            with self.safe_env(name):
+                self._verify(local, driver, name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return local
+
+    @staticmethod
+    def release(local: str) -> None:
+        """Delete a private copy made by :meth:`copy` (and its folder)."""
+        folder = osp.dirname(local)
+        if not osp.basename(folder).startswith(FOLDER_PREFIX):
+            raise ValueError(f'{local} is no private copy of an upload')
+        shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def safe_env(name: str = 'the upload'):
+        """GDAL with :data:`SAFE_GDAL_OPTIONS` (a ``rasterio.Env``, in this
+        thread)."""
+        return require_rasterio(name).Env(**SAFE_GDAL_OPTIONS)
+
     @contextlib.contextmanager
     def open(self, path: str, name: str) -> Iterator[str]:
         """Check the upload and give a private copy to read.
@@ -175,20 +224,12 @@ class UploadGuard:
             ValueError: For a refused format (:meth:`check_format`), or a
                 file GDAL does not read with that format's driver alone.
         """
-        driver = self.check_format(path, name)
-        rasterio = require_rasterio(name)
-        folder = tempfile.mkdtemp(prefix='upload_', dir=self.root)
+        local = self.copy(path, name)
         try:
-            local = osp.join(folder, 'upload' + UPLOAD_FORMATS[driver][1])
-            try:
-                os.link(path, local)
-            except OSError:  # another file system (or no hard links)
-                shutil.copyfile(path, local)
-            with rasterio.Env(**SAFE_GDAL_OPTIONS):
-                self._verify(local, driver, name)
+            with self.safe_env(name):
                 yield local
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            self.release(local)
 
 
 __all__ = [
