@@ -56,7 +56,7 @@ from typing import List, Tuple
 from mmengine.config import DictAction
 
 from rsrefseg_core.geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
-from rsrefseg_core.scene_cli import (add_scene_arguments,
+from rsrefseg_core.scene.cli import (add_scene_arguments,
                                      check_scene_arguments, run_scene)
 from rsrefseg_core.text import check_expression
 from rsrefseg_core.visualization import FILL_ALPHA

@@ -75,7 +75,7 @@ from starlette.middleware import Middleware  # noqa: E402  (gradio's)
 
 from rsrefseg_core.geo import read_image  # noqa: E402
 from rsrefseg_core.scene import DEFAULT_MEMORY_LIMIT  # noqa: E402
-from rsrefseg_core.scene_cli import answer_line  # noqa: E402
+from rsrefseg_core.scene.cli import answer_line  # noqa: E402
 from rsrefseg_core.text import check_expression  # noqa: E402
 from rsrefseg_core.web import (MAX_SCENE_WINDOWS, CacheSweeper, FileHeaders,
                                ResultFolders, SceneSession, UploadGuard)

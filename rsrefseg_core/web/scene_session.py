@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 from ..geo.reader import require_rasterio
 from ..scene import (DEFAULT_MEMORY_LIMIT, SceneGrid, ScenePredictor,
                      SceneRuntime)
-from ..scene_cli import SceneAnswer, encode_summary, predict_scene
+from ..scene.cli import SceneAnswer, encode_summary, predict_scene
 from .upload_guard import UploadGuard
 
 #: Windows of the largest scene segmented by default.
@@ -106,7 +106,7 @@ class SceneSession:
 
         Returns:
             str | None: A line on the windows and their encoding
-            (:func:`~rsrefseg_core.scene_cli.encode_summary`); None when
+            (:func:`~rsrefseg_core.scene.cli.encode_summary`); None when
             the scene was held already.
 
         Raises:

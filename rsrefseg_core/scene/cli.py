@@ -13,12 +13,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import cv2
 
-from .geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
-from .geo.stretch import StretchType
-from .scene import (DEFAULT_MEMORY_LIMIT, ScenePredictor, SceneResult,
-                    SceneRuntime, check_window_args)
-from .visualization import FILL_ALPHA
-from .visualization.scene_overview import scene_overview
+from ..geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
+from ..geo.stretch import StretchType
+from ..visualization import FILL_ALPHA
+from ..visualization.scene_overview import scene_overview
+from . import (DEFAULT_MEMORY_LIMIT, ScenePredictor, SceneResult, SceneRuntime,
+               check_window_args)
 
 #: Options that only mean something with ``--slide`` (argparse dests).
 SCENE_OPTIONS = ('window', 'stride', 'window_batch', 'embeddings',
