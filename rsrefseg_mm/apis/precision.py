@@ -10,8 +10,12 @@ Lake and later, AMD Zen 4 and later) or AMX (Intel Sapphire Rapids and
 later), as ``torch.cpu`` reports them. CUDA devices need bf16 support
 (compute capability 8.0 and later).
 """
+import collections
 import contextlib
-from typing import ContextManager, Union
+import os
+import sys
+import tempfile
+from typing import Callable, ContextManager, Dict, Union
 
 import torch
 
@@ -72,3 +76,37 @@ def autocast(precision: str, device: Union[str,
     if precision == 'fp32':
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def onednn_kernels(fn: Callable[[], object]) -> Dict[str, int]:
+    """The oneDNN kernels ``fn`` runs, from oneDNN's verbose log.
+
+    oneDNN writes the log to the process's standard output (file
+    descriptor 1), which is redirected to a temporary file meanwhile.
+
+    Returns:
+        dict: ``'<primitive> <implementation> <src dtype>'`` (e.g.
+        ``'matmul brg_matmul:avx10_1_512_amx bf16'``) -> executions.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(
+                    torch.backends.mkldnn.VERBOSE_ON):
+                fn()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().decode(errors='replace').splitlines()
+    kernels = collections.Counter()
+    for line in lines:
+        fields = line.split(',')
+        if len(fields) > 8 and fields[2:4] == ['primitive', 'exec']:
+            src = fields[8].split(' ')[0].split(':')
+            dtype = src[1] if len(src) > 1 else '?'
+            kernels[f'{fields[5]} {fields[6]} {dtype}'] += 1
+    return dict(kernels)
