@@ -1,3 +1,4 @@
+from .cascaded_prompter import CascadedPrompter
 from .text_filter_neck import TextFilterNeck
 
-__all__ = ['TextFilterNeck']
+__all__ = ['CascadedPrompter', 'TextFilterNeck']
