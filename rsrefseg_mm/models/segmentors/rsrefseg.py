@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
-                         OptSampleList, SampleList)
+                         OptSampleList, SampleList, add_prefix)
 from torch import Tensor
 
 from rsrefseg_core.lru_cache import LRUCache
@@ -447,10 +447,16 @@ class RSRefSeg(EncoderDecoder):
         super()._load_from_state_dict(*args, **kwargs)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
-        """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``)."""
+        """Decode-head losses (``decode.loss_*``, ``decode.acc_seg``), the
+        neck's own terms (``neck.*``: ``neck.loss(x, data_samples)`` of a
+        neck that has one, e.g. ``CascadedPrompter``) and the optional
+        filter loss."""
         metas = [ds.metainfo for ds in data_samples]
         x = self.extract_feat(inputs, metas)
         losses = self._decode_head_forward_train(x, data_samples)
+        neck_loss = getattr(self.neck, 'loss', None)
+        if neck_loss is not None:
+            losses.update(add_prefix(neck_loss(x, data_samples), 'neck'))
         if self.filter_loss_weight > 0:
             losses['filter.loss_bce'] = self.filter_loss_weight * \
                 self.filter_loss(x['global_logits'], data_samples)
