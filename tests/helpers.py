@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: The tiny demo config (its schedule part of the name may change).
 TINY_CONFIG = str(
     sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny_*.py'))[0])
+#: The generalized-referring tiny config (a presence output).
+GRES_CONFIG = str(
+    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 #: Small and fast ``--cfg-options`` of the tiny demo config (tool runs).
 FAST = [
     'train_dataloader.batch_size=4',
@@ -197,6 +200,24 @@ def tiny_rsrefseg(**model_overrides) -> nn.Module:
     init_default_scope('mmseg')
     torch.manual_seed(0)
     return MODELS.build(cfg.model).train()
+
+
+def perturb(model: nn.Module, scale: float = 0.05) -> nn.Module:
+    """Move every parameter off its initialisation (norms and LoRA
+    updates too), so that random weights give non-trivial masks; seeded by
+    the caller's ``torch.manual_seed``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def perturbed_model(config: str = TINY_CONFIG) -> nn.Module:
+    """``init_referring_model(config)`` (random weights, seed 0, eval mode)
+    passed through :func:`perturb`."""
+    from rsrefseg_mm.apis import init_referring_model
+    torch.manual_seed(0)
+    return perturb(init_referring_model(config, None, device='cpu'))
 
 
 def fake_runner(seen: dict) -> type:

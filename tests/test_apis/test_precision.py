@@ -5,20 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
+from rsrefseg_mm.apis import ReferringPredictor
 from rsrefseg_mm.apis.precision import check_precision, cpu_bf16_support
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, perturbed_model
 
 NATIVE_BF16 = any(cpu_bf16_support().values())
 
 
 @pytest.fixture(scope='module')
 def model():
-    torch.manual_seed(0)
-    model = init_referring_model(TINY_CONFIG, None, device='cpu')
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(TINY_CONFIG)
     return model
 
 

@@ -5,12 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from rsrefseg_mm.apis import (ReferringPredictor, inference_referring,
-                              init_referring_model)
-from helpers import REPO
+from rsrefseg_mm.apis import ReferringPredictor, inference_referring
+from helpers import GRES_CONFIG, perturbed_model
 
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 TEXTS = [
     f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
     for s in ('circle', 'square')
@@ -19,11 +16,7 @@ TEXTS = [
 
 @pytest.fixture(scope='module')
 def model():
-    torch.manual_seed(0)
-    model = init_referring_model(GRES_CONFIG, None, device='cpu')
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(GRES_CONFIG)
     return model
 
 

@@ -6,10 +6,9 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 from rsrefseg_mm.apis import (ReferringPredictor, build_test_pipeline,
-                              inference_referring, init_referring_model,
-                              load_referring_image)
+                              inference_referring, load_referring_image)
 from rsrefseg_mm.apis.pipeline import prepare_inputs
-from helpers import TINY_CONFIG, write_geotiff
+from helpers import TINY_CONFIG, perturbed_model, write_geotiff
 
 TEXTS = [
     'the red circle', 'a blue square at the top', 'the green triangle',
@@ -19,11 +18,7 @@ TEXTS = [
 
 @pytest.fixture(scope='module')
 def model():
-    torch.manual_seed(0)
-    model = init_referring_model(TINY_CONFIG, None, device='cpu')
-    with torch.no_grad():  # non-trivial masks from random weights
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(TINY_CONFIG)
     return model
 
 

@@ -7,22 +7,16 @@ import pytest
 import torch
 
 from rsrefseg_core.scene import SceneGrid, ScenePredictor
-from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
-from helpers import REPO, write_geotiff
+from rsrefseg_mm.apis import ReferringPredictor
+from helpers import GRES_CONFIG, perturbed_model, write_geotiff
 
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 TEXTS = ['the red circle', 'the blue square', 'the white cross']
 
 
 @pytest.fixture(scope='module')
 def model():
-    torch.manual_seed(0)
-    model = init_referring_model(GRES_CONFIG, None, device='cpu')
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        # presence spread around the threshold: some windows absent
+    model = perturbed_model(GRES_CONFIG)
+    with torch.no_grad():  # presence spread around the threshold
         presence_layer(model).weight[0].mul_(50)
     return model
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from rsrefseg_deploy import OnnxReferringPredictor
-from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.deployment.quantize import quantize_folder
-from helpers import TINY_CONFIG, load_script
+from helpers import TINY_CONFIG, load_script, perturbed_model
 
 TEXTS = ['the red circle', 'the blue square', 'the white cross']
 
@@ -21,11 +20,7 @@ TEXTS = ['the red circle', 'the blue square', 'the white cross']
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp('int8')
-    torch.manual_seed(0)
-    model = init_referring_model(TINY_CONFIG, None, device='cpu')
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(TINY_CONFIG)
     ckpt = root / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     tool = load_script('tools/deployment/export_onnx.py')

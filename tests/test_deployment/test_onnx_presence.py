@@ -15,11 +15,8 @@ import torch
 from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
-from helpers import REPO, load_script
+from helpers import GRES_CONFIG, REPO, load_script, perturbed_model
 
-#: The generalized-referring tiny config (its schedule part may change).
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 TEXTS = [
     f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
     for s in ('circle', 'square')
@@ -50,11 +47,7 @@ def centre_presence(model, image) -> None:
 @pytest.fixture(scope='module')
 def exported_presence(tmp_path_factory, image):
     root = tmp_path_factory.mktemp('gres')
-    torch.manual_seed(0)
-    model = init_referring_model(GRES_CONFIG, None, device='cpu')
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(GRES_CONFIG)
     centre_presence(model, image)
     ckpt = root / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)

@@ -17,10 +17,8 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from rsrefseg_mm.apis import ReferringPredictor
-from helpers import REPO, load_script, write_geotiff
+from helpers import GRES_CONFIG, load_script, write_geotiff
 
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 TEXTS = ['the red roof', 'the road left of the river']
 #: Every valid pixel of every window is the target: what the mask leaves
 #: out is exactly the nodata (random weights decide nothing else).

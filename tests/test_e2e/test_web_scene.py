@@ -11,10 +11,7 @@ import rasterio
 import torch
 
 from rsrefseg_mm.apis import init_referring_model
-from helpers import REPO, load_script, write_geotiff
-
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
+from helpers import GRES_CONFIG, load_script, write_geotiff
 
 
 @pytest.fixture(scope='module')

@@ -8,21 +8,14 @@ import torch
 from mmengine.config import ConfigDict
 
 from rsrefseg_core.scene.grid import window_boxes
-from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.models.decode_heads.sam_prompt_head import ABSENT_LOGIT
-from helpers import REPO, TINY_CONFIG
+from helpers import GRES_CONFIG, TINY_CONFIG, perturbed_model
 
-GRES_CONFIG = str(
-    sorted((REPO / 'configs' / 'rsrefseg').glob('rsrefseg-tiny-gres_*.py'))[0])
 TEXT = 'the red circle'
 
 
 def build(config=TINY_CONFIG):
-    torch.manual_seed(0)
-    model = init_referring_model(config, None, device='cpu')
-    with torch.no_grad():  # non-trivial masks from random weights
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = perturbed_model(config)
     return model
 
 
