@@ -63,6 +63,7 @@ from rsrefseg_core.visualization import FILL_ALPHA
 from rsrefseg_mm.apis import (ReferringPredictor, init_referring_model,
                               save_referring_outputs)
 from rsrefseg_mm.apis.outputs import OUTPUT_RESOLUTIONS
+from rsrefseg_mm.apis.precision import PRECISIONS
 from rsrefseg_mm.utils import allow_unsafe_load, track
 
 #: Bad rows of a --batch file listed in the error (all are counted).
@@ -80,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch', help='.jsonl or .csv of (image, text)')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default='fp32',
+        help='bf16: autocast to bfloat16, on CPUs with native bf16 '
+        '(AVX512-BF16 or AMX) or CUDA devices only (refused elsewhere)')
     parser.add_argument(
         '--unsafe-load',
         action='store_true',
@@ -239,8 +246,9 @@ def main_slide(args: argparse.Namespace) -> list:
             device=args.device,
             cfg_options=args.cfg_options)
     return run_scene(
-        ReferringPredictor(model), args, image, texts, args.out_dir,
-        args.bands, None if args.no_stretch else tuple(args.stretch),
+        ReferringPredictor(model, precision=args.precision), args, image,
+        texts, args.out_dir, args.bands,
+        None if args.no_stretch else tuple(args.stretch),
         args.min_polygon_area, args.opacity)
 
 
@@ -268,7 +276,8 @@ def main(argv=None):
     first = {}
     order = sorted(
         range(len(pairs)), key=lambda i: first.setdefault(pairs[i][0], i))
-    predictor = ReferringPredictor(model, cache_size=1)
+    predictor = ReferringPredictor(
+        model, cache_size=1, precision=args.precision)
     encoded = 0
     for i in track(order, 'image demo', unit='expression'):
         img_path, text = pairs[i]
