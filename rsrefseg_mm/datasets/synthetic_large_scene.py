@@ -18,6 +18,11 @@ as the generator words them and checked with its parser
   :func:`~.synthetic_scenes.no_target_expressions` (its colour and its
   shape are in the scene, never together).
 
+The three pairs have three different colours. Other objects never take
+the referents' pairs; with ``referent_colours='exclusive'`` they never take
+the referents' colours either, so a model that reads only colours finds
+the referents, and the no-target expression tells whether it reads shapes.
+
 The scene is a 3-band (red, green, blue) uint8 GeoTIFF (the training
 images' values: no stretch needed) in EPSG:32633 at 0.5 m pixels, 256 x
 256 tiles, deflate; each expression's ground truth is a uint8 GeoTIFF (1 on
@@ -82,7 +87,8 @@ def generate_large_scene(seed: int,
                          cell: int = CELL,
                          num_objects: Tuple[int, int] = (3, 4),
                          object_size: Tuple[float, float] = (0.15, 0.35),
-                         instances: int = 3) -> Dict:
+                         instances: int = 3,
+                         referent_colours: str = 'shared') -> Dict:
     """Sample a large scene and its three expressions (module docstring).
 
     Args:
@@ -93,6 +99,10 @@ def generate_large_scene(seed: int,
         object_size (tuple[float, float]): Object side / diameter as a
             fraction of ``cell``.
         instances (int): Referents of the ``several`` expression (>= 2).
+        referent_colours (str): ``'shared'``: other objects may have the
+            colour (or the shape) of a referent, as in the training scenes;
+            ``'exclusive'``: the colours of the ``one`` and ``several``
+            referents are theirs alone (other objects share only shapes).
 
     Returns:
         dict: ``size``, ``cell``, ``objects`` (dicts of
@@ -107,11 +117,19 @@ def generate_large_scene(seed: int,
         raise ValueError(f'a large scene needs size >= 2 * cell and '
                          f'instances >= 2, got size {size}, cell {cell}, '
                          f'instances {instances}')
+    if referent_colours not in ('shared', 'exclusive'):
+        raise ValueError("referent_colours must be 'shared' or 'exclusive', "
+                         f'got {referent_colours!r}')
     rng = np.random.default_rng(np.random.SeedSequence([seed, size, cell]))
-    combos = [(c, s) for c in COLORS for s in SHAPES]
-    picks = rng.choice(len(combos), size=3, replace=False)
-    reserved = dict(zip(KINDS, (combos[i] for i in picks)))
-    allowed = [c for c in combos if c not in reserved.values()]
+    # three pairs of three different colours
+    colours = [list(COLORS)[i] for i in rng.permutation(len(COLORS))[:3]]
+    reserved = {
+        kind: (colour, SHAPES[rng.integers(len(SHAPES))])
+        for kind, colour in zip(KINDS, colours)
+    }
+    kept = set(reserved.values()) if referent_colours == 'shared' else \
+        {(c, s) for c in colours[:2] for s in SHAPES} | {reserved['absent']}
+    allowed = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in kept]
     cells = [(gy, gx) for gy in range(size // cell)
              for gx in range(size // cell)]
     objects, by_cell = [], {}
@@ -122,7 +140,7 @@ def generate_large_scene(seed: int,
             placed = _place_objects(rng, num, cell, object_size)
         by_cell[gy, gx] = []
         for obj in placed:
-            if (obj['color'], obj['shape']) in reserved.values():
+            if (obj['color'], obj['shape']) in kept:
                 obj['color'], obj['shape'] = allowed[rng.integers(
                     len(allowed))]
             obj['cx'] += gx * cell
@@ -137,17 +155,20 @@ def generate_large_scene(seed: int,
             obj['color'], obj['shape'] = reserved[kind]
     for obj in objects:
         obj['x'], obj['y'] = _pixel_to_map(obj['cx'], obj['cy'])
-    # the kept-aside pair is one of the hard no-target expressions of a
-    # large scene; a small one may hold neither its colour nor its shape
+    # the kept-aside pair is a hard no-target expression where the scene
+    # holds its colour and its shape (a large one does), else another one
     hard = sorted(c['text'] for c in no_target_expressions(objects)
                   if c['hard'])
-    if not hard:
-        raise RuntimeError(f'scene {seed} ({size} px) has no hard no-target '
-                           'expression')
+    absent = 'the {} {}'.format(*reserved['absent'])
+    if absent not in hard:
+        if not hard:
+            raise RuntimeError(f'scene {seed} ({size} px) has no hard '
+                               'no-target expression')
+        absent = hard[rng.integers(len(hard))]
     texts = dict(
         one='the {} {}'.format(*reserved['one']),
         several='all the {} {}s'.format(*reserved['several']),
-        absent=hard[rng.integers(len(hard))])
+        absent=absent)
     expressions = []
     for kind in KINDS:
         targets = resolve_expression(texts[kind], objects)

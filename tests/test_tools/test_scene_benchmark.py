@@ -96,6 +96,25 @@ def test_ground_truth_lies_where_the_shapes_were_drawn(scene_1024):
     assert 60 < background.mean() < 140 and background.std() > 8
 
 
+def test_exclusive_referent_colours():
+    scene = generate_large_scene(5, 512, referent_colours='exclusive')
+    objects, (one, several, absent) = scene['objects'], scene['expressions']
+    referents = one['targets'] + several['targets']
+    colours = {objects[i]['color'] for i in referents}
+    assert len(colours) == 2
+    others = [o for i, o in enumerate(objects) if i not in referents]
+    assert not any(o['color'] in colours for o in others)
+    # the shapes are shared, the no-target expression is still a hard one
+    shapes = {objects[i]['shape'] for i in referents}
+    assert shapes <= {o['shape'] for o in others}
+    _, color, shape = absent['text'].split()
+    assert color not in colours and absent['targets'] == []
+    assert any(o['color'] == color for o in objects)
+    assert any(o['shape'] == shape for o in objects)
+    with pytest.raises(ValueError, match='referent_colours'):
+        generate_large_scene(5, 512, referent_colours='unique')
+
+
 def test_scene_needs_room_for_its_referents():
     with pytest.raises(ValueError, match='size >= 2 \\* cell'):
         generate_large_scene(0, 200)

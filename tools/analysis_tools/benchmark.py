@@ -1006,8 +1006,12 @@ def scene_bench(args) -> Dict:
             os.makedirs(folder)
             scenes[s] = [
                 write_large_scene(
-                    generate_large_scene(args.seed + k, s, cell=size[0]),
-                    folder, f'scene{k}') for k in range(args.scenes)
+                    generate_large_scene(
+                        args.seed + k,
+                        s,
+                        cell=size[0],
+                        referent_colours=args.referent_colours), folder,
+                    f'scene{k}') for k in range(args.scenes)
             ]
             for method in SCENE_METHODS:
                 out = osp.join(root, f'{method}_{s}')
@@ -1046,9 +1050,10 @@ def scene_bench(args) -> Dict:
           f'process); rasterio {rasterio.__version__}, GDAL '
           f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
           f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
-          f'; {args.scenes} synthetic scenes per size (seed {args.seed}), '
-          'each with 3 expressions: one referent, several referents in '
-          'windows apart, no target; decimated: the whole scene read at '
+          f'; {args.scenes} synthetic scenes per size (seed {args.seed}, '
+          f'{args.referent_colours} referent colours), each with 3 '
+          'expressions: one referent, several referents in windows apart, '
+          'no target; decimated: the whole scene read at '
           f'{decimated} px (longest side), mask brought to the scene grid; '
           f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
           f'{args.window_batch} per batch. Hit: IoU >= 0.5 with the ground '
@@ -1188,6 +1193,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         '--scenes', type=int, default=5, help='scenes per size (seeded)')
     p.add_argument('--seed', type=int, default=0, help='seed of scene 0')
+    p.add_argument(
+        '--referent-colours',
+        default='shared',
+        choices=('shared', 'exclusive'),
+        help="shared: other objects may have a referent's colour, as in "
+        "training; exclusive: the referents' colours are theirs alone")
     p.add_argument(
         '--window-batch',
         type=int,
