@@ -83,6 +83,10 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         verify_hashes (bool): Check every file of the folder against the
             sha256 recorded at export (reads the graphs once more).
             Defaults to True.
+        spinning (bool): ONNX Runtime's worker threads spin for a while
+            after each run (its default, lowest latency); False frees the
+            cores at once, for other work sharing them (e.g. PyTorch
+            interleaved in a benchmark).
 
     Raises:
         FileNotFoundError: No ``deploy.json`` in ``model_dir``.
@@ -101,7 +105,8 @@ class OnnxReferringPredictor(BaseReferringPredictor):
                  cache_size: int = 0,
                  threads: Optional[int] = None,
                  max_read_size: Union[int, str, None] = 'auto',
-                 verify_hashes: bool = True) -> None:
+                 verify_hashes: bool = True,
+                 spinning: bool = True) -> None:
         import onnxruntime as ort
 
         # format, files confined to the folder and equal to their recorded
@@ -122,6 +127,9 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:
+            options.add_session_config_entry('session.intra_op.allow_spinning',
+                                             '0')
         providers = list(providers or ['CPUExecutionProvider'])
         self.encoder = ort.InferenceSession(
             paths['image_encoder'], options, providers=providers)

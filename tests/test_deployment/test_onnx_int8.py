@@ -82,3 +82,15 @@ def test_int8_answers_close_to_float(exported):
         # int8 rounding changes the answer a little, not the mask
         assert 0 < diff.max() < 0.02, (name, diff.max())
         assert ((probs[name] > 0.5) == (probs['fp32'] > 0.5)).mean() > 0.99
+
+
+def test_spinning_off_frees_the_cores(exported):
+    option = 'session.intra_op.allow_spinning'
+    quiet = OnnxReferringPredictor(exported['int8'], spinning=False)
+    for session in (quiet.encoder, quiet.decoder):
+        assert session.get_session_options().get_session_config_entry(
+            option) == '0'
+    default = OnnxReferringPredictor(exported['int8'])
+    options = default.encoder.get_session_options()
+    with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default
+        options.get_session_config_entry(option)
