@@ -267,3 +267,38 @@ def test_scene_memory_stops_a_run_past_the_limit(tmp_path, capsys):
     rows = tables(capsys.readouterr().out)['measurement']['rows']
     assert rows['runs'][0].startswith('stopped at ')
     assert rows['peak RSS (MiB)'] == ['-']
+
+
+def test_precision_modes_side_by_side(tmp_path, capsys):
+    fp32, int8 = str(tmp_path / 'fp32'), str(tmp_path / 'int8')
+    res = bm.main([
+        'precision', TINY_CONFIG, '--model-dir', fp32, '--int8-dir', int8,
+        '--repeats', '1', '--warmup', '0', '--quality-samples', '3'
+    ])
+    text = capsys.readouterr().out
+    assert_context(text)
+    assert f'exported ONNX int8 to {int8}' in text
+    found = tables(text)
+    rows = found['runtime']['rows']
+    native = any(bm_precision().cpu_bf16_support().values())
+    expected = ['PyTorch fp32'] + (['PyTorch bf16'] if native else []) + \
+        ['ORT fp32', 'ORT int8']
+    assert list(rows) == expected
+    for name in expected:
+        assert_positive(rows[name][:4])
+    # each fp32 row is its own reference; the others differ a little
+    assert float(rows['ORT fp32'][4]) == 0.0
+    assert 0.0 < float(rows['ORT int8'][4]) < 5.0
+    if native:
+        assert 'brg_matmul' in text or 'gemm' in text
+    else:
+        assert "precision='bf16' needs a CPU with native bf16" in text
+    assert list(found['runtime on the test split']['rows']) == expected
+    assert set(res['quality']) == set(expected)
+    with open(f'{int8}/deploy.json') as f:
+        assert '"int8-dynamic"' in f.read()
+
+
+def bm_precision():
+    from rsrefseg_mm.apis import precision
+    return precision

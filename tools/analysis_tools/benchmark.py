@@ -20,6 +20,13 @@ context (torch version, CPU or GPU, threads, date):
   expressions (the model is exported to ``--model-dir`` when that has no
   ``deploy.json``): first and follow-up latency, the largest difference of
   their probabilities and the share of mask pixels that differ;
+* ``precision``: the predictors at fp32 and bf16 (PyTorch autocast, on
+  CPUs with native bf16) and ONNX Runtime at fp32 and int8 (dynamic
+  quantization, ``export_onnx.py --quantize int8``) on one window, the
+  runtimes interleaved: first query, windows/s (image encoding), follow-up,
+  the largest logit difference and mask pixels differing from the same
+  runtime's fp32, the oneDNN kernels of bf16 and, with
+  ``--quality-samples``, mIoU on the config's test split;
 * ``scene-memory``: the demo's work (load the model, read + encode,
   predict, save the outputs) on large synthetic 4-band uint16 GeoTIFFs, one
   fresh process per run: time and peak resident memory, the scene sizes
@@ -48,6 +55,8 @@ Examples (see docs/benchmark.md)::
         --bf16 --batch-size 32 [--train]
     python tools/analysis_tools/benchmark.py encode-once $CFG --expressions 8
     python tools/analysis_tools/benchmark.py onnx $CFG --model-dir DIR
+    python tools/analysis_tools/benchmark.py precision $CFG --threads 2 \
+        --model-dir DIR --int8-dir DIR_INT8
     python tools/analysis_tools/benchmark.py scene-memory TINY_CONFIG \\
         --sizes 8192 16384
     python tools/analysis_tools/benchmark.py scene GRES_TINY_CONFIG \\
@@ -70,6 +79,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from rsrefseg_core.scene import DEFAULT_MEMORY_LIMIT
 
 TEXTS = ('the large white storage tank at the lower left of the image',
          'a vehicle',
@@ -632,6 +643,175 @@ def onnx_vs_torch(args) -> Dict:
         mask_diff=mask_diff)
 
 
+# ------------------------------------------------------------- precision
+def _precision_runtimes(args, cfg, model) -> Dict[str, object]:
+    """fp32 / bf16 PyTorch and fp32 / int8 ONNX Runtime predictors of one
+    model (each ONNX folder exported, and quantized, when absent)."""
+    from rsrefseg_deploy import OnnxReferringPredictor
+    from rsrefseg_mm.apis import ReferringPredictor
+    from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx
+    from rsrefseg_mm.deployment.quantize import quantize_folder
+    runtimes, notes = {}, []
+    for precision in ('fp32', 'bf16'):
+        try:
+            runtimes[f'PyTorch {precision}'] = ReferringPredictor(
+                model, precision=precision)
+        except RuntimeError as e:  # no native bf16 here: say so
+            notes.append(f'PyTorch {precision}: {e}')
+    for name, folder in (('fp32', args.model_dir), ('int8', args.int8_dir)):
+        if not osp.isfile(osp.join(folder, 'deploy.json')):
+            start = time.perf_counter()
+            export_onnx(
+                model,
+                cfg,
+                folder,
+                args.config,
+                args.checkpoint,
+                opset=args.opset or DEFAULT_OPSET,
+                dynamic_expressions=True,
+                texts=TEXTS[:2])
+            if name == 'int8':
+                quantize_folder(folder, args.quantize_graphs)
+            notes.append(f'exported ONNX {name} to {folder} in '
+                         f'{time.perf_counter() - start:.0f} s')
+        # no spinning threads: PyTorch runs between ONNX Runtime's calls
+        runtimes[f'ORT {name}'] = OnnxReferringPredictor(
+            folder, threads=args.threads, spinning=False)
+    return runtimes, notes
+
+
+def _answers(result) -> Tuple[np.ndarray, np.ndarray]:
+    """(probability, mask) of either predictor's result."""
+    if hasattr(result, 'probability'):
+        return result.probability, result.mask
+    return (result.seg_logits.data[0].float().cpu().numpy(),
+            result.pred_sem_seg.data[0].cpu().numpy())
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _test_samples(cfg, count: int) -> List[dict]:
+    """The first ``count`` samples of the config's test split: image (BGR),
+    ground-truth mask and expression."""
+    from mmseg.registry import DATASETS, TRANSFORMS
+    dataset = DATASETS.build(
+        dict(cfg.test_dataloader.dataset, pipeline=[], lazy_init=False))
+    loaders = [
+        TRANSFORMS.build(dict(type=t))
+        for t in ('LoadReferringImageFromFile', 'LoadReferringAnnotations')
+    ]
+    samples = []
+    for i in range(min(count, len(dataset))):
+        info = dataset.get_data_info(i)
+        if 'img' not in info:
+            info = loaders[0](info)
+        if 'gt_seg_map' not in info:
+            info = loaders[1](info)
+        samples.append(
+            dict(img=info['img'], gt=info['gt_seg_map'], text=info['text']))
+    return samples
+
+
+def precision_compare(args) -> Dict:
+    """fp32 vs bf16 (PyTorch) vs fp32 vs int8 (ONNX Runtime): first query,
+    windows/s, follow-up, agreement with fp32 and, on the config's test
+    split, mIoU."""
+    import onnxruntime as ort
+
+    from rsrefseg_mm.apis.precision import cpu_bf16_support
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_model(cfg, 'cpu', args.checkpoint)
+    runtimes, notes = _precision_runtimes(args, cfg, model)
+    size = input_size(cfg)
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), np.uint8)
+    times = {(rt, q): []
+             for rt in runtimes for q in ('encode', 'first', 'follow-up')}
+    outs = {}
+    for r in range(args.warmup + args.repeats):
+        for rt, predictor in runtimes.items():  # interleaved
+            start = time.perf_counter()
+            predictor.set_image(image)
+            encoded = time.perf_counter()
+            outs[rt] = _answers(predictor.predict(TEXTS[0]))
+            middle = time.perf_counter()
+            predictor.predict(TEXTS[-1])
+            if r >= args.warmup:
+                times[rt, 'encode'].append(encoded - start)
+                times[rt, 'first'].append(middle - start)
+                times[rt, 'follow-up'].append(time.perf_counter() - middle)
+    med = {k: summarize(v)['median'] for k, v in times.items()}
+    print(f'\n### Precision: {osp.basename(args.config)}\n')
+    print(f'{context()}, onnxruntime {ort.__version__} '
+          f'(CPUExecutionProvider, {args.threads or "default"} threads); '
+          f'torch.cpu native bf16: {cpu_bf16_support()}\n\n'
+          f'{model_line(args, size)}; one {size[0]} x {size[1]} window, '
+          'the runtimes interleaved in every repeat\n')
+    base = {'PyTorch': 'PyTorch fp32', 'ORT': 'ORT fp32'}
+    rows = []
+    for rt in runtimes:
+        ref = base[rt.split()[0]]
+        prob, mask = outs[rt]
+        rprob, rmask = outs[ref]
+        rows.append(
+            (rt, med[rt, 'first'], 1 / med[rt, 'encode'],
+             med['ORT fp32', 'encode'] / med[rt, 'encode'], med[rt,
+                                                                'follow-up'],
+             float(np.abs(_logit(prob) - _logit(rprob)).max()), 100 * float(
+                 (mask != rmask).mean())))
+    print_table([
+        'runtime', 'first query s', 'windows/s', 'windows/s vs ORT fp32',
+        'follow-up s', 'largest logit diff vs its fp32',
+        'mask pixels differing %'
+    ], rows)
+    if 'PyTorch bf16' in runtimes:
+        from rsrefseg_mm.apis.precision import onednn_kernels
+        kernels = onednn_kernels(
+            lambda: runtimes['PyTorch bf16'].set_image(image))
+        print('\noneDNN kernels of one bf16 image encoding (runs): ' +
+              ', '.join(
+                  f'{k} ({n})'
+                  for k, n in sorted(kernels.items(), key=lambda kv: -kv[1])
+                  if k.split()[0] in ('matmul', 'convolution',
+                                      'inner_product')))
+    quality = {}
+    if args.quality_samples:
+        samples = _test_samples(cfg, args.quality_samples)
+        inter = {rt: [] for rt in runtimes}
+        union = {rt: [] for rt in runtimes}
+        masks = {rt: [] for rt in runtimes}
+        for s in samples:
+            for rt, predictor in runtimes.items():
+                predictor.set_image(s['img'])
+                mask = _answers(predictor.predict(s['text']))[1] > 0
+                gt = s['gt'] == 1
+                inter[rt].append(int((mask & gt).sum()))
+                union[rt].append(int((mask | gt).sum()))
+                masks[rt].append(mask)
+        for rt in runtimes:
+            ref = base[rt.split()[0]]
+            ious = [i / u if u else 1.0 for i, u in zip(inter[rt], union[rt])]
+            same = np.mean([(a == b).mean()
+                            for a, b in zip(masks[rt], masks[ref])])
+            quality[rt] = (100 * float(np.mean(ious)),
+                           100 * sum(inter[rt]) / max(sum(union[rt]), 1),
+                           100 * float(same))
+        print(f'\n{len(samples)} test samples of the config\'s dataset:\n')
+        print_table([
+            'runtime on the test split', 'mIoU', 'oIoU',
+            'pixels equal to its fp32 %'
+        ], [(rt, *q) for rt, q in quality.items()])
+    for note in notes:
+        print(note)
+    return dict(
+        times={f'{rt} {q}': v
+               for (rt, q), v in med.items()},
+        rows=rows,
+        quality=quality)
+
+
 # ---------------------------------------------------------- scene-memory
 #: Rows written per block when a scene is generated, and GDAL's cache then.
 WRITE_ROWS, WRITE_CACHE_BYTES = 256, 256 * MIB
@@ -833,7 +1013,10 @@ def scene_bench_child(args) -> None:
     runtime = ReferringPredictor(
         model, max_read_size='auto' if method == 'decimated' else None)
     slide = ScenePredictor(
-        runtime, window_batch=args.window_batch, progress=False) \
+        runtime,
+        window_batch=args.window_batch,
+        max_memory=int(args.max_memory * MIB),
+        progress=False) \
         if method == 'slide' else None
     model_rss = proc_status_mib('self', 'VmHWM')
     threshold = float(model.decode_head.threshold)
@@ -1021,7 +1204,8 @@ def scene_bench(args) -> Dict:
                     osp.abspath(__file__), 'scene', args.config,
                     '--child-method', method, '--out-dir', out,
                     '--window-batch',
-                    str(args.window_batch), '--child-scenes', *[
+                    str(args.window_batch), '--max-memory',
+                    str(args.max_memory), '--child-scenes', *[
                         osp.join(folder, f'scene{k}.json')
                         for k in range(args.scenes)
                     ]
@@ -1046,19 +1230,21 @@ def scene_bench(args) -> Dict:
     done = [c['context'] for c in cells.values() if c['context']]
     decimated = load_referring_working_size(cfg)
     print('\n### Scene: decimated read against sliding windows\n')
-    print(f'{done[0] if done else context()} (each method and size a fresh '
-          f'process); rasterio {rasterio.__version__}, GDAL '
-          f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
-          f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
-          f'; {args.scenes} synthetic scenes per size (seed {args.seed}, '
-          f'{args.referent_colours} referent colours), each with 3 '
-          'expressions: one referent, several referents in windows apart, '
-          'no target; decimated: the whole scene read at '
-          f'{decimated} px (longest side), mask brought to the scene grid; '
-          f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
-          f'{args.window_batch} per batch. Hit: IoU >= 0.5 with the ground '
-          'truth; times are medians over the scenes; peak RSS is the '
-          "process's VmHWM (interpreter, torch and model included)\n")
+    print(
+        f'{done[0] if done else context()} (each method and size a fresh '
+        f'process); rasterio {rasterio.__version__}, GDAL '
+        f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
+        f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
+        f'; {args.scenes} synthetic scenes per size (seed {args.seed}, '
+        f'{args.referent_colours} referent colours), each with 3 '
+        'expressions: one referent, several referents in windows apart, '
+        'no target; decimated: the whole scene read at '
+        f'{decimated} px (longest side), mask brought to the scene grid; '
+        f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
+        f'{args.window_batch} per batch, embeddings over '
+        f'{args.max_memory:g} MiB in a file. Hit: IoU >= 0.5 with the ground '
+        'truth; times are medians over the scenes; peak RSS is the '
+        "process's VmHWM (interpreter, torch and model included)\n")
     columns = [(s, m) for s in args.sizes for m in SCENE_METHODS]
     print_table(['measurement', *(f'{m} {s:,} px' for s, m in columns)],
                 [(name, *(cells[c].get(key, '-') for c in columns))
@@ -1078,6 +1264,7 @@ MODES = {
     'throughput': throughput,
     'encode-once': encode_once,
     'onnx': onnx_vs_torch,
+    'precision': precision_compare,
     'scene-memory': scene_memory,
     'scene': scene_bench
 }
@@ -1145,6 +1332,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'has no deploy.json)')
     p.add_argument('--opset', type=int, help='ONNX opset of an export')
     p = sub.add_parser(
+        'precision',
+        parents=[model, timing],
+        help='fp32 vs bf16 (PyTorch) vs fp32 vs int8 (ONNX Runtime), CPU')
+    p.add_argument(
+        '--model-dir',
+        required=True,
+        help='fp32 ONNX export (exported there when it has no deploy.json)')
+    p.add_argument(
+        '--int8-dir',
+        required=True,
+        help='int8 ONNX export (exported and quantized there when absent)')
+    p.add_argument(
+        '--quantize-graphs',
+        nargs='+',
+        default=['image_encoder'],
+        help='graphs of the int8 export (default: the image encoder)')
+    p.add_argument('--opset', type=int, help='ONNX opset of an export')
+    p.add_argument(
+        '--quality-samples',
+        type=int,
+        default=0,
+        metavar='N',
+        help='also score the first N samples of the config\'s test split '
+        '(mIoU, oIoU, pixels equal to fp32; use a trained --checkpoint)')
+    p = sub.add_parser(
         'scene-memory',
         parents=[model],
         help='peak RSS and time on large synthetic GeoTIFFs (CPU)')
@@ -1204,6 +1416,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=int,
         default=4,
         help='windows encoded / decoded together (default 4)')
+    p.add_argument(
+        '--max-memory',
+        type=float,
+        default=DEFAULT_MEMORY_LIMIT / MIB,
+        metavar='MIB',
+        help='window embeddings held in memory by the slide method; beyond, '
+        'in a temporary file (default: ScenePredictor\'s, 1024)')
     p.add_argument(
         '--rss-limit-gb',
         type=float,
