@@ -723,6 +723,7 @@ def precision_compare(args) -> Dict:
 
     from rsrefseg_mm.apis.precision import cpu_bf16_support
     cfg = load_config(args.config, args.cfg_options)
+    torch.manual_seed(0)  # random weights: the same model in every run
     model = build_model(cfg, 'cpu', args.checkpoint)
     runtimes, notes = _precision_runtimes(args, cfg, model)
     size = input_size(cfg)
