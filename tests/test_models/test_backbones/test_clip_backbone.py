@@ -488,29 +488,3 @@ def test_shared_knobs_and_checkpointed_blocks():
             [p.grad.clone() for p in clip.parameters() if p.grad is not None])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
-
-
-def test_convolutional_stem_sees_shapes_on_the_same_grid():
-    """``stem_channels``: two stride-2 convolutions before a patch
-    embedding of stride patch/4 give the same token grid; OpenAI's layout
-    (no stem) keeps its parameters and is the default."""
-    arch = dict(TINY_ARCH, stem_channels=8)
-    with_stem = CLIPBackbone(
-        arch, image_tuning=dict(mode='full'), text_tuning=dict(mode='full'))
-    plain = CLIPBackbone(
-        TINY_ARCH,
-        image_tuning=dict(mode='full'),
-        text_tuning=dict(mode='full'))
-    assert plain.visual.stem is None
-    assert not any(k.startswith('visual.stem') for k in plain.state_dict())
-    patch = TINY_ARCH['patch_size']
-    assert with_stem.visual.conv1.in_channels == 8
-    assert with_stem.visual.conv1.stride == (patch // 4, patch // 4)
-    x = torch.randn(2, 3, TINY_ARCH['image_size'], TINY_ARCH['image_size'])
-    (g1, f1), (g2, f2) = with_stem.encode_image(x), plain.encode_image(x)
-    assert f1.shape == f2.shape and g1.shape == g2.shape
-    f1.sum().backward()
-    assert with_stem.visual.stem[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match='divisible by 4'):
-        CLIPBackbone(
-            dict(TINY_ARCH, patch_size=6, image_size=36, stem_channels=8))

@@ -17,7 +17,7 @@ through ``torch.nn.functional.scaled_dot_product_attention`` (flash /
 memory-efficient kernels on GPU; ``is_causal=True`` for the text tower).
 """
 from collections import OrderedDict
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -220,14 +220,6 @@ class CLIPVisionTower(nn.Module):
         quick_gelu (bool): QuickGELU activation.
         fast_attn (bool): SDPA attention.
         with_cp (bool): Activation checkpointing of the blocks.
-        stem_channels (int, optional): A convolutional stem before the
-            patch embedding (`Early convolutions help transformers see
-            better <https://arxiv.org/abs/2106.14881>`_): two 3x3 stride-2
-            convolutions with ReLU to this many channels, then ``conv1``
-            with kernel and stride ``patch_size / 4``. For towers trained
-            from scratch on small data (the demo), where a linear patch
-            embedding learns shapes slowly; not in OpenAI's checkpoints.
-            None (default): OpenAI's linear patch embedding.
     """
 
     def __init__(self,
@@ -239,8 +231,7 @@ class CLIPVisionTower(nn.Module):
                  output_dims: int,
                  quick_gelu: bool = True,
                  fast_attn: bool = True,
-                 with_cp: bool = False,
-                 stem_channels: Optional[int] = None) -> None:
+                 with_cp: bool = False) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f'image_size {image_size} is not a multiple of '
@@ -248,22 +239,8 @@ class CLIPVisionTower(nn.Module):
         self.image_size = image_size
         self.patch_size = patch_size
         self.grid_size = (image_size // patch_size, ) * 2
-        self.stem = None
-        in_channels, kernel = 3, patch_size
-        if stem_channels is not None:
-            if patch_size % 4:
-                raise ValueError('a convolutional stem (stride 4) needs a '
-                                 'patch_size divisible by 4, got '
-                                 f'{patch_size}')
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, stem_channels, 3, stride=2, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(
-                    stem_channels, stem_channels, 3, stride=2, padding=1),
-                nn.ReLU(inplace=True))
-            in_channels, kernel = stem_channels, patch_size // 4
         self.conv1 = nn.Conv2d(
-            in_channels, embed_dims, kernel, stride=kernel, bias=False)
+            3, embed_dims, patch_size, stride=patch_size, bias=False)
         scale = embed_dims**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(embed_dims))
         self.positional_embedding = nn.Parameter(
@@ -289,8 +266,6 @@ class CLIPVisionTower(nn.Module):
             and patch features (B, D, H/p, W/p), both after ``ln_post`` and
             ``proj``.
         """
-        if self.stem is not None:
-            x = self.stem(x)  # (B, stem_channels, H/4, W/4)
         x = self.conv1(x)  # (B, C, h, w)
         B, C, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
