@@ -6,7 +6,8 @@
 # pipeline keeps the ground truth at the original size.
 # Scene inference (rsrefseg_core.scene.ScenePredictor, demo/image_demo.py
 # --slide) reads windows of this many file pixels, the scale of the
-# training images (RISBench's 512 x 512 images), each resized to the model input.
+# training images (RISBench's 512 x 512 images), each resized to the model
+# input.
 scene_window_size = 512
 dataset_type = 'RISBenchDataset'
 data_root = 'data/risbench'

@@ -19,7 +19,8 @@
 # ground truth stays at the original size, where ReferringIoUMetric scores.
 # Scene inference (rsrefseg_core.scene.ScenePredictor, demo/image_demo.py
 # --slide) reads windows of this many file pixels, the scale of the
-# training images (RRSIS-D's 800 x 800 images), each resized to the model input.
+# training images (RRSIS-D's 800 x 800 images), each resized to the model
+# input.
 scene_window_size = 800
 dataset_type = 'RRSISDDataset'
 data_root = 'data/rrsisd'
