@@ -277,7 +277,7 @@ def test_precision_modes_side_by_side(tmp_path, capsys):
     ])
     text = capsys.readouterr().out
     assert_context(text)
-    assert f'exported ONNX int8 to {int8}' in text
+    assert f'exported to {int8} (int8)' in text
     found = tables(text)
     rows = found['runtime']['rows']
     native = any(bm_precision().cpu_bf16_support().values())
@@ -297,6 +297,17 @@ def test_precision_modes_side_by_side(tmp_path, capsys):
     assert set(res['quality']) == set(expected)
     with open(f'{int8}/deploy.json') as f:
         assert '"int8-dynamic"' in f.read()
+    # reused, unless it is not the export asked for
+    bm.main([
+        'precision', TINY_CONFIG, '--model-dir', fp32, '--int8-dir', int8,
+        '--repeats', '1', '--warmup', '0'
+    ])
+    assert 'exported to' not in capsys.readouterr().out
+    with pytest.raises(ValueError, match='quantized graphs'):
+        bm.main([
+            'precision', TINY_CONFIG, '--model-dir', int8, '--int8-dir', int8,
+            '--repeats', '1', '--warmup', '0'
+        ])
 
 
 def bm_precision():

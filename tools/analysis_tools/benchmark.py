@@ -556,38 +556,72 @@ def encode_once(args) -> Dict:
 
 
 # ------------------------------------------------------------------ onnx
+def exported_model(folder: str,
+                   model: torch.nn.Module,
+                   cfg,
+                   args,
+                   quantize: Optional[Sequence[str]] = None
+                   ) -> Tuple[dict, List[str]]:  # yapf: disable
+    """The ONNX export of ``model`` in ``folder``: reused when its
+    ``deploy.json`` names the same config and checkpoint (and the same
+    quantization), exported there (then quantized) when it has none.
+
+    Returns:
+        tuple: The ``deploy.json`` content and notes for the report.
+
+    Raises:
+        ValueError: ``folder`` holds another model's export, or one
+            quantized differently.
+    """
+    from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx, file_sha256
+    from rsrefseg_mm.deployment.quantize import quantize_folder
+    deploy = osp.join(folder, 'deploy.json')
+    if not osp.isfile(deploy):
+        start = time.perf_counter()
+        info = export_onnx(
+            model,
+            cfg,
+            folder,
+            args.config,
+            args.checkpoint,
+            opset=args.opset or DEFAULT_OPSET,
+            dynamic_expressions=True,
+            texts=TEXTS[:2])
+        if quantize:
+            info = quantize_folder(folder, quantize)
+        size = sum(
+            osp.getsize(osp.join(folder, f)) for f in os.listdir(folder))
+        return info, [
+            f'exported to {folder} ({"int8" if quantize else "fp32"}) in '
+            f'{time.perf_counter() - start:.0f} s ({size / 1e6:.1f} MB)'
+        ]
+    with open(deploy) as f:
+        info = json.load(f)
+    for key, path in (('config', args.config), ('checkpoint',
+                                                args.checkpoint)):
+        if info.get(f'{key}_sha256') != (path and file_sha256(path)):
+            raise ValueError(
+                f'{deploy} was exported from another {key} than '
+                f'{path or "random weights"}: give an empty folder to '
+                'export this model there')
+    quantized = (info.get('quantization') or {}).get('graphs')
+    if sorted(quantized or []) != sorted(quantize or []):
+        raise ValueError(
+            f'{deploy}: quantized graphs {sorted(quantized or [])}'
+            f', expected {sorted(quantize or [])}; give an '
+            'empty folder to export this model there')
+    return info, []
+
+
 def onnx_vs_torch(args) -> Dict:
     """ReferringPredictor against OnnxReferringPredictor."""
     import onnxruntime as ort
 
     from rsrefseg_deploy import OnnxReferringPredictor
     from rsrefseg_mm.apis import ReferringPredictor
-    from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx, file_sha256
     cfg = load_config(args.config, args.cfg_options)
     model = build_model(cfg, 'cpu', args.checkpoint)
-    deploy = osp.join(args.model_dir, 'deploy.json')
-    notes = []
-    if osp.isfile(deploy):
-        with open(deploy) as f:
-            info = json.load(f)
-        for key, path in (('config', args.config), ('checkpoint',
-                                                    args.checkpoint)):
-            if info.get(f'{key}_sha256') != (path and file_sha256(path)):
-                raise ValueError(
-                    f'{deploy} was exported from another {key} than '
-                    f'{path or "random weights"}: give an empty --model-dir '
-                    'to export this model there')
-    else:
-        info = export_onnx(
-            model,
-            cfg,
-            args.model_dir,
-            args.config,
-            args.checkpoint,
-            opset=args.opset or DEFAULT_OPSET)
-        notes.append(f'exported to {args.model_dir} in '
-                     f'{sum(info["export_seconds"].values()):.1f} s '
-                     f'({sum(info["bytes"].values()) / 1e6:.1f} MB)')
+    info, notes = exported_model(args.model_dir, model, cfg, args)
     runtimes = dict(
         PyTorch=ReferringPredictor(model),
         ORT=OnnxReferringPredictor(args.model_dir, threads=args.threads))
@@ -649,8 +683,6 @@ def _precision_runtimes(args, cfg, model) -> Dict[str, object]:
     model (each ONNX folder exported, and quantized, when absent)."""
     from rsrefseg_deploy import OnnxReferringPredictor
     from rsrefseg_mm.apis import ReferringPredictor
-    from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx
-    from rsrefseg_mm.deployment.quantize import quantize_folder
     runtimes, notes = {}, []
     for precision in ('fp32', 'bf16'):
         try:
@@ -658,22 +690,10 @@ def _precision_runtimes(args, cfg, model) -> Dict[str, object]:
                 model, precision=precision)
         except RuntimeError as e:  # no native bf16 here: say so
             notes.append(f'PyTorch {precision}: {e}')
-    for name, folder in (('fp32', args.model_dir), ('int8', args.int8_dir)):
-        if not osp.isfile(osp.join(folder, 'deploy.json')):
-            start = time.perf_counter()
-            export_onnx(
-                model,
-                cfg,
-                folder,
-                args.config,
-                args.checkpoint,
-                opset=args.opset or DEFAULT_OPSET,
-                dynamic_expressions=True,
-                texts=TEXTS[:2])
-            if name == 'int8':
-                quantize_folder(folder, args.quantize_graphs)
-            notes.append(f'exported ONNX {name} to {folder} in '
-                         f'{time.perf_counter() - start:.0f} s')
+    for name, folder, quantize in (('fp32', args.model_dir, None),
+                                   ('int8', args.int8_dir,
+                                    args.quantize_graphs)):
+        notes += exported_model(folder, model, cfg, args, quantize)[1]
         # no spinning threads: PyTorch runs between ONNX Runtime's calls
         runtimes[f'ORT {name}'] = OnnxReferringPredictor(
             folder, threads=args.threads, spinning=False)
@@ -723,7 +743,6 @@ def precision_compare(args) -> Dict:
 
     from rsrefseg_mm.apis.precision import cpu_bf16_support
     cfg = load_config(args.config, args.cfg_options)
-    torch.manual_seed(0)  # random weights: the same model in every run
     model = build_model(cfg, 'cpu', args.checkpoint)
     runtimes, notes = _precision_runtimes(args, cfg, model)
     size = input_size(cfg)
