@@ -220,6 +220,37 @@ def perturbed_model(config: str = TINY_CONFIG) -> nn.Module:
     return perturb(init_referring_model(config, None, device='cpu'))
 
 
+def presence_layer(model: nn.Module) -> nn.Module:
+    """The last layer of SAM's IoU head: the presence logit (index 0) of a
+    head trained with ``presence_cfg``."""
+    return model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
+
+
+def centre_presence(model: nn.Module, presences: Sequence[float],
+                    below: int) -> None:
+    """Shift the presence bias so that the threshold (0.5: logit 0) falls
+    midway between the ``below``-th and the next of ``presences``
+    (sorted): random weights then put answers clearly on both sides."""
+    logits = torch.logit(torch.tensor(presences).double()).sort().values
+    with torch.no_grad():
+        presence_layer(model).bias[0] -= float(logits[below - 1] +
+                                               logits[below]) / 2
+
+
+def spread_presence(model: nn.Module, image: np.ndarray,
+                    texts: Sequence[str]) -> None:
+    """Spread the presence logits (x50) and centre them between the middle
+    two of ``texts`` on ``image``: half clearly present, half absent."""
+    from rsrefseg_mm.apis import ReferringPredictor
+    with torch.no_grad():
+        presence_layer(model).weight[0].mul_(50)
+    predictor = ReferringPredictor(model)
+    predictor.set_image(image)
+    centre_presence(model,
+                    [r.metainfo['presence'] for r in predictor.predict(texts)],
+                    len(texts) // 2)
+
+
 def fake_runner(seen: dict) -> type:
     """A stand-in for mmengine's ``Runner`` in tests of ``tools/*.py``.
 

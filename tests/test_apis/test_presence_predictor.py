@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rsrefseg_mm.apis import ReferringPredictor, inference_referring
-from helpers import GRES_CONFIG, perturbed_model
+from helpers import GRES_CONFIG, perturbed_model, spread_presence
 
 TEXTS = [
     f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
@@ -20,25 +20,9 @@ def model():
     return model
 
 
-def centre_presence(model, image):
-    """Spread the presence logits and shift them so that the threshold
-    falls midway between the 4th and 5th of the 8 expressions: random
-    weights then put expressions clearly on both sides of it."""
-    predictor = ReferringPredictor(model)
-    predictor.set_image(image)
-    last = model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
-    with torch.no_grad():
-        last.weight[0].mul_(50)
-        logits = torch.logit(
-            torch.tensor([
-                r.metainfo['presence'] for r in predictor.predict(TEXTS)
-            ]).double()).sort().values
-        last.bias[0] -= float(logits[3] + logits[4]) / 2
-
-
 def test_presence_reported_and_gates_the_mask(model):
     image = np.random.default_rng(0).integers(0, 255, (96, 120, 3), np.uint8)
-    centre_presence(model, image)
+    spread_presence(model, image, TEXTS)
     predictor = ReferringPredictor(model)
     predictor.set_image(image)
     results = predictor.predict(TEXTS)

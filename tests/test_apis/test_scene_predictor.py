@@ -8,7 +8,8 @@ import torch
 
 from rsrefseg_core.scene import SceneGrid, ScenePredictor
 from rsrefseg_mm.apis import ReferringPredictor
-from helpers import GRES_CONFIG, perturbed_model, write_geotiff
+from helpers import (GRES_CONFIG, centre_presence, perturbed_model,
+                     presence_layer, write_geotiff)
 
 TEXTS = ['the red circle', 'the blue square', 'the white cross']
 
@@ -19,19 +20,6 @@ def model():
     with torch.no_grad():  # presence spread around the threshold
         presence_layer(model).weight[0].mul_(50)
     return model
-
-
-def presence_layer(model):
-    return model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
-
-
-def centre_presence(model, presences, below: int) -> None:
-    """Shift the presence bias so that the threshold (0.5) falls midway
-    between the ``below``-th and the next of ``presences`` (sorted)."""
-    logits = torch.logit(torch.tensor(presences).double()).sort().values
-    with torch.no_grad():
-        presence_layer(model).bias[0] -= float(logits[below - 1] +
-                                               logits[below]) / 2
 
 
 def test_one_window_covering_the_image_equals_whole_image(model, tmp_path):

@@ -15,7 +15,8 @@ import torch
 from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
-from helpers import GRES_CONFIG, REPO, load_script, perturbed_model
+from helpers import (GRES_CONFIG, REPO, load_script, perturbed_model,
+                     spread_presence)
 
 TEXTS = [
     f'the {c} {s}' for c in ('red', 'blue', 'green', 'white')
@@ -28,27 +29,11 @@ def image():
     return np.random.default_rng(0).integers(0, 255, (96, 120, 3), np.uint8)
 
 
-def centre_presence(model, image) -> None:
-    """Spread the presence logits and shift them so that the threshold
-    (0.5: logit 0) falls midway between the 4th and 5th of the 8
-    expressions: four clearly present, four clearly absent."""
-    predictor = ReferringPredictor(model)
-    predictor.set_image(image)
-    last = model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
-    with torch.no_grad():
-        last.weight[0].mul_(50)
-        logits = torch.logit(
-            torch.tensor([
-                r.metainfo['presence'] for r in predictor.predict(TEXTS)
-            ]).double()).sort().values
-        last.bias[0] -= float(logits[3] + logits[4]) / 2
-
-
 @pytest.fixture(scope='module')
 def exported_presence(tmp_path_factory, image):
     root = tmp_path_factory.mktemp('gres')
     model = perturbed_model(GRES_CONFIG)
-    centre_presence(model, image)
+    spread_presence(model, image, TEXTS)
     ckpt = root / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     out = root / 'onnx'
