@@ -40,6 +40,11 @@ from .mosaic import ProbabilityMosaic
 from .outputs import SceneOutputs
 from .reader import SceneReader, SceneSource
 
+#: ``decode_windows``' answer: (h, w) float32 probability per window (None
+#: for a window below the presence threshold) and the (n,) presence (None
+#: for a model without presence).
+WindowAnswers = Tuple[List[Optional[np.ndarray]], Optional[np.ndarray]]
+
 
 class SceneRuntime(Protocol):
     """What a runtime gives scene inference (both predictors have it)."""
@@ -57,12 +62,12 @@ class SceneRuntime(Protocol):
     def encode_windows(self, windows: List[RasterImage]) -> List[Arrays]:
         """The image towers on each window, as NumPy arrays."""
 
-    def decode_windows(
-            self, encodings: List[Arrays], shape: Tuple[int, int],
-            text: str) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+    def decode_windows(self, encodings: List[Arrays], shape: Tuple[int, int],
+                       text: str) -> WindowAnswers:
         """One expression on encoded windows of ``shape`` (h, w): the
-        (h, w) float32 probability of each window (presence not applied),
-        and the (n,) presence probabilities (None without presence)."""
+        (h, w) float32 probability of each window (None, or any value, for
+        a window below :attr:`presence_threshold`: it counts nothing), and
+        the (n,) presence probabilities (None without presence)."""
 
 
 class SceneResult(NamedTuple):

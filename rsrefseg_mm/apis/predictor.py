@@ -22,6 +22,7 @@ from torch import Tensor
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
+from rsrefseg_core.scene.predictor import WindowAnswers
 from .pipeline import (build_test_pipeline, model_input_size, prepare_inputs,
                        working_size)
 from .precision import autocast, check_precision
@@ -261,17 +262,18 @@ class ReferringPredictor(BaseReferringPredictor):
         return self._templates[shape]
 
     @torch.no_grad()
-    def decode_windows(
-            self, encodings: List[Dict[str, Any]], shape: Tuple[int, int],
-            text: str) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+    def decode_windows(self, encodings: List[Dict[str, Any]],
+                       shape: Tuple[int, int], text: str) -> WindowAnswers:
         """One expression on encoded windows of ``shape``: the text tower
         runs once per expression (kept for the next windows), the prompter
         and SAM's decoder once per batch of windows.
 
         Returns:
             tuple: (h, w) float32 probability per window, as the
-            segmentor's post-processing gives it, and the (n,) presence
-            probabilities (None for a model without presence).
+            segmentor's post-processing gives it (None for a window whose
+            presence is below :attr:`presence_threshold`: it counts nothing,
+            so it is not resized), and the (n,) presence probabilities
+            (None for a model without presence).
         """
         device = self.device
         n = len(encodings)
@@ -290,16 +292,22 @@ class ReferringPredictor(BaseReferringPredictor):
                 text_embeddings=tuple(
                     t.expand(n, *t.shape[1:]) for t in text_embeddings))
         logits, feats = _float(logits, feats)
-        template = self._template(tuple(shape))
-        samples = []
-        for _ in range(n):
-            sample = template.clone()
-            sample.set_metainfo(dict(text=text))
-            samples.append(sample)
-        logits = self.model.decode_head.predict_by_feat(
-            logits, [s.metainfo for s in samples])
-        samples = self.model.postprocess_result(logits, samples)
-        probs = [s.seg_logits.data[0].float().cpu().numpy() for s in samples]
         presence = feats.get('presence')
-        return probs, None if presence is None else \
-            presence.float().cpu().numpy()
+        if presence is not None:
+            presence = presence.float().cpu().numpy()
+        keep = list(range(n)) if presence is None else \
+            np.flatnonzero(presence >= self.presence_threshold).tolist()
+        probs: List[Optional[np.ndarray]] = [None] * n
+        if keep:
+            template = self._template(tuple(shape))
+            samples = []
+            for _ in keep:
+                sample = template.clone()
+                sample.set_metainfo(dict(text=text))
+                samples.append(sample)
+            kept = self.model.decode_head.predict_by_feat(
+                logits[keep], [s.metainfo for s in samples])
+            samples = self.model.postprocess_result(kept, samples)
+            for i, sample in zip(keep, samples):
+                probs[i] = sample.seg_logits.data[0].float().cpu().numpy()
+        return probs, presence

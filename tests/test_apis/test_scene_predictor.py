@@ -99,4 +99,14 @@ def test_windows_average_their_own_answers(model):
     np.testing.assert_allclose(got.window_presence, presences, atol=1e-5)
     np.testing.assert_allclose(
         got.probability, total / np.maximum(count, 1), atol=1e-5)
+    # the runtime leaves absent windows unresized: None, present ones equal
+    probs, pres = scene.runtime.decode_windows(
+        [scene.embeddings.get(i) for i in range(len(boxes))], (64, 64),
+        TEXTS[0])
+    for prob, p, res in zip(probs, pres, answers):
+        if p < 0.5:
+            assert prob is None
+        else:
+            np.testing.assert_allclose(
+                prob, res.seg_logits.data[0].numpy(), atol=1e-5)
     scene.close()
