@@ -1,7 +1,8 @@
 """Config helpers of the tools and the inference API."""
 from typing import Any
 
-from ..models.backbones.siglip.siglip_checkpoint import siglip_tokenizer_path
+from ..models.backbones.siglip.siglip_checkpoint import (arch_tokenizer_type,
+                                                         siglip_tokenizer_path)
 
 #: Registry name of the hook that ``--compile`` adds.
 COMPILE_HOOK = 'CompileHotPathsHook'
@@ -15,7 +16,8 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
     does not need the pretrained CLIP/SAM files the config names for
     training. SigLIP's tokenizer model is not part of the weights: a
     ``SigLIPBackbone`` without an explicit ``tokenizer`` keeps the
-    ``spiece.model`` of its checkpoint folder.
+    ``spiece.model`` (SigLIP 2 archs: ``tokenizer.model``) of its checkpoint
+    folder.
 
     Args:
         model_cfg (dict | list): The ``model`` part of a config.
@@ -28,7 +30,8 @@ def drop_pretrained_checkpoints(model_cfg: Any) -> int:
         if model_cfg.get('type') == 'SigLIPBackbone' and \
                 not model_cfg.get('tokenizer'):
             model_cfg['tokenizer'] = siglip_tokenizer_path(
-                model_cfg.get('checkpoint'))
+                model_cfg.get('checkpoint'),
+                arch_tokenizer_type(model_cfg.get('arch')))
         for key in list(model_cfg.keys()):
             if key == 'checkpoint' and isinstance(model_cfg[key], str):
                 model_cfg[key] = None

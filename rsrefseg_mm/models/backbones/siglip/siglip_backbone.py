@@ -6,6 +6,12 @@ the image tower (``last_hidden_state``, after the post-LayerNorm) and the
 token features of the text tower (after the final LayerNorm, no head) are
 filtered by the expression; the sentence feature is the text head on the
 last position (``pooler_output``).
+
+RSRefSeg 2 (`KyanChen/RSRefSeg2 <https://github.com/KyanChen/RSRefSeg2>`_)
+uses SigLIP 2 so400m-patch16-512. The fixed-resolution SigLIP 2 models have
+SigLIP's architecture and key layout (transformers loads them as
+``SiglipModel``); they differ in the text vocabulary (Gemma's 256,000
+pieces) and the tokenizer. The ``siglip2-*`` archs select both.
 """
 import copy
 from typing import Dict, Optional, Sequence, Union
@@ -17,15 +23,28 @@ from mmseg.registry import MODELS
 
 from ...peft import apply_tuning
 from ..base_text_image_backbone import BaseTextImageBackbone
-from .siglip_checkpoint import load_siglip_checkpoint, siglip_tokenizer_path
+from .siglip2_tokenizer import SigLIP2Tokenizer
+from .siglip_checkpoint import (TOKENIZER_FILES, load_siglip_checkpoint,
+                                siglip_tokenizer_path)
 from .siglip_tokenizer import SigLIPTokenizer
 from .siglip_transformer import SiglipTextTower, SiglipVisionTower
 
 DEFAULT_LORA_TARGETS = ('self_attn.q_proj', 'self_attn.k_proj',
                         'self_attn.v_proj', 'self_attn.out_proj')
+#: Tokenizer class per arch ``tokenizer_type``.
+TOKENIZERS = {'siglip': SigLIPTokenizer, 'gemma': SigLIP2Tokenizer}
+#: Arch keys a custom arch dict may leave out, with their defaults.
+OPTIONAL_ARCH_KEYS = dict(tokenizer_type='siglip')
 
 
-def _arch(image_size, patch_size, width, layers, heads, mlp, vocab=32000):
+def _arch(image_size,
+          patch_size,
+          width,
+          layers,
+          heads,
+          mlp,
+          vocab=32000,
+          tokenizer_type='siglip'):
     return dict(
         image_size=image_size,
         patch_size=patch_size,
@@ -39,7 +58,14 @@ def _arch(image_size, patch_size, width, layers, heads, mlp, vocab=32000):
         text_hidden_dims=mlp,
         output_dims=width,
         context_length=64,
-        vocab_size=vocab)
+        vocab_size=vocab,
+        tokenizer_type=tokenizer_type)
+
+
+def _arch2(image_size, patch_size, width, layers, heads, mlp):
+    """A fixed-resolution SigLIP 2 arch: Gemma vocabulary and tokenizer."""
+    return _arch(image_size, patch_size, width, layers, heads, mlp, 256000,
+                 'gemma')
 
 
 @MODELS.register_module()
@@ -48,10 +74,11 @@ class SigLIPBackbone(BaseTextImageBackbone):
 
     Same output contract as :class:`CLIPBackbone`: ``img_feats``
     (B, D, h, w) patch features after the post-LayerNorm (27x27 for
-    so400m-p14-384), ``img_global`` (B, D) the MAP head output,
-    ``text_feats`` (B, 64, D) after the final LayerNorm, ``text_global``
-    (B, D) the text head on the last position, ``text_mask`` (B, 64) True on
-    the tokens and EOS, ``logit_scale`` (exp'd) and ``logit_bias``.
+    so400m-p14-384, 32x32 for SigLIP 2 so400m-p16-512), ``img_global``
+    (B, D) the MAP head output, ``text_feats`` (B, 64, D) after the final
+    LayerNorm, ``text_global`` (B, D) the text head on the last position,
+    ``text_mask`` (B, 64) True on the tokens and EOS, ``logit_scale``
+    (exp'd) and ``logit_bias``.
     Images: RGB 0-255 -> ``x / 255`` -> ``(x - 0.5) / 0.5`` -> bilinear
     resize to ``image_size``
     (``align_corners=False``, no anti-aliasing, as the RSRefSeg authors feed
@@ -62,6 +89,14 @@ class SigLIPBackbone(BaseTextImageBackbone):
     longest expression of the batch instead, also without attention mask,
     so every token feature and the sentence feature change with the batch.)
 
+    SigLIP 2 (the ``siglip2-*`` archs, e.g. ``'siglip2-so400m-patch16-512'``
+    of RSRefSeg 2): the same towers with a 256,000-piece vocabulary, read
+    from the fixed-resolution ``google/siglip2-*`` Hugging Face folders, and
+    :class:`SigLIP2Tokenizer` on the folder's Gemma ``tokenizer.model``:
+    lower-cased, no BOS, ``<eos>`` appended, padded on the right with
+    ``<pad>`` (id 0) to the 64 positions, run without attention mask (as
+    SigLIP). ``text_mask`` is True on the tokens and EOS.
+
     Parameters: ``vision_model.*``, ``text_model.*``, ``logit_scale``,
     ``logit_bias`` (both frozen unless ``logit_trainable``). Projections are
     ``nn.Linear`` layers named ``self_attn.{q,k,v,out}_proj`` and
@@ -69,15 +104,22 @@ class SigLIPBackbone(BaseTextImageBackbone):
 
     Args:
         arch (str | dict): One of :attr:`arch_zoo` (``'so400m-patch14-384'``,
-            ``'base-patch16-224'``, ...) or a dict with its keys.
+            ``'base-patch16-224'``, ..., SigLIP 2's
+            ``'siglip2-so400m-patch16-512'``, ...) or a dict with its keys
+            (``tokenizer_type`` may be left out: ``'siglip'``; ``'gemma'``
+            for SigLIP 2).
         checkpoint (str, optional): Hugging Face folder of the model (or its
             ``model.safetensors``) or open_clip's SigLIP checkpoint; see
             :mod:`.siglip_checkpoint`. None: random initialisation.
         strict_load (bool): ``checkpoint`` must hold every tensor of the
             arch and nothing else; False loads what fits and logs the rest
             as a warning. Defaults to True.
-        tokenizer (str, optional): ``spiece.model``. Defaults to the one in
-            the ``checkpoint`` folder (or beside the checkpoint file).
+        tokenizer (str, optional): ``spiece.model`` (SigLIP 2:
+            ``tokenizer.model``). Defaults to the one in the ``checkpoint``
+            folder (or beside the checkpoint file).
+        tokenizer_cfg (dict, optional): More arguments of the tokenizer
+            class, e.g. ``dict(lowercase=False)`` for SigLIP 2 to keep the
+            case of the text as the RSRefSeg 2 authors do.
         image_size (int, optional): Resolution the image tower runs at.
             Defaults to the arch's; another size resizes the positions.
         image_tuning (dict): ``mode`` (``'frozen'``, ``'lora'``,
@@ -104,8 +146,23 @@ class SigLIPBackbone(BaseTextImageBackbone):
         'base-patch16-512': _arch(512, 16, 768, 12, 12, 3072),
         'large-patch16-256': _arch(256, 16, 1024, 24, 16, 4096),
         'large-patch16-384': _arch(384, 16, 1024, 24, 16, 4096),
+        # SigLIP 2, fixed resolution (transformers' SiglipModel)
+        'siglip2-base-patch16-224': _arch2(224, 16, 768, 12, 12, 3072),
+        'siglip2-base-patch16-256': _arch2(256, 16, 768, 12, 12, 3072),
+        'siglip2-base-patch16-384': _arch2(384, 16, 768, 12, 12, 3072),
+        'siglip2-base-patch16-512': _arch2(512, 16, 768, 12, 12, 3072),
+        'siglip2-base-patch32-256': _arch2(256, 32, 768, 12, 12, 3072),
+        'siglip2-large-patch16-256': _arch2(256, 16, 1024, 24, 16, 4096),
+        'siglip2-large-patch16-384': _arch2(384, 16, 1024, 24, 16, 4096),
+        'siglip2-large-patch16-512': _arch2(512, 16, 1024, 24, 16, 4096),
+        'siglip2-so400m-patch14-224': _arch2(224, 14, 1152, 27, 16, 4304),
+        'siglip2-so400m-patch14-384': _arch2(384, 14, 1152, 27, 16, 4304),
+        'siglip2-so400m-patch16-256': _arch2(256, 16, 1152, 27, 16, 4304),
+        'siglip2-so400m-patch16-384': _arch2(384, 16, 1152, 27, 16, 4304),
+        'siglip2-so400m-patch16-512': _arch2(512, 16, 1152, 27, 16, 4304),
     }
-    _required_arch_keys = tuple(arch_zoo['base-patch16-224'])
+    _required_arch_keys = tuple(k for k in arch_zoo['base-patch16-224']
+                                if k != 'tokenizer_type')
     family = 'SigLIP'
     tower_names = ('vision_model', 'text_model')
 
@@ -114,6 +171,7 @@ class SigLIPBackbone(BaseTextImageBackbone):
                  checkpoint: Optional[str] = None,
                  strict_load: bool = True,
                  tokenizer: Optional[str] = None,
+                 tokenizer_cfg: Optional[dict] = None,
                  image_size: Optional[int] = None,
                  image_tuning: dict = dict(
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
@@ -150,9 +208,10 @@ class SigLIPBackbone(BaseTextImageBackbone):
         self.logit_scale = nn.Parameter(torch.tensor([10.0]).log())
         self.logit_bias = nn.Parameter(torch.tensor([-10.0]))
 
-        self.tokenizer = SigLIPTokenizer(
-            self._tokenizer_path(tokenizer, checkpoint),
-            context_length=cfg['context_length'])
+        self.tokenizer = TOKENIZERS[cfg['tokenizer_type']](
+            self._tokenizer_path(tokenizer, checkpoint, cfg['tokenizer_type']),
+            context_length=cfg['context_length'],
+            **dict(tokenizer_cfg or {}))
         if self.tokenizer.vocab_size > cfg['vocab_size']:
             raise ValueError(
                 f'SigLIP arch {self.arch_name}: the tokenizer '
@@ -187,24 +246,39 @@ class SigLIPBackbone(BaseTextImageBackbone):
             return arch, copy.deepcopy(cls.arch_zoo[arch])
         if isinstance(arch, dict):
             missing = [k for k in cls._required_arch_keys if k not in arch]
-            extra = set(arch) - set(cls._required_arch_keys)
+            extra = set(arch) - set(
+                cls._required_arch_keys) - set(OPTIONAL_ARCH_KEYS)
             if missing or extra:
                 raise ValueError(f'custom SigLIP arch: missing keys '
                                  f'{missing}, unknown keys {sorted(extra)}')
-            return 'custom', dict(arch)
+            cfg = dict(OPTIONAL_ARCH_KEYS, **arch)
+            if cfg['tokenizer_type'] not in TOKENIZERS:
+                raise ValueError(
+                    f'custom SigLIP arch: tokenizer_type '
+                    f"{cfg['tokenizer_type']!r} is none of {list(TOKENIZERS)}")
+            return 'custom', cfg
         raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+
+    @classmethod
+    def arch_tokenizer_type(cls, arch: Union[str, dict]) -> str:
+        """``tokenizer_type`` of an arch: ``'siglip'`` or ``'gemma'``."""
+        return cls._parse_arch(arch)[1]['tokenizer_type']
 
     @staticmethod
     def _tokenizer_path(tokenizer: Optional[str],
-                        checkpoint: Optional[str]) -> str:
+                        checkpoint: Optional[str],
+                        tokenizer_type: str = 'siglip') -> str:
         if tokenizer is not None:
             return tokenizer
+        name = TOKENIZER_FILES[tokenizer_type]
         if not checkpoint:
+            folder = 'siglip2-so400m-patch16-512' \
+                if tokenizer_type == 'gemma' else 'siglip-so400m-patch14-384'
             raise ValueError(
-                'SigLIPBackbone needs the `spiece.model` of the SigLIP model: '
-                'set `tokenizer` (e.g. checkpoints/siglip-so400m-patch14-384/'
-                'spiece.model) or `checkpoint` to the Hugging Face folder')
-        return siglip_tokenizer_path(checkpoint)
+                f'SigLIPBackbone needs the `{name}` of the model: set '
+                f'`tokenizer` (e.g. checkpoints/{folder}/{name}) or '
+                '`checkpoint` to the Hugging Face folder')
+        return siglip_tokenizer_path(checkpoint, tokenizer_type)
 
     def load_checkpoint(self, path: str, strict: bool = True) -> None:
         """Load SigLIP weights (see :mod:`.siglip_checkpoint`).
@@ -257,7 +331,8 @@ class SigLIPBackbone(BaseTextImageBackbone):
 
         Raises:
             ValueError: An expression is empty once SigLIP's canonicalisation
-                removes punctuation and whitespace.
+                removes punctuation and whitespace (SigLIP 2: empty or
+                whitespace only).
         """
         return self.tokenizer(self.check_texts(texts))
 

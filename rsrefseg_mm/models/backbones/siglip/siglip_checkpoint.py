@@ -6,7 +6,10 @@ Two layouts are accepted, both read without executing code:
   shards listed in ``model.safetensors.index.json``; ``spiece.model`` beside
   them) or that ``.safetensors`` file alone. Keys ``vision_model.*``,
   ``text_model.*``, ``logit_scale``, ``logit_bias`` are
-  :class:`SigLIPBackbone`'s own keys.
+  :class:`SigLIPBackbone`'s own keys. The fixed-resolution SigLIP 2 folders
+  (``google/siglip2-*-patch16-512`` and the others whose ``config.json``
+  says ``model_type: siglip``) have the same layout, with Gemma's
+  ``tokenizer.model`` instead of ``spiece.model``.
 * open_clip's ``ViT-SO400M-14-SigLIP-384`` (and other SigLIP) checkpoints
   (``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``): a timm
   image trunk under ``visual.trunk.*`` and open_clip's text transformer under
@@ -20,7 +23,7 @@ a trusted file it refuses).
 import json
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -35,16 +38,41 @@ SIGLIP_FILES = {
     'base-patch16-512': 'google/siglip-base-patch16-512',
     'large-patch16-256': 'google/siglip-large-patch16-256',
     'large-patch16-384': 'google/siglip-large-patch16-384',
+    'siglip2-base-patch16-224': 'google/siglip2-base-patch16-224',
+    'siglip2-base-patch16-256': 'google/siglip2-base-patch16-256',
+    'siglip2-base-patch16-384': 'google/siglip2-base-patch16-384',
+    'siglip2-base-patch16-512': 'google/siglip2-base-patch16-512',
+    'siglip2-base-patch32-256': 'google/siglip2-base-patch32-256',
+    'siglip2-large-patch16-256': 'google/siglip2-large-patch16-256',
+    'siglip2-large-patch16-384': 'google/siglip2-large-patch16-384',
+    'siglip2-large-patch16-512': 'google/siglip2-large-patch16-512',
+    'siglip2-so400m-patch14-224': 'google/siglip2-so400m-patch14-224',
+    'siglip2-so400m-patch14-384': 'google/siglip2-so400m-patch14-384',
+    'siglip2-so400m-patch16-256': 'google/siglip2-so400m-patch16-256',
+    'siglip2-so400m-patch16-384': 'google/siglip2-so400m-patch16-384',
+    'siglip2-so400m-patch16-512': 'google/siglip2-so400m-patch16-512',
 }
+#: Tokenizer file of a Hugging Face folder, per ``tokenizer_type`` of the
+#: arch: SigLIP's T5 SentencePiece, SigLIP 2's Gemma SentencePiece.
+TOKENIZER_FILES = {'siglip': 'spiece.model', 'gemma': 'tokenizer.model'}
 _HF_WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json',
                     'open_clip_model.safetensors',
                     'open_clip_pytorch_model.bin')
 
 
+def arch_tokenizer_type(arch: Union[str, dict, None]) -> str:
+    """``'gemma'`` for a SigLIP 2 arch (``'siglip2-*'`` names, or a dict
+    with ``tokenizer_type='gemma'``), else ``'siglip'``."""
+    if isinstance(arch, dict):
+        return arch.get('tokenizer_type', 'siglip')
+    return 'gemma' if str(arch or '').startswith('siglip2') else 'siglip'
+
+
 def _missing_message(path: str, arch: str) -> str:
     repo = SIGLIP_FILES.get(arch, 'google/siglip-<arch>')
+    tokenizer = TOKENIZER_FILES[arch_tokenizer_type(arch)]
     return (f'SigLIP checkpoint {path!r} not found. Download the Hugging '
-            f'Face folder {repo} (model.safetensors, spiece.model, '
+            f'Face folder {repo} (model.safetensors, {tokenizer}, '
             f'config.json) into checkpoints/{repo.split("/")[-1]}/ and set '
             "the backbone's `checkpoint` to that folder (or to its "
             'model.safetensors), or pass open_clip\'s SigLIP checkpoint file; '
@@ -252,16 +280,23 @@ def load_siglip_checkpoint(path: str,
 
 
 __all__ = [
-    'SIGLIP_FILES', 'resolve_siglip_file', 'load_siglip_file',
-    'convert_open_clip_siglip', 'load_siglip_checkpoint',
-    'siglip_tokenizer_path'
+    'SIGLIP_FILES', 'TOKENIZER_FILES', 'arch_tokenizer_type',
+    'resolve_siglip_file', 'load_siglip_file', 'convert_open_clip_siglip',
+    'load_siglip_checkpoint', 'siglip_tokenizer_path'
 ]
 
 
-def siglip_tokenizer_path(checkpoint: Optional[str]) -> Optional[str]:
-    """``spiece.model`` beside a SigLIP checkpoint (folder or file)."""
+def siglip_tokenizer_path(checkpoint: Optional[str],
+                          tokenizer_type: str = 'siglip') -> Optional[str]:
+    """The tokenizer file beside a SigLIP checkpoint (folder or file).
+
+    Args:
+        checkpoint (str, optional): Folder or weight file.
+        tokenizer_type (str): ``'siglip'`` (``spiece.model``) or ``'gemma'``
+            (SigLIP 2's ``tokenizer.model``); see :data:`TOKENIZER_FILES`.
+    """
     if not checkpoint:
         return None
     folder = checkpoint if osp.isdir(checkpoint) or not osp.splitext(
         checkpoint)[1] else osp.dirname(checkpoint)
-    return osp.join(folder, 'spiece.model')
+    return osp.join(folder, TOKENIZER_FILES[tokenizer_type])
