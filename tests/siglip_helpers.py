@@ -72,3 +72,41 @@ def save_hf_folder(folder: str, model, spiece: str) -> str:
               osp.join(folder, 'model.safetensors'))
     shutil.copy(spiece, osp.join(folder, 'spiece.model'))
     return folder
+
+
+# ---------------------------------------------------------------- SigLIP 2
+#: ``tools/misc/train_gemma_spiece.py``'s ``train_gemma_spiece(out_dir)``: a
+#: small ``tokenizer.model`` in the layout of SigLIP 2's Gemma tokenizer.
+train_gemma_spiece = load_script(
+    'tools/misc/train_gemma_spiece.py').train_gemma_spiece
+
+TINY_SIGLIP2 = dict(TINY_SIGLIP, vocab_size=768, tokenizer_type='gemma')
+
+
+def hf_gemma_tokenizer(model_file: str, fast: bool = True):
+    """transformers' Gemma tokenizer of ``model_file`` as the SigLIP 2
+    folders configure it: no BOS, EOS appended, padded on the right."""
+    from transformers import GemmaTokenizer, GemmaTokenizerFast
+    kwargs = dict(
+        add_bos_token=False,
+        add_eos_token=True,
+        padding_side='right',
+        model_max_length=64)
+    if fast:
+        return GemmaTokenizerFast(vocab_file=model_file, **kwargs)
+    return GemmaTokenizer(model_file, **kwargs)
+
+
+def save_hf_siglip2_folder(folder: str, model, tokenizer_model: str) -> str:
+    """Write a SigLIP 2 (fixed resolution) Hugging Face folder as the hub
+    lays it out: ``config.json`` (``model_type`` ``"siglip"``) and
+    ``model.safetensors`` by ``save_pretrained``, Gemma's ``tokenizer.model``
+    and the ``tokenizer.json`` / ``tokenizer_config.json`` that transformers
+    writes for it."""
+    import os.path as osp
+    import shutil
+    model.save_pretrained(folder, safe_serialization=True)
+    hf_gemma_tokenizer(tokenizer_model).save_pretrained(folder)
+    if not osp.isfile(osp.join(folder, 'tokenizer.model')):
+        shutil.copy(tokenizer_model, osp.join(folder, 'tokenizer.model'))
+    return folder
