@@ -1,23 +1,18 @@
 """SAM as a promptable decode head (RSRefSeg,
 https://arxiv.org/abs/2501.06809)."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-from mmseg.models.losses import DiceLoss
-from mmseg.models.utils import resize
 from mmseg.registry import MODELS
-from mmseg.utils import SampleList
 from torch import Tensor
 
 from ..peft import apply_tuning, is_trainable
-from ..sam import (SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMFastAttention,
-                   build_sam_modules, check_rel_pos_mode,
+from ..sam import (SAMFastAttention, build_sam_modules, check_rel_pos_mode,
                    enable_fast_attention, load_sam_checkpoint,
                    resolve_decoder_norm_eps, sam_arch_settings)
+# ABSENT_LOGIT: re-exported (callers import it from here)
+from .base_prompt_head import ABSENT_LOGIT, BasePromptHead  # noqa: F401
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -25,12 +20,10 @@ DEFAULT_ENCODER_TUNING = dict(
     alpha=16,
     drop_rate=0.1,
     targets=['qkv', 'proj', 'lin1', 'lin2'])
-#: Mask logit of an expression judged absent (sigmoid 0, finite in fp16).
-ABSENT_LOGIT = -1e4
 
 
 @MODELS.register_module()
-class SAMPromptHead(BaseDecodeHead):
+class SAMPromptHead(BasePromptHead):
     """Segment Anything (SAM) decoding a referring mask from text prompts.
 
     RSRefSeg (`arXiv 2501.06809 <https://arxiv.org/abs/2501.06809>`_) feeds
@@ -137,34 +130,16 @@ class SAMPromptHead(BaseDecodeHead):
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         settings = sam_arch_settings(sam_arch)
-        dim = settings['prompt_embed_dim']
         super().__init__(
-            in_channels=dim,
-            channels=dim,
-            num_classes=2,
-            out_channels=1,
+            prompt_embed_dim=settings['prompt_embed_dim'],
             threshold=threshold,
-            dropout_ratio=0,
             loss_decode=loss_decode,
+            presence_cfg=presence_cfg,
             ignore_index=ignore_index,
             align_corners=align_corners,
             init_cfg=init_cfg)
-        # BaseDecodeHead always builds a 1x1 classifier; SAM's decoder is the
-        # classifier here, so drop it (unused parameters break DDP).
-        del self.conv_seg
         self.sam_arch = sam_arch
         self.with_cp = with_cp
-        self.presence_cfg = None
-        if presence_cfg is not None:
-            unknown = set(presence_cfg) - {'loss_weight', 'threshold'}
-            if unknown:
-                raise TypeError(f'presence_cfg: unknown keys {sorted(unknown)}'
-                                " (expected 'loss_weight', 'threshold')")
-            cfg = {'loss_weight': 1.0, 'threshold': 0.5, **presence_cfg}
-            if not 0 < cfg['threshold'] < 1 or cfg['loss_weight'] < 0:
-                raise ValueError('presence_cfg needs 0 < threshold < 1 and '
-                                 f'loss_weight >= 0, got {presence_cfg}')
-            self.presence_cfg = cfg
         self.image_size = settings['image_size']
 
         sam = build_sam_modules(settings)
@@ -199,41 +174,6 @@ class SAMPromptHead(BaseDecodeHead):
         self.prompt_encoder.requires_grad_(True)
         self.mask_decoder.requires_grad_(True)
 
-        self.register_buffer(
-            'pixel_mean',
-            torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1),
-            persistent=False)
-        self.register_buffer(
-            'pixel_std',
-            torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1),
-            persistent=False)
-
-    def cls_seg(self, feat: Tensor) -> Tensor:
-        """Not used: SAM's mask decoder replaces ``conv_seg``."""
-        raise RuntimeError('SAMPromptHead has no conv_seg; masks come '
-                           'from the SAM mask decoder')
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        """Resize to SAM's input size (ratio not kept) and normalise.
-
-        Args:
-            images (Tensor): RGB pixel values 0-255 (B, 3, H, W).
-
-        Returns:
-            Tensor: (B, 3, S, S) with S = SAM image size.
-        """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError('SAMPromptHead expects RGB images (B, 3, H, W), '
-                             f'got {tuple(images.shape)}')
-        images = images.float()
-        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            images = F.interpolate(
-                images,
-                size=(self.image_size, self.image_size),
-                mode='bilinear',
-                align_corners=False)
-        return (images - self.pixel_mean) / self.pixel_std
-
     def _encode(self, x: Tensor) -> Tensor:
         """SAM ``ImageEncoderViT.forward`` with optional checkpointing."""
         enc = self.image_encoder
@@ -265,55 +205,6 @@ class SAMPromptHead(BaseDecodeHead):
         with torch.no_grad():
             return self._encode(x)
 
-    def embed_dense(self, dense_prompts: Optional[Tensor],
-                    batch_size: int) -> Tensor:
-        """Encode the dense prompt with SAM's mask branch.
-
-        Args:
-            dense_prompts (Tensor | None): Mask logits (B, 1, Hm, Wm); (Hm, Wm)
-                must be the prompt encoder's ``mask_input_size``.
-            batch_size (int): B, used when there is no dense prompt.
-
-        Returns:
-            Tensor: (B, C, h, w) dense embeddings (``no_mask_embed`` when
-            ``dense_prompts`` is None).
-        """
-        pe = self.prompt_encoder
-        if dense_prompts is None:
-            h, w = pe.image_embedding_size
-            return pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-                batch_size, -1, h, w)
-        expected = tuple(pe.mask_input_size)
-        if tuple(dense_prompts.shape[1:]) != (1, ) + expected:
-            raise ValueError(
-                f'dense prompts must be (B, 1, {expected[0]}, {expected[1]}) '
-                f'for SAM image size {self.image_size} (set the neck\'s '
-                f'dense_prompt_size), got {tuple(dense_prompts.shape)}')
-        return pe.mask_downscaling(dense_prompts)
-
-    def forward(self, inputs: Dict[str, Tensor]) -> Tensor:
-        """Decode low-resolution mask logits.
-
-        Args:
-            inputs (dict): ``images`` RGB 0-255 (B, 3, H, W) or their SAM
-                ``image_embeddings`` (B, C, h, w) (:meth:`encode_image`),
-                ``sparse_prompts`` (B, N, C), optional ``dense_prompts``
-                (B, 1, Hm, Wm) or None (other neck outputs are ignored).
-
-        Returns:
-            Tensor: Mask logits (B, 1, Hm, Wm) (256x256 for SAM at 1024).
-            With ``presence_cfg``, outside training, the logits of an
-            expression judged absent are :data:`ABSENT_LOGIT` and
-            ``inputs['presence']`` (B,) holds the presence probabilities.
-        """
-        masks, presence = self.forward_with_presence(inputs)
-        if self.presence_cfg is None or self.training:
-            return masks
-        prob = presence.float().sigmoid()
-        inputs['presence'] = prob
-        absent = prob < self.presence_cfg['threshold']
-        return masks.masked_fill(absent[:, None, None, None], ABSENT_LOGIT)
-
     def forward_with_presence(
             self, inputs: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
         """Mask logits and presence logits, without gating.
@@ -335,13 +226,8 @@ class SAMPromptHead(BaseDecodeHead):
             image_embeddings = inputs['image_embeddings']
         else:
             image_embeddings = self.encode_image(inputs['images'])
-        sparse = inputs['sparse_prompts']
         B = image_embeddings.shape[0]
-        if sparse.dim() != 3 or sparse.shape[0] != B or \
-                sparse.shape[2] != self.prompt_encoder.embed_dim:
-            raise ValueError(
-                f'sparse prompts must be (B={B}, N, '
-                f'{self.prompt_encoder.embed_dim}), got {tuple(sparse.shape)}')
+        sparse = self.check_sparse_prompts(inputs['sparse_prompts'], B)
         dense = self.embed_dense(inputs.get('dense_prompts'), B)
         masks, iou_pred = self.mask_decoder(
             image_embeddings=image_embeddings,
@@ -350,87 +236,3 @@ class SAMPromptHead(BaseDecodeHead):
             dense_prompt_embeddings=dense,
             multimask_output=False)
         return masks, iou_pred[:, 0]
-
-    def loss(self, inputs: Dict[str, Tensor], batch_data_samples: SampleList,
-             train_cfg: dict) -> dict:
-        """Mask losses (:meth:`loss_by_feat`), plus with ``presence_cfg``
-        ``loss_presence`` (BCE of the presence logits against "the target
-        mask has a pixel") and ``acc_presence`` (percent)."""
-        masks, presence = self.forward_with_presence(inputs)
-        losses = self.loss_by_feat(masks, batch_data_samples)
-        if self.presence_cfg is not None:
-            target = torch.stack([
-                (ds.gt_sem_seg.data == 1).any() for ds in batch_data_samples
-            ]).to(presence.device, torch.float32)
-            losses['loss_presence'] = self.presence_cfg['loss_weight'] * \
-                F.binary_cross_entropy_with_logits(presence.float(), target)
-            with torch.no_grad():
-                hit = (presence.float() > 0) == target.bool()
-                losses['acc_presence'] = hit.float().mean() * 100.0
-        return losses
-
-    def loss_by_feat(self, seg_logits: Tensor,
-                     batch_data_samples: SampleList) -> dict:
-        """Binary losses on logits upsampled to the label size.
-
-        Follows ``BaseDecodeHead.loss_by_feat`` with two binary fixes:
-        mmseg's ``DiceLoss`` one-hot encodes a (B,H,W) label against a
-        1-channel prediction as the *background* channel, so Dice losses get
-        the (B,1,H,W) foreground target with ignored pixels pushed out
-        (logit -> -1e4, target 0); and ``acc_seg`` is the thresholded pixel
-        accuracy (top-1 over a single channel is meaningless).
-
-        Args:
-            seg_logits (Tensor): (B, 1, Hm, Wm) logits.
-            batch_data_samples (list[SegDataSample]): With ``gt_sem_seg``
-                (0 background, 1 target, 255 ignore).
-
-        Returns:
-            dict[str, Tensor]: Loss terms and ``acc_seg``.
-        """
-        seg_label = self._stack_batch_gt(batch_data_samples)  # (B,1,H,W)
-        seg_logits = resize(
-            input=seg_logits.float(),
-            size=seg_label.shape[2:],
-            mode='bilinear',
-            align_corners=self.align_corners)
-        seg_label = seg_label.squeeze(1).long()  # (B,H,W)
-        valid = seg_label != self.ignore_index
-        losses_decode = self.loss_decode if isinstance(
-            self.loss_decode, nn.ModuleList) else [self.loss_decode]
-        loss = dict()
-        for loss_fn in losses_decode:
-            if isinstance(loss_fn, DiceLoss):
-                target = (seg_label == 1) & valid
-                pred = seg_logits.masked_fill(~valid[:, None], -1e4)
-                value = loss_fn(
-                    pred,
-                    target[:, None].long(),
-                    ignore_index=self.ignore_index)
-            else:
-                value = loss_fn(
-                    seg_logits, seg_label, ignore_index=self.ignore_index)
-            if loss_fn.loss_name in loss:
-                loss[loss_fn.loss_name] = loss[loss_fn.loss_name] + value
-            else:
-                loss[loss_fn.loss_name] = value
-        with torch.no_grad():
-            pred = (seg_logits[:, 0].sigmoid() > self.threshold).long()
-            n_valid = valid.sum().clamp(min=1)
-            loss['acc_seg'] = ((pred == seg_label) & valid).sum().float() \
-                * 100.0 / n_valid
-        return loss
-
-    def predict_by_feat(self, seg_logits: Tensor,
-                        batch_img_metas: List[dict]) -> Tensor:
-        """Resize logits to the (padded) input size, as mmseg does.
-
-        Args:
-            seg_logits (Tensor): (B, 1, Hm, Wm).
-            batch_img_metas (list[dict]): Image metas.
-
-        Returns:
-            Tensor: (B, 1, H, W) logits; the segmentor resizes them to
-            ``ori_shape`` and thresholds the sigmoid.
-        """
-        return super().predict_by_feat(seg_logits.float(), batch_img_metas)

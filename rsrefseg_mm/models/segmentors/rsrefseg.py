@@ -230,13 +230,16 @@ class RSRefSeg(EncoderDecoder):
         Returns:
             dict: ``img_feats`` (B, D, h, w) and ``img_global`` (B, D) of the
             image tower, and ``image_embeddings`` (B, C, S/16, S/16) of SAM
-            or ``images`` (the inputs).
+            (with a SAM 2 head also its ``high_res_feats_s0`` / ``_s1``) or
+            ``images`` (the inputs).
         """
         img_global, img_feats = self.backbone.encode_image(inputs)
         embeddings = dict(img_feats=img_feats, img_global=img_global)
         if with_sam:
-            embeddings['image_embeddings'] = self.decode_head.encode_image(
-                inputs)
+            sam = self.decode_head.encode_image(inputs)
+            # SAM 2 heads also return their high-resolution maps
+            embeddings.update(
+                sam if isinstance(sam, dict) else dict(image_embeddings=sam))
         else:
             embeddings['images'] = inputs
         return embeddings
