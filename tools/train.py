@@ -6,6 +6,8 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import FlexibleRunner
+from mmseg.registry import RUNNERS
 
 from rsrefseg_mm.engine import RSRefSegRunner as Runner
 from rsrefseg_mm.utils import (allow_unsafe_load, apply_compile_arg,
@@ -75,6 +77,38 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def runner_class(cfg: Config) -> type:
+    """The runner a config trains with.
+
+    mmengine's ``FlexibleRunner`` (or a subclass) when ``runner_type`` names
+    one: its ``strategy`` (``DeepSpeedStrategy``, ``FSDPStrategy``, ...)
+    builds, wraps and checkpoints the model, as in mmengine's and
+    mmpretrain's ``tools/train.py``. Otherwise :class:`RSRefSegRunner`
+    (mmengine's ``Runner`` with the safe, strict checkpoint loading), for
+    any other ``runner_type``, as before.
+
+    Args:
+        cfg (Config): The whole config.
+
+    Returns:
+        type: The runner class; its ``from_cfg`` builds the runner.
+
+    Raises:
+        KeyError: ``runner_type`` is a name no runner registry knows.
+    """
+    runner_type = cfg.get('runner_type', None)
+    if isinstance(runner_type, str):
+        cls = RUNNERS.get(runner_type)
+        if cls is None:
+            raise KeyError(f'runner_type {runner_type!r} is not registered '
+                           '(mmseg / mmengine RUNNERS)')
+    else:
+        cls = runner_type
+    if isinstance(cls, type) and issubclass(cls, FlexibleRunner):
+        return cls
+    return Runner
+
+
 def main() -> None:
     args = parse_args()
 
@@ -93,9 +127,15 @@ def main() -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
+    runner_cls = runner_class(cfg)
+
     # enable automatic-mixed-precision training (bf16 by default)
     if args.amp is True:
         optim_wrapper = cfg.optim_wrapper.type
+        if optim_wrapper == 'DeepSpeedOptimWrapper':
+            raise ValueError(
+                '--amp does not apply to DeepSpeedStrategy: DeepSpeed sets '
+                'the precision itself (strategy.bf16 / strategy.fp16)')
         if optim_wrapper in AMP_OPTIM_WRAPPERS.values():
             print_log(
                 'AMP training is already enabled in your config.',
@@ -119,8 +159,9 @@ def main() -> None:
     # (pretrained weight files) and trains (load_from / resume), and ends
     # with it
     with allow_unsafe_load(args.unsafe_load):
-        # mmengine's Runner, strict loading through the safe loader
-        runner = Runner.from_cfg(cfg)
+        # mmengine's Runner, strict loading through the safe loader; or
+        # mmengine's FlexibleRunner with the config's strategy
+        runner = runner_cls.from_cfg(cfg)
         runner.train()
 
 

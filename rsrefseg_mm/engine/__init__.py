@@ -1,4 +1,5 @@
 from .compiler import compile_hot_paths, default_compile_targets
+from .fsdp_wrapper import ScalarSafeFSDP, scalar_parameters
 from .hooks import CompileHotPathsHook, ReferringVisualizationHook
 from .optimizers import (SKIPPED_STEPS_KEY, NonFiniteMixin, NonFiniteStepError,
                          SkipNonFiniteAmpOptimWrapper,
@@ -9,7 +10,7 @@ from .runner import RSRefSegRunner
 __all__ = [
     'CompileHotPathsHook', 'ReferringVisualizationHook', 'NonFiniteMixin',
     'NonFiniteStepError', 'SKIPPED_STEPS_KEY', 'SkipNonFiniteOptimWrapper',
-    'SkipNonFiniteAmpOptimWrapper', 'RSRefSegRunner',
+    'SkipNonFiniteAmpOptimWrapper', 'RSRefSegRunner', 'ScalarSafeFSDP',
     'TrainableParamsOptimWrapperConstructor', 'compile_hot_paths',
-    'default_compile_targets'
+    'default_compile_targets', 'scalar_parameters'
 ]

@@ -17,7 +17,8 @@ def use_gloo_without_cuda(cfg: Config) -> None:
     model wrapper gets ``device_ids=None`` (mmengine's default DDP wrapper
     passes ``device_ids=[LOCAL_RANK]``, which only GPUs accept). The
     backend switch is logged; nothing changes when CUDA is available or
-    without a launcher.
+    without a launcher. A FlexibleRunner's ``FSDPStrategy`` shards on the
+    CPU (``model_wrapper.device_id='cpu'``).
 
     For the ``pytorch`` launcher (torchrun, ``tools/dist_*.sh``) the gloo
     process group is created here, from torchrun's environment, because
@@ -47,6 +48,7 @@ def use_gloo_without_cuda(cfg: Config) -> None:
         print_log(
             'CUDA is not available: distributed backend set to gloo.',
             logger='current')
+    _fsdp_on_cpu(cfg)
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
@@ -63,6 +65,27 @@ def use_gloo_without_cuda(cfg: Config) -> None:
             f'initialised the {backend} process group on CPU '
             f'(rank {torch_dist.get_rank()}/{torch_dist.get_world_size()})',
             logger='current')
+
+
+def _fsdp_on_cpu(cfg: Config) -> None:
+    """Shard on the CPU with a FlexibleRunner's ``FSDPStrategy``.
+
+    mmengine's ``FSDPStrategy`` passes ``device_id=LOCAL_RANK`` to FSDP,
+    which takes an int for a CUDA device ("Found no NVIDIA driver on your
+    system"); without ``device_id`` FSDP refuses to run without an
+    accelerator. ``device_id='cpu'`` (the strategy's ``model_wrapper``, a
+    value the config sets wins) shards and computes on the CPU over gloo.
+
+    Args:
+        cfg (Config): The whole config, modified in place.
+    """
+    strategy = cfg.get('strategy') or {}
+    if cfg.get('runner_type') != 'FlexibleRunner' or \
+            strategy.get('type') != 'FSDPStrategy':
+        return
+    wrapper = strategy.get('model_wrapper') or dict(type='ScalarSafeFSDP')
+    wrapper.setdefault('device_id', 'cpu')
+    cfg.merge_from_dict({'strategy.model_wrapper': wrapper})
 
 
 def _destroy_process_group(timeout_s: float = 60) -> None:
