@@ -1,12 +1,16 @@
 """``deploy.json``: what an exported model folder holds, checked on load.
 
-``tools/deployment/export_onnx.py`` writes the folder: two graphs
-(``image_encoder.onnx``, ``decoder.onnx``, each with a ``.onnx.data`` when
-its tensors exceed 2 GiB), the tokenizer file and ``deploy.json``, which
-records the sha256 of every one of those files (``files``). A runtime
-reads the folder through :func:`read_deploy_info`, which refuses:
+``tools/deployment/export_onnx.py`` writes the folder: three graphs
+(:data:`GRAPHS`: ``image_encoder.onnx``, ``text_encoder.onnx``,
+``decoder.onnx``, each with a ``.onnx.data`` when its tensors exceed
+2 GiB), the tokenizer file and ``deploy.json``, which records each graph's
+file, inputs and outputs (``graphs``) and the sha256 of every one of those
+files (``files``). A runtime reads the folder through
+:func:`read_deploy_info`, which refuses:
 
-* a ``deploy.json`` that is not this format or not a JSON object;
+* a ``deploy.json`` that is not this format or not a JSON object, and a
+  folder exported in the earlier two-graph layout (``rsrefseg-onnx/1``:
+  the text tower inside the decoder), with the command to export it again;
 * file names that are not plain names inside the folder (absolute paths,
   ``..``, sub-folders, links leading out of it): a model folder never
   points at other files of the machine;
@@ -30,7 +34,13 @@ import os
 import os.path as osp
 from typing import Dict, Iterable
 
-DEPLOY_FORMAT = 'rsrefseg-onnx/1'
+DEPLOY_FORMAT = 'rsrefseg-onnx/2'
+#: The two-graph layout (text tower in the decoder graph), refused.
+OLD_DEPLOY_FORMATS = ('rsrefseg-onnx/1', )
+#: The graphs of a folder, in the order a runtime runs them: the image
+#: encoder once per image, the text encoder once per expression, the
+#: decoder once per image and batch of expressions.
+GRAPHS = ('image_encoder', 'text_encoder', 'decoder')
 DEPLOY_FILE = 'deploy.json'
 #: A ``deploy.json`` is a few KB; larger is not one.
 MAX_DEPLOY_JSON_BYTES = 1 << 20
@@ -68,6 +78,20 @@ def model_files(model_dir: str, names: Iterable[str]) -> Dict[str, str]:
             if candidate == name or osp.isfile(path):
                 files[candidate] = file_sha256(path)
     return files
+
+
+def graph_file_names(info: dict) -> list:
+    """The ``.onnx`` file of each of :data:`GRAPHS` in a ``deploy.json``'s
+    content (their ``.data`` files not included)."""
+    return [info[name] for name in GRAPHS]
+
+
+def _names(value, what: str, where: str) -> list:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(n, str) and n for n in value):
+        raise DeployInfoError(f'{where}: {what} must be a list of names, '
+                              f'got {value!r:.80}')
+    return value
 
 
 def _inside(model_dir: str, name, what: str, where: str) -> str:
@@ -127,7 +151,7 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
 
     Returns:
         dict: The info, with ``paths`` added: the absolute path of each of
-        ``image_encoder``, ``decoder`` and ``tokenizer``,
+        :data:`GRAPHS` and of ``tokenizer``,
         ``presence_threshold`` set (None for a model without presence) and
         ``files_sha256``, a digest of the recorded file hashes (what the
         folder's weights are, for files that cache its outputs).
@@ -151,6 +175,14 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
             info = json.load(f)
     except (ValueError, RecursionError) as e:
         raise DeployInfoError(f'{where}: not valid JSON ({e})') from None
+    if isinstance(info, dict) and info.get('format') in OLD_DEPLOY_FORMATS:
+        raise DeployInfoError(
+            f'{where}: format {info["format"]!r}, the two-graph layout '
+            '(image_encoder.onnx + decoder.onnx with the text tower inside); '
+            f'this runtime reads {DEPLOY_FORMAT!r} (a text_encoder.onnx run '
+            'once per expression): export the model again with '
+            'tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir '
+            f'{model_dir}')
     if not isinstance(info, dict) or info.get('format') != DEPLOY_FORMAT:
         found = info.get('format') if isinstance(info, dict) else info
         raise DeployInfoError(f'{where}: format {found!r:.60}, expected '
@@ -160,12 +192,12 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
             tokenizer.get('kind') not in TOKENIZER_KINDS:
         raise DeployInfoError(f'{where}: tokenizer.kind must be one of '
                               f'{TOKENIZER_KINDS}, got {tokenizer!r:.80}')
-    paths = dict(
-        image_encoder=_inside(model_dir, info.get('image_encoder'),
-                              'image_encoder', where),
-        decoder=_inside(model_dir, info.get('decoder'), 'decoder', where),
-        tokenizer=_inside(model_dir, tokenizer.get('file'), 'tokenizer.file',
-                          where))
+    paths = {
+        name: _inside(model_dir, info.get(name), name, where)
+        for name in GRAPHS
+    }
+    paths['tokenizer'] = _inside(model_dir, tokenizer.get('file'),
+                                 'tokenizer.file', where)
     _positive_ints(info.get('input_size'), 2, 'input_size', where)
     if info.get('window_size') is not None:
         _positive_ints(info['window_size'], 2, 'window_size', where)
@@ -179,20 +211,26 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
     if not isinstance(info.get('dynamic_expressions'), bool):
         raise DeployInfoError(f'{where}: dynamic_expressions must be true or '
                               'false')
-    inputs = info.get('decoder_inputs')
-    if not isinstance(inputs, list) or not all(
-            isinstance(n, str) for n in inputs):
-        raise DeployInfoError(f'{where}: decoder_inputs must be a list of '
-                              'names')
+    graphs = info.get('graphs')
+    if not isinstance(graphs, dict):
+        raise DeployInfoError(f'{where}: graphs must map {GRAPHS} to their '
+                              'inputs and outputs')
+    for name in GRAPHS:
+        io = graphs.get(name)
+        if not isinstance(io, dict):
+            raise DeployInfoError(f'{where}: graphs.{name} must give its '
+                                  f'inputs and outputs, got {io!r:.80}')
+        for key in ('inputs', 'outputs'):
+            _names(io.get(key), f'graphs.{name}.{key}', where)
     files = info.get('files')
     if not isinstance(files, dict):
         raise DeployInfoError(
             f'{where}: no file hashes (files); export the model again with '
             'tools/deployment/export_onnx.py')
-    for name in (info['image_encoder'], info['decoder'], tokenizer['file']):
+    for name in graph_file_names(info) + [tokenizer['file']]:
         if name not in files:
             raise DeployInfoError(f'{where}: no sha256 recorded for {name}')
-    for name in (info['image_encoder'], info['decoder']):
+    for name in graph_file_names(info):
         if osp.exists(osp.join(model_dir, name + '.data')) and \
                 name + '.data' not in files:
             raise DeployInfoError(

@@ -7,6 +7,11 @@ resized bilinearly to the model's input size; the low-resolution logits are
 resized bilinearly to the input size, then to the image size, and
 thresholded after the sigmoid; nodata pixels are never the target.
 
+Three graphs run: the image encoder once per image (or scene window), the
+text encoder once per expression (its outputs kept for the next images and
+windows, :attr:`OnnxReferringPredictor.text_cache`) and the decoder once
+per image and batch of expressions.
+
 For a model with a presence output (``presence_threshold`` in
 ``deploy.json``) the decoder graph also returns each expression's presence
 probability, reported as :attr:`OnnxResult.presence`; the graph itself
@@ -24,7 +29,9 @@ from rsrefseg_core.deploy_info import (DEPLOY_FILE, DeployInfoError,
                                        read_deploy_info)
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
+from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
+from rsrefseg_core.scene.predictor import WindowAnswers
 from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
 
 
@@ -50,6 +57,14 @@ class OnnxResult(NamedTuple):
     presence: Optional[float] = None
 
 
+#: Expressions whose text-graph outputs a predictor keeps (as many as the
+#: PyTorch predictor's ``rsrefseg_mm.apis.predictor.TEXT_CACHE_SIZE``).
+TEXT_CACHE_SIZE = 16
+#: One expression's text-graph outputs: ``text_global`` (D,),
+#: ``text_feats`` (L, D), ``text_mask`` (L,).
+TextRow = Tuple[np.ndarray, ...]
+
+
 def resize_bilinear(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """(h, w) float32 -> (H, W), half-pixel centres (``F.interpolate``'s
     ``bilinear, align_corners=False``; no anti-aliasing)."""
@@ -65,11 +80,14 @@ class OnnxReferringPredictor(BaseReferringPredictor):
     the same image / expression flow
     (:class:`rsrefseg_core.predictor.BaseReferringPredictor`: argument
     checks, cache keys, expression validation, batches), this class runs
-    the two graphs.
+    the three graphs. The text encoder's outputs of the last
+    :data:`TEXT_CACHE_SIZE` expressions are kept (:attr:`text_cache`), so
+    an expression asked again on another image, or on the windows of a
+    scene (:meth:`decode_windows`), runs the decoder graph only.
 
     Args:
         model_dir (str): Folder written by ``export_onnx.py``
-            (``deploy.json``, two graphs, the tokenizer file).
+            (``deploy.json``, three graphs, the tokenizer file).
         providers (Sequence[str], optional): ONNX Runtime execution
             providers. Defaults to ``['CPUExecutionProvider']``.
         max_batch (int): Most expressions decoded in one call (graphs
@@ -91,7 +109,8 @@ class OnnxReferringPredictor(BaseReferringPredictor):
     Raises:
         FileNotFoundError: No ``deploy.json`` in ``model_dir``.
         rsrefseg_core.deploy_info.DeployInfoError: A file changed since
-            export, a name that leads out of the folder, settings that
+            export, a name that leads out of the folder, a folder of the
+            earlier two-graph layout (export it again), settings that
             would answer wrongly (see
             :func:`rsrefseg_core.deploy_info.read_deploy_info`), or a
             decoder with a ``presence`` output and no
@@ -133,12 +152,19 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         providers = list(providers or ['CPUExecutionProvider'])
         self.encoder = ort.InferenceSession(
             paths['image_encoder'], options, providers=providers)
+        self.text_encoder = ort.InferenceSession(
+            paths['text_encoder'], options, providers=providers)
         self.decoder = ort.InferenceSession(
             paths['decoder'], options, providers=providers)
         self.tokenizer = self._tokenizer(paths['tokenizer'],
                                          self.info['tokenizer'])
+        #: Text-graph outputs per expression (:data:`TextRow`).
+        self.text_cache = LRUCache(TEXT_CACHE_SIZE)
         #: presence threshold of the model (None: no presence output)
         self.presence_threshold = self.info['presence_threshold']
+        self.text_inputs = [i.name for i in self.text_encoder.get_inputs()]
+        self.text_outputs = [o.name for o in self.text_encoder.get_outputs()]
+        self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
         self.decoder_outputs = [o.name for o in self.decoder.get_outputs()]
         if ('presence' in self.decoder_outputs) != \
                 (self.presence_threshold is not None):
@@ -183,13 +209,62 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             self.tokenizer.tokenize(texts)[:2]
         return tokens if isinstance(tokens, tuple) else (tokens, )
 
+    def encode_texts(self, texts: List[str]) -> Dict[str, np.ndarray]:
+        """The text encoder's outputs for ``texts``, one row each.
+
+        Each distinct expression is taken from :attr:`text_cache` or
+        encoded once: the missing ones run through the text graph together
+        (in batches of :attr:`batch`, padded to a fixed traced count), and
+        are kept.
+
+        Args:
+            texts (list[str]): N expressions (repeats allowed).
+
+        Returns:
+            dict: ``text_global`` (N, D), ``text_feats`` (N, L, D) and
+            ``text_mask`` (N, L), by the text graph's output names.
+        """
+        rows: Dict[str, TextRow] = {}
+        missing = []
+        for text in dict.fromkeys(texts):
+            row = self.text_cache.lookup(text)
+            if row is None:
+                missing.append(text)
+            else:
+                rows[text] = row
+        for batch, count in self.batches(missing):
+            tokens = self._tokens(batch)
+            outputs = self.text_encoder.run(
+                None, dict(zip(self.text_inputs, tokens)))
+            for i, text in enumerate(batch[:count]):
+                rows[text] = tuple(o[i] for o in outputs)
+                self.text_cache.store(text, rows[text])
+        return {
+            name: np.stack([rows[text][k] for text in texts])
+            for k, name in enumerate(self.text_outputs)
+        }
+
+    def _run_decoder(self, image: Dict[str, np.ndarray],
+                     text: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The decoder graph on one encoded image (arrays with their batch
+        dimension of 1) and N encoded expressions, by output name."""
+        arrays = dict(image, **text)
+        outputs = self.decoder.run(
+            None, {name: arrays[name]
+                   for name in self.decoder_inputs})
+        return dict(zip(self.decoder_outputs, outputs))
+
+    def _image_arrays(self) -> Dict[str, np.ndarray]:
+        """The set image's encoder outputs by name."""
+        names = [o.name for o in self.encoder.get_outputs()]
+        return dict(zip(names, self.encoded))
+
     def _decode(self, texts: List[str], count: int) -> List[OnnxResult]:
-        """The decoder graph on the set image, then :meth:`_postprocess`
-        of the first ``count`` expressions (the rest is padding)."""
-        names = self.info['decoder_inputs']
-        feeds = dict(zip(names, self.encoded + self._tokens(texts)))
-        outputs = dict(
-            zip(self.decoder_outputs, self.decoder.run(None, feeds)))
+        """The text graph (for expressions not in :attr:`text_cache`) and
+        the decoder graph on the set image, then :meth:`_postprocess` of
+        the first ``count`` expressions (the rest is padding)."""
+        outputs = self._run_decoder(self._image_arrays(),
+                                    self.encode_texts(texts))
         presence = outputs.get('presence')
         presence = [None] * count if presence is None else \
             [float(p) for p in presence[:count]]
@@ -268,29 +343,33 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             for name, value in zip(names, self._encode(window))
         } for window in windows]
 
-    def decode_windows(
-            self, encodings: List[Dict[str, Any]], shape: Tuple[int, int],
-            text: str) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
-        """One expression on encoded windows of ``shape``, window by window
-        (the decoder graph takes one image); the expression is tokenized
-        once.
+    def decode_windows(self, encodings: List[Dict[str, Any]],
+                       shape: Tuple[int, int], text: str) -> WindowAnswers:
+        """One expression on encoded windows of ``shape``: the text graph
+        runs once per expression (its outputs kept in :attr:`text_cache`
+        for the next windows and scenes), the decoder graph window by
+        window (it takes one image).
 
         Returns:
-            tuple: (h, w) float32 probability per window and the (n,)
-            presence probabilities (None without a presence output).
+            tuple: (h, w) float32 probability per window (None for a window
+            whose presence is below :attr:`presence_threshold`: it counts
+            nothing, so it is not resized) and the (n,) presence
+            probabilities (None without a presence output).
         """
-        batch = [text] * (self.fixed_batch or 1)
-        tokens = self._tokens(batch)
-        names = self.info['decoder_inputs']
+        encoded = self.encode_texts([text] * (self.fixed_batch or 1))
         probs, presence = [], []
         for arrays in encodings:
-            image = tuple(v[None] for v in arrays.values())
-            outputs = dict(
-                zip(self.decoder_outputs,
-                    self.decoder.run(None, dict(zip(names, image + tokens)))))
-            probs.append(self._probability(outputs['logits'][0], shape))
+            outputs = self._run_decoder(
+                {name: value[None]
+                 for name, value in arrays.items()}, encoded)
+            absent = False
             if 'presence' in outputs:
                 presence.append(float(outputs['presence'][0]))
+                absent = presence[-1] < self.presence_threshold
+            if absent:
+                probs.append(None)
+            else:
+                probs.append(self._probability(outputs['logits'][0], shape))
         return probs, np.array(presence, np.float32) if presence else None
 
     def predict(

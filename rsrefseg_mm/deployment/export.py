@@ -1,15 +1,18 @@
-"""Export a trained RSRefSeg to two ONNX graphs plus ``deploy.json``.
+"""Export a trained RSRefSeg to three ONNX graphs plus ``deploy.json``.
 
 ``image_encoder.onnx``: ``image`` (1, 3, H, W) float32 RGB 0-255 at the
 model's input size -> ``img_feats``, ``image_embeddings``.
-``decoder.onnx``: ``img_feats``, ``image_embeddings``, ``token_ids`` (N, L)
-int64 (and ``token_mask`` (N, L) bool for SigLIP) -> ``logits`` (N, 1, Hm,
-Wm), ``global_map`` (N, h, w) and, for a head with ``presence_cfg``,
-``presence`` (N,) probabilities, the logits of an expression below
-``presence_threshold`` (in ``deploy.json``; null without presence) gated
-in the graph as in PyTorch inference (see
-:mod:`~rsrefseg_mm.deployment.onnx_graphs`). ``deploy.json`` holds what a
-runtime needs beside the graphs, with the sha256 of every file (``files``,
+``text_encoder.onnx``: ``token_ids`` (N, L) int64 (and ``token_mask``
+(N, L) bool for SigLIP) -> ``text_global`` (N, D), ``text_feats``
+(N, L, D), ``text_mask`` (N, L) bool.
+``decoder.onnx``: ``img_feats``, ``image_embeddings`` and the text
+encoder's outputs -> ``logits`` (N, 1, Hm, Wm), ``global_map`` (N, h, w)
+and, for a head with ``presence_cfg``, ``presence`` (N,) probabilities,
+the logits of an expression below ``presence_threshold`` (in
+``deploy.json``; null without presence) gated in the graph as in PyTorch
+inference (see :mod:`~rsrefseg_mm.deployment.onnx_graphs`).
+``deploy.json`` holds what a runtime needs beside the graphs: their files,
+inputs and outputs (``graphs``), the sha256 of every file (``files``,
 checked by :func:`rsrefseg_core.deploy_info.read_deploy_info`); the
 tokenizer file is copied next to them. A graph over protobuf's 2 GiB keeps
 its tensors in ``<name>.onnx.data``.
@@ -21,21 +24,23 @@ import os.path as osp
 import shutil
 import sys
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from rsrefseg_core.deploy_info import DEPLOY_FORMAT, file_sha256, model_files
+from rsrefseg_core.deploy_info import (DEPLOY_FORMAT, GRAPHS, file_sha256,
+                                       graph_file_names, model_files)
 from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
 from .onnx_attention import OnnxSAMAttention
 from .onnx_files import graph_file
-from .onnx_graphs import DecoderGraph, ImageEncoderGraph
+from .onnx_graphs import DecoderGraph, ImageEncoderGraph, TextEncoderGraph
 from .onnx_symbolics import CONTRIB_DOMAIN, CONTRIB_VERSION, onnx_symbolics
 
-#: Expressions traced into the decoder (any N runs with dynamic axes).
+#: Expressions traced into the text encoder and decoder (any N runs with
+#: dynamic axes).
 EXAMPLE_TEXTS = ('the white storage tank left of the road', 'a ship')
 #: ``Gelu`` with ``approximate='tanh'`` (SigLIP's MLP) is one operator from
 #: opset 20 on, nine element-wise ones before.
@@ -72,6 +77,16 @@ def scene_window_size(model: nn.Module, input_size: Tuple[int, int]) -> list:
         [int(v) for v in size]
 
 
+def graph_io(path: str) -> Dict[str, List[str]]:
+    """The input and output names of an exported graph, as written (the
+    exporter drops an input the graph does not use)."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    return dict(
+        inputs=[i.name for i in graph.input],
+        outputs=[o.name for o in graph.output])
+
+
 def _tokenizer_info(backbone: nn.Module, out_dir: str) -> dict:
     tok = backbone.tokenizer
     if isinstance(backbone, SigLIPBackbone):
@@ -98,8 +113,9 @@ def export_onnx(model: nn.Module,
                 dynamic_expressions: bool = True,
                 texts: Sequence[str] = EXAMPLE_TEXTS,
                 contrib_ops: bool = True) -> dict:
-    """Write ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and
-    the tokenizer file into ``out_dir``.
+    """Write ``image_encoder.onnx``, ``text_encoder.onnx``,
+    ``decoder.onnx``, ``deploy.json`` and the tokenizer file into
+    ``out_dir``.
 
     LoRA layers are merged into plain layers first (on a copy).
 
@@ -111,9 +127,11 @@ def export_onnx(model: nn.Module,
         checkpoint_path (str, optional): For the hash in ``deploy.json``.
         opset (int): ONNX opset, at least 18 for CLIP's anti-aliased resize
             (``Resize(antialias=1)``). Defaults to :data:`DEFAULT_OPSET`.
-        dynamic_expressions (bool): Any number of expressions per decoder
-            call (dynamic first axis); else exactly ``len(texts)``.
-        texts (Sequence[str]): Expressions traced into the decoder.
+        dynamic_expressions (bool): Any number of expressions per text
+            encoder and decoder call (dynamic first axis); else exactly
+            ``len(texts)``.
+        texts (Sequence[str]): Expressions traced into the text encoder and
+            decoder.
         contrib_ops (bool): SAM's attention as ONNX Runtime's fused
             ``com.microsoft.MultiHeadAttention``
             (:class:`~rsrefseg_mm.deployment.onnx_attention.OnnxSAMAttention`).
@@ -135,29 +153,40 @@ def export_onnx(model: nn.Module,
             # segment-anything's pad-and-partition windows: traceable ops
             module.fused_window_min_tokens = sys.maxsize
     h, w = model_input_size(cfg)
-    encoder, decoder = ImageEncoderGraph(model), DecoderGraph(model)
+    encoder, text_encoder = ImageEncoderGraph(model), TextEncoderGraph(model)
+    decoder = DecoderGraph(model)
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     image = image * 255
     img_feats, image_embeddings = encoder(image)
     tokens = model.backbone.tokenizer(list(texts))
     tokens = tokens if isinstance(tokens, tuple) else (tokens, )
-    dec_args = (img_feats,
-                image_embeddings) + tokens[:len(decoder.input_names) - 2]
+    text_args = tokens[:len(text_encoder.input_names)]
+    dec_args = (img_feats, image_embeddings) + text_encoder(*text_args)
     logits, global_map = decoder(*dec_args)[:2]
-    n_axis = {0: 'num_expressions'}
-    dynamic = {
-        name: n_axis
-        for name in decoder.input_names + decoder.output_names
-        if name not in ('img_feats', 'image_embeddings')
-    } if dynamic_expressions else None
+
+    def n_axis(names: Sequence[str]) -> Optional[dict]:
+        if not dynamic_expressions:
+            return None
+        return {
+            name: {
+                0: 'num_expressions'
+            }
+            for name in names if name not in ('img_feats', 'image_embeddings')
+        }
+
     times = {}
     graphs = [
         # name, module, args, input names, output names, dynamic axes
         ('image_encoder', encoder, (image, ), ['image'],
          ['img_feats', 'image_embeddings'], None),
+        ('text_encoder', text_encoder, text_args,
+         list(text_encoder.input_names), list(text_encoder.output_names),
+         n_axis(text_encoder.input_names + text_encoder.output_names)),
         ('decoder', decoder, dec_args, list(decoder.input_names),
-         list(decoder.output_names), dynamic),
+         list(decoder.output_names),
+         n_axis(decoder.input_names + decoder.output_names)),
     ]
+    assert tuple(g[0] for g in graphs) == GRAPHS
     for name, graph, args, inputs, outputs, axes in graphs:
         start = time.perf_counter()
         with onnx_symbolics(opset), graph_file(
@@ -176,13 +205,17 @@ def export_onnx(model: nn.Module,
         times[name] = time.perf_counter() - start
     info = dict(
         format=DEPLOY_FORMAT,
-        image_encoder='image_encoder.onnx',
-        decoder='decoder.onnx',
+        **{name: f'{name}.onnx'
+           for name in GRAPHS},
+        # inputs and outputs as written (an unused input is not there)
+        graphs={
+            name: graph_io(osp.join(out_dir, f'{name}.onnx'))
+            for name in GRAPHS
+        },
         input_size=[h, w],
         window_size=scene_window_size(model, (h, w)),
         input='RGB 0-255 float32 (1, 3, H, W), resized bilinearly '
         '(OpenCV INTER_LINEAR, aspect ratio not kept); the graph normalises',
-        decoder_inputs=list(decoder.input_names),
         img_feats_shape=list(img_feats.shape),
         image_embeddings_shape=list(image_embeddings.shape),
         low_res_size=list(logits.shape[-2:]),
@@ -204,13 +237,13 @@ def export_onnx(model: nn.Module,
     # every file a runtime reads, checked against these on load
     info['files'] = model_files(
         out_dir,
-        [info['image_encoder'], info['decoder'], info['tokenizer']['file']])
+        graph_file_names(info) + [info['tokenizer']['file']])
     with open(osp.join(out_dir, 'deploy.json'), 'w') as f:
         json.dump(info, f, indent=1)
     sizes = {
         name: sum(
             osp.getsize(osp.join(out_dir, p)) for p in os.listdir(out_dir)
             if p.startswith(name))
-        for name in ('image_encoder', 'decoder')
+        for name in GRAPHS
     }
     return dict(info, export_seconds=times, bytes=sizes)

@@ -1,10 +1,14 @@
-"""The two halves of RSRefSeg as exportable modules.
+"""RSRefSeg as three exportable modules.
 
-:class:`ImageEncoderGraph` holds everything that does not depend on the
-expression (CLIP/SigLIP image tower, SAM image encoder);
-:class:`DecoderGraph` the rest (text tower, text-filter prompter, SAM prompt
-encoder and mask decoder), for N expressions on one encoded image. Both take
-and return tensors only, so ``torch.onnx.export`` traces them.
+:class:`ImageEncoderGraph` holds everything of an image that does not
+depend on the expression (CLIP/SigLIP image tower, SAM image encoder);
+:class:`TextEncoderGraph` everything of an expression that does not depend
+on the image (the CLIP/SigLIP text tower); :class:`DecoderGraph` the rest
+(the prompter, SAM's prompt encoder and mask decoder), for N encoded
+expressions on one encoded image. A runtime runs the text graph once per
+expression and keeps its outputs, so the sliding windows of a scene (one
+decoder run each) do not run the text tower again. All three take and
+return tensors only, so ``torch.onnx.export`` traces them.
 
 A head with a presence output (``decode_head.presence_cfg``) is traced
 through its eval ``forward``, as PyTorch inference runs it: the decoder
@@ -14,12 +18,15 @@ referent is in the image, and the logits of an expression below
 :data:`~rsrefseg_mm.models.decode_heads.sam_prompt_head.ABSENT_LOGIT`
 (empty mask) in the graph; a runtime applies no gating of its own.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch.nn as nn
 from torch import Tensor
 
 from ..models.backbones import SigLIPBackbone
+
+#: Outputs of the text encoder graph, inputs of the decoder graph.
+TEXT_OUTPUTS = ('text_global', 'text_feats', 'text_mask')
 
 
 class ImageEncoderGraph(nn.Module):
@@ -47,8 +54,8 @@ class ImageEncoderGraph(nn.Module):
         return emb['img_feats'], emb['image_embeddings']
 
 
-class DecoderGraph(nn.Module):
-    """``RSRefSeg.decode`` on token ids, for N expressions on one image.
+class TextEncoderGraph(nn.Module):
+    """``RSRefSeg.encode_text`` on token ids, for N expressions.
 
     Args:
         model (nn.Module): An ``RSRefSeg`` in eval mode.
@@ -58,14 +65,59 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
         self.siglip = isinstance(model.backbone, SigLIPBackbone)
+
+    @property
+    def input_names(self) -> Tuple[str, ...]:
+        """Graph inputs: SigLIP needs the token mask (its pad id is EOS)."""
+        return ('token_ids', 'token_mask') if self.siglip else \
+            ('token_ids', )
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        """Graph outputs: the text tower's, in ``encode_text``'s order."""
+        return TEXT_OUTPUTS
+
+    def forward(self,
+                token_ids: Tensor,
+                token_mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
+        """Encode N expressions.
+
+        Args:
+            token_ids (Tensor): (N, L) int64 ids of the expressions.
+            token_mask (Tensor, optional): (N, L) bool, SigLIP only (passed
+                through as ``text_mask``).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: ``text_global`` (N, D),
+            ``text_feats`` (N, L, D) and ``text_mask`` (N, L), True at the
+            tokens of the expression.
+        """
+        backbone = self.model.backbone
+        if self.siglip:
+            text_global, text_feats = backbone.text_model(token_ids)
+            return text_global, text_feats, token_mask
+        return tuple(backbone.text(token_ids))
+
+
+class DecoderGraph(nn.Module):
+    """``RSRefSeg.decode`` on encoded expressions, for N expressions on one
+    encoded image.
+
+    Args:
+        model (nn.Module): An ``RSRefSeg`` in eval mode.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
         self.presence = getattr(model.decode_head, 'presence_cfg',
                                 None) is not None
 
     @property
     def input_names(self) -> Tuple[str, ...]:
-        """Graph inputs: SigLIP needs the token mask (its pad id is EOS)."""
-        names = ('img_feats', 'image_embeddings', 'token_ids')
-        return names + ('token_mask', ) if self.siglip else names
+        """Graph inputs: the image encoder's outputs, then the text
+        encoder's."""
+        return ('img_feats', 'image_embeddings') + TEXT_OUTPUTS
 
     @property
     def output_names(self) -> Tuple[str, ...]:
@@ -73,26 +125,17 @@ class DecoderGraph(nn.Module):
         names = ('logits', 'global_map')
         return names + ('presence', ) if self.presence else names
 
-    def text(self, token_ids: Tensor, token_mask: Tensor = None):
-        """(text_global (N, D), text_feats (N, L, D), text_mask (N, L))."""
-        backbone = self.model.backbone
-        if self.siglip:
-            text_global, text_feats = backbone.text_model(token_ids)
-            return text_global, text_feats, token_mask
-        return backbone.text(token_ids)
-
-    def forward(self,
-                img_feats: Tensor,
-                image_embeddings: Tensor,
-                token_ids: Tensor,
-                token_mask: Tensor = None) -> Tuple[Tensor, ...]:
+    def forward(self, img_feats: Tensor, image_embeddings: Tensor,
+                text_global: Tensor, text_feats: Tensor,
+                text_mask: Tensor) -> Tuple[Tensor, ...]:
         """Decode N expressions.
 
         Args:
             img_feats (Tensor): (1, D, h, w) from the image encoder.
             image_embeddings (Tensor): (1, C, s, s) from the image encoder.
-            token_ids (Tensor): (N, L) int64 ids of the expressions.
-            token_mask (Tensor, optional): (N, L) bool, SigLIP only.
+            text_global (Tensor): (N, D) from the text encoder.
+            text_feats (Tensor): (N, L, D) from the text encoder.
+            text_mask (Tensor): (N, L) bool from the text encoder.
 
         Returns:
             tuple[Tensor, ...]: Mask logits (N, 1, Hm, Wm), the global
@@ -100,8 +143,7 @@ class DecoderGraph(nn.Module):
             presence probabilities (N,) (the logits of an expression below
             the presence threshold are ``ABSENT_LOGIT``).
         """
-        n = token_ids.shape[0]
-        text_global, text_feats, text_mask = self.text(token_ids, token_mask)
+        n = text_global.shape[0]
         prompts = self.model.neck(
             dict(
                 img_feats=img_feats.expand(n, -1, -1, -1),

@@ -18,10 +18,11 @@ import os
 import os.path as osp
 from typing import Dict, Sequence
 
-from rsrefseg_core.deploy_info import model_files
+from rsrefseg_core.deploy_info import GRAPHS, graph_file_names, model_files
 
-#: Graphs of an exported folder that can be quantized.
-GRAPHS = ('image_encoder', 'decoder')
+#: Graphs of an exported folder that can be quantized (all three:
+#: ``image_encoder``, ``text_encoder``, ``decoder``).
+QUANTIZABLE_GRAPHS = GRAPHS
 #: Operators given integer kernels.
 INT8_OP_TYPES = ('MatMul', 'Gemm', 'Conv')
 
@@ -40,7 +41,8 @@ def quantize_folder(out_dir: str,
 
     Args:
         out_dir (str): The exported folder (``deploy.json``).
-        graphs (Sequence[str]): Which of :data:`GRAPHS` to quantize.
+        graphs (Sequence[str]): Which of :data:`QUANTIZABLE_GRAPHS` to
+            quantize.
 
     Returns:
         dict: The updated ``deploy.json`` content.
@@ -50,10 +52,10 @@ def quantize_folder(out_dir: str,
     """
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    bad = [g for g in graphs if g not in GRAPHS]
+    bad = [g for g in graphs if g not in QUANTIZABLE_GRAPHS]
     if bad or not graphs:
-        raise ValueError(f'graphs to quantize must be among {GRAPHS}, got '
-                         f'{list(graphs)}')
+        raise ValueError('graphs to quantize must be among '
+                         f'{QUANTIZABLE_GRAPHS}, got {list(graphs)}')
     deploy = osp.join(out_dir, 'deploy.json')
     with open(deploy) as f:
         info = json.load(f)
@@ -106,7 +108,7 @@ def quantize_folder(out_dir: str,
         onnxruntime=onnxruntime.__version__)
     info['files'] = model_files(
         out_dir,
-        [info['image_encoder'], info['decoder'], info['tokenizer']['file']])
+        graph_file_names(info) + [info['tokenizer']['file']])
     with open(deploy, 'w') as f:
         json.dump(info, f, indent=1)
     return info

@@ -7,9 +7,22 @@ import os
 
 import pytest
 
-from rsrefseg_core.deploy_info import (DEPLOY_FORMAT, DeployInfoError,
+from rsrefseg_core.deploy_info import (DEPLOY_FORMAT, GRAPHS, DeployInfoError,
                                        file_sha256, model_files,
                                        read_deploy_info)
+
+GRAPH_IO = dict(
+    image_encoder=dict(
+        inputs=['image'], outputs=['img_feats', 'image_embeddings']),
+    text_encoder=dict(
+        inputs=['token_ids'],
+        outputs=['text_global', 'text_feats', 'text_mask']),
+    decoder=dict(
+        inputs=[
+            'img_feats', 'image_embeddings', 'text_global', 'text_feats',
+            'text_mask'
+        ],
+        outputs=['logits', 'global_map']))
 
 
 def make_folder(root, **overrides):
@@ -17,21 +30,23 @@ def make_folder(root, **overrides):
     folder.mkdir()
     for name, content in (('image_encoder.onnx', b'encoder graph'),
                           ('image_encoder.onnx.data', b'encoder tensors'),
+                          ('text_encoder.onnx', b'text graph'),
                           ('decoder.onnx', b'decoder graph'), ('bpe.txt.gz',
                                                                b'merges')):
         (folder / name).write_bytes(content)
     info = dict(
         format=DEPLOY_FORMAT,
         image_encoder='image_encoder.onnx',
+        text_encoder='text_encoder.onnx',
         decoder='decoder.onnx',
+        graphs=GRAPH_IO,
         input_size=[64, 64],
-        decoder_inputs=['img_feats', 'image_embeddings', 'token_ids'],
         threshold=0.5,
         tokenizer=dict(kind='clip-bpe', file='bpe.txt.gz', context_length=77),
         dynamic_expressions=True,
         num_expressions=2)
     info['files'] = model_files(
-        str(folder), ['image_encoder.onnx', 'decoder.onnx', 'bpe.txt.gz'])
+        str(folder), [f'{g}.onnx' for g in GRAPHS] + ['bpe.txt.gz'])
     info.update(overrides)
     (folder / 'deploy.json').write_text(json.dumps(info))
     return folder
@@ -41,15 +56,17 @@ def test_sound_folder_reads(tmp_path):
     folder = make_folder(tmp_path)
     info = read_deploy_info(str(folder))
     assert set(info['files']) == {
-        'image_encoder.onnx', 'image_encoder.onnx.data', 'decoder.onnx',
-        'bpe.txt.gz'
+        'image_encoder.onnx', 'image_encoder.onnx.data', 'text_encoder.onnx',
+        'decoder.onnx', 'bpe.txt.gz'
     }
     assert info['paths']['decoder'] == str(folder / 'decoder.onnx')
+    assert info['paths']['text_encoder'] == str(folder / 'text_encoder.onnx')
     assert info['files']['decoder.onnx'] == file_sha256(
         str(folder / 'decoder.onnx'))
 
 
-@pytest.mark.parametrize('name', ['decoder.onnx', 'image_encoder.onnx.data'])
+@pytest.mark.parametrize(
+    'name', ['decoder.onnx', 'text_encoder.onnx', 'image_encoder.onnx.data'])
 def test_changed_file_is_refused(tmp_path, name):
     folder = make_folder(tmp_path)
     with open(folder / name, 'ab') as f:
@@ -114,6 +131,10 @@ def test_missing_hashes_and_bad_settings(tmp_path):
         (dict(files=None), 'no file hashes'),
         (dict(files={}), 'no sha256 recorded for image_encoder.onnx'),
         (dict(format='other/1'), 'format'),
+        (dict(text_encoder=None), 'text_encoder must be a plain file name'),
+        (dict(graphs=None), 'graphs must map'),
+        (dict(graphs=dict(GRAPH_IO, text_encoder=dict(inputs=['token_ids']))),
+         r'graphs\.text_encoder\.outputs must be a list of names'),
         (dict(input_size=[0, 64]), 'input_size'),
         (dict(tokenizer=dict(kind='pickle', file='bpe.txt.gz')), 'kind'),
     ]):
@@ -130,3 +151,14 @@ def test_not_a_deploy_json(tmp_path):
         read_deploy_info(str(folder))
     with pytest.raises(FileNotFoundError, match='export_onnx.py'):
         read_deploy_info(str(tmp_path / 'nowhere'))
+
+
+def test_two_graph_layout_is_refused(tmp_path):
+    """A folder of the earlier layout (the text tower inside decoder.onnx)
+    is refused with the command that exports it again."""
+    folder = make_folder(tmp_path, format='rsrefseg-onnx/1')
+    with pytest.raises(
+            DeployInfoError,
+            match=r"format 'rsrefseg-onnx/1', the two-graph layout .* export "
+            r'the model again with tools/deployment/export_onnx\.py'):
+        read_deploy_info(str(folder))

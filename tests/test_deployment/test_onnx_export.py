@@ -1,6 +1,7 @@
-"""tools/deployment/export_onnx.py: two graphs that onnx.checker accepts
-and that ONNX Runtime runs with PyTorch's numbers (tiny CLIP config and a
-tiny-size paper SigLIP config, LoRA merged)."""
+"""tools/deployment/export_onnx.py: three graphs (image encoder, text
+encoder, decoder) that onnx.checker accepts and that ONNX Runtime runs with
+PyTorch's numbers (tiny CLIP config and a tiny-size paper SigLIP config,
+LoRA merged)."""
 import json
 import os.path as osp
 
@@ -10,6 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from rsrefseg_core.deploy_info import GRAPHS
+from rsrefseg_mm.deployment.onnx_graphs import TEXT_OUTPUTS
 from helpers import NETWORK_RTOL, TINY_CONFIG, assert_close_to_reference
 
 TEXTS = [
@@ -18,20 +21,50 @@ TEXTS = [
 ]
 
 
+def run_graph(out, name, arrays):
+    """``name``.onnx on the ``arrays`` it takes, outputs by name."""
+    session = ort.InferenceSession(osp.join(out, f'{name}.onnx'))
+    feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
 def run_graphs(out, image, tokens):
-    enc = ort.InferenceSession(osp.join(out, 'image_encoder.onnx'))
-    dec = ort.InferenceSession(osp.join(out, 'decoder.onnx'))
-    embeddings = enc.run(None, {'image': image})
-    names = [i.name for i in dec.get_inputs()]
-    return dec.run(None, dict(zip(names, embeddings + list(tokens))))
+    """The three graphs: logits and global map."""
+    arrays = dict(
+        image=image, **dict(zip(('token_ids', 'token_mask'), tokens)))
+    for name in GRAPHS:
+        arrays.update(run_graph(out, name, arrays))
+    return arrays['logits'], arrays['global_map']
 
 
 def test_deploy_files(exported):
     model, out, info = exported
-    for name in ('image_encoder', 'decoder'):
+    for name in GRAPHS:
         onnx.checker.check_model(osp.join(out, f'{name}.onnx'))
     with open(osp.join(out, 'deploy.json')) as f:
         deploy = json.load(f)
+    assert deploy['format'] == 'rsrefseg-onnx/2'
+    siglip = deploy['tokenizer']['kind'] == 'siglip-sentencepiece'
+    text_inputs = ['token_ids', 'token_mask'] if siglip else ['token_ids']
+    assert deploy['graphs'] == dict(
+        image_encoder=dict(
+            inputs=['image'], outputs=['img_feats', 'image_embeddings']),
+        text_encoder=dict(inputs=text_inputs, outputs=list(TEXT_OUTPUTS)),
+        decoder=dict(
+            inputs=['img_feats', 'image_embeddings'] + list(TEXT_OUTPUTS),
+            outputs=['logits', 'global_map']))
+    assert set(
+        deploy['files']) == {f'{g}.onnx'
+                             for g in GRAPHS} | {deploy['tokenizer']['file']}
+    # the text tower is in its own graph only: no token ids reach the
+    # decoder, and its weights are not in it
+    sizes = {g: osp.getsize(osp.join(out, f'{g}.onnx')) for g in GRAPHS}
+    text_params = sum(p.numel() for n, p in model.backbone.named_parameters()
+                      if n.startswith('text'))
+    others = sum(p.numel() for p in model.parameters()) - text_params
+    assert sizes['text_encoder'] > 0.8 * 4 * text_params
+    assert sizes['decoder'] < 4 * others + (64 << 10)
     assert deploy['input_size'] == [128, 128]
     assert osp.isfile(osp.join(out, deploy['tokenizer']['file']))
     assert deploy['threshold'] == model.decode_head.threshold
@@ -43,8 +76,7 @@ def test_deploy_files(exported):
         len(model.decode_head.image_encoder.blocks)
     assert 'Einsum' not in ops
     assert len(deploy['checkpoint_sha256']) == 64
-    if deploy['tokenizer']['kind'] == 'siglip-sentencepiece':
-        assert deploy['decoder_inputs'][-1] == 'token_mask'
+    if siglip:
         assert info['lora_layers_merged'] > 0  # the paper config's LoRA
 
 

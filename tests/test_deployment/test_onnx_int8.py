@@ -25,12 +25,11 @@ def exported(tmp_path_factory):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     tool = load_script('tools/deployment/export_onnx.py')
     dirs = {}
-    for name, extra in (('fp32', []), ('int8', ['--quantize',
-                                                'int8']), ('int8-all', [
-                                                    '--quantize', 'int8',
-                                                    '--quantize-graphs',
-                                                    'image_encoder', 'decoder'
-                                                ])):
+    for name, extra in (('fp32', []), ('int8', ['--quantize', 'int8']),
+                        ('int8-all', [
+                            '--quantize', 'int8', '--quantize-graphs',
+                            'image_encoder', 'text_encoder', 'decoder'
+                        ])):
         dirs[name] = str(root / name)
         tool.main([
             TINY_CONFIG,
@@ -49,12 +48,14 @@ def test_quantized_graphs_use_integer_kernels(exported):
         deploy = json.load(f)
     assert deploy['image_encoder'] == 'image_encoder.int8.onnx'
     assert deploy['decoder'] == 'decoder.onnx'  # not asked for
-    assert sorted(os.listdir(out)) == sorted(
-        ['deploy.json', 'image_encoder.int8.onnx', 'decoder.onnx'] +
-        [deploy['tokenizer']['file']])
+    assert sorted(os.listdir(out)) == sorted([
+        'deploy.json', 'image_encoder.int8.onnx', 'text_encoder.onnx',
+        'decoder.onnx'
+    ] + [deploy['tokenizer']['file']])
     assert {'MatMulInteger', 'ConvInteger'
             } <= ops(f'{out}/image_encoder.int8.onnx')
-    assert 'MatMulInteger' not in ops(f'{out}/decoder.onnx')
+    for name in ('text_encoder', 'decoder'):
+        assert 'MatMulInteger' not in ops(f'{out}/{name}.onnx')
     q = deploy['quantization']
     assert q['type'] == 'int8-dynamic' and list(
         q['graphs']) == ['image_encoder']
@@ -64,7 +65,16 @@ def test_quantized_graphs_use_integer_kernels(exported):
     # the fused attention keeps its float kernel, and says so
     assert enc['float_ops'].get('MultiHeadAttention', 0) > 0
     with open(f'{exported["int8-all"]}/deploy.json') as f:
-        assert f.read().count('MatMulInteger') == 2
+        every = json.load(f)
+    assert list(every['quantization']['graphs']) == [
+        'image_encoder', 'text_encoder', 'decoder'
+    ]
+    for name in ('image_encoder', 'text_encoder', 'decoder'):
+        assert every[name] == f'{name}.int8.onnx'
+        assert every['quantization']['graphs'][name]['int8_ops'].get(
+            'MatMulInteger', 0) > 0, name
+        assert 'MatMulInteger' in ops(f'{exported["int8-all"]}/{every[name]}')
+        assert every[name] in every['files']
     with pytest.raises(ValueError, match='already quantized'):
         quantize_folder(out)
 
@@ -87,7 +97,7 @@ def test_int8_answers_close_to_float(exported):
 def test_spinning_off_frees_the_cores(exported):
     option = 'session.intra_op.allow_spinning'
     quiet = OnnxReferringPredictor(exported['int8'], spinning=False)
-    for session in (quiet.encoder, quiet.decoder):
+    for session in (quiet.encoder, quiet.text_encoder, quiet.decoder):
         assert session.get_session_options().get_session_config_entry(
             option) == '0'
     default = OnnxReferringPredictor(exported['int8'])

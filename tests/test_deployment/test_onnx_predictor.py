@@ -83,7 +83,9 @@ def test_changed_or_redirected_model_files_are_refused(exported, tmp_path):
     copy = tmp_path / 'model'
     shutil.copytree(model_dir, copy)
     info = json.loads((copy / 'deploy.json').read_text())
-    assert set(info['files']) >= {'image_encoder.onnx', 'decoder.onnx'}
+    assert set(info['files']) >= {
+        'image_encoder.onnx', 'text_encoder.onnx', 'decoder.onnx'
+    }
     # 4 KB of 0xFF inside the decoder's weights: loads, answers wrongly
     data = bytearray((copy / 'decoder.onnx').read_bytes())
     data[len(data) // 2:len(data) // 2 + 4096] = b'\xff' * 4096

@@ -2,11 +2,13 @@
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out-dir DIR \
         [--opset 20] [--dynamic-expressions] [--no-contrib-ops] \
-        [--quantize int8 [--quantize-graphs image_encoder decoder]]
+        [--quantize int8 [--quantize-graphs image_encoder text_encoder
+        decoder]]
 
-writes ``image_encoder.onnx``, ``decoder.onnx``, ``deploy.json`` and the
-tokenizer file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then
-checks both graphs with ``onnx.checker`` (needs the ``export`` extra:
+writes ``image_encoder.onnx``, ``text_encoder.onnx`` (the text tower, run
+once per expression), ``decoder.onnx``, ``deploy.json`` and the tokenizer
+file (``spiece.model`` or CLIP's BPE vocabulary) into DIR, then checks the
+three graphs with ``onnx.checker`` (needs the ``export`` extra:
 ``pip install -e ".[export]"``). SAM's attention is ONNX Runtime's fused
 ``com.microsoft.MultiHeadAttention`` unless ``--no-contrib-ops`` (standard
 operators only, for other runtimes). A model with a presence output
@@ -27,8 +29,7 @@ from mmengine.config import DictAction
 
 from rsrefseg_mm.apis import init_referring_model
 from rsrefseg_mm.deployment import DEFAULT_OPSET, export_onnx
-from rsrefseg_mm.deployment.quantize import GRAPHS as QUANTIZABLE_GRAPHS
-from rsrefseg_mm.deployment.quantize import quantize_folder
+from rsrefseg_mm.deployment.quantize import QUANTIZABLE_GRAPHS, quantize_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,14 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--dynamic-expressions',
         action='store_true',
-        help='any number of expressions per decoder call (default: the '
-        'decoder takes exactly --num-expressions)')
+        help='any number of expressions per text encoder and decoder call '
+        '(default: they take exactly --num-expressions)')
     parser.add_argument(
         '--num-expressions',
         type=int,
         default=1,
         metavar='N',
-        help='expressions per decoder call without --dynamic-expressions')
+        help='expressions per text encoder and decoder call without '
+        '--dynamic-expressions')
     parser.add_argument(
         '--quantize',
         choices=['int8'],
@@ -100,7 +102,7 @@ def main(argv=None) -> dict:
             for name, path in ((n, osp.join(args.out_dir, info[n]))
                                for n in QUANTIZABLE_GRAPHS)
         }
-    for name in ('image_encoder', 'decoder'):
+    for name in QUANTIZABLE_GRAPHS:
         onnx.checker.check_model(osp.join(args.out_dir, info[name]))
     print(
         json.dumps(
