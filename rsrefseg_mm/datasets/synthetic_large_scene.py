@@ -39,7 +39,8 @@ import numpy as np
 
 from rsrefseg_core.geo.native_mask import upsample_bilinear
 from .synthetic_scenes import (COLORS, SHAPES, _place_objects, draw_shape,
-                               no_target_expressions, resolve_expression)
+                               no_target_expressions, plural,
+                               resolve_expression)
 
 #: Default side of a cell: the demo model's training images.
 CELL = 128
@@ -167,7 +168,8 @@ def generate_large_scene(seed: int,
         absent = hard[rng.integers(len(hard))]
     texts = dict(
         one='the {} {}'.format(*reserved['one']),
-        several='all the {} {}s'.format(*reserved['several']),
+        several='all the {} {}'.format(reserved['several'][0],
+                                       plural(reserved['several'][1])),
         absent=absent)
     expressions = []
     for kind in KINDS:

@@ -181,17 +181,26 @@ def candidate_expressions(objects: Sequence[dict],
     return out
 
 
+def plural(noun: str) -> str:
+    """English plural of a shape noun (``cross`` -> ``crosses``)."""
+    return noun + ('es' if noun.endswith(('s', 'x', 'sh', 'ch')) else 's')
+
+
+#: Plural noun -> singular, for the parser.
+SINGULAR = {plural(n): n for n in SHAPES + ('object', )}
+
+
 def _plural(kind: str, color: str, shape: str) -> str:
     if kind == 'color':
         return f'all the {color} objects'
     if kind == 'shape':
-        return f'all the {shape}s'
-    return f'all the {color} {shape}s'
+        return f'all the {plural(shape)}'
+    return f'all the {color} {plural(shape)}'
 
 
 def multi_target_expressions(objects: Sequence[dict]) -> List[dict]:
-    """``all the <color> objects`` / ``all the <shape>s`` / ``all the
-    <color> <shape>s`` for every such group of two or more objects.
+    """``all the <color> objects`` / ``all the <shapes>`` / ``all the
+    <color> <shapes>`` for every such group of two or more objects.
 
     Returns:
         list[dict]: ``dict(text, targets, type='multi')``.
@@ -259,9 +268,9 @@ def resolve_expression(text: str, objects: Sequence[dict]) -> List[int]:
     if plural:
         words = words[1:]
         noun = words[-1] if words else ''
-        if noun not in ('objects', ) + tuple(f'{s}s' for s in SHAPES):
+        if noun not in SINGULAR:
             raise ValueError(f'cannot parse expression {text!r}')
-        words[-1] = noun[:-1]
+        words[-1] = SINGULAR[noun]
     if not words or words[0] != 'the':
         raise ValueError(f'cannot parse expression {text!r}')
     words = words[1:]

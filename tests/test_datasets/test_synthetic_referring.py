@@ -201,9 +201,11 @@ def test_generalized_referring_targets():
             assert info['text'].startswith('all the ')
             assert len(targets) >= 2
             # independent reading of "all the <color> <shape|object>s"
+            # ("crosses")
             words = info['text'].split()[2:]
             color = words[0] if words[0] in COLORS else None
-            noun = words[-1][:-1]
+            noun = words[-1][:-2] if words[-1].endswith('ses') else \
+                words[-1][:-1]
             assert targets == [
                 j for j, o in enumerate(objs)
                 if (color is None or o['color'] == color) and (
