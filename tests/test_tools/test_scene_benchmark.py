@@ -184,3 +184,35 @@ def test_scene_mode_smoke(tmp_path, capsys):
     assert len(tables(text)['goal']['rows']) == 3
     assert list(tmp_path.iterdir()) == []  # scenes and outputs deleted
     json.dumps({str(k): v for k, v in cells.items()})  # plain figures
+
+
+def test_scene_mode_onnx_runtime(tmp_path, capsys):
+    """``--model-dir``: the model exported there, then the sliding windows
+    through ONNX Runtime beside PyTorch's, in the same table."""
+    model_dir = tmp_path / 'onnx'
+    work = tmp_path / 'work'
+    work.mkdir()
+    cells = bm.main([
+        'scene', TINY_CONFIG, '--sizes', '256', '--scenes', '1', '--threads',
+        '1', '--methods', 'slide', 'slide-onnx', '--model-dir',
+        str(model_dir), '--work-dir',
+        str(work)
+    ])
+    text = capsys.readouterr().out
+    table = tables(text)['measurement']
+    assert table['header'] == [
+        'measurement', 'slide 256 px', 'slide-onnx 256 px'
+    ]
+    rows = table['rows']
+    assert rows['model input'] == ['9 windows', '9 windows']
+    for name in ('follow-up expression (s)', 'follow-up / first'):
+        assert all(number(c) > 0 for c in rows[name]), name
+    # the same random weights: the same answers
+    for key in ('hit', 'empty', 'giou'):
+        assert cells[256, 'slide-onnx'][key] == pytest.approx(
+            cells[256, 'slide'][key], abs=1e-6), key
+    assert (model_dir / 'text_encoder.onnx').is_file()
+    assert f'exported to {model_dir}' in text
+    assert list(work.iterdir()) == []
+    with pytest.raises(SystemExit):
+        bm.parse_args(['scene', TINY_CONFIG, '--methods', 'slide-onnx'])

@@ -38,7 +38,10 @@ context (torch version, CPU or GPU, threads, date):
   method and size: hit rate (IoU >= 0.5) of one-referent and
   several-referent expressions, empty masks on no-target ones, gIoU, peak
   RSS, windows/s and the cost of a follow-up expression, with the goals
-  they are read against.
+  they are read against; ``--model-dir`` adds sliding windows through
+  :class:`~rsrefseg_deploy.OnnxReferringPredictor` (``slide-onnx``; the
+  model is exported there when the folder has no ``deploy.json``), and
+  ``--methods`` picks the methods.
 
 Weights are random (the config's pretrained paths are cleared, nothing is
 downloaded) unless ``--checkpoint`` gives a runner checkpoint. SigLIP
@@ -61,6 +64,8 @@ Examples (see docs/benchmark.md)::
         --sizes 8192 16384
     python tools/analysis_tools/benchmark.py scene GRES_TINY_CONFIG \\
         --checkpoint CKPT --sizes 1024 2048 --scenes 5
+    python tools/analysis_tools/benchmark.py scene $CFG --sizes 1400 \\
+        --scenes 1 --methods slide slide-onnx --model-dir DIR --threads 2
 """
 import argparse
 import copy
@@ -1015,8 +1020,9 @@ def scene_memory(args) -> Dict[int, Dict]:
 
 
 # ----------------------------------------------------------------- scene
-#: Methods of the scene mode: a decimated whole-image read, sliding windows.
-SCENE_METHODS = ('decimated', 'slide')
+#: Methods of the scene mode: a decimated whole-image read, sliding windows
+#: (PyTorch, and ONNX Runtime with ``--model-dir``).
+SCENE_METHODS = ('decimated', 'slide', 'slide-onnx')
 
 
 def scene_bench_child(args) -> None:
@@ -1027,19 +1033,24 @@ def scene_bench_child(args) -> None:
     from rsrefseg_core.scene import ScenePredictor
     from rsrefseg_core.scene.predictor import slug
     from rsrefseg_mm.apis import ReferringPredictor
-    model = build_model(
-        load_config(args.config, args.cfg_options), 'cpu', args.checkpoint)
     method = args.child_method
-    runtime = ReferringPredictor(
-        model, max_read_size='auto' if method == 'decimated' else None)
+    if method == 'slide-onnx':
+        from rsrefseg_deploy import OnnxReferringPredictor
+        runtime = OnnxReferringPredictor(
+            args.model_dir, threads=args.threads, max_read_size=None)
+    else:
+        model = build_model(
+            load_config(args.config, args.cfg_options), 'cpu', args.checkpoint)
+        runtime = ReferringPredictor(
+            model, max_read_size='auto' if method == 'decimated' else None)
     slide = ScenePredictor(
         runtime,
         window_batch=args.window_batch,
         max_memory=int(args.max_memory * MIB),
         progress=False) \
-        if method == 'slide' else None
+        if method != 'decimated' else None
     model_rss = proc_status_mib('self', 'VmHWM')
-    threshold = float(model.decode_head.threshold)
+    threshold = runtime.mask_threshold
     scenes = []
     for scene_file in args.child_scenes:
         with open(scene_file) as f:
@@ -1170,7 +1181,10 @@ def scene_goals(cells: Dict[Tuple[int, str], Dict]) -> List[Tuple]:
 
     rows = []
     sizes = sorted({s for s, _ in cells})
-    ok = {s: all('hit' in cells[s, m] for m in SCENE_METHODS) for s in sizes}
+    ok = {
+        s: all('hit' in cells.get((s, m), {}) for m in ('decimated', 'slide'))
+        for s in sizes
+    }
     for s in sizes:
         if ok[s]:
             slide, dec = cells[s, 'slide'], cells[s, 'decimated']
@@ -1201,6 +1215,11 @@ def scene_bench(args) -> Dict:
         generate_large_scene, write_large_scene)
     cfg = load_config(args.config, args.cfg_options)
     size = input_size(cfg)
+    notes = []
+    if 'slide-onnx' in args.methods:
+        model = build_model(cfg, 'cpu', args.checkpoint)
+        notes = exported_model(args.model_dir, model, cfg, args)[1]
+        del model
     root = tempfile.mkdtemp(prefix='scene_bench_', dir=args.work_dir)
     cells, scenes = {}, {}
     try:
@@ -1216,7 +1235,7 @@ def scene_bench(args) -> Dict:
                         referent_colours=args.referent_colours), folder,
                     f'scene{k}') for k in range(args.scenes)
             ]
-            for method in SCENE_METHODS:
+            for method in args.methods:
                 out = osp.join(root, f'{method}_{s}')
                 os.makedirs(out)
                 cmd = [
@@ -1230,9 +1249,12 @@ def scene_bench(args) -> Dict:
                         for k in range(args.scenes)
                     ]
                 ]
-                for flag in ('checkpoint', 'threads'):
+                for flag in ('checkpoint', 'threads', 'model_dir'):
                     if getattr(args, flag):
-                        cmd += [f'--{flag}', str(getattr(args, flag))]
+                        cmd += [
+                            f'--{flag.replace("_", "-")}',
+                            str(getattr(args, flag))
+                        ]
                 if args.cfg_options:
                     cmd += ['--cfg-options', *args.cfg_options]
                 run = run_child(cmd, args.rss_limit_gb, f'{method} at {s} px')
@@ -1250,26 +1272,31 @@ def scene_bench(args) -> Dict:
     done = [c['context'] for c in cells.values() if c['context']]
     decimated = load_referring_working_size(cfg)
     print('\n### Scene: decimated read against sliding windows\n')
-    print(
-        f'{done[0] if done else context()} (each method and size a fresh '
-        f'process); rasterio {rasterio.__version__}, GDAL '
-        f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
-        f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
-        f'; {args.scenes} synthetic scenes per size (seed {args.seed}, '
-        f'{args.referent_colours} referent colours), each with 3 '
-        'expressions: one referent, several referents in windows apart, '
-        'no target; decimated: the whole scene read at '
-        f'{decimated} px (longest side), mask brought to the scene grid; '
-        f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
-        f'{args.window_batch} per batch, embeddings over '
-        f'{args.max_memory:g} MiB in a file. Hit: IoU >= 0.5 with the ground '
-        'truth; times are medians over the scenes; peak RSS is the '
-        "process's VmHWM (interpreter, torch and model included)\n")
-    columns = [(s, m) for s in args.sizes for m in SCENE_METHODS]
+    print(f'{done[0] if done else context()} (each method and size a fresh '
+          f'process); rasterio {rasterio.__version__}, GDAL '
+          f'{rasterio.__gdal_version__}\n\n{osp.basename(args.config)}, '
+          f'{args.checkpoint or "random weights"}, input {size[0]}x{size[1]}'
+          f'; {args.scenes} synthetic scenes per size (seed {args.seed}, '
+          f'{args.referent_colours} referent colours), each with 3 '
+          'expressions: one referent, several referents in windows apart, '
+          'no target; decimated: the whole scene read at '
+          f'{decimated} px (longest side), mask brought to the scene grid; '
+          f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
+          f'{args.window_batch} per batch, embeddings over '
+          f'{args.max_memory:g} MiB in a file; slide-onnx: the same windows '
+          'through ONNX Runtime (CPUExecutionProvider, '
+          f'{args.threads or "default"} threads; image encoder once per '
+          'window, text encoder once per expression, decoder once per window '
+          'and expression). Hit: IoU >= 0.5 with the ground '
+          'truth; times are medians over the scenes; peak RSS is the '
+          "process's VmHWM (interpreter, torch and model included)\n")
+    columns = [(s, m) for s in args.sizes for m in args.methods]
     print_table(['measurement', *(f'{m} {s:,} px' for s, m in columns)],
                 [(name, *(cells[c].get(key, '-') for c in columns))
                  for key, name in SCENE_ROWS])
     print_table(['goal', 'measured', 'met'], scene_goals(cells))
+    for note in notes:
+        print(note)
     return cells
 
 
@@ -1457,6 +1484,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='keep the scenes, ground truths and masks')
     p.add_argument(
+        '--methods',
+        nargs='+',
+        choices=SCENE_METHODS,
+        help='methods to run (default: decimated and slide, plus '
+        'slide-onnx with --model-dir)')
+    p.add_argument(
+        '--model-dir',
+        help='ONNX export for slide-onnx (this model is exported there when '
+        'the folder has no deploy.json)')
+    p.add_argument('--opset', type=int, help='ONNX opset of an export')
+    p.add_argument(
         '--child-method', choices=SCENE_METHODS, help=argparse.SUPPRESS)
     p.add_argument('--child-scenes', nargs='+', help=argparse.SUPPRESS)
     p.add_argument('--out-dir', help=argparse.SUPPRESS)
@@ -1478,6 +1516,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             "(mmengine's AmpOptimWrapper), which needs --device cuda")
     if args.mode == 'throughput':
         args.warmup = max(args.warmup, 1)
+    if args.mode == 'scene' and not args.child_method:
+        if args.methods is None:
+            args.methods = list(
+                SCENE_METHODS[:2]) + (['slide-onnx'] if args.model_dir else [])
+        if 'slide-onnx' in args.methods and not args.model_dir:
+            err('--methods slide-onnx needs --model-dir')
     return args
 
 
