@@ -60,12 +60,21 @@ fi
 "${PIP[@]}" install -q "setuptools>=77"
 echo "[install] mmcv from $WHEEL_DIR"
 "${PIP[@]}" install -q "$WHEEL_DIR"/mmcv-*.whl
+# sam2 (SAM 2.1) builds from its sdist: SAM2_BUILD_CUDA=0 skips its CUDA
+# extension (video mask post-processing only; it needs nvcc), and torch must
+# be the installed one (no build isolation, else pip fetches another torch
+# into an isolated build environment). Installed first, so that the -r line
+# below finds it satisfied.
+export SAM2_BUILD_CUDA=0
+SAM2_REQ="$(grep -E '^sam2==' requirements/runtime.txt | cut -d'#' -f1 | xargs)"
+echo "[install] ${SAM2_REQ} (SAM2_BUILD_CUDA=0, no build isolation)"
+"${PIP[@]}" install -q --no-build-isolation "${SAM2_REQ}"
 # geo (rasterio) and web (gradio) are optional extras of the package; the
 # test suite exercises both, so the development environment has them.
 "${PIP[@]}" install -q -r requirements/mminstall.txt -r requirements/runtime.txt \
     -r requirements/geo.txt -r requirements/web.txt -r requirements/tests.txt \
     -r requirements/lint.txt
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c "import mmcv.ops, mmseg, mmpretrain, segment_anything, rasterio, rsrefseg_mm; print('[install] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
+"$VENV/bin/python" -c "import mmcv.ops, mmseg, mmpretrain, segment_anything, sam2.modeling, rasterio, rsrefseg_mm; print('[install] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 stamp_hash > "$STAMP"
 echo "[install] done in $(( $(date +%s) - start )) s"
