@@ -97,16 +97,21 @@ def hf_gemma_tokenizer(model_file: str, fast: bool = True):
     return GemmaTokenizer(model_file, **kwargs)
 
 
-def save_hf_siglip2_folder(folder: str, model, tokenizer_model: str) -> str:
+def save_hf_siglip2_folder(folder: str,
+                           model,
+                           tokenizer_model: str,
+                           tokenizer_json: bool = True) -> str:
     """Write a SigLIP 2 (fixed resolution) Hugging Face folder as the hub
     lays it out: ``config.json`` (``model_type`` ``"siglip"``) and
     ``model.safetensors`` by ``save_pretrained``, Gemma's ``tokenizer.model``
-    and the ``tokenizer.json`` / ``tokenizer_config.json`` that transformers
-    writes for it."""
+    and (``tokenizer_json``; the conversion takes seconds) the
+    ``tokenizer.json`` / ``tokenizer_config.json`` that transformers writes
+    for it."""
     import os.path as osp
     import shutil
     model.save_pretrained(folder, safe_serialization=True)
-    hf_gemma_tokenizer(tokenizer_model).save_pretrained(folder)
+    if tokenizer_json:
+        hf_gemma_tokenizer(tokenizer_model).save_pretrained(folder)
     if not osp.isfile(osp.join(folder, 'tokenizer.model')):
         shutil.copy(tokenizer_model, osp.join(folder, 'tokenizer.model'))
     return folder
