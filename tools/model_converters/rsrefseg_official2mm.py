@@ -59,17 +59,18 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from rsrefseg_mm.models.sam import hf_sam_key_map
-from rsrefseg_mm.utils import (add_state_dict_hash, allow_unsafe_load,
-                               drop_pretrained_checkpoints, safe_torch_load)
+from rsrefseg_mm.utils import add_state_dict_hash, allow_unsafe_load
+from rsrefseg_mm.utils import official_checkpoint as official
+from rsrefseg_mm.utils.official_checkpoint import (PEFT_PREFIX,
+                                                   check_peft_adapters, depeft,
+                                                   lora_rank,
+                                                   read_official_state_dict)
 
 #: Top-level modules of the authors' ``RefSegEncoderDecoder``.
 GROUPS = ('backbone', 'clip_vision_encoder', 'clip_text_encoder',
           'sam_prompt_encoder', 'sam_mask_decoder', 'prompter_down_channel',
           'prompter_down_spatial')
-PEFT = 'base_model.model.'
-PEFT_RENAMES = (('.base_layer.', '.original_layer.'),
-                ('.lora_A.default.', '.lora_down.'), ('.lora_B.default.',
-                                                      '.lora_up.'))
+PEFT = PEFT_PREFIX
 #: LoRA that PEFT attaches but nn.MultiheadAttention never applies.
 IDLE_LORA = re.compile(r'^model\.head\.attention\.out_proj\.lora_[AB]\.')
 PROMPT_PE = 'model.shared_embedding.positional_embedding'
@@ -79,37 +80,8 @@ TOWERS = {
     'SigLIP text tower': 'backbone.text_model.',
 }
 HF_SAM_DECODER_EPS = 1e-6
-DS_MODEL_STATES = 'mp_rank_00_model_states.pt'
-
-
-def read_official(path: str) -> Dict[str, torch.Tensor]:
-    """The authors' state dict from a file or a DeepSpeed checkpoint folder.
-
-    Raises:
-        FileNotFoundError: Nothing to read at ``path``.
-        ValueError: No state dict in the file.
-    """
-    if osp.isdir(path):
-        path = osp.join(path, DS_MODEL_STATES)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} not found: pass the authors\' checkpoint file or the '
-            f'DeepSpeed checkpoint folder that holds {DS_MODEL_STATES}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = safe_torch_load(path, map_location='cpu')
-    for key in ('module', 'state_dict', 'model'):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f'{path} holds no state dict of tensors')
-    return {
-        k[7:] if k.startswith('module.') else k: v
-        for k, v in state.items()
-    }
+#: The authors' file (shared with the RSRefSeg 2 converter).
+read_official = read_official_state_dict
 
 
 def split_groups(state: Dict[str, torch.Tensor],
@@ -147,19 +119,8 @@ def split_groups(state: Dict[str, torch.Tensor],
         raise ValueError(
             f'{path} does not have the authors\' RSRefSeg layout: modules '
             f'without tensors {absent}, keys of no module {unknown[:5]}')
-    lora = re.compile(r'\.lora_[AB]\.default\.weight$')
-    odd = [k for k in state if 'lora_' in k and not lora.search(k)]
-    if odd:
-        raise ValueError(f'{path}: PEFT tensors other than LoRA adapter '
-                         f'"default" are not supported, e.g. {odd[:5]}')
+    check_peft_adapters(state, path)
     return groups
-
-
-def depeft(key: str) -> str:
-    """PEFT LoRA names -> rsrefseg-mm's LoRA names."""
-    for src, dst in PEFT_RENAMES:
-        key = key.replace(src, dst)
-    return key
 
 
 def convert(
@@ -251,15 +212,10 @@ def convert(
 
     ranks = {}
     for tower, prefix in TOWERS.items():
-        found = {
-            v.shape[0]
-            for k, v in out.items()
-            if k.startswith(prefix) and k.endswith('lora_down.weight')
-        }
-        if len(found) > 1:
-            raise ValueError(f'{path}: {tower} mixes LoRA ranks '
-                             f'{sorted(found)}')
-        ranks[tower] = found.pop() if found else None
+        try:
+            ranks[tower] = lora_rank(out, prefix, tower)
+        except ValueError as e:
+            raise ValueError(f'{path}: {e}') from None
     report = dict(
         sources=sources,
         dropped=dropped,
@@ -271,46 +227,18 @@ def convert(
 
 def check_with_config(state: Dict[str, torch.Tensor], config: str,
                       alpha: float) -> None:
-    """Build ``config``'s model and load ``state`` into it strictly.
+    """Build ``config``'s model and load ``state`` into it strictly (see
+    :func:`rsrefseg_mm.utils.official_checkpoint.check_with_config`).
 
     Raises:
         ValueError: Missing / unexpected tensors, other shapes, or another
             LoRA scaling than ``alpha / rank``.
     """
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    import rsrefseg_mm  # noqa: F401 (registers the modules)
-    cfg = Config.fromfile(config)
-    drop_pretrained_checkpoints(cfg.model)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model = MODELS.build(cfg.model)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-        f'{tuple(own[k].shape)}' for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f'{config} does not fit the converted checkpoint: '
-            f'{len(missing)} missing, e.g. {missing[:5]}; {len(unexpected)} '
-            f'unexpected, e.g. {unexpected[:5]}; {len(shapes)} of another '
-            f'shape, e.g. {shapes[:3]} (LoRA rank, arch or '
-            'down_spatial_times of the config)')
-    for name, m in model.named_modules():
-        if hasattr(m, 'lora_down') and hasattr(m, 'scaling'):
-            rank = m.lora_down.weight.shape[0]
-            if abs(m.scaling - alpha / rank) > 1e-9:
-                raise ValueError(
-                    f'{config}: LoRA of {name} scales by {m.scaling:g}, the '
-                    f'authors\' alpha {alpha:g} / rank {rank} by '
-                    f'{alpha / rank:g}; set the config\'s LoRA alpha to '
-                    f'{alpha:g} (or pass --lora-alpha)')
-    model.load_state_dict(state, strict=True)
+    official.check_with_config(
+        state,
+        config,
+        alpha,
+        hint='LoRA rank, arch or down_spatial_times of the config')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
