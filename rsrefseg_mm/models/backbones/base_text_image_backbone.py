@@ -11,6 +11,13 @@ from mmengine.model import BaseModule
 from ..peft import is_trainable
 
 
+def _cast_floating(x, dtype: torch.dtype):
+    """``x`` in ``dtype`` if it is a floating-point tensor, else ``x``."""
+    if torch.is_tensor(x) and x.is_floating_point():
+        return x.to(dtype)
+    return x
+
+
 class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
     """Base of :class:`CLIPBackbone` and :class:`SigLIPBackbone`.
 
@@ -52,7 +59,16 @@ class BaseTextImageBackbone(BaseModule):  # BaseModule's metaclass: ABCMeta
 
     @staticmethod
     def _run(tower: nn.Module, *args):
-        """Run a tower; without autograd graph when it has nothing to train."""
+        """Run a tower; without autograd graph when it has nothing to train.
+
+        Floating-point inputs (the preprocessed images) are cast to the
+        tower's dtype: bf16 when DeepSpeed's ``bf16`` casts the model (the
+        preprocessing computes in float32); no change in float32 models or
+        under autocast.
+        """
+        floats = [p.dtype for p in tower.parameters() if p.is_floating_point()]
+        if floats:
+            args = tuple(_cast_floating(a, floats[0]) for a in args)
         if is_trainable(tower):
             return tower(*args)
         with torch.no_grad():

@@ -124,7 +124,9 @@ class BasePromptHead(BaseDecodeHead):
                 size=(self.image_size, self.image_size),
                 mode='bilinear',
                 align_corners=False)
-        return (images - self.pixel_mean) / self.pixel_std
+        # in the encoder's dtype: bf16 when DeepSpeed casts the model
+        return ((images - self.pixel_mean) / self.pixel_std).to(
+            next(self.image_encoder.parameters()).dtype)
 
     def encode_image(self, images: Tensor) -> Union[Tensor, Dict[str, Tensor]]:
         """The image's SAM features, independent of the expression: a

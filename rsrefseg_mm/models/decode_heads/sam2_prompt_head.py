@@ -11,6 +11,7 @@ from ..peft import apply_tuning, is_trainable
 from ..sam2 import (build_sam2_modules, load_sam2_checkpoint,
                     resolve_sam2_file, sam2_arch_settings)
 from .base_prompt_head import BasePromptHead
+from .dtype_safe import make_position_encodings_dtype_safe
 
 #: LoRA on the Hiera trunk's attention projections and the FPN neck's
 #: lateral convolutions (regular expressions on names inside
@@ -143,6 +144,8 @@ class SAM2PromptHead(BasePromptHead):
         self.image_encoder = sam2.image_encoder
         self.prompt_encoder = sam2.prompt_encoder
         self.mask_decoder = sam2.mask_decoder
+        # bf16 models (DeepSpeed's bf16 casts the whole model)
+        make_position_encodings_dtype_safe(self.prompt_encoder)
         self.no_mem_embed = sam2.no_mem_embed
 
         self.encoder_tuning = apply_tuning(
@@ -201,6 +204,11 @@ class SAM2PromptHead(BasePromptHead):
         else:
             with torch.no_grad():
                 feat_s0, feat_s1, feat = self._encode(x)
+        # sam2's FPN neck adds its top-down path in float32: back to the
+        # model's dtype (bf16 when DeepSpeed casts the model)
+        dtype = self.no_mem_embed.dtype
+        feat_s0, feat_s1, feat = (
+            f.to(dtype) for f in (feat_s0, feat_s1, feat))
         return dict(
             image_embeddings=feat + self.no_mem_embed.view(1, -1, 1, 1),
             high_res_feats_s0=self.mask_decoder.conv_s0(feat_s0),

@@ -13,6 +13,7 @@ from ..sam import (SAMFastAttention, build_sam_modules, check_rel_pos_mode,
                    resolve_decoder_norm_eps, sam_arch_settings)
 # ABSENT_LOGIT: re-exported (callers import it from here)
 from .base_prompt_head import ABSENT_LOGIT, BasePromptHead  # noqa: F401
+from .dtype_safe import make_position_encodings_dtype_safe
 
 DEFAULT_ENCODER_TUNING = dict(
     mode='lora',
@@ -156,6 +157,8 @@ class SAMPromptHead(BasePromptHead):
         self.image_encoder = sam['image_encoder']
         self.prompt_encoder = sam['prompt_encoder']
         self.mask_decoder = sam['mask_decoder']
+        # bf16 models (DeepSpeed's bf16 casts the whole model)
+        make_position_encodings_dtype_safe(self.prompt_encoder)
         check_rel_pos_mode(rel_pos_mode)
         if fast_attn:
             enable_fast_attention(self.image_encoder)
