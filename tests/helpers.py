@@ -221,9 +221,14 @@ def perturbed_model(config: str = TINY_CONFIG) -> nn.Module:
 
 
 def presence_layer(model: nn.Module) -> nn.Module:
-    """The last layer of SAM's IoU head: the presence logit (index 0) of a
-    head trained with ``presence_cfg``."""
-    return model.decode_head.mask_decoder.iou_prediction_head.layers[-1]
+    """The last layer of SAM's IoU head (a SAM 2.1 head: of its
+    object-score head): the presence logit (index 0) of a head trained
+    with ``presence_cfg``."""
+    decoder = model.decode_head.mask_decoder
+    head = getattr(decoder, 'pred_obj_score_head', None)
+    if head is None:
+        head = decoder.iou_prediction_head
+    return head.layers[-1]
 
 
 def centre_presence(model: nn.Module, presences: Sequence[float],

@@ -1,16 +1,18 @@
 """Export a trained RSRefSeg to three ONNX graphs plus ``deploy.json``.
 
 ``image_encoder.onnx``: ``image`` (1, 3, H, W) float32 RGB 0-255 at the
-model's input size -> ``img_feats``, ``image_embeddings``.
+model's input size -> ``img_feats``, ``image_embeddings`` (and, for a SAM
+2.1 head, ``high_res_feats_s0`` / ``high_res_feats_s1``).
 ``text_encoder.onnx``: ``token_ids`` (N, L) int64 (and ``token_mask``
 (N, L) bool for SigLIP) -> ``text_global`` (N, D), ``text_feats``
 (N, L, D), ``text_mask`` (N, L) bool.
-``decoder.onnx``: ``img_feats``, ``image_embeddings`` and the text
-encoder's outputs -> ``logits`` (N, 1, Hm, Wm), ``global_map`` (N, h, w)
-and, for a head with ``presence_cfg``, ``presence`` (N,) probabilities,
-the logits of an expression below ``presence_threshold`` (in
-``deploy.json``; null without presence) gated in the graph as in PyTorch
-inference (see :mod:`~rsrefseg_mm.deployment.onnx_graphs`).
+``decoder.onnx``: ``img_feats``, ``image_embeddings``, the text
+encoder's outputs (and a SAM 2.1 head's two maps) -> ``logits`` (N, 1, Hm,
+Wm), ``global_map`` (N, h, w) and, for a head with ``presence_cfg``,
+``presence`` (N,) probabilities, the logits of an expression below
+``presence_threshold`` (in ``deploy.json``; null without presence) gated
+in the graph as in PyTorch inference (see
+:mod:`~rsrefseg_mm.deployment.onnx_graphs`).
 ``deploy.json`` holds what a runtime needs beside the graphs: their files,
 inputs and outputs (``graphs``), the sha256 of every file (``files``,
 checked by :func:`rsrefseg_core.deploy_info.read_deploy_info`); the
@@ -157,11 +159,15 @@ def export_onnx(model: nn.Module,
     decoder = DecoderGraph(model)
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     image = image * 255
-    img_feats, image_embeddings = encoder(image)
+    image_outputs = encoder(image)
+    img_feats = image_outputs[0]
     tokens = model.backbone.tokenizer(list(texts))
     tokens = tokens if isinstance(tokens, tuple) else (tokens, )
     text_args = tokens[:len(text_encoder.input_names)]
-    dec_args = (img_feats, image_embeddings) + text_encoder(*text_args)
+    # the decoder's inputs: img_feats, image_embeddings, the text
+    # encoder's outputs, then a SAM 2.1 head's high-resolution maps
+    dec_args = image_outputs[:2] + text_encoder(*text_args) + \
+        image_outputs[2:]
     logits, global_map = decoder(*dec_args)[:2]
 
     def n_axis(names: Sequence[str]) -> Optional[dict]:
@@ -171,14 +177,14 @@ def export_onnx(model: nn.Module,
             name: {
                 0: 'num_expressions'
             }
-            for name in names if name not in ('img_feats', 'image_embeddings')
+            for name in names if name not in encoder.output_names
         }
 
     times = {}
     graphs = [
         # name, module, args, input names, output names, dynamic axes
         ('image_encoder', encoder, (image, ), ['image'],
-         ['img_feats', 'image_embeddings'], None),
+         list(encoder.output_names), None),
         ('text_encoder', text_encoder, text_args,
          list(text_encoder.input_names), list(text_encoder.output_names),
          n_axis(text_encoder.input_names + text_encoder.output_names)),
@@ -217,7 +223,7 @@ def export_onnx(model: nn.Module,
         input='RGB 0-255 float32 (1, 3, H, W), resized bilinearly '
         '(OpenCV INTER_LINEAR, aspect ratio not kept); the graph normalises',
         img_feats_shape=list(img_feats.shape),
-        image_embeddings_shape=list(image_embeddings.shape),
+        image_embeddings_shape=list(image_outputs[1].shape),
         low_res_size=list(logits.shape[-2:]),
         filter_grid=list(global_map.shape[-2:]),
         threshold=float(model.decode_head.threshold),

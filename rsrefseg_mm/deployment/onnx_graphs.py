@@ -24,9 +24,21 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..models.backbones import SigLIPBackbone
+from ..models.decode_heads.sam2_prompt_head import (SAM2_FEATURE_KEYS,
+                                                    SAM2PromptHead)
 
 #: Outputs of the text encoder graph, inputs of the decoder graph.
 TEXT_OUTPUTS = ('text_global', 'text_feats', 'text_mask')
+
+
+def head_feature_names(model: nn.Module) -> Tuple[str, ...]:
+    """What the decode head's ``encode_image`` gives: SAM's
+    ``image_embeddings``, plus the two high-resolution maps of a SAM 2.1
+    head (:data:`~rsrefseg_mm.models.decode_heads.sam2_prompt_head.
+    SAM2_FEATURE_KEYS`)."""
+    if isinstance(model.decode_head, SAM2PromptHead):
+        return tuple(SAM2_FEATURE_KEYS)
+    return ('image_embeddings', )
 
 
 class ImageEncoderGraph(nn.Module):
@@ -40,18 +52,25 @@ class ImageEncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor]:
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        """Graph outputs: the image tower's, then the SAM head's."""
+        return ('img_feats', ) + head_feature_names(self.model)
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
         """Encode one image.
 
         Args:
             image (Tensor): (1, 3, H, W) RGB 0-255 at the model's input size.
 
         Returns:
-            tuple[Tensor, Tensor]: ``img_feats`` (1, D, h, w) of the image
-            tower and SAM's ``image_embeddings`` (1, C, S/16, S/16).
+            tuple[Tensor, ...]: ``img_feats`` (1, D, h, w) of the image
+            tower and SAM's ``image_embeddings`` (1, C, S/16, S/16); a
+            SAM 2.1 head adds ``high_res_feats_s0`` (1, C/8, S/4, S/4) and
+            ``high_res_feats_s1`` (1, C/4, S/8, S/8).
         """
         emb = self.model.encode_image(image, with_sam=True)
-        return emb['img_feats'], emb['image_embeddings']
+        return tuple(emb[name] for name in self.output_names)
 
 
 class TextEncoderGraph(nn.Module):
@@ -112,12 +131,19 @@ class DecoderGraph(nn.Module):
         self.model = model
         self.presence = getattr(model.decode_head, 'presence_cfg',
                                 None) is not None
+        self.high_res = head_feature_names(model)[1:]
 
     @property
     def input_names(self) -> Tuple[str, ...]:
-        """Graph inputs: the image encoder's outputs, then the text
-        encoder's."""
-        return ('img_feats', 'image_embeddings') + TEXT_OUTPUTS
+        """Graph inputs: the image encoder's first two outputs, the text
+        encoder's, then a SAM 2.1 head's high-resolution maps."""
+        return ('img_feats', 'image_embeddings') + TEXT_OUTPUTS + \
+            self.high_res
+
+    @property
+    def image_input_names(self) -> Tuple[str, ...]:
+        """The inputs of one image (no ``num_expressions`` axis)."""
+        return ('img_feats', 'image_embeddings') + self.high_res
 
     @property
     def output_names(self) -> Tuple[str, ...]:
@@ -125,9 +151,15 @@ class DecoderGraph(nn.Module):
         names = ('logits', 'global_map')
         return names + ('presence', ) if self.presence else names
 
-    def forward(self, img_feats: Tensor, image_embeddings: Tensor,
-                text_global: Tensor, text_feats: Tensor,
-                text_mask: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self,
+                img_feats: Tensor,
+                image_embeddings: Tensor,
+                text_global: Tensor,
+                text_feats: Tensor,
+                text_mask: Tensor,
+                high_res_feats_s0: Optional[Tensor] = None,
+                high_res_feats_s1: Optional[Tensor] = None
+                ) -> Tuple[Tensor, ...]:  # yapf: disable
         """Decode N expressions.
 
         Args:
@@ -136,6 +168,10 @@ class DecoderGraph(nn.Module):
             text_global (Tensor): (N, D) from the text encoder.
             text_feats (Tensor): (N, L, D) from the text encoder.
             text_mask (Tensor): (N, L) bool from the text encoder.
+            high_res_feats_s0 (Tensor, optional): (1, C/8, 4s, 4s), a
+                SAM 2.1 head only.
+            high_res_feats_s1 (Tensor, optional): (1, C/4, 2s, 2s), a
+                SAM 2.1 head only.
 
         Returns:
             tuple[Tensor, ...]: Mask logits (N, 1, Hm, Wm), the global
@@ -155,6 +191,9 @@ class DecoderGraph(nn.Module):
             image_embeddings=image_embeddings.expand(n, -1, -1, -1),
             sparse_prompts=prompts['sparse_prompts'],
             dense_prompts=prompts['dense_prompts'])
+        for name, value in zip(self.high_res,
+                               (high_res_feats_s0, high_res_feats_s1)):
+            head_inputs[name] = value.expand(n, -1, -1, -1)
         # eval forward: with presence_cfg, gated logits and
         # head_inputs['presence'] (as in PyTorch inference)
         logits = self.model.decode_head.forward(head_inputs)

@@ -75,7 +75,9 @@ def text_pool_queries(text_feats: Tensor, text_mask: Optional[Tensor],
                                      num).transpose(1, 2)
     mask = text_mask.bool()
     n = mask.sum(1, keepdim=True)  # (B, 1)
-    rank = mask.cumsum(1) - 1  # (B, L) index among the real tokens
+    # (B, L) index among the real tokens (cumsum of int64: ONNX's CumSum
+    # takes no bool)
+    rank = mask.long().cumsum(1) - 1
     i = torch.arange(num, device=mask.device)[None, :, None]  # (1, Q, 1)
     start = torch.div(i * n[..., None], num, rounding_mode='floor')
     end = -torch.div(-(i + 1) * n[..., None], num, rounding_mode='floor')
