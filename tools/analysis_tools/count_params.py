@@ -18,7 +18,8 @@ Example::
 """
 import argparse
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -45,7 +46,7 @@ def build_on_meta(config: str,
             ``SigLIPBackbone``.
 
     Returns:
-        nn.Module: The model, every tensor on ``meta``.
+        nn.Module: The model, every parameter on ``meta``.
 
     Raises:
         ValueError: A SigLIP config without ``siglip_tokenizer``.
@@ -66,8 +67,30 @@ def build_on_meta(config: str,
                 'tools/misc/train_spiece.py)')
         cfg.model.backbone.tokenizer = siglip_tokenizer
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    with torch.device('meta'):
+    with torch.device('meta'), _linspace_on_cpu():
         return MODELS.build(cfg.model)
+
+
+@contextmanager
+def _linspace_on_cpu() -> Iterator[None]:
+    """``torch.linspace`` without a ``device`` makes CPU tensors.
+
+    sam2's Hiera reads its drop-path rates with
+    ``torch.linspace(...)[i].item()`` while it builds, which a meta tensor
+    cannot answer; those few values (and any buffer made from a linspace)
+    stay on the CPU, the parameters on ``meta``.
+    """
+    linspace = torch.linspace
+
+    def cpu_linspace(*args, **kwargs):
+        kwargs.setdefault('device', 'cpu')
+        return linspace(*args, **kwargs)
+
+    torch.linspace = cpu_linspace
+    try:
+        yield
+    finally:
+        torch.linspace = linspace
 
 
 def count_parameters(model: torch.nn.Module) -> Dict[str, int]:
