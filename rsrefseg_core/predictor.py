@@ -32,6 +32,10 @@ from .lru_cache import LRUCache, check_cache_size
 from .text import check_expression
 
 MaxReadSize = Union[int, str, None]
+#: Expressions whose text-tower outputs a predictor keeps (its
+#: ``text_cache``: scene windows and images asked the same expression do
+#: not run the text tower again).
+TEXT_CACHE_SIZE = 16
 
 
 def check_max_batch(max_batch, name: str = 'max_batch') -> int:
@@ -320,6 +324,6 @@ class BaseReferringPredictor:
 
 
 __all__ = [
-    'BaseReferringPredictor', 'check_max_batch', 'resolve_max_read_size',
-    'zero_nodata'
+    'BaseReferringPredictor', 'TEXT_CACHE_SIZE', 'check_max_batch',
+    'resolve_max_read_size', 'zero_nodata'
 ]

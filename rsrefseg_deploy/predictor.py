@@ -30,7 +30,8 @@ from rsrefseg_core.deploy_info import (DEPLOY_FILE, DeployInfoError,
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.geo.inputs import WORKING_SIZE_FACTOR
 from rsrefseg_core.lru_cache import LRUCache
-from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
+from rsrefseg_core.predictor import (TEXT_CACHE_SIZE, BaseReferringPredictor,
+                                     zero_nodata)
 from rsrefseg_core.scene.predictor import WindowAnswers
 from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
 
@@ -57,9 +58,6 @@ class OnnxResult(NamedTuple):
     presence: Optional[float] = None
 
 
-#: Expressions whose text-graph outputs a predictor keeps (as many as the
-#: PyTorch predictor's ``rsrefseg_mm.apis.predictor.TEXT_CACHE_SIZE``).
-TEXT_CACHE_SIZE = 16
 #: One expression's text-graph outputs: ``text_global`` (D,),
 #: ``text_feats`` (L, D), ``text_mask`` (L,).
 TextRow = Tuple[np.ndarray, ...]

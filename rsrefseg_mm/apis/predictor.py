@@ -21,7 +21,8 @@ from torch import Tensor
 
 from rsrefseg_core.geo import RasterImage
 from rsrefseg_core.lru_cache import LRUCache
-from rsrefseg_core.predictor import BaseReferringPredictor, zero_nodata
+from rsrefseg_core.predictor import (TEXT_CACHE_SIZE, BaseReferringPredictor,
+                                     zero_nodata)
 from rsrefseg_core.scene.predictor import WindowAnswers
 from .pipeline import (build_test_pipeline, model_input_size, prepare_inputs,
                        working_size)
@@ -31,8 +32,6 @@ from .precision import autocast, check_precision
 #: test pipeline (``PackReferringInputs`` requires one); each prediction
 #: sets its own.
 IMAGE_ONLY_TEXT = '<image>'
-#: Expressions whose text-tower outputs a predictor keeps for scenes.
-TEXT_CACHE_SIZE = 16
 
 
 def attach_global_map(sample: SegDataSample, global_map: Tensor,
