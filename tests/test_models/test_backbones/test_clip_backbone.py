@@ -488,3 +488,26 @@ def test_shared_knobs_and_checkpointed_blocks():
             [p.grad.clone() for p in clip.parameters() if p.grad is not None])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_convolutional_stem_keeps_the_token_grid():
+    """``stem_channels``: stride-2 convolutions (+ BatchNorm, ReLU) before
+    a patch embedding of stride patch / 2**n give the same token grid;
+    OpenAI's layout (no stem) keeps its parameters and is the default."""
+    arch = dict(TINY_ARCH, stem_channels=(8, 8, 16))
+    full = dict(mode='full')
+    with_stem = CLIPBackbone(arch, image_tuning=full, text_tuning=full)
+    plain = CLIPBackbone(TINY_ARCH, image_tuning=full, text_tuning=full)
+    assert plain.visual.stem is None
+    assert not any(k.startswith('visual.stem') for k in plain.state_dict())
+    patch = TINY_ARCH['patch_size']
+    assert with_stem.visual.conv1.in_channels == 16
+    assert with_stem.visual.conv1.stride == (patch // 8, patch // 8)
+    x = torch.rand(2, 3, TINY_ARCH['image_size'], TINY_ARCH['image_size'])
+    (g1, f1), (g2, f2) = with_stem.encode_image(x * 255), \
+        plain.encode_image(x * 255)
+    assert f1.shape == f2.shape and g1.shape == g2.shape
+    f1.sum().backward()
+    assert with_stem.visual.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='divisible by 32'):
+        CLIPBackbone(dict(TINY_ARCH, stem_channels=(8, ) * 5))

@@ -70,7 +70,9 @@ class CLIPBackbone(BaseTextImageBackbone):
             patch_size, embed_dims, num_layers, num_heads, output_dims,
             text_embed_dims, text_num_layers, text_num_heads,
             context_length, vocab_size``; optional ``quick_gelu``, default
-            True).
+            True, and ``stem_channels``, a convolutional stem for towers
+            trained from scratch, see
+            :class:`~.clip_transformer.CLIPVisionTower`).
         checkpoint (str, optional): OpenAI TorchScript archive
             (``checkpoints/ViT-B-16.pt``) or plain state dict with
             OpenAI/open_clip/converted keys. None: random initialisation.
@@ -175,7 +177,8 @@ class CLIPBackbone(BaseTextImageBackbone):
             output_dims=cfg['output_dims'],
             quick_gelu=quick_gelu,
             fast_attn=fast_attn,
-            with_cp=with_cp)
+            with_cp=with_cp,
+            stem_channels=cfg.get('stem_channels'))
         self.text = CLIPTextTower(
             context_length=cfg['context_length'],
             vocab_size=cfg['vocab_size'],
@@ -229,7 +232,8 @@ class CLIPBackbone(BaseTextImageBackbone):
             return name, copy.deepcopy(cls.arch_zoo[name])
         if isinstance(arch, dict):
             missing = [k for k in cls._required_arch_keys if k not in arch]
-            extra = set(arch) - set(cls._required_arch_keys) - {'quick_gelu'}
+            extra = set(arch) - set(
+                cls._required_arch_keys) - {'quick_gelu', 'stem_channels'}
             if missing or extra:
                 raise ValueError(f'custom CLIP arch: missing keys {missing}, '
                                  f'unknown keys {sorted(extra)}')

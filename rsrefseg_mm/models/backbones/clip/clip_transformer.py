@@ -17,7 +17,7 @@ through ``torch.nn.functional.scaled_dot_product_attention`` (flash /
 memory-efficient kernels on GPU; ``is_causal=True`` for the text tower).
 """
 from collections import OrderedDict
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -220,6 +220,15 @@ class CLIPVisionTower(nn.Module):
         quick_gelu (bool): QuickGELU activation.
         fast_attn (bool): SDPA attention.
         with_cp (bool): Activation checkpointing of the blocks.
+        stem_channels (Sequence[int], optional): A convolutional stem before
+            the patch embedding (`Early convolutions help transformers see
+            better <https://arxiv.org/abs/2106.14881>`_): one 3x3 stride-2
+            convolution + BatchNorm + ReLU per entry, to that many channels,
+            then ``conv1`` with kernel and stride ``patch_size / 2**len``
+            (the token grid stays ``image_size / patch_size``). For towers
+            trained from scratch on small data (the demo): a linear patch
+            embedding does not learn shapes there. Not in OpenAI's
+            checkpoints. None (default): OpenAI's linear patch embedding.
     """
 
     def __init__(self,
@@ -231,7 +240,8 @@ class CLIPVisionTower(nn.Module):
                  output_dims: int,
                  quick_gelu: bool = True,
                  fast_attn: bool = True,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False,
+                 stem_channels: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f'image_size {image_size} is not a multiple of '
@@ -239,8 +249,27 @@ class CLIPVisionTower(nn.Module):
         self.image_size = image_size
         self.patch_size = patch_size
         self.grid_size = (image_size // patch_size, ) * 2
+        self.stem = None
+        in_channels, kernel = 3, patch_size
+        if stem_channels:
+            stride = 2**len(stem_channels)
+            if patch_size % stride:
+                raise ValueError(
+                    f'a convolutional stem of {len(stem_channels)} stride-2 '
+                    f'convolutions needs a patch_size divisible by {stride}, '
+                    f'got {patch_size}')
+            layers = []
+            for c in stem_channels:
+                layers += [
+                    nn.Conv2d(in_channels, c, 3, 2, 1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True)
+                ]
+                in_channels = c
+            self.stem = nn.Sequential(*layers)
+            kernel = patch_size // stride
         self.conv1 = nn.Conv2d(
-            3, embed_dims, patch_size, stride=patch_size, bias=False)
+            in_channels, embed_dims, kernel, stride=kernel, bias=False)
         scale = embed_dims**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(embed_dims))
         self.positional_embedding = nn.Parameter(
@@ -266,6 +295,8 @@ class CLIPVisionTower(nn.Module):
             and patch features (B, D, H/p, W/p), both after ``ln_post`` and
             ``proj``.
         """
+        if self.stem is not None:
+            x = self.stem(x)  # (B, stem_channels[-1], H / 2**n, W / 2**n)
         x = self.conv1(x)  # (B, C, h, w)
         B, C, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
