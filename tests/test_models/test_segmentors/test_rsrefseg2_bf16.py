@@ -10,9 +10,9 @@ from mmseg.registry import MODELS
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 
 import rsrefseg_mm  # noqa: F401
-from helpers import REPO, referring_batch
 from rsrefseg_mm.models.decode_heads.dtype_safe import \
     make_position_encodings_dtype_safe
+from helpers import REPO, referring_batch
 
 TINY2 = REPO / 'configs' / 'rsrefseg2' / (
     'rsrefseg2-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-'
@@ -52,8 +52,10 @@ def test_whole_model_bf16_trains(head):
     data = model.data_preprocessor(referring_batch(2), True)
     data['inputs'] = data['inputs'].to(torch.bfloat16)  # inputs_to_half
     losses = model(**data, mode='loss')
-    assert {'decode.loss_ce', 'decode.loss_dice', 'neck.loss_query_sep',
-            'neck.loss_region_text'} <= set(losses)
+    assert {
+        'decode.loss_ce', 'decode.loss_dice', 'neck.loss_query_sep',
+        'neck.loss_region_text'
+    } <= set(losses)
     loss, _ = model.parse_losses(losses)
     assert torch.isfinite(loss)
     loss.backward()
