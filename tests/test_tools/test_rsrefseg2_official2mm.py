@@ -375,6 +375,18 @@ def test_padding_to_the_context_length_differs(world, converted):
         glob, feats = model.backbone.text_model(ref['text_ids'])
     assert_close_to_reference(feats, ref['text_feats'], what='token feats')
     assert_close_to_reference(glob, ref['text_global'], what='pooled')
+    # text_padding='none' runs each expression at its own length: the
+    # authors' batch of one, features and masks included, for the short
+    # expression in a batch with the longer ones too
+    model.backbone.text_padding = 'none'
+    texts = [world['short']] + list(world['texts'])
+    ours = ours_predict(model, world['images'][[0] * len(texts)], texts)
+    for what in ('text_feats', 'text_global', 'seg_mask', 'dense_prompts'):
+        got = ours[what][:1]
+        if what == 'text_feats':
+            got, pad = got[:, :n], got[:, n:]
+            assert not pad.any()  # zero beyond the expression
+        assert_close_to_reference(got, ref[what], what=what)
 
 
 def test_file_layouts_and_refusals(world, converted, tmp_path):

@@ -43,7 +43,9 @@ The authors' SigLIP 2 image LoRA targets include the pooling head's
 given to ``--config`` must wrap the same layers (the tool names the
 tensors that do not fit). Their tokenizer call (``padding=True``,
 attention mask, sentence feature at the last position) differs from
-``SigLIPBackbone``'s (64 positions, no mask): see docs/rsrefseg2.md.
+``SigLIPBackbone``'s default (64 positions, no mask): test their weights
+with ``model.backbone.text_padding=none`` (each expression at its own
+length, as theirs with one expression per batch; docs/rsrefseg2.md).
 
 With ``--config`` the tool builds that config's model, loads the result
 strictly (every tensor, same shapes, LoRA scaling ``alpha / r`` equal)::
@@ -51,7 +53,8 @@ strictly (every tensor, same shapes, LoRA scaling ``alpha / r`` equal)::
     python tools/model_converters/rsrefseg2_official2mm.py \\
         work_dirs/rrsisd/epoch_300.pth checkpoints/rsrefseg2-l_official.pth \\
         --config configs/rsrefseg2/rsrefseg2-l_siglip2-so400m-p16-512-sam2.1-hiera-l_8xb8-lora-300e_rrsisd-1024x1024.py
-    python tools/test.py CONFIG checkpoints/rsrefseg2-l_official.pth
+    python tools/test.py CONFIG checkpoints/rsrefseg2-l_official.pth \\
+        --cfg-options model.backbone.text_padding=none
 """  # noqa: E501
 import argparse
 import os
@@ -72,6 +75,9 @@ from rsrefseg_mm.utils.official_checkpoint import (check_peft_adapters,
                                                    strip_peft_prefix)
 
 #: Top-level modules of the authors' ``RefSegEncoderDecoder``.
+#: tools/test.py options for their weights: each expression at its own
+#: length through the text tower, as their code with one per batch.
+TEST_OPTIONS = '--cfg-options model.backbone.text_padding=none'
 GROUPS = ('backbone', 'clip_vision_encoder', 'clip_text_encoder', 'prompter',
           'decode_head')
 #: ``SAM2Base`` parts that ``RefSegSam`` keeps.
@@ -284,9 +290,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'  LoRA ranks {report["ranks"]}, alpha {args.lora_alpha:g}')
     if args.config:
         print(f'  checked against {args.config} (strict); test with:\n'
-              f'  python tools/test.py {args.config} {args.dst}')
+              f'  python tools/test.py {args.config} {args.dst} '
+              f'{TEST_OPTIONS}')
     else:
-        print(f'  test with: python tools/test.py CONFIG {args.dst}')
+        print(f'  test with: python tools/test.py CONFIG {args.dst} '
+              f'{TEST_OPTIONS}')
     return report
 
 

@@ -68,6 +68,10 @@ def _arch2(image_size, patch_size, width, layers, heads, mlp):
                  'gemma')
 
 
+#: ``text_padding`` choices of :class:`SigLIPBackbone`.
+TEXT_PADDINGS = ('context', 'none')
+
+
 @MODELS.register_module()
 class SigLIPBackbone(BaseTextImageBackbone):
     """SigLIP image and text towers (transformers' ``SiglipModel`` layout).
@@ -127,6 +131,17 @@ class SigLIPBackbone(BaseTextImageBackbone):
             ``targets`` (default ``self_attn.{q,k,v,out}_proj``).
         text_tuning (dict): Same for the text tower (the authors add
             ``'head'``).
+        text_padding (str): How expressions reach the text tower.
+            ``'context'`` (default; SigLIP's and SigLIP 2's pre-training):
+            padded to the context length, no attention mask, the sentence
+            feature read at the last (padded) position. ``'none'``: each
+            expression runs at its own length, so the sentence feature is
+            its EOS token's, as the RSRefSeg 2 authors' code computes it
+            for a batch of one expression (their tokenizer pads to the
+            batch's longest; use it for their checkpoints); the token
+            features are then zero-padded to the context length and
+            ``text_mask`` marks the real tokens. Both are independent of
+            the batch.
         logit_trainable (bool): Train ``logit_scale`` / ``logit_bias``.
             False (the authors freeze them).
         with_cp (bool): Activation checkpointing of both towers' blocks.
@@ -177,10 +192,15 @@ class SigLIPBackbone(BaseTextImageBackbone):
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
                  text_tuning: dict = dict(
                      mode='lora', rank=16, alpha=16, drop_rate=0.1),
+                 text_padding: str = 'context',
                  logit_trainable: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if text_padding not in TEXT_PADDINGS:
+            raise ValueError(f'SigLIPBackbone: text_padding must be one of '
+                             f'{TEXT_PADDINGS}, got {text_padding!r}')
+        self.text_padding = text_padding
         self.arch_name, cfg = self._parse_arch(arch)
         self.arch_settings = cfg
         # 384 px with 14 px patches: the valid convolution drops the last
@@ -342,11 +362,25 @@ class SigLIPBackbone(BaseTextImageBackbone):
 
     def encode_text(self, texts: Sequence[str], device=None):
         """Expressions -> (text_global (B, D), text_feats (B, 64, D),
-        text_mask (B, 64))."""
+        text_mask (B, 64)); see ``text_padding``."""
         ids, mask = self.tokenize(texts)
         device = device or self.logit_scale.device
-        text_global, text_feats = self._run(self.text_model, ids.to(device))
-        return text_global, text_feats, mask.to(device)
+        ids, mask = ids.to(device), mask.to(device)
+        if self.text_padding == 'context':
+            text_global, text_feats = self._run(self.text_model, ids)
+            return text_global, text_feats, mask
+        lengths = mask.sum(1)
+        text_global = text_feats = None
+        for n in lengths.unique().tolist():
+            rows = (lengths == n).nonzero().flatten()
+            g, f = self._run(self.text_model, ids[rows, :n])
+            if text_global is None:
+                text_global = g.new_zeros(len(texts), g.shape[1])
+                text_feats = f.new_zeros(len(texts), ids.shape[1], f.shape[2])
+            text_global = text_global.index_copy(0, rows, g)
+            text_feats = text_feats.index_copy(
+                0, rows, F.pad(f, (0, 0, 0, ids.shape[1] - n)))
+        return text_global, text_feats, mask
 
     def logit_outputs(self) -> Dict[str, torch.Tensor]:
         """0-dim ``exp(logit_scale)`` and ``logit_bias`` (SigLIP's own)."""
