@@ -1,5 +1,6 @@
-"""configs/rsrefseg/metafile.yaml (OpenMMLab model index) lists every
-config, and its figures are those the tools and the demo give."""
+"""configs/rsrefseg/metafile.yaml and configs/rsrefseg2/metafile.yaml
+(OpenMMLab model index) list every config, and their figures are those the
+tools and the demo give."""
 
 import pytest
 import yaml
@@ -7,6 +8,7 @@ import yaml
 from helpers import REPO, load_script
 
 METAFILE = REPO / 'configs' / 'rsrefseg' / 'metafile.yaml'
+METAFILE2 = REPO / 'configs' / 'rsrefseg2' / 'metafile.yaml'
 
 
 def load_metafile() -> dict:
@@ -15,7 +17,10 @@ def load_metafile() -> dict:
 
 def test_model_index_imports_the_metafile():
     index = yaml.safe_load((REPO / 'model-index.yml').read_text())
-    assert index == {'Import': ['configs/rsrefseg/metafile.yaml']}
+    assert index == {
+        'Import':
+        ['configs/rsrefseg/metafile.yaml', 'configs/rsrefseg2/metafile.yaml']
+    }
     for path in index['Import']:
         assert (REPO / path).is_file()
 
@@ -80,3 +85,31 @@ def test_listed_results_are_the_readme_demo_results():
 def test_every_model_states(key):
     for model in load_metafile()['Models']:
         assert model['Metadata'].get(key), (model['Name'], key)
+
+
+def test_rsrefseg2_metafile(gemma_spiece):
+    """configs/rsrefseg2/metafile.yaml lists every RSRefSeg 2 config once,
+    with the parameters count_params.py counts (a Gemma tokenizer for the
+    SigLIP 2 configs) and the FLOPs of the docs."""
+    meta = yaml.safe_load(METAFILE2.read_text())
+    assert [c['Name'] for c in meta['Collections']] == ['RSRefSeg2']
+    names = [m['Name'] for m in meta['Models']]
+    on_disk = {p.stem for p in METAFILE2.parent.glob('*.py')}
+    assert sorted(names) == sorted(on_disk)
+    count_params = load_script('tools/analysis_tools/count_params.py')
+    docs = (REPO / 'docs' / 'rsrefseg2.md').read_text()
+    built = {}
+    for model in meta['Models']:
+        assert model['Config'].endswith(f'/{model["Name"]}.py')
+        for key in ('Training Data', 'Batch Size', 'Architecture'):
+            assert model['Metadata'].get(key), (model['Name'], key)
+        # the variants share a model: count each model once
+        arch = yaml.safe_dump(model['Metadata']['Architecture'][:4])
+        if arch not in built:
+            m = count_params.build_on_meta(
+                str(REPO / model['Config']), gemma_spiece)
+            built[arch] = count_params.count_parameters(m)['total']
+        assert model['Metadata']['Parameters'] == built[arch], model['Name']
+        if 'FLOPs' in model['Metadata']:
+            giga = f"{model['Metadata']['FLOPs'] / 1e9:,.1f}"
+            assert f'**{giga}**' in docs, giga
