@@ -170,7 +170,14 @@ def test_fsdp_strategy_builds(path, tmp_path):
     'requirements/deepspeed.txt); mmengine 0.10.7 cannot build '
     'DeepSpeedStrategy without it')
 @pytest.mark.parametrize('path', DEEPSPEED, ids=lambda p: p.name[:40])
-def test_deepspeed_strategy_builds(path, tmp_path):
+def test_deepspeed_strategy_builds(path, tmp_path, monkeypatch):
+    from mmengine._strategy import deepspeed as ds_strategy
+    from mmengine.registry import OPTIMIZERS
+    if 'DeepSpeedCPUAdam' in OPTIMIZERS.module_dict:
+        # mmengine 0.10.7 registers DeepSpeed's optimizers each time it
+        # builds the strategy; a second build in a process raises KeyError
+        monkeypatch.setattr(ds_strategy, 'register_deepspeed_optimizers',
+                            lambda: [])
     cfg = load(path)
     strategy = STRATEGIES.build(dict(cfg.strategy, work_dir=str(tmp_path)))
     assert strategy.config['zero_optimization']['stage'] == 2
