@@ -1,6 +1,7 @@
 """RSRefSeg 2 cast to bf16 as a whole, as DeepSpeed's ``bf16`` casts it (the
-authors' runner): the tiny config with SAM and SAM 2.1 heads computes its
-losses and gradients; SAM's positional encodings keep their float32 values.
+authors' runner): the tiny config with SAM and SAM 2.1 heads, and with
+SigLIP 2 towers, computes its losses and gradients; SAM's positional
+encodings keep their float32 values.
 """
 import pytest
 import torch
@@ -13,6 +14,7 @@ import rsrefseg_mm  # noqa: F401
 from rsrefseg_mm.models.decode_heads.dtype_safe import \
     make_position_encodings_dtype_safe
 from helpers import REPO, referring_batch
+from siglip_helpers import TINY_SIGLIP2
 
 TINY2 = REPO / 'configs' / 'rsrefseg2' / (
     'rsrefseg2-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-'
@@ -30,8 +32,21 @@ TINY_SAM2 = dict(
     iou_head_hidden_dim=32)
 
 
-def build(head):
+def build(head, tokenizer=None):
     cfg = Config.fromfile(str(TINY2))
+    if tokenizer is not None:  # SigLIP 2 towers (LoRA) at test size
+        lora = dict(mode='lora', rank=4, alpha=4, drop_rate=0.0)
+        cfg.model.backbone = dict(
+            type='SigLIPBackbone',
+            arch=TINY_SIGLIP2,
+            checkpoint=None,
+            tokenizer=tokenizer,
+            image_tuning=lora,
+            text_tuning=dict(lora, targets=['self_attn.q_proj', 'head']))
+        cfg.model.neck.update(
+            text_feat_dim=32,
+            img_feat_dim=32,
+            imgpe_config=dict(type='learnable', size=4))
     if head == 'sam2':
         cfg.model.decode_head = dict(
             type='SAM2PromptHead',
@@ -46,9 +61,11 @@ def build(head):
     return MODELS.build(cfg.model)
 
 
-@pytest.mark.parametrize('head', ['sam', 'sam2'])
-def test_whole_model_bf16_trains(head):
-    model = build(head).to(torch.bfloat16).train()
+@pytest.mark.parametrize('towers,head', [('clip', 'sam'), ('clip', 'sam2'),
+                                         ('siglip2', 'sam2')])
+def test_whole_model_bf16_trains(towers, head, gemma_spiece):
+    tokenizer = gemma_spiece if towers == 'siglip2' else None
+    model = build(head, tokenizer).to(torch.bfloat16).train()
     data = model.data_preprocessor(referring_batch(2), True)
     data['inputs'] = data['inputs'].to(torch.bfloat16)  # inputs_to_half
     losses = model(**data, mode='loss')
