@@ -197,6 +197,17 @@ def test_train_tool_picks_the_runner():
         train.runner_class(cfg)
 
 
+def test_train_tool_refuses_amp_with_deepspeed(monkeypatch, tmp_path):
+    train = load_script('tools/train.py')
+    monkeypatch.setattr(
+        'sys.argv',
+        ['train.py',
+         str(DEEPSPEED[0]), '--amp', '--work-dir',
+         str(tmp_path)])
+    with pytest.raises(ValueError, match='--amp does not apply'):
+        train.main()
+
+
 def test_readme_and_metafile_list_every_config():
     doc = (REPO / 'docs' / 'rsrefseg2.md').read_text()
     meta = (CFG_DIR / 'metafile.yaml').read_text()
