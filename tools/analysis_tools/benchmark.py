@@ -1271,6 +1271,9 @@ def scene_bench(args) -> Dict:
             shutil.rmtree(root, ignore_errors=True)
     done = [c['context'] for c in cells.values() if c['context']]
     decimated = load_referring_working_size(cfg)
+    # the runtimes' default window: the config's scene_window_size
+    window = cfg.get('scene_window_size') or size[0]
+    window = window if isinstance(window, int) else window[0]
     print('\n### Scene: decimated read against sliding windows\n')
     print(f'{done[0] if done else context()} (each method and size a fresh '
           f'process); rasterio {rasterio.__version__}, GDAL '
@@ -1281,7 +1284,7 @@ def scene_bench(args) -> Dict:
           'expressions: one referent, several referents in windows apart, '
           'no target; decimated: the whole scene read at '
           f'{decimated} px (longest side), mask brought to the scene grid; '
-          f'slide: windows of {size[0]} px, stride {size[0] * 3 // 4}, '
+          f'slide: windows of {window} px, stride {window * 3 // 4}, '
           f'{args.window_batch} per batch, embeddings over '
           f'{args.max_memory:g} MiB in a file; slide-onnx: the same windows '
           'through ONNX Runtime (CPUExecutionProvider, '
