@@ -78,12 +78,24 @@ class TextEncoderGraph(nn.Module):
 
     Args:
         model (nn.Module): An ``RSRefSeg`` in eval mode.
+
+    Raises:
+        NotImplementedError: A ``SigLIPBackbone(text_padding='none')``
+            (each expression at its own length: a loop over lengths that a
+            traced graph of fixed length would not repeat).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.siglip = isinstance(model.backbone, SigLIPBackbone)
+        padding = getattr(model.backbone, 'text_padding', 'context')
+        if self.siglip and padding != 'context':
+            raise NotImplementedError(
+                f"ONNX export of SigLIPBackbone(text_padding={padding!r}) "
+                'is not supported: the text graph runs expressions padded '
+                "to the context length (text_padding='context') and would "
+                'answer differently')
 
     @property
     def input_names(self) -> Tuple[str, ...]:

@@ -103,6 +103,21 @@ def test_onnx_runtime_equals_pytorch(exported, num_texts):
     assert masks.mean() <= 1e-3
 
 
+def test_text_padding_none_is_refused(exported):
+    """SigLIP's ``text_padding='none'`` (each expression at its own
+    length) has no text graph: refused by name, not traced wrongly."""
+    from rsrefseg_mm.deployment import TextEncoderGraph
+    model = exported[0]
+    if not hasattr(model.backbone, 'text_padding'):
+        pytest.skip('CLIP towers have no text_padding')
+    model.backbone.text_padding = 'none'
+    try:
+        with pytest.raises(NotImplementedError, match="text_padding='none'"):
+            TextEncoderGraph(model)
+    finally:
+        model.backbone.text_padding = 'context'
+
+
 @pytest.mark.parametrize('contrib_ops', [True, False])
 def test_export_with_padded_windows(tmp_path, contrib_ops):
     """A SAM grid of 64 x 64 tokens with 14 x 14 windows (SAM at 1024:
