@@ -44,7 +44,15 @@ GRAPHS = ('image_encoder', 'text_encoder', 'decoder')
 DEPLOY_FILE = 'deploy.json'
 #: A ``deploy.json`` is a few KB; larger is not one.
 MAX_DEPLOY_JSON_BYTES = 1 << 20
-TOKENIZER_KINDS = ('clip-bpe', 'siglip-sentencepiece')
+TOKENIZER_KINDS = ('clip-bpe', 'siglip-sentencepiece', 'gemma-sentencepiece')
+#: Fields of ``tokenizer`` each kind needs besides kind, file and
+#: context_length.
+TOKENIZER_FIELDS = {
+    'clip-bpe': (),
+    'siglip-sentencepiece': ('eos_token', 'pad_token', 'unk_token'),
+    'gemma-sentencepiece':
+    ('lowercase', 'eos_token', 'pad_token', 'bos_token', 'unk_token'),
+}
 
 
 class DeployInfoError(ValueError):
@@ -192,6 +200,12 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
             tokenizer.get('kind') not in TOKENIZER_KINDS:
         raise DeployInfoError(f'{where}: tokenizer.kind must be one of '
                               f'{TOKENIZER_KINDS}, got {tokenizer!r:.80}')
+    missing = [
+        k for k in TOKENIZER_FIELDS[tokenizer['kind']] if k not in tokenizer
+    ]
+    if missing:
+        raise DeployInfoError(f'{where}: tokenizer of kind '
+                              f'{tokenizer["kind"]!r} lacks {missing}')
     paths = {
         name: _inside(model_dir, info.get(name), name, where)
         for name in GRAPHS

@@ -33,7 +33,8 @@ from rsrefseg_core.lru_cache import LRUCache
 from rsrefseg_core.predictor import (TEXT_CACHE_SIZE, BaseReferringPredictor,
                                      zero_nodata)
 from rsrefseg_core.scene.predictor import WindowAnswers
-from rsrefseg_core.tokenizers import CLIPBPE, SigLIPSentencePiece
+from rsrefseg_core.tokenizers import (CLIPBPE, GemmaSentencePiece,
+                                      SigLIPSentencePiece)
 
 
 class OnnxResult(NamedTuple):
@@ -181,6 +182,11 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             return SigLIPSentencePiece(path, spec['context_length'],
                                        spec['eos_token'], spec['pad_token'],
                                        spec['unk_token'])
+        if spec['kind'] == 'gemma-sentencepiece':
+            return GemmaSentencePiece(path, spec['context_length'],
+                                      spec['lowercase'], spec['eos_token'],
+                                      spec['pad_token'], spec['bos_token'],
+                                      spec['unk_token'])
         raise ValueError(f'unknown tokenizer kind {spec["kind"]!r}')
 
     @property

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from rsrefseg_core.deploy_info import (DEPLOY_FORMAT, GRAPHS, file_sha256,
                                        graph_file_names, model_files)
+from rsrefseg_core.tokenizers import GemmaSentencePiece
 from ..models.backbones import SigLIPBackbone
 from ..models.peft import merge_lora
 from ..models.sam import SAMFastAttention, SAMFastBlock
@@ -91,7 +92,15 @@ def graph_io(path: str) -> Dict[str, List[str]]:
 
 def _tokenizer_info(backbone: nn.Module, out_dir: str) -> dict:
     tok = backbone.tokenizer
-    if isinstance(backbone, SigLIPBackbone):
+    if isinstance(tok, GemmaSentencePiece):  # SigLIP 2
+        src, kind = tok.model_file, 'gemma-sentencepiece'
+        extra = dict(
+            lowercase=tok.lowercase,
+            eos_token=tok.eos_token,
+            pad_token=tok.pad_token,
+            bos_token=tok.bos_token,
+            unk_token=tok.unk_token)
+    elif isinstance(backbone, SigLIPBackbone):
         src, kind = tok.model_file, 'siglip-sentencepiece'
         extra = dict(
             eos_token=tok.eos_token,

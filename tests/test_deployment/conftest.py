@@ -14,14 +14,17 @@ PAPER_B = REPO / 'configs' / 'rsrefseg' / (
     'rrsisd-1024x1024.py')
 
 
-def paper_tiny_config(path, spiece):
-    """The paper config at tiny sizes (random weights, LoRA kept)."""
+def paper_tiny_config(path, spiece, arch=TINY_SIGLIP, tokenizer_cfg=None):
+    """The paper config at tiny sizes (random weights, LoRA kept); ``arch``
+    and ``tokenizer_cfg`` of the SigLIP backbone (SigLIP 2: a Gemma
+    arch and ``tokenizer.model``)."""
     path.write_text(f"""
 _base_ = [{str(PAPER_B)!r}]
 model = dict(
     data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(arch=dict(_delete_=True, **{TINY_SIGLIP!r}),
-                  checkpoint=None, tokenizer={spiece!r}),
+    backbone=dict(arch=dict(_delete_=True, **{arch!r}),
+                  checkpoint=None, tokenizer={spiece!r},
+                  tokenizer_cfg={tokenizer_cfg!r}),
     neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
     decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r}),
                      checkpoint=None))

@@ -9,11 +9,17 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
+from conftest import paper_tiny_config
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
 
 from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
-from rsrefseg_mm.apis import ReferringPredictor
-from helpers import REPO, write_geotiff
+from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
+from helpers import REPO, load_script, write_geotiff
+from siglip_helpers import TINY_SIGLIP2
 
 TEXTS = [
     'the red circle', 'a blue square at the top left of the image',
@@ -59,6 +65,46 @@ def test_onnx_predictor_equals_pytorch(exported, images, kind, num_texts):
             assert (g.probability[:, :7] == 0).all()
             assert (g.probability[:, 7:] > 0).all()
             assert (g.global_map[:, :7] == 0).all()
+
+
+@pytest.mark.parametrize('lowercase', [True, False])
+def test_siglip2_gemma_tokenizer(tmp_path, gemma_spiece, images, lowercase):
+    """A SigLIP 2 backbone exports its Gemma tokenizer (and its case
+    setting): ONNX Runtime tokenizes and answers as PyTorch does."""
+    config = paper_tiny_config(tmp_path / 'siglip2.py', gemma_spiece,
+                               TINY_SIGLIP2, dict(lowercase=lowercase))
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    torch.save(
+        dict(state_dict=model.state_dict(), meta=dict()),
+        tmp_path / 'model.pth')
+    load_script('tools/deployment/export_onnx.py').main([
+        config,
+        str(tmp_path / 'model.pth'), '--out-dir',
+        str(tmp_path / 'onnx'), '--dynamic-expressions'
+    ])
+    info = json.loads((tmp_path / 'onnx' / 'deploy.json').read_text())
+    assert info['tokenizer']['kind'] == 'gemma-sentencepiece'
+    assert info['tokenizer']['lowercase'] is lowercase
+    texts = ['The Red Circle', 'the red circle', 'a BLUE square']
+    ours = OnnxReferringPredictor(str(tmp_path / 'onnx'))
+    torch_predictor = ReferringPredictor(
+        init_referring_model(config, str(tmp_path / 'model.pth')))
+    ids, _ = ours._tokens(texts)
+    want_ids, _ = torch_predictor.model.backbone.tokenize(texts)
+    np.testing.assert_array_equal(ids, want_ids.numpy())
+    assert bool((ids[0] == ids[1]).all()) is lowercase  # case read or not
+    photo, _ = images['photo']
+    ours.set_image(photo)
+    torch_predictor.set_image(photo)
+    for g, w in zip(ours.predict(texts), torch_predictor.predict(texts)):
+        prob = w.seg_logits.data[0].numpy()
+        assert np.abs(g.probability - prob).max() <= 1e-3
+        assert (g.mask != w.pred_sem_seg.data[0].numpy()).mean() <= 1e-3
 
 
 def test_errors(exported, images):
