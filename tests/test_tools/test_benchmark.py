@@ -9,7 +9,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-from helpers import TINY_CONFIG, load_script
+from helpers import REPO, TINY_CONFIG, load_script
 
 bm = load_script('tools/analysis_tools/benchmark.py')
 
@@ -96,6 +96,19 @@ def test_throughput_inference(capsys):
     with torch.no_grad(), bm.flop_counter() as fc:
         model.decode_head.encode_image(torch.rand(1, 3, 128, 128) * 255)
     assert res['stage_flops']['SAM image encoder'] == fc.get_total_flops()
+
+
+def test_throughput_of_rsrefseg2(capsys):
+    """The cascaded prompter's parameter views and SAM 2.1's Hiera under
+    the FLOP counter: every stage counted."""
+    config = str(REPO / 'configs' / 'rsrefseg2' /
+                 ('rsrefseg2-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_'
+                  'synthetic-128x128.py'))
+    res = bm.main(['throughput', config, '--repeats', '1', '--device', 'cpu'])
+    capsys.readouterr()
+    assert all(v > 0 for v in res['stage_flops'].values())
+    assert sum(res['stage_flops'].values()) == pytest.approx(
+        res['rows']['GFLOPs/image'] * 1e9)
 
 
 def test_throughput_training_steps(capsys):

@@ -422,6 +422,10 @@ def throughput(args) -> Dict:
         def run():
             model.train_step(data, optim_wrapper)
     else:
+        # no parameter needs a gradient: FlopCounterMode's module tracker
+        # fails on views of trainable parameters taken under no_grad (the
+        # CascadedPrompter's queries)
+        model.requires_grad_(False)
         torch.manual_seed(0)
         images = torch.rand(batch, 3, *size, device=dev) * 255
         samples = make_samples(texts, size, dev)
