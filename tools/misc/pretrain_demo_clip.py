@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='config whose model.backbone is the '
         'CLIPBackbone to pretrain')
     parser.add_argument('out', help='output weight file (.pth)')
-    parser.add_argument('--iters', type=int, default=400)
+    parser.add_argument('--iters', type=int, default=600)
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument(
         '--num-scenes',
@@ -301,7 +301,8 @@ def pretrain(args) -> Dict[str, float]:
     pair_idx = [k for k, (_, c, s) in enumerate(caps) if c and s]
     bias = torch.nn.Parameter(torch.tensor(-5.0))
     params = [p for p in backbone.parameters() if p.requires_grad] + [bias]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(
+        params, lr=args.lr, weight_decay=args.weight_decay, fused=True)
     warmup = max(1, args.iters // 10)
 
     def lr_at(it):  # linear warm-up, cosine decay to 1 %
