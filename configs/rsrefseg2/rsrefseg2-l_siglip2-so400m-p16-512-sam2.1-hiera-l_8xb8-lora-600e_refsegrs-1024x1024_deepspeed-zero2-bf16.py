@@ -5,23 +5,12 @@
 # 3.0, AdamW lr 2e-4 wd 0.05 over the trainable parameters. Needs
 # `pip install -r requirements/deepspeed.txt` and CUDA GPUs:
 #   bash tools/dist_train.sh CONFIG 8
-_base_ = './rsrefseg2-l_siglip2-so400m-p16-512-sam2.1-hiera-l_8xb8-lora-600e_refsegrs-1024x1024.py'  # noqa: E501
+_base_ = [
+    './rsrefseg2-l_siglip2-so400m-p16-512-sam2.1-hiera-l_8xb8-lora-600e_refsegrs-1024x1024.py',  # noqa: E501
+    '../_base_/strategies/deepspeed_zero2_bf16.py'
+]
 
 runner_type = 'FlexibleRunner'
-strategy = dict(
-    type='DeepSpeedStrategy',
-    bf16=dict(enabled=True),
-    gradient_clipping=3.0,
-    inputs_to_half=['inputs'],
-    zero_optimization=dict(
-        stage=2,
-        allgather_partitions=True,
-        allgather_bucket_size=2e8,
-        reduce_scatter=True,
-        reduce_bucket_size='auto',
-        overlap_comm=True,
-        contiguous_gradients=True))
-# DeepSpeed clips, casts and skips overflowing steps itself
 optim_wrapper = dict(
     _delete_=True,
     type='DeepSpeedOptimWrapper',

@@ -5,22 +5,12 @@
 #   bash tools/dist_train.sh CONFIG 2
 # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu) does not get this far with
 # mmengine 0.10.7: docs/rsrefseg2.md says where it stops.
-_base_ = './rsrefseg2-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-128x128.py'  # noqa: E501
+_base_ = [
+    './rsrefseg2-tiny_clip-tiny-sam-tiny_1xb16-adamw-1200it_synthetic-128x128.py',  # noqa: E501
+    '../_base_/strategies/deepspeed_zero2_bf16.py'
+]
 
 runner_type = 'FlexibleRunner'
-strategy = dict(
-    type='DeepSpeedStrategy',
-    bf16=dict(enabled=True),
-    gradient_clipping=3.0,
-    inputs_to_half=['inputs'],
-    zero_optimization=dict(
-        stage=2,
-        allgather_partitions=True,
-        allgather_bucket_size=2e8,
-        reduce_scatter=True,
-        reduce_bucket_size='auto',
-        overlap_comm=True,
-        contiguous_gradients=True))
 optim_wrapper = dict(
     _delete_=True,
     type='DeepSpeedOptimWrapper',
