@@ -11,6 +11,8 @@ PEFT's ``<wrapped>.base_model.model.`` wrapper and its LoRA tensors
 plugin's LoRA layers hold as ``original_layer`` / ``lora_down`` /
 ``lora_up`` (same shapes, same update ``alpha / r * B A``).
 """
+import argparse
+import os
 import os.path as osp
 import re
 from typing import Dict, Iterable, Optional
@@ -18,6 +20,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from .checkpoint import safe_torch_load
+from .checkpoint_hash import add_state_dict_hash
 from .config import drop_pretrained_checkpoints
 
 #: DeepSpeed's model file inside a checkpoint folder.
@@ -179,3 +182,56 @@ __all__ = [
     'read_official_state_dict', 'depeft', 'strip_peft_prefix',
     'check_peft_adapters', 'lora_rank', 'check_with_config'
 ]
+
+
+def converter_parser(description: str,
+                     config_help: str) -> argparse.ArgumentParser:
+    """The converters' command line: ``src``, ``dst``, ``--config``,
+    ``--lora-alpha`` and ``--unsafe-load``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        'src',
+        help='their checkpoint: a .pth/.pt/.safetensors state dict or a '
+        'DeepSpeed checkpoint folder (holding mp_rank_00_model_states.pt)')
+    parser.add_argument('dst', help='output .pth')
+    parser.add_argument('--config', help=config_help)
+    parser.add_argument(
+        '--lora-alpha',
+        type=float,
+        default=16.0,
+        help='LoRA alpha the checkpoint was trained with (not stored in '
+        'it); 16 in the authors\' configs')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='unpickle the source without the safe loader\'s allow-list '
+        '(DeepSpeed files may hold other objects); only for files you trust')
+    return parser
+
+
+def save_converted(state: Dict[str, torch.Tensor], src: str, dst: str,
+                   **meta) -> None:
+    """Write a converted state dict as a runner checkpoint (``meta``:
+    ``converted_from`` and the given items; the state dict's hash is
+    checked whenever it is loaded)."""
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    checkpoint = dict(
+        meta=dict(converted_from=osp.abspath(src), **meta), state_dict=state)
+    add_state_dict_hash(checkpoint)
+    torch.save(checkpoint, dst)
+
+
+def write_test_config(dst: str, src: str, config: str, comment: str,
+                      model: str) -> str:
+    """``<dst stem>.py``: a config inheriting ``config`` with ``model``
+    (the text of a ``model = dict(...)`` override) for ``tools/test.py``.
+
+    Returns:
+        str: The file written.
+    """
+    out = osp.splitext(dst)[0] + '.py'
+    with open(out, 'w') as f:
+        f.write(f'# {osp.basename(dst)}: converted from {src}\n'
+                f'_base_ = [{osp.abspath(config)!r}]\n# {comment}\n'
+                f'model = {model}\n')
+    return out

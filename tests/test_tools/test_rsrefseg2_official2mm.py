@@ -375,10 +375,13 @@ def test_padding_to_the_context_length_differs(world, converted):
         glob, feats = model.backbone.text_model(ref['text_ids'])
     assert_close_to_reference(feats, ref['text_feats'], what='token feats')
     assert_close_to_reference(glob, ref['text_global'], what='pooled')
-    # text_padding='none' runs each expression at its own length: the
-    # authors' batch of one, features and masks included, for the short
-    # expression in a batch with the longer ones too
-    model.backbone.text_padding = 'none'
+    # the config the tool writes beside the checkpoint runs each expression
+    # at its own length (text_padding='none'): the authors' batch of one,
+    # features and masks included, for the short expression in a batch
+    # with the longer ones too
+    written = Config.fromfile(str(world['root'] / 'ours.py'))
+    assert written.model.backbone.text_padding == 'none'
+    model = build(written.model.to_dict(), ckpt['state_dict'])
     texts = [world['short']] + list(world['texts'])
     ours = ours_predict(model, world['images'][[0] * len(texts)], texts)
     for what in ('text_feats', 'text_global', 'seg_mask', 'dense_prompts'):

@@ -43,22 +43,22 @@ The authors' SigLIP 2 image LoRA targets include the pooling head's
 given to ``--config`` must wrap the same layers (the tool names the
 tensors that do not fit). Their tokenizer call (``padding=True``,
 attention mask, sentence feature at the last position) differs from
-``SigLIPBackbone``'s default (64 positions, no mask): test their weights
-with ``model.backbone.text_padding=none`` (each expression at its own
-length, as theirs with one expression per batch; docs/rsrefseg2.md).
+``SigLIPBackbone``'s default (64 positions, no mask): their weights
+predict as their code does with ``text_padding='none'`` (each expression at
+its own length, as theirs with one expression per batch; docs/rsrefseg2.md).
 
 With ``--config`` the tool builds that config's model, loads the result
-strictly (every tensor, same shapes, LoRA scaling ``alpha / r`` equal)::
+strictly (every tensor, same shapes, LoRA scaling ``alpha / r`` equal) and
+writes ``<OUT stem>.py``, a config inheriting it with
+``text_padding='none'``, for ``tools/test.py``::
 
     python tools/model_converters/rsrefseg2_official2mm.py \\
         work_dirs/rrsisd/epoch_300.pth checkpoints/rsrefseg2-l_official.pth \\
         --config configs/rsrefseg2/rsrefseg2-l_siglip2-so400m-p16-512-sam2.1-hiera-l_8xb8-lora-300e_rrsisd-1024x1024.py
-    python tools/test.py CONFIG checkpoints/rsrefseg2-l_official.pth \\
-        --cfg-options model.backbone.text_padding=none
+    python tools/test.py checkpoints/rsrefseg2-l_official.py \\
+        checkpoints/rsrefseg2-l_official.pth
 """  # noqa: E501
 import argparse
-import os
-import os.path as osp
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -67,17 +67,16 @@ import torch
 
 from rsrefseg_mm.models.necks.cascaded_prompter import authors_prompter_key_map
 from rsrefseg_mm.models.sam2 import convert_sam2_state_dict
-from rsrefseg_mm.utils import add_state_dict_hash, allow_unsafe_load
-from rsrefseg_mm.utils.official_checkpoint import (check_peft_adapters,
-                                                   check_with_config, depeft,
-                                                   lora_rank,
-                                                   read_official_state_dict,
-                                                   strip_peft_prefix)
+from rsrefseg_mm.utils import allow_unsafe_load
+from rsrefseg_mm.utils.official_checkpoint import (
+    check_peft_adapters, check_with_config, converter_parser, depeft,
+    lora_rank, read_official_state_dict, save_converted, strip_peft_prefix,
+    write_test_config)
 
-#: Top-level modules of the authors' ``RefSegEncoderDecoder``.
 #: tools/test.py options for their weights: each expression at its own
 #: length through the text tower, as their code with one per batch.
 TEST_OPTIONS = '--cfg-options model.backbone.text_padding=none'
+#: Top-level modules of the authors' ``RefSegEncoderDecoder``.
 GROUPS = ('backbone', 'clip_vision_encoder', 'clip_text_encoder', 'prompter',
           'decode_head')
 #: ``SAM2Base`` parts that ``RefSegSam`` keeps.
@@ -234,30 +233,12 @@ def convert(
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Convert a checkpoint trained with the RSRefSeg 2 '
-        'authors\' code (KyanChen/RSRefSeg2) to rsrefseg-mm.')
-    parser.add_argument(
-        'src',
-        help='their checkpoint: a .pth/.pt/.safetensors state dict or a '
-        'DeepSpeed checkpoint folder (holding mp_rank_00_model_states.pt)')
-    parser.add_argument('dst', help='output .pth')
-    parser.add_argument(
-        '--config',
-        help='rsrefseg-mm config to check the result against (strict load '
-        'into its model, LoRA scaling alpha / r)')
-    parser.add_argument(
-        '--lora-alpha',
-        type=float,
-        default=16.0,
-        help='LoRA alpha the checkpoint was trained with (not stored in '
-        'it); 16 in the authors\' configs')
-    parser.add_argument(
-        '--unsafe-load',
-        action='store_true',
-        help='unpickle the source without the safe loader\'s allow-list '
-        '(DeepSpeed files may hold other objects); only for files you trust')
-    return parser.parse_args(argv)
+    return converter_parser(
+        'Convert a checkpoint trained with the RSRefSeg 2 authors\' code '
+        '(KyanChen/RSRefSeg2) to rsrefseg-mm.',
+        'rsrefseg-mm config to check the result against (strict load into '
+        'its model, LoRA scaling alpha / r) and to inherit in <dst stem>.py '
+        'with text_padding=\'none\'').parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -273,15 +254,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
             args.config,
             args.lora_alpha,
             hint='LoRA rank / targets, arch or prompter sizes of the config')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    meta = dict(
-        converted_from=osp.abspath(args.src),
+    save_converted(
+        out,
+        args.src,
+        args.dst,
         converter='rsrefseg2_official2mm',
         lora_ranks=report['ranks'],
         lora_alpha=args.lora_alpha)
-    checkpoint = dict(meta=meta, state_dict=out)
-    add_state_dict_hash(checkpoint)  # checked whenever it is loaded
-    torch.save(checkpoint, args.dst)
     print(f'{args.src}: {len(state)} tensors -> {args.dst}: {len(out)} '
           f'tensors ({len(report["sources"])} mapped, '
           f'{len(report["dropped"])} dropped)')
@@ -289,9 +268,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'  dropped {k}: {why}')
     print(f'  LoRA ranks {report["ranks"]}, alpha {args.lora_alpha:g}')
     if args.config:
+        cfg_out = write_test_config(
+            args.dst, args.src, args.config,
+            'each expression through the text tower at its own length, as '
+            'their code with one expression per batch',
+            "dict(backbone=dict(text_padding='none'))")
         print(f'  checked against {args.config} (strict); test with:\n'
-              f'  python tools/test.py {args.config} {args.dst} '
-              f'{TEST_OPTIONS}')
+              f'  python tools/test.py {cfg_out} {args.dst}')
     else:
         print(f'  test with: python tools/test.py CONFIG {args.dst} '
               f'{TEST_OPTIONS}')

@@ -50,8 +50,6 @@ config inheriting it with that eps, for ``tools/test.py``::
         checkpoints/rsrefseg-b_official.pth
 """  # noqa: E501
 import argparse
-import os
-import os.path as osp
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -59,7 +57,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from rsrefseg_mm.models.sam import hf_sam_key_map
-from rsrefseg_mm.utils import add_state_dict_hash, allow_unsafe_load
+from rsrefseg_mm.utils import allow_unsafe_load
 from rsrefseg_mm.utils import official_checkpoint as official
 from rsrefseg_mm.utils.official_checkpoint import (PEFT_PREFIX,
                                                    check_peft_adapters, depeft,
@@ -242,30 +240,12 @@ def check_with_config(state: Dict[str, torch.Tensor], config: str,
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Convert a checkpoint trained with the RSRefSeg '
-        'authors\' code (KyanChen/RSRefSeg) to rsrefseg-mm.')
-    parser.add_argument(
-        'src',
-        help='their checkpoint: a .pth/.pt state dict or DeepSpeed '
-        'checkpoint folder (holding mp_rank_00_model_states.pt)')
-    parser.add_argument('dst', help='output .pth')
-    parser.add_argument(
-        '--config',
-        help='rsrefseg-mm config to check the result against (strict load) '
-        'and to inherit in <dst stem>.py with decoder_norm_eps=1e-6')
-    parser.add_argument(
-        '--lora-alpha',
-        type=float,
-        default=16.0,
-        help='LoRA alpha the checkpoint was trained with (not stored in '
-        'it); 16 in the authors\' configs')
-    parser.add_argument(
-        '--unsafe-load',
-        action='store_true',
-        help='unpickle the source without the safe loader\'s allow-list '
-        '(DeepSpeed files may hold other objects); only for files you trust')
-    return parser.parse_args(argv)
+    return official.converter_parser(
+        'Convert a checkpoint trained with the RSRefSeg authors\' code '
+        '(KyanChen/RSRefSeg) to rsrefseg-mm.',
+        'rsrefseg-mm config to check the result against (strict load) and '
+        'to inherit in <dst stem>.py with decoder_norm_eps=1e-6').parse_args(
+            argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -277,15 +257,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise RuntimeError('conversion lost track of tensors')
     if args.config:
         check_with_config(out, args.config, args.lora_alpha)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    meta = dict(
-        converted_from=osp.abspath(args.src),
+    official.save_converted(
+        out,
+        args.src,
+        args.dst,
         decoder_norm_eps=HF_SAM_DECODER_EPS,
         lora_ranks=report['ranks'],
         lora_alpha=args.lora_alpha)
-    checkpoint = dict(meta=meta, state_dict=out)
-    add_state_dict_hash(checkpoint)  # checked whenever it is loaded
-    torch.save(checkpoint, args.dst)
     print(f'{args.src}: {len(state)} tensors -> {args.dst}: {len(out)} '
           f'tensors ({len(report["sources"])} mapped, '
           f'{len(report["added"])} added, {len(report["dropped"])} dropped)')
@@ -295,13 +273,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'  LoRA ranks {report["ranks"]}, alpha {args.lora_alpha:g}; '
           f'prompter down_spatial_times {report["down_spatial_times"]}')
     if args.config:
-        cfg_out = osp.splitext(args.dst)[0] + '.py'
-        with open(cfg_out, 'w') as f:
-            f.write(f'# {osp.basename(args.dst)}: converted from '
-                    f'{args.src}\n_base_ = [{osp.abspath(args.config)!r}]\n'
-                    '# transformers\' SAM mask decoder LayerNorm eps\n'
-                    'model = dict(decode_head=dict(decoder_norm_eps='
-                    f'{HF_SAM_DECODER_EPS}))\n')
+        cfg_out = official.write_test_config(
+            args.dst, args.src, args.config,
+            'transformers\' SAM mask decoder LayerNorm eps',
+            f'dict(decode_head=dict(decoder_norm_eps={HF_SAM_DECODER_EPS}))')
         print(f'  checked against {args.config} (strict); test with:\n'
               f'  python tools/test.py {cfg_out} {args.dst}')
     else:
