@@ -36,6 +36,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from .padding import pad_to_context
+
 
 def _load_processor(path: str):
     """SentencePiece processor of ``path`` (with messages that say what to
@@ -158,15 +160,5 @@ class GemmaSentencePiece:
             ``attention_mask``); and ``(index, tokens)`` of every expression
             that was truncated (its token count, EOS included).
         """
-        L = self.context_length
-        ids = np.full((len(texts), L), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(texts), L), dtype=bool)
-        truncated = []
-        for i, text in enumerate(texts):
-            row = self.encode(text)
-            if len(row) > L:
-                truncated.append((i, len(row)))
-                row = row[:L - 1] + [self.eos_id]
-            ids[i, :len(row)] = row
-            mask[i, :len(row)] = True
-        return ids, mask, truncated
+        return pad_to_context([self.encode(t) for t in texts],
+                              self.context_length, self.pad_id, self.eos_id)

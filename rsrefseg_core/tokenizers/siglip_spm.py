@@ -32,6 +32,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from .padding import pad_to_context
+
 SPIECE_UNDERLINE = '\u2581'
 _PUNCT_TABLE = str.maketrans('', '', string.punctuation)
 
@@ -171,15 +173,5 @@ class SigLIPSentencePiece:
             derived from the ids); and ``(index, tokens)`` of every
             expression that was truncated (its token count, EOS included).
         """
-        L = self.context_length
-        ids = np.full((len(texts), L), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(texts), L), dtype=bool)
-        truncated = []
-        for i, text in enumerate(texts):
-            row = self.encode(text)
-            if len(row) > L:
-                truncated.append((i, len(row)))
-                row = row[:L - 1] + [self.eos_id]
-            ids[i, :len(row)] = row
-            mask[i, :len(row)] = True
-        return ids, mask, truncated
+        return pad_to_context([self.encode(t) for t in texts],
+                              self.context_length, self.pad_id, self.eos_id)
