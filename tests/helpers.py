@@ -245,15 +245,27 @@ def centre_presence(model: nn.Module, presences: Sequence[float],
 def spread_presence(model: nn.Module, image: np.ndarray,
                     texts: Sequence[str]) -> None:
     """Spread the presence logits (x50) and centre them between the middle
-    two of ``texts`` on ``image``: half clearly present, half absent."""
+    two of ``texts`` on ``image``: half clearly present, half absent. Where
+    those two lie within 0.02 (logit) of each other (random weights can
+    give two expressions nearly one presence), the presence weights are
+    redrawn (seeded) until they do not."""
     from rsrefseg_mm.apis import ReferringPredictor
-    with torch.no_grad():
-        presence_layer(model).weight[0].mul_(50)
+    layer = presence_layer(model)
     predictor = ReferringPredictor(model)
     predictor.set_image(image)
-    centre_presence(model,
-                    [r.metainfo['presence'] for r in predictor.predict(texts)],
-                    len(texts) // 2)
+    mid = len(texts) // 2
+    with torch.no_grad():
+        layer.weight[0].mul_(50)
+        start = layer.weight[0].clone()
+        for attempt in range(20):
+            probs = [r.metainfo['presence'] for r in predictor.predict(texts)]
+            logits = torch.logit(torch.tensor(probs).double()).sort().values
+            if float(logits[mid] - logits[mid - 1]) >= 0.02:
+                break
+            gen = torch.Generator().manual_seed(attempt)
+            layer.weight[0] = start + start.std() * torch.randn(
+                start.shape, generator=gen)
+    centre_presence(model, probs, mid)
 
 
 def fake_runner(seen: dict) -> type:
