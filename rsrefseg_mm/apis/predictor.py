@@ -241,15 +241,15 @@ class ReferringPredictor(BaseReferringPredictor):
                 prepare_inputs(w, IMAGE_ONLY_TEXT, self.pipeline)
                 for w in windows
             ]), False)
-        shape = windows[0].img.shape[:2]
-        self._templates.setdefault(shape, data['data_samples'][0])
         with autocast(self.precision, self.device):
             embeddings = self.model.encode_image(data['inputs'])
         return [{k: v[i].float().cpu().numpy()
                  for k, v in embeddings.items()} for i in range(len(windows))]
 
     def _template(self, shape: Tuple[int, int]) -> SegDataSample:
-        """A data sample of a window of ``shape`` (metas for resizing)."""
+        """A data sample of a window of ``shape`` (metas for resizing),
+        from a blank window: nothing of a particular window (its nodata
+        mask) reaches the others' post-processing."""
         if shape not in self._templates:
             blank = RasterImage(
                 img=np.zeros((*shape, 3), np.uint8), source='window')

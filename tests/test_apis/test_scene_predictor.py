@@ -110,3 +110,34 @@ def test_windows_average_their_own_answers(model):
             np.testing.assert_allclose(
                 prob, res.seg_logits.data[0].numpy(), atol=1e-5)
     scene.close()
+
+
+def test_a_window_nodata_stays_its_own(model, tmp_path):
+    """The first window's nodata columns are not applied to the windows
+    decoded after it: each window's probability is its own answer."""
+    tif = write_geotiff(tmp_path / 'scene.tif', 96, 150)  # 7 nodata columns
+    scene = ScenePredictor(
+        ReferringPredictor(model),
+        crop_size=96,
+        stride=(96, 54),
+        progress=False)
+    scene.set_scene(tif, bands=(3, 2, 1))
+    boxes = scene.grid.boxes
+    assert [b[2] for b in boxes] == [0, 54]  # nodata in the first only
+    cfg = model.decode_head.presence_cfg
+    threshold, cfg['threshold'] = cfg['threshold'], 0.0  # every window
+    try:
+        probs, _ = scene.runtime.decode_windows(
+            [scene.embeddings.get(i) for i in range(len(boxes))], (96, 96),
+            TEXTS[0])
+        single = ReferringPredictor(model)
+        single.set_image(tif, bands=(3, 2, 1))
+        whole = single.image.img
+        for prob, (y1, y2, x1, x2) in zip(probs, boxes):
+            single.set_image(np.ascontiguousarray(whole[y1:y2, x1:x2]))
+            want = single.predict(TEXTS[0]).seg_logits.data[0].numpy()
+            np.testing.assert_allclose(prob, want, atol=1e-5)
+        assert (probs[1][:, :7] > 0).all()
+    finally:
+        cfg['threshold'] = threshold
+        scene.close()
