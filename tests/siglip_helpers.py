@@ -3,7 +3,7 @@ layout (<pad> 0, </s> 1, <unk> 2), tiny random transformers ``SiglipModel``
 weights and a Hugging Face style folder (model.safetensors + spiece.model).
 Imported by tests/test_models/conftest.py, the end-to-end and the tool
 tests (``tests/`` is on pytest's pythonpath)."""
-from helpers import load_script
+from helpers import REPO, TINY_SAM, load_script
 
 #: ``tools/misc/train_spiece.py``'s ``train_spiece(out_dir)``.
 train_spiece = load_script('tools/misc/train_spiece.py').train_spiece
@@ -115,3 +115,31 @@ def save_hf_siglip2_folder(folder: str,
     if not osp.isfile(osp.join(folder, 'tokenizer.model')):
         shutil.copy(tokenizer_model, osp.join(folder, 'tokenizer.model'))
     return folder
+
+
+PAPER_B = REPO / 'configs' / 'rsrefseg' / (
+    'rsrefseg-b_siglip-so400m-p14-384-sam-vit-b_8xb4-lora-200e_'
+    'rrsisd-1024x1024.py')
+
+
+def paper_tiny_config(path, spiece, arch=TINY_SIGLIP, tokenizer_cfg=None):
+    """The paper config at tiny sizes (random weights, LoRA kept); ``arch``
+    and ``tokenizer_cfg`` of the SigLIP backbone (SigLIP 2: a Gemma
+    arch and ``tokenizer.model``)."""
+    path.write_text(f"""
+_base_ = [{str(PAPER_B)!r}]
+model = dict(
+    data_preprocessor=dict(size=(128, 128)),
+    backbone=dict(arch=dict(_delete_=True, **{arch!r}),
+                  checkpoint=None, tokenizer={spiece!r},
+                  tokenizer_cfg={tokenizer_cfg!r}),
+    neck=dict(in_channels=32, prompt_dims=32, dense_prompt_size=(32, 32)),
+    decode_head=dict(sam_arch=dict(_delete_=True, **{TINY_SAM!r}),
+                     checkpoint=None))
+test_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadReferringImageFromFile'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=False),
+    dict(type='LoadReferringAnnotations'),
+    dict(type='PackReferringInputs')]))
+""")
+    return str(path)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import paper_tiny_config
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
@@ -19,7 +18,7 @@ from rsrefseg_core.deploy_info import DeployInfoError
 from rsrefseg_deploy import OnnxReferringPredictor
 from rsrefseg_mm.apis import ReferringPredictor, init_referring_model
 from helpers import REPO, load_script, write_geotiff
-from siglip_helpers import TINY_SIGLIP2
+from siglip_helpers import TINY_SIGLIP2, paper_tiny_config
 
 TEXTS = [
     'the red circle', 'a blue square at the top left of the image',
