@@ -68,10 +68,14 @@ import torch
 from rsrefseg_mm.models.necks.cascaded_prompter import authors_prompter_key_map
 from rsrefseg_mm.models.sam2 import convert_sam2_state_dict
 from rsrefseg_mm.utils import allow_unsafe_load
-from rsrefseg_mm.utils.official_checkpoint import (
-    check_peft_adapters, check_with_config, converter_parser, depeft,
-    lora_rank, read_official_state_dict, save_converted, strip_peft_prefix,
-    write_test_config)
+from rsrefseg_mm.utils.official_checkpoint import (check_peft_adapters,
+                                                   check_with_config,
+                                                   converter_parser, depeft,
+                                                   lora_rank,
+                                                   read_official_state_dict,
+                                                   save_converted,
+                                                   strip_peft_prefix,
+                                                   write_test_config)
 
 #: tools/test.py options for their weights: each expression at its own
 #: length through the text tower, as their code with one per batch.
