@@ -68,14 +68,7 @@ import torch
 from rsrefseg_mm.models.necks.cascaded_prompter import authors_prompter_key_map
 from rsrefseg_mm.models.sam2 import convert_sam2_state_dict
 from rsrefseg_mm.utils import allow_unsafe_load
-from rsrefseg_mm.utils.official_checkpoint import (check_peft_adapters,
-                                                   check_with_config,
-                                                   converter_parser, depeft,
-                                                   lora_rank,
-                                                   read_official_state_dict,
-                                                   save_converted,
-                                                   strip_peft_prefix,
-                                                   write_test_config)
+from rsrefseg_mm.utils import official_checkpoint as official
 
 #: tools/test.py options for their weights: each expression at its own
 #: length through the text tower, as their code with one per batch.
@@ -136,7 +129,7 @@ def split_groups(state: Dict[str, torch.Tensor],
         raise ValueError(
             f'{path} does not have the authors\' RSRefSeg 2 layout: modules '
             f'without tensors {absent}, keys of no module {unknown[:5]}')
-    check_peft_adapters(state, path)
+    official.check_peft_adapters(state, path)
     return groups
 
 
@@ -160,7 +153,7 @@ def convert(
     out, sources, dropped = OrderedDict(), {}, {}
 
     def put(key: str, value: torch.Tensor, source: str) -> None:
-        key = depeft(key)
+        key = official.depeft(key)
         if key in out:
             raise ValueError(f'{path}: {source} and {sources[key]} both '
                              f'map to {key}')
@@ -175,7 +168,7 @@ def convert(
             raise ValueError(f'{path}: {src} is not under backbone.model')
         name = rest[len('model.'):]
         if name.startswith('image_encoder.'):
-            name = 'image_encoder.' + strip_peft_prefix(
+            name = 'image_encoder.' + official.strip_peft_prefix(
                 name[len('image_encoder.'):])
         sam[name], sam_src[name] = v, src
     renamed, skipped = convert_sam2_state_dict(sam)
@@ -193,7 +186,7 @@ def convert(
                          ('clip_text_encoder', 'text_model.')):
         for rest, v in groups[group].items():
             src = f'{group}.{rest}'
-            name = strip_peft_prefix(rest)
+            name = official.strip_peft_prefix(rest)
             if name.startswith('model.'):
                 inner = name[len('model.'):]
                 if group == 'clip_vision_encoder' and IDLE_LORA.match(inner):
@@ -230,14 +223,14 @@ def convert(
     ranks = {}
     for tower, prefix in TOWERS.items():
         try:
-            ranks[tower] = lora_rank(out, prefix, tower)
+            ranks[tower] = official.lora_rank(out, prefix, tower)
         except ValueError as e:
             raise ValueError(f'{path}: {e}') from None
     return out, dict(sources=sources, dropped=dropped, ranks=ranks)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    return converter_parser(
+    return official.converter_parser(
         'Convert a checkpoint trained with the RSRefSeg 2 authors\' code '
         '(KyanChen/RSRefSeg2) to rsrefseg-mm.',
         'rsrefseg-mm config to check the result against (strict load into '
@@ -248,17 +241,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     with allow_unsafe_load(args.unsafe_load):
-        state = read_official_state_dict(args.src)
+        state = official.read_official_state_dict(args.src)
     out, report = convert(state, args.src)
     if set(report['sources'].values()) | set(report['dropped']) != set(state):
         raise RuntimeError('conversion lost track of tensors')
     if args.config:
-        check_with_config(
+        official.check_with_config(
             out,
             args.config,
             args.lora_alpha,
             hint='LoRA rank / targets, arch or prompter sizes of the config')
-    save_converted(
+    official.save_converted(
         out,
         args.src,
         args.dst,
@@ -272,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'  dropped {k}: {why}')
     print(f'  LoRA ranks {report["ranks"]}, alpha {args.lora_alpha:g}')
     if args.config:
-        cfg_out = write_test_config(
+        cfg_out = official.write_test_config(
             args.dst, args.src, args.config,
             'each expression through the text tower at its own length, as '
             'their code with one expression per batch',
