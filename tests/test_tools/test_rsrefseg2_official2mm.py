@@ -455,7 +455,7 @@ def test_file_layouts_and_refusals(world, converted, tmp_path):
     with pytest.raises(
             ValueError,
             match=r'no_head_lora.py does not fit.*unexpected.*head\.mlp'):
-        tool.check_with_config(ckpt['state_dict'], cfg, ALPHA)
+        tool.official.check_with_config(ckpt['state_dict'], cfg, ALPHA)
     cfg = write_config(tmp_path / 'ours.py', world['cfg'])
     with pytest.raises(ValueError, match='scales by 2.*alpha 16'):
-        tool.check_with_config(ckpt['state_dict'], cfg, 16)
+        tool.official.check_with_config(ckpt['state_dict'], cfg, 16)
