@@ -33,7 +33,7 @@ area.
 """
 import json
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,10 +48,12 @@ CELL = 128
 CRS = 'EPSG:32633'
 ORIGIN = (291000.0, 4641000.0)
 PIXEL_SIZE = 0.5
-#: Rows written at a time (a strip of tiles; even, see :func:`_strip`).
+#: Rows written at a time (a strip of tiles; even, see :func:`render_block`).
 STRIP_ROWS = 256
 #: Background control points per cell side (the training images' 6 x 6).
 BACKGROUND_POINTS = 6
+#: A ``(start, stop)`` range of pixels.
+Span = Tuple[int, int]
 #: Expression kinds, in the order a scene lists them.
 KINDS = ('one', 'several', 'absent')
 
@@ -81,6 +83,45 @@ def _far_cells(rng: np.random.Generator, cells: Sequence[Tuple[int, int]],
         raise ValueError(f'a scene of {len(cells)} cells has no room for '
                          f'{count} instances besides {len(taken)} target')
     return chosen
+
+
+def fill_cells(
+    rng: np.random.Generator,
+    size: int,
+    cell: int,
+    num_objects: Tuple[int, int],
+    object_size: Tuple[float, float],
+    reserved: Collection[Tuple[str, str]] = ()
+) -> Tuple[List[dict], Dict[Tuple[int, int], List[int]]]:
+    """Objects of every ``cell`` x ``cell`` block of a ``size`` px scene,
+    each block placed as :func:`~.synthetic_scenes.generate_scene` places
+    one training image; an object that draws a ``reserved`` (colour,
+    shape) pair takes another pair at random.
+
+    Returns:
+        tuple: The objects (scene pixel centres ``cx``, ``cy``) and, per
+        cell ``(gy, gx)`` in row-major order, the indices of its objects.
+    """
+    allowed = [(c, s) for c in COLORS for s in SHAPES
+               if (c, s) not in reserved]
+    objects: List[dict] = []
+    by_cell: Dict[Tuple[int, int], List[int]] = {}
+    for gy in range(size // cell):
+        for gx in range(size // cell):
+            num = int(rng.integers(num_objects[0], num_objects[1] + 1))
+            placed: List[dict] = []
+            while len(placed) < num:  # as generate_scene: retry if crowded
+                placed = _place_objects(rng, num, cell, object_size)
+            by_cell[gy, gx] = []
+            for obj in placed:
+                if (obj['color'], obj['shape']) in reserved:
+                    obj['color'], obj['shape'] = allowed[rng.integers(
+                        len(allowed))]
+                obj['cx'] += gx * cell
+                obj['cy'] += gy * cell
+                by_cell[gy, gx].append(len(objects))
+                objects.append(obj)
+    return objects, by_cell
 
 
 def generate_large_scene(seed: int,
@@ -130,24 +171,9 @@ def generate_large_scene(seed: int,
     }
     kept = set(reserved.values()) if referent_colours == 'shared' else \
         {(c, s) for c in colours[:2] for s in SHAPES} | {reserved['absent']}
-    allowed = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in kept]
-    cells = [(gy, gx) for gy in range(size // cell)
-             for gx in range(size // cell)]
-    objects, by_cell = [], {}
-    for gy, gx in cells:
-        num = int(rng.integers(num_objects[0], num_objects[1] + 1))
-        placed: List[dict] = []
-        while len(placed) < num:  # as generate_scene: retry when crowded
-            placed = _place_objects(rng, num, cell, object_size)
-        by_cell[gy, gx] = []
-        for obj in placed:
-            if (obj['color'], obj['shape']) in kept:
-                obj['color'], obj['shape'] = allowed[rng.integers(
-                    len(allowed))]
-            obj['cx'] += gx * cell
-            obj['cy'] += gy * cell
-            by_cell[gy, gx].append(len(objects))
-            objects.append(obj)
+    objects, by_cell = fill_cells(rng, size, cell, num_objects, object_size,
+                                  kept)
+    cells = list(by_cell)
     one = _far_cells(rng, cells, [], 1)
     several = _far_cells(rng, cells, one, instances)
     for kind, chosen in (('one', one), ('several', several)):
@@ -198,7 +224,7 @@ def generate_large_scene(seed: int,
         texture_seed=int(rng.integers(2**31 - 1)))
 
 
-def _background(scene: Dict) -> Tuple[np.ndarray, np.ndarray]:
+def scene_background(scene: Dict) -> Tuple[np.ndarray, np.ndarray]:
     """Luminance control points ((n, n) float32) and the RGB tint."""
     rng = np.random.default_rng(scene['texture_seed'])
     points = -(-scene['size'] * BACKGROUND_POINTS // scene['cell'])
@@ -207,28 +233,44 @@ def _background(scene: Dict) -> Tuple[np.ndarray, np.ndarray]:
     return lum, tint[::-1].astype(np.float32)  # RGB
 
 
-def _strip(scene: Dict, row: int, stop: int, lum: np.ndarray,
-           tint: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows ``row:stop`` of the scene: (3, h, W) uint8 RGB and the (h, W)
-    int32 object labels (index + 1, 0 on the background).
+def render_block(scene: Dict,
+                 row: int,
+                 stop: int,
+                 lum: np.ndarray,
+                 tint: np.ndarray,
+                 cols: Optional[Span] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows ``row:stop`` (and columns ``cols``, default all) of the scene:
+    (3, h, w) uint8 RGB and the (h, w) int32 object labels (index + 1, 0
+    on the background).
 
     Objects are drawn with :func:`~.synthetic_scenes.draw_shape` shifted by
-    ``row``; ``row`` is even, so the rounding of centres and vertices is
-    that of a drawing of the whole scene.
+    ``row`` (and the first column); with even shifts the labels are those
+    of a drawing of the whole scene.
     """
     size = scene['size']
-    h = stop - row
-    rng = np.random.default_rng(
-        np.random.SeedSequence([scene['texture_seed'], row]))
-    field = upsample_bilinear(lum, (row, stop), (0, size), (size, size))
+    col, col_stop = cols or (0, size)
+    h, w = stop - row, col_stop - col
+    seed = [scene['texture_seed'], row] + ([col] if cols else [])
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    field = upsample_bilinear(lum, (row, stop), (col, col_stop), (size, size))
     img = field[None] + tint[:, None, None]
     img += rng.normal(0, 10, size=img.shape).astype(np.float32)
-    labels = np.zeros((h, size), np.int32)
+    # drawn with an even margin wider than any drawn shape: OpenCV
+    # rasterises a shape cut by the canvas border differently from the
+    # same shape inside it
+    pad = 2 * int(
+        np.ceil(max((o['size'] for o in scene['objects']), default=0) + 2))
+    labels = np.zeros((h + 2 * pad, w + 2 * pad), np.int32)
     for i, obj in enumerate(scene['objects']):
         reach = obj['size'] + 2
-        if obj['cy'] + reach < row or obj['cy'] - reach >= stop:
+        if obj['cy'] + reach < row or obj['cy'] - reach >= stop or \
+                obj['cx'] + reach < col or obj['cx'] - reach >= col_stop:
             continue
-        draw_shape(labels, dict(obj, cy=obj['cy'] - row), i + 1)
+        draw_shape(
+            labels,
+            dict(obj, cy=obj['cy'] - row + pad, cx=obj['cx'] - col + pad),
+            i + 1)
+    labels = labels[pad:pad + h, pad:pad + w]
     for i in np.unique(labels[labels > 0]) - 1:
         obj = scene['objects'][i]
         inside = labels == i + 1
@@ -277,7 +319,7 @@ def write_large_scene(scene: Dict, out_dir: str, stem: str) -> Dict:
         dict(e, gt_path=osp.join(out_dir, f'{stem}_gt{k}.tif'))
         for k, e in enumerate(scene['expressions'])
     ]
-    lum, tint = _background(scene)
+    lum, tint = scene_background(scene)
     with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), \
             rasterio.open(scene['path'], 'w', **_profile(size, 3)) as dst:
         for i, name in enumerate(('red', 'green', 'blue'), 1):
@@ -289,7 +331,7 @@ def write_large_scene(scene: Dict, out_dir: str, stem: str) -> Dict:
         try:
             for row in range(0, size, STRIP_ROWS):
                 stop = min(row + STRIP_ROWS, size)
-                img, labels = _strip(scene, row, stop, lum, tint)
+                img, labels = render_block(scene, row, stop, lum, tint)
                 window = Window(0, row, size, stop - row)
                 dst.write(img, window=window)
                 for gt, expr in zip(gts, scene['expressions']):
