@@ -414,7 +414,7 @@ class WebPredictor:
             for k in ('mask', 'qgis_style', 'geojson', 'presence')
             if k in answer.files
         ]
-        threshold = self.scene.scene.runtime.presence_threshold
+        threshold = self.scene.scene.presence_threshold
         lines = [
             f'{name}: ' +
             (encoded or f'{len(self.scene.scene.grid)} windows already '

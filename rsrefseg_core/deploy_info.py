@@ -17,15 +17,18 @@ files (``files``). A runtime reads the folder through
 * a file whose content differs from its recorded sha256 (changed, cut or
   swapped after export), or a graph or tokenizer without a hash;
 * settings that would answer silently wrong: a threshold (or a
-  ``presence_threshold``) that is not a finite number in (0, 1), input
-  sizes that are not positive integers.
+  ``presence_threshold``, ``scene_presence_threshold``) that is not a
+  finite number in (0, 1), a scene presence threshold below the presence
+  threshold, input sizes that are not positive integers.
 
 ``presence_threshold`` is that of a model with a presence output
 (``decode_head.presence_cfg``): its decoder graph also returns
 ``presence`` (N,), the probability that each expression's referent is in
 the image, and already gives an expression below the threshold empty-mask
 logits. It is null (or absent, in folders exported before it existed) for
-a model without one.
+a model without one. ``scene_presence_threshold``
+(``presence_cfg.scene_threshold``; absent: the presence threshold) is the
+threshold of the windows of a whole scene.
 """
 import hashlib
 import json
@@ -160,7 +163,8 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
     Returns:
         dict: The info, with ``paths`` added: the absolute path of each of
         :data:`GRAPHS` and of ``tokenizer``,
-        ``presence_threshold`` set (None for a model without presence) and
+        ``presence_threshold`` and ``scene_presence_threshold`` set (None
+        for a model without presence; the scene's defaults to the other) and
         ``files_sha256``, a digest of the recorded file hashes (what the
         folder's weights are, for files that cache its outputs).
 
@@ -219,9 +223,18 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
                    'tokenizer.context_length', where)
     _positive_ints([info.get('num_expressions')], 1, 'num_expressions', where)
     check_threshold(info.get('threshold'), where)
-    if info.get('presence_threshold') is not None:
-        check_threshold(info['presence_threshold'], where,
-                        'presence_threshold')
+    presence = info.get('presence_threshold')
+    scene_presence = info.get('scene_presence_threshold', presence)
+    if presence is not None:
+        check_threshold(presence, where, 'presence_threshold')
+        check_threshold(scene_presence, where, 'scene_presence_threshold')
+        if scene_presence < presence:
+            raise DeployInfoError(
+                f'{where}: scene_presence_threshold ({scene_presence}) is '
+                f'below presence_threshold ({presence})')
+    elif scene_presence is not None:
+        raise DeployInfoError(f'{where}: scene_presence_threshold without '
+                              'presence_threshold')
     if not isinstance(info.get('dynamic_expressions'), bool):
         raise DeployInfoError(f'{where}: dynamic_expressions must be true or '
                               'false')
@@ -261,5 +274,6 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
     return dict(
         info,
         paths=paths,
-        presence_threshold=info.get('presence_threshold'),
+        presence_threshold=presence,
+        scene_presence_threshold=scene_presence,
         files_sha256=digest.hexdigest())

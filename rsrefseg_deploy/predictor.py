@@ -161,6 +161,9 @@ class OnnxReferringPredictor(BaseReferringPredictor):
         self.text_cache = LRUCache(TEXT_CACHE_SIZE)
         #: presence threshold of the model (None: no presence output)
         self.presence_threshold = self.info['presence_threshold']
+        #: presence threshold of a scene's windows (ScenePredictor)
+        self.scene_presence_threshold = \
+            self.info['scene_presence_threshold']
         self.text_inputs = [i.name for i in self.text_encoder.get_inputs()]
         self.text_outputs = [o.name for o in self.text_encoder.get_outputs()]
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]

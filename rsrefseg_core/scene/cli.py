@@ -22,7 +22,7 @@ from . import (DEFAULT_MEMORY_LIMIT, ScenePredictor, SceneResult, SceneRuntime,
 
 #: Options that only mean something with ``--slide`` (argparse dests).
 SCENE_OPTIONS = ('window', 'stride', 'window_batch', 'embeddings',
-                 'max_memory')
+                 'max_memory', 'presence_threshold')
 #: Windows encoded (and decoded) together by default.
 DEFAULT_WINDOW_BATCH = 4
 
@@ -96,6 +96,13 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         metavar='MiB',
         help='window embeddings held in memory; beyond, they go to a file '
         f'(default {DEFAULT_MEMORY_LIMIT >> 20})')
+    group.add_argument(
+        '--presence-threshold',
+        type=float,
+        metavar='P',
+        help='a window whose presence is below P counts nothing (default: '
+        'the model\'s scene presence threshold, presence_cfg.'
+        'scene_threshold)')
 
 
 def _size(values: Optional[Sequence[int]], flag: str, parser):
@@ -139,6 +146,10 @@ def check_scene_arguments(parser: argparse.ArgumentParser,
                            '--window').replace('stride', '--stride'))
     if args.window_batch is not None and args.window_batch < 1:
         parser.error(f'--window-batch must be >= 1, got {args.window_batch}')
+    if args.presence_threshold is not None and \
+            not 0 < args.presence_threshold < 1:
+        parser.error('--presence-threshold must be in (0, 1), got '
+                     f'{args.presence_threshold}')
     if args.max_memory is not None and args.max_memory < 0:
         parser.error(f'--max-memory must be >= 0 MiB, got {args.max_memory}')
 
@@ -156,7 +167,8 @@ def scene_predictor(runtime: SceneRuntime,
         stride=args.stride,
         window_batch=args.window_batch or DEFAULT_WINDOW_BATCH,
         max_memory=memory,
-        progress=progress)
+        progress=progress,
+        presence_threshold=args.presence_threshold)
 
 
 def encode_summary(scene: ScenePredictor, reopened: bool) -> str:
@@ -271,7 +283,7 @@ def run_scene(runtime: SceneRuntime,
                                 stretch, min_area_px, opacity)
     finally:
         scene.close()
-    threshold = runtime.presence_threshold
+    threshold = scene.presence_threshold
     for answer in answers:
         print(f'{image}: {answer_line(answer, threshold)}; ' +
               ', '.join(osp.basename(p)

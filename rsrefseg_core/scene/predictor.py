@@ -55,6 +55,8 @@ class SceneRuntime(Protocol):
     mask_threshold: float
     #: Windows below this presence count nothing (None: no presence).
     presence_threshold: Optional[float]
+    #: The stricter default of a scene's windows (None: no presence).
+    scene_presence_threshold: Optional[float]
 
     def engine_key(self) -> str:
         """Identifies the weights (a digest), for embeddings files."""
@@ -139,6 +141,11 @@ class ScenePredictor:
             :meth:`set_scene`, else a temporary one).
         progress (bool, optional): Draw progress bars on stderr (windows/s,
             ETA); None: on terminals only.
+        presence_threshold (float, optional): A window whose presence is
+            below it counts nothing; defaults to the runtime's
+            ``scene_presence_threshold`` (the model's
+            ``presence_cfg.scene_threshold``). Not below the runtime's
+            ``presence_threshold``, under which windows are not decoded.
     """
 
     def __init__(self,
@@ -147,8 +154,12 @@ class ScenePredictor:
                  stride=None,
                  window_batch: int = 4,
                  max_memory: int = DEFAULT_MEMORY_LIMIT,
-                 progress: Optional[bool] = None) -> None:
+                 progress: Optional[bool] = None,
+                 presence_threshold: Optional[float] = None) -> None:
         self.runtime = runtime
+        #: Windows below this presence count nothing (None: no presence).
+        self.presence_threshold = _presence_threshold(runtime,
+                                                      presence_threshold)
         self.crop_size = runtime.window_size if crop_size is None else \
             crop_size
         self.stride = stride
@@ -293,7 +304,7 @@ class ScenePredictor:
                                    outputs)
         boxes = self.grid.boxes
         presence = np.full(len(boxes), np.nan, np.float32)
-        threshold = self.runtime.presence_threshold
+        threshold = self.presence_threshold
         try:
             for batch in self._window_batches(f'{text!r}'):
                 encoded = [(i, self.embeddings.get(i)) for i, _ in batch]
@@ -378,6 +389,23 @@ class ScenePredictor:
             self.reader.close()
             self.reader = None
         self.grid = None
+
+
+def _presence_threshold(runtime: SceneRuntime,
+                        threshold: Optional[float]) -> Optional[float]:
+    """The checked presence threshold of a scene's windows."""
+    model = runtime.presence_threshold
+    if threshold is None:
+        return runtime.scene_presence_threshold
+    if model is None:
+        raise ValueError('presence_threshold: the model has no presence '
+                         'output')
+    if not model <= threshold < 1:
+        raise ValueError(
+            f'presence_threshold must be in [{model}, 1) (windows below the '
+            f"model's presence threshold {model} are not decoded), got "
+            f'{threshold}')
+    return float(threshold)
 
 
 def _empty(window: RasterImage) -> bool:

@@ -215,6 +215,13 @@ class ReferringPredictor(BaseReferringPredictor):
         cfg = getattr(self.model.decode_head, 'presence_cfg', None)
         return None if not cfg else float(cfg['threshold'])
 
+    @property
+    def scene_presence_threshold(self) -> Optional[float]:
+        """The presence threshold of a scene's windows
+        (``presence_cfg.scene_threshold``), else None."""
+        cfg = getattr(self.model.decode_head, 'presence_cfg', None)
+        return None if not cfg else float(cfg['scene_threshold'])
+
     def engine_key(self) -> str:
         """sha256 of the model's parameters and buffers (computed once)."""
         if self._engine_key is None:

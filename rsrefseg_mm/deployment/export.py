@@ -238,6 +238,9 @@ def export_onnx(model: nn.Module,
         threshold=float(model.decode_head.threshold),
         presence_threshold=float(model.decode_head.presence_cfg['threshold'])
         if decoder.presence else None,
+        scene_presence_threshold=float(
+            model.decode_head.presence_cfg['scene_threshold'])
+        if decoder.presence else None,
         tokenizer=_tokenizer_info(model.backbone, out_dir),
         dynamic_expressions=bool(dynamic_expressions),
         num_expressions=len(texts),

@@ -126,6 +126,29 @@ def test_presence_threshold_optional(tmp_path, presence):
                                           presence)
 
 
+@pytest.mark.parametrize('scene,expected', [('absent', 0.5), (0.9, 0.9),
+                                            (0.5, 0.5), (0.3, 'below'),
+                                            (None, 'finite'), (1.0, 'finite')])
+def test_scene_presence_threshold(tmp_path, scene, expected):
+    overrides = dict(presence_threshold=0.5)
+    if scene != 'absent':
+        overrides['scene_presence_threshold'] = scene
+    folder = str(make_folder(tmp_path, **overrides))
+    if isinstance(expected, str):
+        with pytest.raises(DeployInfoError, match=expected):
+            read_deploy_info(folder)
+    else:
+        info = read_deploy_info(folder)
+        assert info['scene_presence_threshold'] == expected
+
+
+def test_scene_presence_threshold_needs_presence(tmp_path):
+    folder = make_folder(
+        tmp_path, presence_threshold=None, scene_presence_threshold=0.9)
+    with pytest.raises(DeployInfoError, match='without presence_threshold'):
+        read_deploy_info(str(folder))
+
+
 def test_missing_hashes_and_bad_settings(tmp_path):
     for i, (override, match) in enumerate([
         (dict(files=None), 'no file hashes'),

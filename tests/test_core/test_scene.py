@@ -26,6 +26,7 @@ class ObjectRuntime:
     window_size = (64, 64)
     mask_threshold = 0.5
     presence_threshold = 0.5
+    scene_presence_threshold = 0.5
 
     def __init__(self):
         self.encoded = 0
@@ -49,12 +50,13 @@ class ObjectRuntime:
             x, y, w, h = e['window'].tolist()
             assert (h, w) == tuple(shape)
             scene = np.full((H, W), 0.1, np.float32)
-            if text == 'the box':
+            if text in ('the box', 'the faint box'):
                 y1, y2, x1, x2 = OBJECT
                 scene[y1:y2, x1:x2] = 0.9
             prob = scene[y:y + h, x:x + w]
             probs.append(prob)
-            presence.append(0.9 if prob.max() > 0.5 else 0.1)
+            found = 0.9 if text == 'the box' else 0.7
+            presence.append(found if prob.max() > 0.5 else 0.1)
         return probs, np.array(presence, np.float32)
 
 
@@ -167,6 +169,35 @@ def test_scene_answers_where_the_object_is(scene, tmp_path, max_memory):
         assert spill is not None and not (tmp_path / spill).exists()
     else:
         assert spill is None
+
+
+def test_scene_presence_threshold(scene):
+    """Windows below the scene's presence threshold count nothing: by
+    default the runtime's scene threshold, or the one given; never below
+    the model's threshold, under which windows are not decoded."""
+    runtime = ObjectRuntime()
+    texts = ['the box', 'the faint box']  # window presence 0.9 / 0.7
+    cases = [(0.5, None), (0.8, None), (0.5, 0.8), (0.8, 0.6)]
+    found = {}
+    for case in cases:
+        runtime.scene_presence_threshold, given = case
+        predictor = ScenePredictor(
+            runtime, progress=False, presence_threshold=given)
+        assert predictor.presence_threshold == (given or case[0])
+        predictor.set_scene(scene)
+        found[case] = [r.found for r in predictor.predict(texts)]
+        predictor.close()
+    assert found == {
+        (0.5, None): [True, True],
+        (0.8, None): [True, False],
+        (0.5, 0.8): [True, False],
+        (0.8, 0.6): [True, True]
+    }
+    with pytest.raises(ValueError, match=r'must be in \[0.5, 1\)'):
+        ScenePredictor(runtime, presence_threshold=0.4)
+    runtime.presence_threshold = runtime.scene_presence_threshold = None
+    with pytest.raises(ValueError, match='no presence output'):
+        ScenePredictor(runtime, presence_threshold=0.6)
 
 
 def test_embeddings_file_is_kept_reopened_and_checked(scene, tmp_path):

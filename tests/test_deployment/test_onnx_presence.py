@@ -52,6 +52,10 @@ def test_decoder_graph_has_presence(exported_presence):
         deploy = json.load(f)
     assert deploy['presence_threshold'] == \
         model.decode_head.presence_cfg['threshold'] == 0.5
+    assert deploy['scene_presence_threshold'] == \
+        model.decode_head.presence_cfg['scene_threshold'] == \
+        OnnxReferringPredictor(out).scene_presence_threshold == \
+        ReferringPredictor(model).scene_presence_threshold
     graph = onnx.load(f'{out}/decoder.onnx').graph
     outputs = {o.name: o for o in graph.output}
     assert list(outputs) == ['logits', 'global_map', 'presence']
@@ -125,7 +129,7 @@ def test_presence_output_without_threshold_is_refused(exported_presence,
     copy = tmp_path / 'model'
     shutil.copytree(out, copy)
     info = json.loads((copy / 'deploy.json').read_text())
-    info['presence_threshold'] = None
+    info['presence_threshold'] = info['scene_presence_threshold'] = None
     (copy / 'deploy.json').write_text(json.dumps(info))
     with pytest.raises(
             DeployInfoError,

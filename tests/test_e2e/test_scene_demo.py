@@ -143,6 +143,9 @@ REFUSED = {
     'leaves gaps between windows':
     ['--slide', '--window', '96', '--stride', '97'],
     '--window takes N or H W': ['--slide', '--window', '1', '2', '3'],
+    '--presence-threshold: only with --slide': ['--presence-threshold', '0.9'],
+    '--presence-threshold must be in (0, 1), got 1.0':
+    ['--slide', '--presence-threshold', '1'],
 }
 
 

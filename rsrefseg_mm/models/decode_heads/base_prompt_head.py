@@ -40,15 +40,20 @@ class BasePromptHead(BaseDecodeHead):
     mask has a pixel" (``loss_presence``); at inference an expression whose
     presence probability is below ``presence_cfg.threshold`` gets
     :data:`ABSENT_LOGIT` everywhere and the probabilities are added to the
-    inputs dict as ``presence`` (N,).
+    inputs dict as ``presence`` (N,). ``presence_cfg.scene_threshold``
+    (default: ``threshold``) is the stricter threshold of the windows of a
+    whole scene (:class:`rsrefseg_core.scene.ScenePredictor`): a scene is
+    hundreds of windows, nearly all without the referent, and one false
+    window paints a false mask.
 
     Args:
         prompt_embed_dim (int): SAM's prompt / decoder width.
         threshold (float): Foreground threshold on the sigmoid.
         loss_decode (dict | list[dict]): mmseg losses (see
             :meth:`loss_by_feat`).
-        presence_cfg (dict, optional): ``loss_weight`` (default 1.0) and
-            ``threshold`` (default 0.5) of the presence output.
+        presence_cfg (dict, optional): ``loss_weight`` (default 1.0),
+            ``threshold`` (default 0.5) and ``scene_threshold`` (default:
+            ``threshold``) of the presence output.
         ignore_index (int): Ignored label.
         align_corners (bool): For resizing logits.
         init_cfg (dict, optional): Must not re-initialise SAM; None.
@@ -82,14 +87,18 @@ class BasePromptHead(BaseDecodeHead):
         del self.conv_seg
         self.presence_cfg = None
         if presence_cfg is not None:
-            unknown = set(presence_cfg) - {'loss_weight', 'threshold'}
+            keys = {'loss_weight', 'threshold', 'scene_threshold'}
+            unknown = set(presence_cfg) - keys
             if unknown:
                 raise TypeError(f'presence_cfg: unknown keys {sorted(unknown)}'
-                                " (expected 'loss_weight', 'threshold')")
+                                f' (expected {sorted(keys)})')
             cfg = {'loss_weight': 1.0, 'threshold': 0.5, **presence_cfg}
-            if not 0 < cfg['threshold'] < 1 or cfg['loss_weight'] < 0:
-                raise ValueError('presence_cfg needs 0 < threshold < 1 and '
-                                 f'loss_weight >= 0, got {presence_cfg}')
+            cfg.setdefault('scene_threshold', cfg['threshold'])
+            if not 0 < cfg['threshold'] <= cfg['scene_threshold'] < 1 or \
+                    cfg['loss_weight'] < 0:
+                raise ValueError(
+                    'presence_cfg needs 0 < threshold <= scene_threshold < 1 '
+                    f'and loss_weight >= 0, got {presence_cfg}')
             self.presence_cfg = cfg
         self.register_buffer(
             'pixel_mean',

@@ -96,3 +96,11 @@ def test_bad_presence_cfg():
         build(dict(weight=1.0))
     with pytest.raises(ValueError, match='threshold'):
         build(dict(threshold=1.0))
+    with pytest.raises(ValueError, match='threshold <= scene_threshold'):
+        build(dict(threshold=0.5, scene_threshold=0.4))
+
+
+def test_scene_threshold_defaults_to_threshold():
+    assert build(dict(threshold=0.3)).presence_cfg['scene_threshold'] == 0.3
+    assert build(dict(scene_threshold=0.9)).presence_cfg == dict(
+        loss_weight=1.0, threshold=0.5, scene_threshold=0.9)
