@@ -33,7 +33,9 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
       a cut piece of an object
       (:func:`~.synthetic_scenes.no_target_expressions`, a hard one - its
       colour and its shape are both in the window, never together - 3
-      times in 4);
+      times in 4; in the plural, ``"all the green triangles"``, half of
+      the time, so that the plural does not tell that a referent is
+      there);
     - otherwise an object at least ``min_visible`` of which is in the
       window: ``"the red circle"`` where it is the only such object in the
       window, ``"all the red circles"`` (also for one visible instance: a
@@ -142,6 +144,9 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
             if hard and rng.random() < 0.75:
                 pool = hard
             text = pool[rng.integers(len(pool))]['text']
+            if rng.random() < 0.5:  # "all the green triangles": none
+                words = text.split()
+                text = ' '.join(['all'] + words[:-1] + [plural(words[-1])])
         scene = dict(
             size=size,
             cell=self.window,

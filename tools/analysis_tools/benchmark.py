@@ -1278,6 +1278,13 @@ def scene_bench(args) -> Dict:
     # the runtimes' default window: the config's scene_window_size
     window = cfg.get('scene_window_size') or size[0]
     window = window if isinstance(window, int) else window[0]
+    presence = cfg.model.decode_head.get('presence_cfg')
+    if presence:  # the head's defaults: threshold 0.5, the scene's = it
+        level = presence.get('scene_threshold', presence.get('threshold', 0.5))
+        gate = (f'a window counts where its presence is >= {level} '
+                '(presence_cfg.scene_threshold); ')
+    else:
+        gate = 'no presence output: every window counts; '
     print('\n### Scene: decimated read against sliding windows\n')
     print(f'{done[0] if done else context()} (each method and size a fresh '
           f'process); rasterio {rasterio.__version__}, GDAL '
@@ -1289,7 +1296,7 @@ def scene_bench(args) -> Dict:
           'no target; decimated: the whole scene read at '
           f'{decimated} px (longest side), mask brought to the scene grid; '
           f'slide: windows of {window} px, stride {window * 3 // 4}, '
-          f'{args.window_batch} per batch, embeddings over '
+          f'{args.window_batch} per batch, {gate}embeddings over '
           f'{args.max_memory:g} MiB in a file; slide-onnx: the same windows '
           'through ONNX Runtime (CPUExecutionProvider, '
           f'{args.threads or "default"} threads; image encoder once per '
