@@ -75,8 +75,9 @@ def main():
                             (colours, expr['kind'], t, r.found, iou))
                     for (y1, y2, x1, x2), p in zip(scene.grid.boxes,
                                                    r.window_presence):
-                        windows.append((colours, expr['kind'],
-                                        bool(gt[y1:y2, x1:x2].any()), p))
+                        windows.append(
+                            (colours, expr['kind'], bool(gt[y1:y2,
+                                                            x1:x2].any()), p))
     scene.close()
     print(f'\n{osp.basename(args.config)}, {args.checkpoint}; '
           f'{args.scenes} scenes of {args.size} px per colour mode (seeds '
