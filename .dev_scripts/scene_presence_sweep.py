@@ -49,7 +49,7 @@ def main():
     torch.set_num_threads(args.threads)
     model = init_referring_model(args.config, args.checkpoint, 'cpu')
     scene = ScenePredictor(ReferringPredictor(model), progress=False)
-    floor = scene.presence_threshold
+    floor = scene.runtime.presence_threshold  # windows below: not decoded
     if floor is None:
         sys.exit(f'{args.config}: the model has no presence output')
     thresholds = sorted(t for t in args.thresholds if t >= floor)

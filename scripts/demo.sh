@@ -3,14 +3,16 @@
 # scenes with captions ("the red circle"), then train the tiny RSRefSeg from
 # them on synthetic referring scenes (CPU), with expressions that refer to
 # nothing in the image (20 %) or to several objects (20 %) besides
-# single-target ones, and a presence output; test it on the single-target
+# single-target ones, and on windows cut from larger scenes (one pair in
+# three), with a presence output; test it on the single-target
 # test split, on a generalized test split (20 % no-target, 10 %
 # multi-target pairs), again with shuffled expressions (the words must
 # drive the mask), draw the first 8 pairs of the generalized split, and run
 # the image+text demo on one held-out scene.
 # Outputs: work_dirs/demo/{clip_pretrain.pth, iter_*.pth, best_*.pth,
 #          <timestamp>/ logs, test/ (+ test/overlays/), test_generalized/,
-#          test_shuffled/, contact_sheet.png, image_demo/}
+#          test_shuffled/, contact_sheet.png, image_demo/, the test steps' logs
+#          test.log, test_generalized.log, test_shuffled.log, contact_sheet.log}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -23,39 +25,66 @@ GENERALIZED=(test_dataloader.dataset.no_target_ratio=0.2
 start=$(date +%s)
 
 echo "== [1/7] pretrain the tiny CLIP towers -> $WORK/clip_pretrain.pth"
-# SigLIP's sigmoid loss + CLIP's InfoNCE on object regions, 600 steps on
+# SigLIP's sigmoid loss + CLIP's InfoNCE on object regions, 1,200 steps on
 # scenes of the generator's own random stream (not the dataset's splits)
-OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-1} \
+OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-2} \
     $PY tools/misc/pretrain_demo_clip.py "$CONFIG" "$WORK/clip_pretrain.pth"
 
 echo "== [2/7] train $CONFIG -> $WORK"
-# One thread by default: the run is then bitwise reproducible on a given CPU
-# (summation order changes with the thread count). The recipe does not rely
-# on it: .dev_scripts/demo_sweep.py runs this script for several
-# seeds (--cfg-options randomness.seed=N) and DEMO_TRAIN_THREADS=1/2.
-OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-1} \
+# Two threads by default (the machine's two cores): a run is bitwise
+# reproducible on a given CPU with a given thread count (the summation
+# order changes with the count). .dev_scripts/demo_sweep.py runs this
+# script for several seeds (--cfg-options randomness.seed=N) and
+# DEMO_TRAIN_THREADS=1/2.
+OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-2} \
     $PY tools/train.py "$CONFIG" --work-dir "$WORK" \
     --cfg-options model.backbone.checkpoint="$WORK/clip_pretrain.pth" "$@"
 CKPT="$WORK/$(cat "$WORK/last_checkpoint" | xargs basename)"
-# Testing a 128 x 128 scene takes ~0.1 s on one thread; with two threads
-# and another busy process on a 2-core machine the threads wait for each
-# other (1 s per scene), so the remaining steps run on one.
+# Testing a 128 x 128 scene takes ~0.1 s on one thread: the test steps run
+# on one thread each, two at a time (their logs in $WORK/*.log).
 export OMP_NUM_THREADS=${DEMO_TEST_THREADS:-1}
 
-echo "== [3/7] test $CKPT on the held-out single-target test split"
-$PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" \
-    --show-dir overlays
-echo "== [4/7] test on the generalized test split (20 % no-target, 10 % multi-target)"
-$PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test_generalized" \
-    --cfg-options "${GENERALIZED[@]}"
-echo "== [5/7] test again with every image paired with another sample's expression"
-$PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test_shuffled" \
-    --cfg-options test_dataloader.dataset.shuffle_expressions=True
+# run_pair NAME1 CMD1... -- NAME2 CMD2...: both commands side by side, each
+# logging to $WORK/NAME.log; fails (with the log's end) if either fails
+run_pair() {
+    local names=() pids=() cmd=() arg
+    for arg in "$@" --; do
+        if [ "$arg" = -- ]; then
+            names+=("${cmd[0]}")
+            "${cmd[@]:1}" > "$WORK/${cmd[0]}.log" 2>&1 &
+            pids+=($!)
+            cmd=()
+        else
+            cmd+=("$arg")
+        fi
+    done
+    local i status=0
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            tail -20 "$WORK/${names[$i]}.log"
+            echo "${names[$i]} failed (log: $WORK/${names[$i]}.log)"
+            status=1
+        fi
+    done
+    return $status
+}
 
+echo "== [3/7] test $CKPT on the held-out single-target test split"
+echo "== [4/7] test on the generalized test split (20 % no-target, 10 % multi-target)"
+run_pair test $PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" \
+    --show-dir overlays \
+    -- test_generalized $PY tools/test.py "$CONFIG" "$CKPT" \
+    --work-dir "$WORK/test_generalized" --cfg-options "${GENERALIZED[@]}"
+echo "== [5/7] test again with every image paired with another sample's expression"
 echo "== [6/7] contact sheet of the generalized test split's first 8 pairs"
 # in dataset order, not chosen by score; pairs 0, 2 and 6 are no-target
-$PY demo/contact_sheet.py "$CONFIG" "$CKPT" --out "$WORK/contact_sheet.png" \
-    --num 8 --columns 4 --cfg-options "${GENERALIZED[@]}"
+run_pair test_shuffled $PY tools/test.py "$CONFIG" "$CKPT" \
+    --work-dir "$WORK/test_shuffled" \
+    --cfg-options test_dataloader.dataset.shuffle_expressions=True \
+    -- contact_sheet $PY demo/contact_sheet.py "$CONFIG" "$CKPT" \
+    --out "$WORK/contact_sheet.png" --num 8 --columns 4 \
+    --cfg-options "${GENERALIZED[@]}"
+tail -n 12 "$WORK/contact_sheet.log"
 
 echo "== [7/7] image + text inference on one held-out scene"
 # scenes like the config's (3-4 objects, colour / shape expressions)

@@ -73,6 +73,10 @@ def test_configs_exist():
     assert [p.name[:10] for p in PAPER_CONFIGS] == ['rsrefseg-b', 'rsrefseg-l']
 
 
+#: Datasets generated in memory (no image files).
+SYNTHETIC = ('SyntheticReferringDataset', 'SyntheticSceneWindowDataset')
+
+
 @pytest.mark.parametrize(
     'path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
 def test_config_builds(path, siglip_spiece, gemma_spiece):
@@ -84,17 +88,19 @@ def test_config_builds(path, siglip_spiece, gemma_spiece):
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')
         assert loader is not None, f'{path.name}: no {split}_dataloader'
-        ds_type = loader.dataset.type
-        assert DATASETS.get(ds_type) is not None, ds_type
-        pipeline = loader.dataset.pipeline
-        if ds_type != 'SyntheticReferringDataset':  # reads image files
-            # the loader whose errors name the sample, not mmcv's own
-            assert pipeline[0].type == 'LoadReferringImageFromFile'
-        assert all(t.type != 'LoadImageFromFile' for t in pipeline)
-        if ds_type == 'SyntheticReferringDataset':
+        parts = loader.dataset.datasets \
+            if loader.dataset.type == 'ConcatDataset' else [loader.dataset]
+        for part in parts:
+            assert DATASETS.get(part.type) is not None, part.type
+            if part.type not in SYNTHETIC:  # reads image files
+                # the loader whose errors name the sample, not mmcv's own
+                assert part.pipeline[0].type == 'LoadReferringImageFromFile'
+            assert all(t.type != 'LoadImageFromFile' for t in part.pipeline)
+        if all(part.type in SYNTHETIC for part in parts):
             ds = DATASETS.build(loader.dataset)
-            sample = ds[0]
-            assert 'text' in sample['data_samples'].metainfo
+            for index in {0, len(ds) - 1}:  # each part of a concatenation
+                sample = ds[index]
+                assert 'text' in sample['data_samples'].metainfo
     if path in PAPER_CONFIGS:
         check_authors_model(model)
     if path == RSREFSEG2_L:

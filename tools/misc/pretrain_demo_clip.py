@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='config whose model.backbone is the '
         'CLIPBackbone to pretrain')
     parser.add_argument('out', help='output weight file (.pth)')
-    parser.add_argument('--iters', type=int, default=600)
+    parser.add_argument('--iters', type=int, default=1200)
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument(
         '--num-scenes',
