@@ -24,7 +24,8 @@ TEXTS = ['the red roof', 'the road left of the river']
 #: out is exactly the nodata (random weights decide nothing else).
 EVERYTHING = [
     '--cfg-options', 'model.decode_head.threshold=0.0',
-    'model.decode_head.presence_cfg.threshold=0.01'
+    'model.decode_head.presence_cfg.threshold=0.01',
+    'model.decode_head.presence_cfg.scene_threshold=0.01'
 ]
 
 

@@ -24,11 +24,11 @@ def web(tmp_path_factory):
 @pytest.fixture(scope='module')
 def model():
     """Every valid pixel of every window is the target (mask threshold 0,
-    presence threshold 0.01): what the mask leaves out is the nodata."""
+    presence thresholds 0.01): what the mask leaves out is the nodata."""
     torch.manual_seed(0)
     model = init_referring_model(GRES_CONFIG, None, device='cpu')
     model.decode_head.threshold = 0.0
-    model.decode_head.presence_cfg['threshold'] = 0.01
+    model.decode_head.presence_cfg.update(threshold=0.01, scene_threshold=0.01)
     return model
 
 
