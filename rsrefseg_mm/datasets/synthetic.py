@@ -210,14 +210,21 @@ class SyntheticReferringDataset(BaseSegDataset):
         mask = np.zeros((self.img_size, self.img_size), np.uint8)
         for t in scene['targets']:
             mask |= masks[t]
-        shape = (self.img_size, self.img_size)
-        info.update(
-            img=img,
-            gt_seg_map=mask,
-            referring_mask=mask.copy(),
-            seg_fields=['gt_seg_map'],
-            img_shape=shape,
-            ori_shape=shape,
-            reduce_zero_label=False,
-            label_map=None)
-        return info
+        return with_rendering(info, img, mask)
+
+
+def with_rendering(info: dict, img: np.ndarray, mask: np.ndarray) -> dict:
+    """``info`` with a rendered sample: the (H, W, 3) BGR ``img`` and the
+    (H, W) uint8 ``mask`` as ``gt_seg_map`` and ``referring_mask``, and
+    the keys the loading transforms would add."""
+    shape = img.shape[:2]
+    info.update(
+        img=img,
+        gt_seg_map=mask,
+        referring_mask=mask.copy(),
+        seg_fields=['gt_seg_map'],
+        img_shape=shape,
+        ori_shape=shape,
+        reduce_zero_label=False,
+        label_map=None)
+    return info

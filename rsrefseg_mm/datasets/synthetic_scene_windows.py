@@ -6,7 +6,7 @@ import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .synthetic import SyntheticReferringDataset
+from .synthetic import SyntheticReferringDataset, with_rendering
 from .synthetic_large_scene import fill_cells, render_block, scene_background
 from .synthetic_scenes import (MULTI_TARGET, NO_TARGET, SPLIT_CODES,
                                draw_shape, no_target_expressions, plural)
@@ -204,14 +204,4 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
         img = np.ascontiguousarray(rgb[::-1].transpose(1, 2, 0))
         mask = np.isin(labels, np.asarray(targets, int) + 1).astype(np.uint8)
         mask[np.isin(labels, np.asarray(ignore, int) + 1)] = IGNORE
-        shape = (self.window, self.window)
-        info.update(
-            img=img,
-            gt_seg_map=mask,
-            referring_mask=mask.copy(),
-            seg_fields=['gt_seg_map'],
-            img_shape=shape,
-            ori_shape=shape,
-            reduce_zero_label=False,
-            label_map=None)
-        return info
+        return with_rendering(info, img, mask)
