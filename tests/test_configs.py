@@ -97,6 +97,8 @@ def test_config_builds(path, siglip_spiece, gemma_spiece):
                 assert part.pipeline[0].type == 'LoadReferringImageFromFile'
             assert all(t.type != 'LoadImageFromFile' for t in part.pipeline)
         if all(part.type in SYNTHETIC for part in parts):
+            for part in parts:  # samples are built eagerly: a few suffice
+                part.num_samples = min(part.num_samples, 4)
             ds = DATASETS.build(loader.dataset)
             for index in {0, len(ds) - 1}:  # each part of a concatenation
                 sample = ds[index]
