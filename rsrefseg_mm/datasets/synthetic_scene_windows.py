@@ -32,8 +32,9 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
     - with probability ``no_target_ratio`` nothing in the window, not even
       a cut piece of an object
       (:func:`~.synthetic_scenes.no_target_expressions`, a hard one - its
-      colour and its shape are both in the window, never together - 3
-      times in 4; in the plural, ``"all the green triangles"``, half of
+      colour and its shape are both in the window, never together - with
+      probability ``hard_ratio`` where the window has one, else any; in
+      the plural, ``"all the green triangles"``, half of
       the time, so that the plural does not tell that a referent is
       there);
     - otherwise an object at least ``min_visible`` of which is in the
@@ -65,6 +66,9 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
             0.5.
         min_visible (float): Share of an object's pixels in the window from
             which it can be the referent. Defaults to 0.5.
+        hard_ratio (float): Probability that a no-target expression is
+            drawn among the hard ones (where the window has one) rather
+            than among all. Defaults to 0.75.
         **kwargs: Other :class:`BaseSegDataset` arguments.
     """
     METAINFO = SyntheticReferringDataset.METAINFO
@@ -80,6 +84,7 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
                  object_size: Tuple[float, float] = (0.15, 0.35),
                  no_target_ratio: float = 0.5,
                  min_visible: float = 0.5,
+                 hard_ratio: float = 0.75,
                  **kwargs) -> None:
         if split not in SPLIT_CODES:
             raise ValueError(f'split must be one of {tuple(SPLIT_CODES)}, '
@@ -87,10 +92,12 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
         if num_samples < 1 or window < 32:
             raise ValueError('num_samples must be >= 1 and window >= 32, '
                              f'got {num_samples}, {window}')
-        if not 0 <= no_target_ratio <= 1 or not 0 < min_visible <= 1:
-            raise ValueError('no_target_ratio must be in [0, 1] and '
-                             'min_visible in (0, 1], got '
-                             f'{no_target_ratio}, {min_visible}')
+        if not 0 <= no_target_ratio <= 1 or not 0 < min_visible <= 1 or \
+                not 0 <= hard_ratio <= 1:
+            raise ValueError('no_target_ratio and hard_ratio must be in '
+                             '[0, 1] and min_visible in (0, 1], got '
+                             f'{no_target_ratio}, {hard_ratio}, '
+                             f'{min_visible}')
         self.split = split
         self.num_samples = int(num_samples)
         self.window = int(window)
@@ -99,6 +106,7 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
         self.object_size = tuple(float(v) for v in object_size)
         self.no_target_ratio = float(no_target_ratio)
         self.min_visible = float(min_visible)
+        self.hard_ratio = float(hard_ratio)
         kwargs.setdefault('ann_file', '')
         kwargs.setdefault('data_prefix', dict(img_path='', seg_map_path=''))
         super().__init__(**kwargs)
@@ -141,7 +149,7 @@ class SyntheticSceneWindowDataset(BaseSegDataset):
         else:
             pool = no_target_expressions([objects[i] for i in seen])
             hard = [c for c in pool if c['hard']]
-            if hard and rng.random() < 0.75:
+            if hard and rng.random() < self.hard_ratio:
                 pool = hard
             text = pool[rng.integers(len(pool))]['text']
             if rng.random() < 0.5:  # "all the green triangles": none

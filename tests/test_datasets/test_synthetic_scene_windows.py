@@ -7,7 +7,8 @@ from mmseg.datasets import BaseSegDataset
 from rsrefseg_mm.datasets import SyntheticSceneWindowDataset
 from rsrefseg_mm.datasets.synthetic_large_scene import (render_block,
                                                         scene_background)
-from rsrefseg_mm.datasets.synthetic_scenes import COLORS, resolve_expression
+from rsrefseg_mm.datasets.synthetic_scenes import (COLORS, SINGULAR,
+                                                   resolve_expression)
 
 
 @pytest.fixture(scope='module')
@@ -110,12 +111,43 @@ def test_ratios_and_determinism():
         [_raw(some, i)['text'] for i in range(30)]
 
 
+def _hardness(ds, idx):
+    """Whether no-target window ``idx`` names a colour and a shape that are
+    both in the window (pieces count), and whether it has such a pair."""
+    objects, _, labels = _window_objects(ds, idx)
+    seen = [objects[i - 1] for i in np.unique(labels[labels > 0])]
+    words = _raw(ds, idx)['text'].split()
+    assert not resolve_expression(' '.join(words), seen)
+    colours = {o['color'] for o in seen}
+    shapes = {o['shape'] for o in seen}
+    shape = SINGULAR.get(words[-1], words[-1])
+    possible = len(colours) * len(shapes) > len({(o['color'], o['shape'])
+                                                 for o in seen})
+    return words[-2] in colours and shape in shapes, possible
+
+
+def test_hard_ratio():
+    """``hard_ratio`` 1: every no-target expression names a colour and a
+    shape of the window (never together) where the window has such a pair;
+    0: drawn among all no-target expressions, most of which are not
+    hard."""
+    hard = {}
+    for ratio in (1.0, 0.0):
+        ds = SyntheticSceneWindowDataset(
+            num_samples=24, no_target_ratio=1.0, hard_ratio=ratio, seed=5)
+        hard[ratio] = [_hardness(ds, i) for i in range(24)]
+    assert all(h for h, possible in hard[1.0] if possible)
+    assert sum(possible for _, possible in hard[1.0]) >= 12
+    assert sum(h for h, _ in hard[0.0]) <= 12
+
+
 @pytest.mark.parametrize('kwargs', [
     dict(split='dev'),
     dict(num_samples=0),
     dict(window=16),
     dict(no_target_ratio=1.5),
     dict(min_visible=0.0),
+    dict(hard_ratio=-0.1),
 ])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
