@@ -12,7 +12,8 @@
 # Outputs: work_dirs/demo/{clip_pretrain.pth, iter_*.pth, best_*.pth,
 #          <timestamp>/ logs, test/ (+ test/overlays/), test_generalized/,
 #          test_shuffled/, contact_sheet.png, image_demo/, the test steps' logs
-#          test.log, test_generalized.log, test_shuffled.log, contact_sheet.log}
+#          test.log, test_generalized.log, test_shuffled.log, contact_sheet.log,
+#          image_demo.log}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -41,11 +42,12 @@ OMP_NUM_THREADS=${DEMO_TRAIN_THREADS:-2} \
     --cfg-options model.backbone.checkpoint="$WORK/clip_pretrain.pth" "$@"
 CKPT="$WORK/$(cat "$WORK/last_checkpoint" | xargs basename)"
 # Testing a 128 x 128 scene takes ~0.1 s on one thread: the test steps run
-# on one thread each, two at a time (their logs in $WORK/*.log).
+# on one thread each, side by side (their logs in $WORK/*.log).
 export OMP_NUM_THREADS=${DEMO_TEST_THREADS:-1}
 
-# run_pair NAME1 CMD1... -- NAME2 CMD2...: both commands side by side, each
-# logging to $WORK/NAME.log; fails (with the log's end) if either fails
+# run_pair NAME1 CMD1... -- NAME2 CMD2... [-- ...]: the commands side by
+# side, each logging to $WORK/NAME.log; fails (with the log's end) if any
+# fails
 run_pair() {
     local names=() pids=() cmd=() arg
     for arg in "$@" --; do
@@ -75,24 +77,15 @@ run_pair test $PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" \
     --show-dir overlays \
     -- test_generalized $PY tools/test.py "$CONFIG" "$CKPT" \
     --work-dir "$WORK/test_generalized" --cfg-options "${GENERALIZED[@]}"
-echo "== [5/7] test again with every image paired with another sample's expression"
-echo "== [6/7] contact sheet of the generalized test split's first 8 pairs"
-# in dataset order, not chosen by score; pairs 0, 2 and 6 are no-target
-run_pair test_shuffled $PY tools/test.py "$CONFIG" "$CKPT" \
-    --work-dir "$WORK/test_shuffled" \
-    --cfg-options test_dataloader.dataset.shuffle_expressions=True \
-    -- contact_sheet $PY demo/contact_sheet.py "$CONFIG" "$CKPT" \
-    --out "$WORK/contact_sheet.png" --num 8 --columns 4 \
-    --cfg-options "${GENERALIZED[@]}"
-tail -n 12 "$WORK/contact_sheet.log"
-
-echo "== [7/7] image + text inference on one held-out scene"
-# scenes like the config's (3-4 objects, colour / shape expressions)
-$PY tools/dataset_converters/synthetic_to_rrsisd.py "$WORK/scenes" \
-    --num-train 0 --num-val 0 --num-test 2 --num-objects 3 4 \
-    --expression-types attribute > /dev/null
-IMG=$(ls "$WORK"/scenes/images/rrsisd/JPEGImages/* | head -1)
-TEXT=$($PY - "$WORK/scenes" "$IMG" <<'PYEOF'
+# step 7 as a function, run beside steps 5 and 6: a held-out scene like the
+# config's (3-4 objects, colour / shape expressions) and its expression
+image_demo() {
+    $PY tools/dataset_converters/synthetic_to_rrsisd.py "$WORK/scenes" \
+        --num-train 0 --num-val 0 --num-test 2 --num-objects 3 4 \
+        --expression-types attribute > /dev/null
+    local img text
+    img=$(ls "$WORK"/scenes/images/rrsisd/JPEGImages/* | head -1)
+    text=$($PY - "$WORK/scenes" "$img" <<'PYEOF'
 import os.path as osp, sys
 from rsrefseg_mm.utils import load_plain_pickle_file
 refs = load_plain_pickle_file(osp.join(sys.argv[1], 'refs(unc).p'))
@@ -100,8 +93,23 @@ name = osp.basename(sys.argv[2])
 print(next(r['sentences'][0]['sent'] for r in refs if r['file_name'] == name))
 PYEOF
 )
-$PY demo/image_demo.py "$IMG" "$TEXT" "$CONFIG" "$CKPT" \
-    --out-dir "$WORK/image_demo"
+    $PY demo/image_demo.py "$img" "$text" "$CONFIG" "$CKPT" \
+        --out-dir "$WORK/image_demo"
+}
+
+echo "== [5/7] test again with every image paired with another sample's expression"
+echo "== [6/7] contact sheet of the generalized test split's first 8 pairs"
+echo "== [7/7] image + text inference on one held-out scene"
+# in dataset order, not chosen by score; pairs 0, 2 and 6 are no-target
+run_pair test_shuffled $PY tools/test.py "$CONFIG" "$CKPT" \
+    --work-dir "$WORK/test_shuffled" \
+    --cfg-options test_dataloader.dataset.shuffle_expressions=True \
+    -- contact_sheet $PY demo/contact_sheet.py "$CONFIG" "$CKPT" \
+    --out "$WORK/contact_sheet.png" --num 8 --columns 4 \
+    --cfg-options "${GENERALIZED[@]}" \
+    -- image_demo image_demo
+tail -n 12 "$WORK/contact_sheet.log"
+tail -n 4 "$WORK/image_demo.log"
 
 $PY - "$WORK" "$(( $(date +%s) - start ))" <<'PYEOF'
 import glob, json, os.path as osp, sys

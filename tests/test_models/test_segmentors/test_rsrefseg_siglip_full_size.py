@@ -52,10 +52,12 @@ def test_paper_rsrefseg_b_forward_backward(siglip_spiece):
             ori_shape=(512, 512),
             pad_shape=(512, 512)))
     sample.gt_sem_seg = PixelData(data=gt)
-    feats = model.extract_feat(inputs, [sample.metainfo])
-    assert feats['sparse_prompts'].shape == (1, 49, 256)
-    assert feats['dense_prompts'].shape == (1, 1, 128, 128)
+    prompts = []  # the neck's outputs, seen in the one training forward
+    model.neck.register_forward_hook(lambda m, i, out: prompts.append(out))
     losses = model.loss(inputs, [sample])
+    assert len(prompts) == 1
+    assert prompts[0]['sparse_prompts'].shape == (1, 49, 256)
+    assert prompts[0]['dense_prompts'].shape == (1, 1, 128, 128)
     assert set(k for k in losses
                if k.startswith('decode.loss')) == {'decode.loss_ce'
                                                    }  # 5 x BCE, no Dice
