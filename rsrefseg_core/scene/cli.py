@@ -13,6 +13,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import cv2
 
+from ..flip import FLIP_DIRECTIONS
 from ..geo import DEFAULT_MIN_AREA_PX, DEFAULT_STRETCH
 from ..geo.stretch import StretchType
 from ..visualization import FILL_ALPHA
@@ -22,7 +23,7 @@ from . import (DEFAULT_MEMORY_LIMIT, ScenePredictor, SceneResult, SceneRuntime,
 
 #: Options that only mean something with ``--slide`` (argparse dests).
 SCENE_OPTIONS = ('window', 'stride', 'window_batch', 'embeddings',
-                 'max_memory', 'presence_threshold')
+                 'max_memory', 'presence_threshold', 'flip_check')
 #: Windows encoded (and decoded) together by default.
 DEFAULT_WINDOW_BATCH = 4
 
@@ -103,6 +104,15 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         help='a window whose presence is below P counts nothing (default: '
         'the model\'s scene presence threshold, presence_cfg.'
         'scene_threshold)')
+    group.add_argument(
+        '--flip-check',
+        nargs='+',
+        choices=FLIP_DIRECTIONS,
+        metavar='FLIP',
+        help='a window that passes must pass again flipped (horizontal, '
+        'vertical, diagonal; the expression\'s direction words swapped): '
+        'its presence is the least of the views\', its probability their '
+        'mean. Costs per expression the windows that pass, not the scene')
 
 
 def _size(values: Optional[Sequence[int]], flag: str, parser):
@@ -168,7 +178,8 @@ def scene_predictor(runtime: SceneRuntime,
         window_batch=args.window_batch or DEFAULT_WINDOW_BATCH,
         max_memory=memory,
         progress=progress,
-        presence_threshold=args.presence_threshold)
+        presence_threshold=args.presence_threshold,
+        flip_check=args.flip_check or ())
 
 
 def encode_summary(scene: ScenePredictor, reopened: bool) -> str:

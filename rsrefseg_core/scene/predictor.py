@@ -8,6 +8,8 @@ any number of expressions.
         runtime.encode_windows(batch)   -> WindowEmbeddings (memory / file)
     predict(texts)                           # per expression
         runtime.decode_windows(batch, text) -> probability, presence
+        flip_check: the windows that pass, flipped (and the expression's
+            direction words swapped), encoded and decoded again
         ProbabilityMosaic (windows judged absent count nothing)
             -> SceneOutputs: mask GeoTIFF strip by strip, polygons
         SceneGrid.cell_presence -> coarse presence raster
@@ -18,6 +20,7 @@ Memory is bounded by the window, the batch, one strip of ``crop_size``
 rows of the scene and the embeddings kept in memory (``max_memory``), not
 by the scene.
 """
+import dataclasses
 import os
 import os.path as osp
 import re
@@ -27,6 +30,7 @@ from typing import List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..flip import FLIP_DIRECTIONS, flip_array, flip_referring_text
 from ..geo import DEFAULT_STRETCH, RasterImage
 from ..geo.export import DEFAULT_MIN_AREA_PX, write_geojson
 from ..geo.reader import require_rasterio
@@ -146,20 +150,33 @@ class ScenePredictor:
             ``scene_presence_threshold`` (the model's
             ``presence_cfg.scene_threshold``). Not below the runtime's
             ``presence_threshold``, under which windows are not decoded.
+        flip_check (Sequence[str]): Flips (``'horizontal'``,
+            ``'vertical'``, ``'diagonal'``) a window must also pass: a
+            window whose presence passes is read again, flipped, with the
+            expression's direction words swapped (``left`` <-> ``right``
+            ...), encoded and decoded; its presence becomes the least of
+            the views' and its probability their mean (flipped back).
+            Nothing is re-encoded for windows below the threshold, so the
+            check costs per expression the windows that pass, not the
+            scene. Empty (default): one view.
     """
 
-    def __init__(self,
-                 runtime: SceneRuntime,
-                 crop_size=None,
-                 stride=None,
-                 window_batch: int = 4,
-                 max_memory: int = DEFAULT_MEMORY_LIMIT,
-                 progress: Optional[bool] = None,
-                 presence_threshold: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        runtime: SceneRuntime,
+        crop_size=None,
+        stride=None,
+        window_batch: int = 4,
+        max_memory: int = DEFAULT_MEMORY_LIMIT,
+        progress: Optional[bool] = None,
+        presence_threshold: Optional[float] = None,
+        flip_check: Sequence[str] = ()
+    ) -> None:
         self.runtime = runtime
         #: Windows below this presence count nothing (None: no presence).
         self.presence_threshold = _presence_threshold(runtime,
                                                       presence_threshold)
+        self.flip_check = _flip_check(flip_check, self.presence_threshold)
         self.crop_size = runtime.window_size if crop_size is None else \
             crop_size
         self.stride = stride
@@ -320,6 +337,8 @@ class ScenePredictor:
                         if pres is not None:
                             presence[i] = pres[k]
                         probs[i] = out[k] if keep else None
+                    if self.flip_check:
+                        self._check_flips(text, probs, presence)
                 for i, box in batch:
                     mosaic.add(box, probs.get(i))
             mosaic.close()
@@ -349,6 +368,41 @@ class ScenePredictor:
             seconds=time.perf_counter() - start,
             threshold=self.runtime.mask_threshold)
         return result
+
+    def _check_flips(self, text: str, probs: dict,
+                     presence: np.ndarray) -> None:
+        """The :attr:`flip_check` views of the windows of ``probs`` (index
+        -> (h, w) probability, None below the threshold) that pass:
+        ``presence`` becomes the least of the views', ``probs`` their
+        mean, or None where a view falls below the threshold."""
+        kept = [i for i, prob in probs.items() if prob is not None]
+        if not kept:
+            return
+        boxes = self.grid.boxes
+        windows = [self.reader.read(boxes[i]) for i in kept]
+        shape = windows[0].img.shape[:2]
+        total = {i: probs[i].astype(np.float32) for i in kept}
+        for direction in self.flip_check:
+            flipped = [
+                dataclasses.replace(
+                    w,
+                    img=flip_array(w.img, direction),
+                    nodata_mask=None if w.nodata_mask is None else flip_array(
+                        w.nodata_mask, direction)) for w in windows
+            ]
+            out, pres = self.runtime.decode_windows(
+                self.runtime.encode_windows(flipped), shape,
+                flip_referring_text(text, direction))
+            for k, i in enumerate(kept):
+                presence[i] = min(presence[i], pres[k])
+                if total.get(i) is None or out[k] is None or \
+                        pres[k] < self.presence_threshold:
+                    total[i] = None
+                else:
+                    total[i] += flip_array(out[k], direction)
+        views = 1 + len(self.flip_check)
+        for i in kept:
+            probs[i] = None if total[i] is None else total[i] / views
 
     def _write_presence(self, path: str, grid: np.ndarray, text: str) -> str:
         """The coarse presence raster as a float32 GeoTIFF (NaN: no
@@ -406,6 +460,25 @@ def _presence_threshold(runtime: SceneRuntime,
             f"model's presence threshold {model} are not decoded), got "
             f'{threshold}')
     return float(threshold)
+
+
+def _flip_check(flips: Sequence[str],
+                threshold: Optional[float]) -> Tuple[str, ...]:
+    """The checked ``flip_check`` of a scene predictor."""
+    if isinstance(flips, str):
+        flips = (flips, )
+    flips = tuple(flips)
+    for flip in flips:
+        if flip not in FLIP_DIRECTIONS:
+            raise ValueError(f'flip_check: each flip must be one of '
+                             f'{FLIP_DIRECTIONS}, got {flip!r}')
+    if len(set(flips)) != len(flips):
+        raise ValueError(f'flip_check: a flip given twice in {flips}')
+    if flips and threshold is None:
+        raise ValueError('flip_check: the model has no presence output, '
+                         'so no window is judged absent and every window '
+                         'would be checked; use it with a presence model')
+    return flips
 
 
 def _empty(window: RasterImage) -> bool:

@@ -145,3 +145,76 @@ def test_a_window_nodata_stays_its_own(model, tmp_path):
     finally:
         cfg['threshold'] = threshold
         scene.close()
+
+
+def test_flip_check_keeps_the_windows_every_view_passes(model):
+    """``flip_check``: a window that passes is asked again flipped, with
+    the expression's direction words swapped; it counts where every view
+    passes, its presence the least of the views' and its probability their
+    mean (flipped back). Windows below the threshold are not re-encoded."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (96, 150, 3), np.uint8)
+    boxes = SceneGrid.build(96, 150, 64, (32, 43)).boxes
+    text, flipped_text = 'the red circle on the left', \
+        'the red circle on the right'
+    mirrored = [(y1, y2, 150 - x2, 150 - x1) for y1, y2, x1, x2 in boxes]
+
+    def views():
+        first = window_answers(model, image, boxes, text)
+        flipped = window_answers(model, image[:, ::-1], mirrored, flipped_text)
+        return first, flipped, *(
+            np.array([r.metainfo['presence'] for r in rs])
+            for rs in (first, flipped))
+
+    # threshold (logit 0) just above the flipped view of the window whose
+    # views differ most, below both views of another window
+    p0, p1 = views()[2:]
+    l0, l1 = np.log(p0 / (1 - p0)), np.log(p1 / (1 - p1))
+    j = int(np.argmax(l0 - l1))
+    both = np.delete(np.minimum(l0, l1), j).max()
+    with torch.no_grad():
+        presence_layer(model).bias[0] -= (l1[j] + min(l0[j], both)) / 2
+    first, flipped, p0, p1 = views()
+    kept = (p0 >= 0.5) & (p1 >= 0.5)
+    # the test means something: the check drops windows and keeps others
+    assert kept.any() and ((p0 >= 0.5) & ~kept).any(), (p0, p1)
+    total = np.zeros(image.shape[:2])
+    count = np.zeros(image.shape[:2])
+    for k, (y1, y2, x1, x2) in enumerate(boxes):
+        if kept[k]:
+            total[
+                y1:y2,
+                x1:x2] += (first[k].seg_logits.data[0].numpy() +
+                           flipped[k].seg_logits.data[0].numpy()[:, ::-1]) / 2
+            count[y1:y2, x1:x2] += 1
+
+    runtime = ReferringPredictor(model)
+    scene = ScenePredictor(
+        runtime,
+        crop_size=64,
+        stride=(32, 43),
+        window_batch=3,
+        progress=False,
+        flip_check=('horizontal', ))
+    scene.set_scene(image)
+    encoded = []
+    encode = runtime.encode_windows
+    runtime.encode_windows = lambda w: encoded.append(len(w)) or encode(w)
+    got = scene.predict(text, keep_probability=True)
+    assert sum(encoded) == (p0 >= 0.5).sum()  # only the windows that pass
+    np.testing.assert_allclose(
+        got.window_presence,
+        np.where(p0 >= 0.5, np.minimum(p0, p1), p0),
+        atol=1e-5)
+    np.testing.assert_allclose(
+        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    scene.close()
+
+
+@pytest.mark.parametrize('flips, match', [
+    (('sideways', ), 'one of'),
+    (('vertical', 'vertical'), 'twice'),
+])
+def test_bad_flip_check_is_refused(model, flips, match):
+    with pytest.raises(ValueError, match=match):
+        ScenePredictor(ReferringPredictor(model), flip_check=flips)

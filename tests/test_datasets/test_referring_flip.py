@@ -65,3 +65,18 @@ def test_transform_flips_image_mask_and_text(prob, direction, text):
 def test_transform_needs_text():
     with pytest.raises(KeyError, match='text'):
         ReferringRandomFlip(prob=1.)(dict(img=np.zeros((2, 2, 3), np.uint8)))
+
+
+@pytest.mark.parametrize('direction', ['horizontal', 'vertical', 'diagonal'])
+def test_flip_array_flips_as_the_transform(direction):
+    """The scene windows' flip check flips pixels as the transform does."""
+    from rsrefseg_core.flip import flip_array
+    img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    out = ReferringRandomFlip(
+        prob=1., direction=direction)(
+            dict(img=img.copy(), text='x'))
+    np.testing.assert_array_equal(flip_array(img, direction), out['img'])
+    np.testing.assert_array_equal(
+        flip_array(flip_array(img[..., 0], direction), direction), img[..., 0])
+    with pytest.raises(ValueError, match='flip direction'):
+        flip_array(img, 'sideways')

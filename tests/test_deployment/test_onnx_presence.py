@@ -160,10 +160,12 @@ def test_cli_prints_presence(exported_presence, image, tmp_path, capsys):
             assert f'px, presence {p:.2f};' in line and 'absent' not in line
 
 
-def test_scene_through_onnx_runtime_equals_pytorch(exported_presence,
-                                                   tmp_path):
+@pytest.mark.parametrize('flip_check', [(), ('horizontal', 'vertical')])
+def test_scene_through_onnx_runtime_equals_pytorch(exported_presence, tmp_path,
+                                                   flip_check):
     """Sliding windows on a small GeoTIFF scene: ONNX Runtime's windows,
-    presence, averaged probability and written mask equal PyTorch's."""
+    presence, averaged probability and written mask equal PyTorch's, with
+    and without the flip check."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -177,7 +179,11 @@ def test_scene_through_onnx_runtime_equals_pytorch(exported_presence,
     answers = []
     for runtime in (ReferringPredictor(model), OnnxReferringPredictor(out)):
         scene = ScenePredictor(
-            runtime, crop_size=96, window_batch=3, progress=False)
+            runtime,
+            crop_size=96,
+            window_batch=3,
+            progress=False,
+            flip_check=flip_check)
         scene.set_scene(path)
         answers.append(
             scene.predict(

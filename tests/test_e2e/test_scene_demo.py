@@ -147,6 +147,9 @@ REFUSED = {
     '--presence-threshold: only with --slide': ['--presence-threshold', '0.9'],
     '--presence-threshold must be in (0, 1), got 1.0':
     ['--slide', '--presence-threshold', '1'],
+    '--flip-check: only with --slide': ['--flip-check', 'horizontal'],
+    "--flip-check: invalid choice: 'sideways'":
+    ['--slide', '--flip-check', 'sideways'],
 }
 
 

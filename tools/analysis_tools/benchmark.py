@@ -1051,7 +1051,8 @@ def scene_bench_child(args) -> None:
         runtime,
         window_batch=args.window_batch,
         max_memory=int(args.max_memory * MIB),
-        progress=False) \
+        progress=False,
+        flip_check=args.flip_check or ()) \
         if method != 'decimated' else None
     model_rss = proc_status_mib('self', 'VmHWM')
     threshold = runtime.mask_threshold
@@ -1253,6 +1254,8 @@ def scene_bench(args) -> Dict:
                         for k in range(args.scenes)
                     ]
                 ]
+                if args.flip_check:
+                    cmd += ['--flip-check', *args.flip_check]
                 for flag in ('checkpoint', 'threads', 'model_dir'):
                     if getattr(args, flag):
                         cmd += [
@@ -1285,6 +1288,11 @@ def scene_bench(args) -> Dict:
                 '(presence_cfg.scene_threshold); ')
     else:
         gate = 'no presence output: every window counts; '
+    if args.flip_check:
+        gate += (f'a window that passes must pass again flipped '
+                 f'({", ".join(args.flip_check)}; the direction words of '
+                 'the expression swapped), its presence the least of the '
+                 "views', its probability their mean; ")
     print('\n### Scene: decimated read against sliding windows\n')
     print(f'{done[0] if done else context()} (each method and size a fresh '
           f'process); rasterio {rasterio.__version__}, GDAL '
@@ -1477,6 +1485,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=int,
         default=4,
         help='windows encoded / decoded together (default 4)')
+    p.add_argument(
+        '--flip-check',
+        nargs='+',
+        choices=('horizontal', 'vertical', 'diagonal'),
+        help='slide methods: flips a window that passes must pass too '
+        '(ScenePredictor flip_check; default: none)')
     p.add_argument(
         '--max-memory',
         type=float,
