@@ -28,7 +28,10 @@ the image, and already gives an expression below the threshold empty-mask
 logits. It is null (or absent, in folders exported before it existed) for
 a model without one. ``scene_presence_threshold``
 (``presence_cfg.scene_threshold``; absent: the presence threshold) is the
-threshold of the windows of a whole scene.
+threshold of the windows of a whole scene. ``text_filter`` (``scale``,
+``bias``; null for a prompter without a global text filter, absent in
+older folders) is the filter ``sigmoid(scale * cos(img_feats,
+text_global) + bias)`` a scene's windows are gated with.
 """
 import hashlib
 import json
@@ -235,6 +238,14 @@ def read_deploy_info(model_dir: str, verify_hashes: bool = True) -> dict:
     elif scene_presence is not None:
         raise DeployInfoError(f'{where}: scene_presence_threshold without '
                               'presence_threshold')
+    text_filter = info.get('text_filter')
+    if text_filter is not None:
+        if not isinstance(text_filter, dict) or not all(
+                isinstance(text_filter.get(k), (
+                    int, float)) and not isinstance(text_filter.get(k), bool)
+                and math.isfinite(text_filter[k]) for k in ('scale', 'bias')):
+            raise DeployInfoError(f'{where}: text_filter must give a finite '
+                                  f'scale and bias, got {text_filter!r:.80}')
     if not isinstance(info.get('dynamic_expressions'), bool):
         raise DeployInfoError(f'{where}: dynamic_expressions must be true or '
                               'false')

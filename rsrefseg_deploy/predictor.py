@@ -350,6 +350,27 @@ class OnnxReferringPredictor(BaseReferringPredictor):
             for name, value in zip(names, self._encode(window))
         } for window in windows]
 
+    def text_filter(self, text: str) -> Tuple[np.ndarray, float, float]:
+        """The sentence feature ``text_global`` (D,) of an expression and
+        the global text filter's scale and bias (``deploy.json``'s
+        ``text_filter``): a window's filter is ``sigmoid(scale *
+        cos(img_feats, text_global) + bias)``.
+
+        Raises:
+            ValueError: The export records no text filter (a prompter
+                without one, or a folder exported before it was recorded).
+        """
+        info = self.info.get('text_filter')
+        if info is None:
+            raise ValueError(
+                f'{self.info["paths"]["decoder"]}: its deploy.json records no '
+                'text_filter (a '
+                'prompter without a global text filter, or exported before '
+                'it was recorded: export the model again with '
+                'tools/deployment/export_onnx.py)')
+        text_global = self.encode_texts([text])['text_global'][0]
+        return text_global, float(info['scale']), float(info['bias'])
+
     def decode_windows(self, encodings: List[Dict[str, Any]],
                        shape: Tuple[int, int], text: str) -> WindowAnswers:
         """One expression on encoded windows of ``shape``: the text graph

@@ -23,7 +23,8 @@ from . import (DEFAULT_MEMORY_LIMIT, ScenePredictor, SceneResult, SceneRuntime,
 
 #: Options that only mean something with ``--slide`` (argparse dests).
 SCENE_OPTIONS = ('window', 'stride', 'window_batch', 'embeddings',
-                 'max_memory', 'presence_threshold', 'flip_check')
+                 'max_memory', 'presence_threshold', 'flip_check',
+                 'filter_gate')
 #: Windows encoded (and decoded) together by default.
 DEFAULT_WINDOW_BATCH = 4
 
@@ -113,6 +114,14 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         'vertical, diagonal; the expression\'s direction words swapped): '
         'its presence is the least of the views\', its probability their '
         'mean. Costs per expression the windows that pass, not the scene')
+    group.add_argument(
+        '--filter-gate',
+        type=float,
+        metavar='LOGIT',
+        help='decode only the windows whose global text filter (the '
+        'prompter\'s s * cos(patch, sentence) + b, its largest logit in the '
+        'window) reaches LOGIT; the others count nothing. A follow-up '
+        'expression then costs the windows that resemble it, not the scene')
 
 
 def _size(values: Optional[Sequence[int]], flag: str, parser):
@@ -179,7 +188,8 @@ def scene_predictor(runtime: SceneRuntime,
         max_memory=memory,
         progress=progress,
         presence_threshold=args.presence_threshold,
-        flip_check=args.flip_check or ())
+        flip_check=args.flip_check or (),
+        filter_gate=args.filter_gate)
 
 
 def encode_summary(scene: ScenePredictor, reopened: bool) -> str:

@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import tempfile
 import zipfile
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -113,18 +113,27 @@ class WindowEmbeddings:
             self._open_zip(self.path, 'r')
 
     # -- reading --------------------------------------------------------
-    def get(self, index: int) -> Optional[Arrays]:
-        """The encodings of window ``index``; None for a window without
+    def get(self,
+            index: int,
+            names: Optional[Sequence[str]] = None) -> Optional[Arrays]:
+        """The encodings of window ``index`` (only the arrays ``names``,
+        when given: a file reads no more); None for a window without
         data."""
-        if index in self.memory:
-            return self.memory[index]
         if index in self.meta['empty']:
             return None
+        arrays = self.meta['arrays'] or {}
+        names = list(arrays) if names is None else list(names)
+        unknown = [n for n in names if n not in arrays]
+        if unknown:
+            raise KeyError(f'window embeddings have no {unknown}; they hold '
+                           f'{sorted(arrays)}')
+        if index in self.memory:
+            return {name: self.memory[index][name] for name in names}
         if index not in self._in_file:
             raise KeyError(f'window {index} was not encoded')
         return {
-            name: self._read(_entry(index, name), shape, dtype)
-            for name, (shape, dtype) in self.meta['arrays'].items()
+            name: self._read(_entry(index, name), *arrays[name])
+            for name in names
         }
 
     def _read(self, entry: str, shape, dtype: str) -> np.ndarray:

@@ -7,6 +7,8 @@ any number of expressions.
         SceneReader: the stretch of the whole scene, then window by window
         runtime.encode_windows(batch)   -> WindowEmbeddings (memory / file)
     predict(texts)                           # per expression
+        filter_gate: windows whose global text filter stays below it
+            are not decoded (runtime.text_filter, window_filter_max)
         runtime.decode_windows(batch, text) -> probability, presence
         flip_check: the windows that pass, flipped (and the expression's
             direction words swapped), encoded and decoded again
@@ -43,6 +45,7 @@ from .grid import SceneGrid
 from .mosaic import ProbabilityMosaic
 from .outputs import SceneOutputs
 from .reader import SceneReader, SceneSource
+from .text_filter import window_filter_max
 
 #: ``decode_windows``' answer: (h, w) float32 probability per window (None
 #: for a window below the presence threshold) and the (n,) presence (None
@@ -74,6 +77,10 @@ class SceneRuntime(Protocol):
         (h, w) float32 probability of each window (None, or any value, for
         a window below :attr:`presence_threshold`: it counts nothing), and
         the (n,) presence probabilities (None without presence)."""
+
+    def text_filter(self, text: str) -> Tuple[np.ndarray, float, float]:
+        """The expression's sentence feature (D,) and the global text
+        filter's scale and bias (``ScenePredictor(filter_gate=...)``)."""
 
 
 class SceneResult(NamedTuple):
@@ -159,24 +166,34 @@ class ScenePredictor:
             Nothing is re-encoded for windows below the threshold, so the
             check costs per expression the windows that pass, not the
             scene. Empty (default): one view.
+        filter_gate (float, optional): A window whose global text filter
+            (the prompter's ``s * cos(img_feats, t) + b``, its largest
+            logit over the window; :func:`window_filter_max`) is below it
+            is not decoded: it counts nothing and has no presence (NaN).
+            The decoders then run on the windows where something resembles
+            the expression, not on the scene, which is what a follow-up
+            expression costs. None (default): every window is decoded.
     """
 
-    def __init__(
-        self,
-        runtime: SceneRuntime,
-        crop_size=None,
-        stride=None,
-        window_batch: int = 4,
-        max_memory: int = DEFAULT_MEMORY_LIMIT,
-        progress: Optional[bool] = None,
-        presence_threshold: Optional[float] = None,
-        flip_check: Sequence[str] = ()
-    ) -> None:
+    def __init__(self,
+                 runtime: SceneRuntime,
+                 crop_size=None,
+                 stride=None,
+                 window_batch: int = 4,
+                 max_memory: int = DEFAULT_MEMORY_LIMIT,
+                 progress: Optional[bool] = None,
+                 presence_threshold: Optional[float] = None,
+                 flip_check: Sequence[str] = (),
+                 filter_gate: Optional[float] = None) -> None:
         self.runtime = runtime
         #: Windows below this presence count nothing (None: no presence).
         self.presence_threshold = _presence_threshold(runtime,
                                                       presence_threshold)
         self.flip_check = _flip_check(flip_check, self.presence_threshold)
+        if filter_gate is not None and not np.isfinite(filter_gate):
+            raise ValueError('filter_gate must be a finite logit or None, '
+                             f'got {filter_gate!r}')
+        self.filter_gate = None if filter_gate is None else float(filter_gate)
         self.crop_size = runtime.window_size if crop_size is None else \
             crop_size
         self.stride = stride
@@ -322,9 +339,14 @@ class ScenePredictor:
         boxes = self.grid.boxes
         presence = np.full(len(boxes), np.nan, np.float32)
         threshold = self.presence_threshold
+        text_filter = None if self.filter_gate is None else \
+            self.runtime.text_filter(text)
         try:
             for batch in self._window_batches(f'{text!r}'):
-                encoded = [(i, self.embeddings.get(i)) for i, _ in batch]
+                indices = [i for i, _ in batch]
+                if text_filter is not None:
+                    indices = self._gate(indices, text_filter)
+                encoded = [(i, self.embeddings.get(i)) for i in indices]
                 with_data = [(i, e) for i, e in encoded if e is not None]
                 probs = {}
                 if with_data:
@@ -368,6 +390,19 @@ class ScenePredictor:
             seconds=time.perf_counter() - start,
             threshold=self.runtime.mask_threshold)
         return result
+
+    def _gate(self, indices: List[int], text_filter: tuple) -> List[int]:
+        """The windows of ``indices`` whose global text filter reaches
+        :attr:`filter_gate` (only their patch features are read)."""
+        feats = [(i, self.embeddings.get(i, ('img_feats', ))) for i in indices]
+        feats = [(i, e) for i, e in feats if e is not None]
+        if not feats:
+            return []
+        scores = window_filter_max([e for _, e in feats], *text_filter)
+        return [
+            i for (i, _), score in zip(feats, scores)
+            if score >= self.filter_gate
+        ]
 
     def _check_flips(self, text: str, probs: dict,
                      presence: np.ndarray) -> None:

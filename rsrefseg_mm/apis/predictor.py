@@ -267,6 +267,34 @@ class ReferringPredictor(BaseReferringPredictor):
             self._templates[shape] = data['data_samples'][0]
         return self._templates[shape]
 
+    def _text_embeddings(self, text: str) -> Tuple[torch.Tensor, ...]:
+        """:meth:`RSRefSeg.encode_text` of one expression, kept in
+        :attr:`text_cache`."""
+        text_embeddings = self.text_cache.lookup(text)
+        if text_embeddings is None:
+            with autocast(self.precision, self.device):
+                text_embeddings = self.model.encode_text([text], self.device)
+            self.text_cache.store(text, text_embeddings)
+        return text_embeddings
+
+    @torch.no_grad()
+    def text_filter(self, text: str) -> Tuple[np.ndarray, float, float]:
+        """The global text filter of an expression: the sentence feature
+        ``text_global`` (D,) and the filters' scale and bias, so that a
+        window's filter map is ``sigmoid(s * cos(img_feats, t) + b)``.
+
+        Raises:
+            ValueError: The model's prompter has no text filter.
+        """
+        neck = self.model.neck
+        if not hasattr(neck, 'filter_scale_bias'):
+            raise ValueError(f'{type(neck).__name__} has no global text '
+                             'filter (TextFilterNeck has)')
+        text_global = self._text_embeddings(text)[0]
+        scale, bias = neck.filter_scale_bias(
+            self.model.backbone.logit_outputs())
+        return text_global[0].float().cpu().numpy(), scale, bias
+
     @torch.no_grad()
     def decode_windows(self, encodings: List[Dict[str, Any]],
                        shape: Tuple[int, int], text: str) -> WindowAnswers:
@@ -287,11 +315,7 @@ class ReferringPredictor(BaseReferringPredictor):
             k: torch.from_numpy(np.stack([e[k] for e in encodings])).to(device)
             for k in encodings[0]
         }
-        text_embeddings = self.text_cache.lookup(text)
-        if text_embeddings is None:
-            with autocast(self.precision, self.device):
-                text_embeddings = self.model.encode_text([text], device)
-            self.text_cache.store(text, text_embeddings)
+        text_embeddings = self._text_embeddings(text)
         with autocast(self.precision, self.device):
             logits, feats = self.model.decode(
                 embeddings, [text] * n,

@@ -90,6 +90,16 @@ def graph_io(path: str) -> Dict[str, List[str]]:
         outputs=[o.name for o in graph.output])
 
 
+def _text_filter_info(model) -> Optional[dict]:
+    """The global text filter's ``scale`` and ``bias`` (``sigmoid(scale *
+    cos(img_feats, text_global) + bias)``; the scene runtime's filter gate),
+    None for a prompter without one."""
+    if not hasattr(model.neck, 'filter_scale_bias'):
+        return None
+    scale, bias = model.neck.filter_scale_bias(model.backbone.logit_outputs())
+    return dict(scale=scale, bias=bias)
+
+
 def _tokenizer_info(backbone: nn.Module, out_dir: str) -> dict:
     tok = backbone.tokenizer
     if isinstance(tok, GemmaSentencePiece):  # SigLIP 2
@@ -236,6 +246,7 @@ def export_onnx(model: nn.Module,
         low_res_size=list(logits.shape[-2:]),
         filter_grid=list(global_map.shape[-2:]),
         threshold=float(model.decode_head.threshold),
+        text_filter=_text_filter_info(model),
         presence_threshold=float(model.decode_head.presence_cfg['threshold'])
         if decoder.presence else None,
         scene_presence_threshold=float(

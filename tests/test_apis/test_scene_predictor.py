@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rsrefseg_core.scene import SceneGrid, ScenePredictor
+from rsrefseg_core.scene.text_filter import window_filter_max
 from rsrefseg_mm.apis import ReferringPredictor
 from helpers import (GRES_CONFIG, centre_presence, perturbed_model,
                      presence_layer, write_geotiff)
@@ -218,3 +219,73 @@ def test_flip_check_keeps_the_windows_every_view_passes(model):
 def test_bad_flip_check_is_refused(model, flips, match):
     with pytest.raises(ValueError, match=match):
         ScenePredictor(ReferringPredictor(model), flip_check=flips)
+
+
+def test_filter_gate_decodes_the_windows_the_text_filter_passes(model):
+    """``filter_gate``: the global text filter's largest logit per window,
+    computed in NumPy from the stored patch features, is the prompter's;
+    windows below the gate are not decoded (no presence, nothing painted),
+    the others answer as without the gate."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 255, (96, 150, 3), np.uint8)
+    runtime = ReferringPredictor(model)
+    maxima = []
+    neck_forward = model.neck.forward
+
+    def record(feats):
+        out = neck_forward(feats)
+        maxima.extend(out['global_logits'].flatten(1).max(1).values.tolist())
+        return out
+
+    def scene_predictor(gate):
+        scene = ScenePredictor(
+            runtime,
+            crop_size=64,
+            stride=(32, 43),
+            window_batch=3,
+            progress=False,
+            filter_gate=gate)
+        scene.set_scene(image)
+        return scene
+
+    ungated = scene_predictor(None)
+    model.neck.forward = record
+    try:
+        full = ungated.predict(TEXTS[1], keep_probability=True)
+    finally:
+        del model.neck.forward
+    encodings = [
+        ungated.embeddings.get(i) for i in range(len(ungated.grid.boxes))
+    ]
+    scores = window_filter_max(encodings, *runtime.text_filter(TEXTS[1]))
+    np.testing.assert_allclose(scores, maxima, atol=1e-4)
+    gate = float(np.median(scores))
+    passed = scores >= gate
+    # the test means something: windows gated, windows decoded and found
+    assert (passed & (full.window_presence >= 0.5)).any() and \
+        not passed.all()
+
+    total = np.zeros(image.shape[:2])
+    count = np.zeros(image.shape[:2])
+    for k, (y1, y2, x1, x2) in enumerate(ungated.grid.boxes):
+        if passed[k] and full.window_presence[k] >= 0.5:
+            probs, _ = runtime.decode_windows([encodings[k]], (64, 64),
+                                              TEXTS[1])
+            total[y1:y2, x1:x2] += probs[0]
+            count[y1:y2, x1:x2] += 1
+    gated = scene_predictor(gate)
+    decoded = []
+    decode = runtime.decode_windows
+    runtime.decode_windows = lambda e, *a: decoded.append(len(e)) or decode(
+        e, *a)
+    got = gated.predict(TEXTS[1], keep_probability=True)
+    assert sum(decoded) == passed.sum()
+    np.testing.assert_array_equal(np.isnan(got.window_presence), ~passed)
+    np.testing.assert_allclose(
+        got.window_presence[passed], full.window_presence[passed], atol=1e-5)
+    np.testing.assert_allclose(
+        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    with pytest.raises(ValueError, match='finite'):
+        ScenePredictor(runtime, filter_gate=float('nan'))
+    ungated.close()
+    gated.close()

@@ -185,3 +185,23 @@ def test_two_graph_layout_is_refused(tmp_path):
             match=r"format 'rsrefseg-onnx/1', the two-graph layout .* export "
             r'the model again with tools/deployment/export_onnx\.py'):
         read_deploy_info(str(folder))
+
+
+@pytest.mark.parametrize('text_filter,ok',
+                         [('absent', True), (None, True),
+                          (dict(scale=14.3, bias=-2), True),
+                          (dict(scale=math.nan, bias=0.), False),
+                          (dict(scale=1.), False),
+                          (dict(scale=True, bias=0.), False),
+                          ([1., 0.], False),
+                          (dict(scale='1', bias=0.), False)])
+def test_text_filter_is_optional_and_finite(tmp_path, text_filter, ok):
+    overrides = {} if text_filter == 'absent' else \
+        dict(text_filter=text_filter)
+    folder = str(make_folder(tmp_path, **overrides))
+    if ok:
+        read_deploy_info(folder)
+    else:
+        with pytest.raises(
+                DeployInfoError, match='text_filter must give a finite scale'):
+            read_deploy_info(folder)

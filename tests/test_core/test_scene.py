@@ -221,6 +221,34 @@ def test_embeddings_file_is_kept_reopened_and_checked(scene, tmp_path):
                 scene, embeddings_file=path)
 
 
+@pytest.mark.parametrize('max_memory', [0, 1 << 20])
+def test_embeddings_read_only_the_arrays_asked_for(tmp_path, max_memory):
+    """``get(i, names)``: those arrays (from memory or from the file, where
+    the other arrays are not read), the window's empty answer, and an
+    unknown name refused by name."""
+    stored = WindowEmbeddings(dict(scene='s'), max_memory=max_memory)
+    arrays = dict(
+        img_feats=np.arange(6, dtype=np.float32).reshape(1, 2, 3),
+        image_embeddings=np.ones((2, 2), np.float32))
+    stored.put(0, arrays)
+    stored.put(1, None)
+    stored.finish()
+    read = []
+    if max_memory == 0:
+        _read = stored._read
+        stored._read = lambda entry, *a: read.append(entry) or _read(entry, *a)
+    got = stored.get(0, ('img_feats', ))
+    assert list(got) == ['img_feats']
+    np.testing.assert_array_equal(got['img_feats'], arrays['img_feats'])
+    if max_memory == 0:
+        assert len(read) == 1 and 'img_feats' in read[0]
+    assert stored.get(1, ('img_feats', )) is None
+    assert set(stored.get(0)) == set(arrays)
+    with pytest.raises(KeyError, match='no .*img_global'):
+        stored.get(0, ('img_global', ))
+    stored.close()
+
+
 def test_damaged_embeddings_files_are_refused(tmp_path):
     meta = dict(scene='s', engine='e')
     path = str(tmp_path / 'e.npz')

@@ -123,6 +123,26 @@ def test_bad_presence_threshold_is_refused(exported_presence, tmp_path, bad):
         OnnxReferringPredictor(str(copy))
 
 
+def test_folder_without_text_filter_cannot_gate(exported_presence, tmp_path):
+    """A folder exported before the text filter was recorded answers as
+    before, and asking it for the filter gate says to export again."""
+    from rsrefseg_core.scene import ScenePredictor
+    _, out = exported_presence
+    copy = tmp_path / 'model'
+    shutil.copytree(out, copy)
+    info = json.loads((copy / 'deploy.json').read_text())
+    assert set(info['text_filter']) == {'scale', 'bias'}
+    del info['text_filter']
+    (copy / 'deploy.json').write_text(json.dumps(info))
+    runtime = OnnxReferringPredictor(str(copy))
+    scene = ScenePredictor(
+        runtime, crop_size=64, progress=False, filter_gate=0.0)
+    scene.set_scene(np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match='records no text_filter.*export'):
+        scene.predict(TEXTS[0])
+    scene.close()
+
+
 def test_presence_output_without_threshold_is_refused(exported_presence,
                                                       tmp_path):
     _, out = exported_presence
@@ -160,12 +180,15 @@ def test_cli_prints_presence(exported_presence, image, tmp_path, capsys):
             assert f'px, presence {p:.2f};' in line and 'absent' not in line
 
 
-@pytest.mark.parametrize('flip_check', [(), ('horizontal', 'vertical')])
+@pytest.mark.parametrize('flip_check,gated',
+                         [((), False), (('horizontal', 'vertical'), False),
+                          ((), True)])
 def test_scene_through_onnx_runtime_equals_pytorch(exported_presence, tmp_path,
-                                                   flip_check):
+                                                   flip_check, gated):
     """Sliding windows on a small GeoTIFF scene: ONNX Runtime's windows,
     presence, averaged probability and written mask equal PyTorch's, with
-    and without the flip check."""
+    and without the flip check and the text-filter gate (ONNX Runtime's
+    text filter is PyTorch's)."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -177,13 +200,28 @@ def test_scene_through_onnx_runtime_equals_pytorch(exported_presence, tmp_path,
     path = write_tif(tmp_path / 'scene.tif', data, 'EPSG:32633',
                      from_origin(500000, 4100000, 1, 1))
     answers = []
-    for runtime in (ReferringPredictor(model), OnnxReferringPredictor(out)):
+    runtimes = (ReferringPredictor(model), OnnxReferringPredictor(out))
+    gate = None
+    if gated:
+        from rsrefseg_core.scene.text_filter import window_filter_max
+        torch_filter, ort_filter = (r.text_filter(TEXTS[0]) for r in runtimes)
+        np.testing.assert_allclose(ort_filter[0], torch_filter[0], atol=1e-5)
+        np.testing.assert_allclose(ort_filter[1:], torch_filter[1:])
+        scene = ScenePredictor(runtimes[0], crop_size=96, progress=False)
+        scene.set_scene(path)
+        scores = window_filter_max(
+            [scene.embeddings.get(i) for i in range(len(scene.grid))],
+            *torch_filter)
+        scene.close()
+        gate = float(np.median(scores))
+    for runtime in runtimes:
         scene = ScenePredictor(
             runtime,
             crop_size=96,
             window_batch=3,
             progress=False,
-            flip_check=flip_check)
+            flip_check=flip_check,
+            filter_gate=gate)
         scene.set_scene(path)
         answers.append(
             scene.predict(
@@ -201,9 +239,14 @@ def test_scene_through_onnx_runtime_equals_pytorch(exported_presence, tmp_path,
                 rasterio.open(ort_res.mask_path) as b:
             differ = (a.read(1) != b.read(1)).mean()
         assert differ < 1e-3, differ
+        np.testing.assert_array_equal(
+            np.isnan(ort_res.window_presence),
+            np.isnan(torch_res.window_presence))
         windows += (torch_res.window_presence < 0.5).sum()
     # windows judged absent, and present ones, were compared
     assert 0 < windows < sum(len(r.window_presence) for r in answers[0])
+    if gated:  # and windows left out by the gate
+        assert np.isnan(answers[0][0].window_presence).any()
 
 
 def test_cli_slide_writes_the_scene_outputs(exported_presence, tmp_path,

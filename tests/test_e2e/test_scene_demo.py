@@ -150,6 +150,7 @@ REFUSED = {
     '--flip-check: only with --slide': ['--flip-check', 'horizontal'],
     "--flip-check: invalid choice: 'sideways'":
     ['--slide', '--flip-check', 'sideways'],
+    '--filter-gate: only with --slide': ['--filter-gate', '-2'],
 }
 
 

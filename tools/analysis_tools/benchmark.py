@@ -1052,7 +1052,8 @@ def scene_bench_child(args) -> None:
         window_batch=args.window_batch,
         max_memory=int(args.max_memory * MIB),
         progress=False,
-        flip_check=args.flip_check or ()) \
+        flip_check=args.flip_check or (),
+        filter_gate=args.filter_gate) \
         if method != 'decimated' else None
     model_rss = proc_status_mib('self', 'VmHWM')
     threshold = runtime.mask_threshold
@@ -1256,6 +1257,8 @@ def scene_bench(args) -> Dict:
                 ]
                 if args.flip_check:
                     cmd += ['--flip-check', *args.flip_check]
+                if args.filter_gate is not None:
+                    cmd += ['--filter-gate', str(args.filter_gate)]
                 for flag in ('checkpoint', 'threads', 'model_dir'):
                     if getattr(args, flag):
                         cmd += [
@@ -1293,6 +1296,9 @@ def scene_bench(args) -> Dict:
                  f'({", ".join(args.flip_check)}; the direction words of '
                  'the expression swapped), its presence the least of the '
                  "views', its probability their mean; ")
+    if args.filter_gate is not None:
+        gate += ('only windows whose global text filter reaches the logit '
+                 f'{args.filter_gate:g} are decoded; ')
     print('\n### Scene: decimated read against sliding windows\n')
     print(f'{done[0] if done else context()} (each method and size a fresh '
           f'process); rasterio {rasterio.__version__}, GDAL '
@@ -1491,6 +1497,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         choices=('horizontal', 'vertical', 'diagonal'),
         help='slide methods: flips a window that passes must pass too '
         '(ScenePredictor flip_check; default: none)')
+    p.add_argument(
+        '--filter-gate',
+        type=float,
+        help='slide methods: decode only windows whose global text filter '
+        'logit reaches this (ScenePredictor filter_gate; default: all)')
     p.add_argument(
         '--max-memory',
         type=float,

@@ -217,6 +217,14 @@ class TextFilterNeck(BaseModule):
         return scale, bias
 
     @torch.no_grad()
+    def filter_scale_bias(
+            self, logit_outputs: Dict[str, Tensor]) -> Tuple[float, float]:
+        """``s`` and ``b`` of the filters, ``sigmoid(s * cos + b)``, as
+        floats, from the backbone's ``logit_outputs()``."""
+        scale, bias = self._scale_bias(logit_outputs, self.logit_bias)
+        return float(scale), float(bias)
+
+    @torch.no_grad()
     def calibrate_filters(self, feats: Dict[str, Tensor], local_cos: Tensor,
                           global_cos: Tensor, weights: Tensor) -> None:
         """Set ``g`` and ``b`` so the filter logits have mean 0 and the
