@@ -250,14 +250,12 @@ class ScenePredictor:
         self.encode_seconds = time.perf_counter() - start
         return self.reader
 
-    def _window_batches(self, description: str):
-        """Batches of ``(index, box)``, the bar advancing per window."""
+    def _batches(self, items: list, description: str):
+        """``items`` in batches of :attr:`window_batch`, the bar advancing
+        per item."""
         batch = []
         for item in track(
-                list(enumerate(self.grid.boxes)),
-                description,
-                unit='window',
-                force=self.progress):
+                items, description, unit='window', force=self.progress):
             batch.append(item)
             if len(batch) == self.window_batch:
                 yield batch
@@ -266,7 +264,8 @@ class ScenePredictor:
             yield batch
 
     def _encode_all(self) -> None:
-        for batch in self._window_batches(
+        for batch in self._batches(
+                list(enumerate(self.grid.boxes)),
                 f'encode {osp.basename(self.reader.source)}'):
             windows = [(i, self.reader.read(box)) for i, box in batch]
             with_data = [(i, w) for i, w in windows if not _empty(w)]
@@ -342,11 +341,12 @@ class ScenePredictor:
         text_filter = None if self.filter_gate is None else \
             self.runtime.text_filter(text)
         try:
-            for batch in self._window_batches(f'{text!r}'):
-                indices = [i for i, _ in batch]
-                if text_filter is not None:
-                    indices = self._gate(indices, text_filter)
-                encoded = [(i, self.embeddings.get(i)) for i in indices]
+            todo = list(range(len(boxes)))
+            if text_filter is not None:
+                todo = self._gate(todo, text_filter)
+            added = 0  # windows given to the mosaic, in the grid's order
+            for batch in self._batches(todo, f'{text!r}'):
+                encoded = [(i, self.embeddings.get(i)) for i in batch]
                 with_data = [(i, e) for i, e in encoded if e is not None]
                 probs = {}
                 if with_data:
@@ -361,8 +361,11 @@ class ScenePredictor:
                         probs[i] = out[k] if keep else None
                     if self.flip_check:
                         self._check_flips(text, probs, presence)
-                for i, box in batch:
-                    mosaic.add(box, probs.get(i))
+                for i in range(added, batch[-1] + 1):
+                    mosaic.add(boxes[i], probs.get(i))
+                added = batch[-1] + 1
+            for i in range(added, len(boxes)):
+                mosaic.add(boxes[i], None)
             mosaic.close()
         finally:
             outputs.close()
@@ -393,16 +396,20 @@ class ScenePredictor:
 
     def _gate(self, indices: List[int], text_filter: tuple) -> List[int]:
         """The windows of ``indices`` whose global text filter reaches
-        :attr:`filter_gate` (only their patch features are read)."""
-        feats = [(i, self.embeddings.get(i, ('img_feats', ))) for i in indices]
-        feats = [(i, e) for i, e in feats if e is not None]
-        if not feats:
-            return []
-        scores = window_filter_max([e for _, e in feats], *text_filter)
-        return [
-            i for (i, _), score in zip(feats, scores)
-            if score >= self.filter_gate
-        ]
+        :attr:`filter_gate` (only their patch features are read, 64
+        windows at a time)."""
+        kept = []
+        for start in range(0, len(indices), 64):
+            feats = [(i, self.embeddings.get(i, ('img_feats', )))
+                     for i in indices[start:start + 64]]
+            feats = [(i, e) for i, e in feats if e is not None]
+            if feats:
+                scores = window_filter_max([e for _, e in feats], *text_filter)
+                kept += [
+                    i for (i, _), score in zip(feats, scores)
+                    if score >= self.filter_gate
+                ]
+        return kept
 
     def _check_flips(self, text: str, probs: dict,
                      presence: np.ndarray) -> None:
