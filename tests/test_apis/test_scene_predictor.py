@@ -63,6 +63,22 @@ def window_answers(model, image, boxes, text):
     return answers
 
 
+#: The grid of the multi-window tests: 64 px windows, strides 32 / 43.
+GRID = dict(crop_size=64, stride=(32, 43), window_batch=3, progress=False)
+
+
+def mosaic(shape, boxes, probs):
+    """The expected scene probability: each window's (h, w) probability
+    averaged where windows overlap (None: the window counts nothing)."""
+    total = np.zeros(shape)
+    count = np.zeros(shape)
+    for (y1, y2, x1, x2), prob in zip(boxes, probs):
+        if prob is not None:
+            total[y1:y2, x1:x2] += prob
+            count[y1:y2, x1:x2] += 1
+    return total / np.maximum(count, 1)
+
+
 def test_windows_average_their_own_answers(model):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, (96, 150, 3), np.uint8)
@@ -76,19 +92,12 @@ def test_windows_average_their_own_answers(model):
     presences = [r.metainfo['presence'] for r in answers]
     # the test means something: windows on both sides of the threshold
     assert min(presences) < 0.5 < max(presences), presences
-    total = np.zeros(image.shape[:2])
-    count = np.zeros(image.shape[:2])
-    for (y1, y2, x1, x2), res in zip(boxes, answers):
-        if res.metainfo['presence'] >= 0.5:
-            total[y1:y2, x1:x2] += res.seg_logits.data[0].numpy()
-            count[y1:y2, x1:x2] += 1
+    expected = mosaic(image.shape[:2], boxes, [
+        r.seg_logits.data[0].numpy() if r.metainfo['presence'] >= 0.5 else None
+        for r in answers
+    ])
 
-    scene = ScenePredictor(
-        ReferringPredictor(model),
-        crop_size=64,
-        stride=(32, 43),
-        window_batch=3,
-        progress=False)
+    scene = ScenePredictor(ReferringPredictor(model), **GRID)
     scene.set_scene(image)
     assert scene.grid.boxes == boxes
     calls = []
@@ -102,8 +111,7 @@ def test_windows_average_their_own_answers(model):
     assert calls == [[TEXTS[0]]]  # once for the scene, then kept
     np.testing.assert_array_equal(got.probability, again.probability)
     np.testing.assert_allclose(got.window_presence, presences, atol=1e-5)
-    np.testing.assert_allclose(
-        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    np.testing.assert_allclose(got.probability, expected, atol=1e-5)
     # the runtime leaves absent windows unresized: None, present ones equal
     probs, pres = scene.runtime.decode_windows(
         [scene.embeddings.get(i) for i in range(len(boxes))], (64, 64),
@@ -179,24 +187,14 @@ def test_flip_check_keeps_the_windows_every_view_passes(model):
     kept = (p0 >= 0.5) & (p1 >= 0.5)
     # the test means something: the check drops windows and keeps others
     assert kept.any() and ((p0 >= 0.5) & ~kept).any(), (p0, p1)
-    total = np.zeros(image.shape[:2])
-    count = np.zeros(image.shape[:2])
-    for k, (y1, y2, x1, x2) in enumerate(boxes):
-        if kept[k]:
-            total[
-                y1:y2,
-                x1:x2] += (first[k].seg_logits.data[0].numpy() +
-                           flipped[k].seg_logits.data[0].numpy()[:, ::-1]) / 2
-            count[y1:y2, x1:x2] += 1
+    expected = mosaic(
+        image.shape[:2], boxes,
+        [(a.seg_logits.data[0].numpy() +
+          b.seg_logits.data[0].numpy()[:, ::-1]) / 2 if keep else None
+         for a, b, keep in zip(first, flipped, kept)])
 
     runtime = ReferringPredictor(model)
-    scene = ScenePredictor(
-        runtime,
-        crop_size=64,
-        stride=(32, 43),
-        window_batch=3,
-        progress=False,
-        flip_check=('horizontal', ))
+    scene = ScenePredictor(runtime, flip_check=('horizontal', ), **GRID)
     scene.set_scene(image)
     encoded = []
     encode = runtime.encode_windows
@@ -207,8 +205,7 @@ def test_flip_check_keeps_the_windows_every_view_passes(model):
         got.window_presence,
         np.where(p0 >= 0.5, np.minimum(p0, p1), p0),
         atol=1e-5)
-    np.testing.assert_allclose(
-        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    np.testing.assert_allclose(got.probability, expected, atol=1e-5)
     scene.close()
 
 
@@ -238,13 +235,7 @@ def test_filter_gate_decodes_the_windows_the_text_filter_passes(model):
         return out
 
     def scene_predictor(gate):
-        scene = ScenePredictor(
-            runtime,
-            crop_size=64,
-            stride=(32, 43),
-            window_batch=3,
-            progress=False,
-            filter_gate=gate)
+        scene = ScenePredictor(runtime, filter_gate=gate, **GRID)
         scene.set_scene(image)
         return scene
 
@@ -265,14 +256,11 @@ def test_filter_gate_decodes_the_windows_the_text_filter_passes(model):
     assert (passed & (full.window_presence >= 0.5)).any() and \
         not passed.all()
 
-    total = np.zeros(image.shape[:2])
-    count = np.zeros(image.shape[:2])
-    for k, (y1, y2, x1, x2) in enumerate(ungated.grid.boxes):
-        if passed[k] and full.window_presence[k] >= 0.5:
-            probs, _ = runtime.decode_windows([encodings[k]], (64, 64),
-                                              TEXTS[1])
-            total[y1:y2, x1:x2] += probs[0]
-            count[y1:y2, x1:x2] += 1
+    expected = mosaic(image.shape[:2], ungated.grid.boxes, [
+        runtime.decode_windows([e], (64, 64), TEXTS[1])[0][0]
+        if keep and p >= 0.5 else None
+        for e, keep, p in zip(encodings, passed, full.window_presence)
+    ])
     gated = scene_predictor(gate)
     decoded = []
     decode = runtime.decode_windows
@@ -283,8 +271,7 @@ def test_filter_gate_decodes_the_windows_the_text_filter_passes(model):
     np.testing.assert_array_equal(np.isnan(got.window_presence), ~passed)
     np.testing.assert_allclose(
         got.window_presence[passed], full.window_presence[passed], atol=1e-5)
-    np.testing.assert_allclose(
-        got.probability, total / np.maximum(count, 1), atol=1e-5)
+    np.testing.assert_allclose(got.probability, expected, atol=1e-5)
     with pytest.raises(ValueError, match='finite'):
         ScenePredictor(runtime, filter_gate=float('nan'))
     ungated.close()
